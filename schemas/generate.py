@@ -1,0 +1,112 @@
+"""Write the JSON Schema files in ``schemas/json/`` from the wire structs and the profile model.
+
+The Python types are the source of truth; the JSON files exist for outside tools
+(editors completing a profile, a partner checking a payload) and are committed so
+they can be read without running Python. A test compares them with a fresh render,
+so a change to a type that is not regenerated fails CI.
+
+    python -m schemas.generate           # rewrite the files
+    python -m schemas.generate --check   # exit 1 and list the files that are stale
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schemas import SCHEMA_VERSION
+from schemas.profile import DeviceProfile
+from schemas.wire import WIRE_TYPES
+
+JSON_DIR = Path(__file__).resolve().parent / "json"
+"""Where the generated files live, next to the types they describe."""
+
+SUFFIX = ".schema.json"
+_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _document(stem: str, title: str, schema: dict[str, Any]) -> str:
+    """A schema as committed: dialect, id and title added, keys sorted, newline-terminated."""
+    document = {**schema, "$schema": _DIALECT, "$id": f"urn:anju:schemas:{stem}", "title": title}
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def render_schemas() -> dict[str, str]:
+    """Every schema file's name mapped to its exact text; the same input gives the same bytes."""
+    files = {
+        f"{stem}{SUFFIX}": _document(
+            stem,
+            f"Anju {wire_type.__name__} payload (schema_version {SCHEMA_VERSION})",
+            msgspec.json.schema(wire_type),
+        )
+        for stem, wire_type in WIRE_TYPES.items()
+    }
+    files[f"device_profile{SUFFIX}"] = _document(
+        "device_profile", "Anju device profile", DeviceProfile.model_json_schema()
+    )
+    return files
+
+
+def stale_files(directory: Path = JSON_DIR) -> list[str]:
+    """Names of files in ``directory`` that are missing, differ from a render, or are left over."""
+    return _stale(directory, render_schemas())
+
+
+def write_schemas(directory: Path = JSON_DIR) -> list[str]:
+    """Bring ``directory`` up to date: write changed files, delete left-over ones.
+
+    Returns the names of the files it wrote or deleted.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    rendered = render_schemas()
+    changed = _stale(directory, rendered)
+    for name in changed:
+        if name in rendered:
+            (directory / name).write_text(rendered[name], encoding="utf-8")
+        else:
+            (directory / name).unlink()
+    return changed
+
+
+def _stale(directory: Path, rendered: dict[str, str]) -> list[str]:
+    def differs(name: str, text: str) -> bool:
+        path = directory / name
+        return not path.is_file() or path.read_text(encoding="utf-8") != text
+
+    stale = [name for name, text in rendered.items() if differs(name, text)]
+    leftover = [p.name for p in directory.glob(f"*{SUFFIX}") if p.name not in rendered]
+    return sorted(stale + leftover)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the process exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m schemas.generate",
+        description=f"Generate the JSON Schema files in {JSON_DIR} from schemas.wire "
+        "and schemas.profile.",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and list the files that differ from a fresh render",
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files()
+        for name in stale:
+            print(f"stale: {JSON_DIR / name}", file=sys.stderr)
+        if stale:
+            print("run `python -m schemas.generate` and commit the result", file=sys.stderr)
+            return 1
+        print(f"{len(render_schemas())} schema files up to date")
+        return 0
+    for name in write_schemas():
+        print(f"updated {JSON_DIR / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Wire payloads of DESIGN.md section 3, as msgspec structs.
+
+msgspec was chosen over pydantic for these after measuring decode and validation of a
+100-item batch with both (docs/decisions.md): the cloud decodes every batch of every
+gateway, so this is the hottest parse in the platform.
+
+Every payload starts with ``schema_version``. Batches carry a header (gateway,
+community, spool epoch, batch sequence, send time) that the cloud uses to deduplicate
+whole batches; items carry the device, its timestamp (UTC) and a per-device sequence.
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+from schemas import SCHEMA_VERSION
+from schemas.errors import WireError
+from schemas.vocabulary import EventType, Metric, Severity
+
+Identifier = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="Lower-case id: letters, digits, '.', '_' and '-', at most 64 characters.",
+    ),
+]
+CommunityPath = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,31}/[a-z0-9][a-z0-9-]{0,31}$",
+        description="street/community, the two lower tiers of the city's community tree.",
+    ),
+]
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True, description="An aware timestamp (UTC).")]
+Sequence = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+SpoolEpoch = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9a-f]{16,32}$",
+        description="Random hex id made when a gateway's spool is created.",
+    ),
+]
+Version = Literal[1]
+
+
+class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Base of every wire struct: strict, immutable, keyword-only."""
+
+
+class Reading(_Wire, kw_only=True, frozen=True, omit_defaults=True):
+    """One sample of one metric of one device."""
+
+    device: Identifier
+    ts: UtcTime
+    seq: Sequence
+    metric: Metric
+    value: float
+
+
+class EventData(_Wire, kw_only=True, frozen=True, omit_defaults=True):
+    """Typed details of an event; every field is optional and only some apply per type.
+
+    Card numbers, faces and names never appear: ``card_hash`` is a keyed hash made at
+    the edge, cameras send zones and counts.
+    """
+
+    point: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    zone: str | None = None
+    channel: int | None = None
+    count: int | None = None
+    card_hash: str | None = None
+    door: str | None = None
+    duration_s: float | None = None
+    reason: str | None = None
+
+
+class Event(_Wire, kw_only=True, frozen=True, omit_defaults=True):
+    """Something that happened at a device; alarms are events of severity critical."""
+
+    device: Identifier
+    ts: UtcTime
+    seq: Sequence
+    type: EventType
+    severity: Severity
+    data: EventData = EventData()
+
+
+class _BatchHeader(_Wire, kw_only=True, frozen=True):
+    schema_version: Version = SCHEMA_VERSION
+    gateway: Identifier
+    community: CommunityPath
+    spool_epoch: SpoolEpoch
+    batch_seq: Sequence
+    sent_at: UtcTime
+
+
+class TelemetryBatch(_BatchHeader, kw_only=True, frozen=True):
+    """Readings sealed once by the edge and resent byte for byte until acknowledged."""
+
+    items: Annotated[list[Reading], msgspec.Meta(min_length=1, max_length=100_000)]
+
+
+class EventBatch(_BatchHeader, kw_only=True, frozen=True):
+    """Events sealed like telemetry; travels on its own topic, ahead of telemetry."""
+
+    items: Annotated[list[Event], msgspec.Meta(min_length=1, max_length=10_000)]
+
+
+class GatewayState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Status(_Wire, kw_only=True, frozen=True):
+    """Retained gateway status; the offline form is the gateway's MQTT Last Will."""
+
+    schema_version: Version = SCHEMA_VERSION
+    gateway: Identifier
+    community: CommunityPath
+    state: GatewayState
+    at: UtcTime
+    agent_version: str = ""
+
+
+class CommandName(StrEnum):
+    UNLOCK_DOOR = "unlock_door"
+    RESET_ALARM = "reset_alarm"
+    RELOAD_CONFIG = "reload_config"
+    PING = "ping"
+    SCAN = "scan"
+
+
+ArgValue = str | int | float | bool
+
+
+class Command(_Wire, kw_only=True, frozen=True):
+    """A command from the cloud to one gateway; ``id`` makes a repeat harmless."""
+
+    schema_version: Version = SCHEMA_VERSION
+    id: Identifier
+    name: CommandName
+    device: Identifier | None = None
+    args: dict[str, ArgValue] = {}
+    issued_at: UtcTime
+    expires_at: UtcTime
+
+
+class CommandResult(_Wire, kw_only=True, frozen=True):
+    """What a gateway did with a command, including a refusal and its reason."""
+
+    schema_version: Version = SCHEMA_VERSION
+    id: Identifier
+    gateway: Identifier
+    ok: bool
+    detail: str = ""
+    data: dict[str, ArgValue] = {}
+    finished_at: UtcTime
+
+
+WIRE_TYPES: dict[str, type[msgspec.Struct]] = {
+    "telemetry_batch": TelemetryBatch,
+    "event_batch": EventBatch,
+    "status": Status,
+    "command": Command,
+    "command_result": CommandResult,
+}
+"""The payloads that get a JSON Schema file in schemas/json/, by file stem."""
+
+_W = TypeVar("_W", bound=msgspec.Struct)
+_ENCODER = msgspec.json.Encoder()
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
+    wire_type: msgspec.json.Decoder(wire_type) for wire_type in WIRE_TYPES.values()
+}
+
+
+def encode(payload: msgspec.Struct) -> bytes:
+    """Serialise a wire struct to JSON bytes, fields in declaration order."""
+    return _ENCODER.encode(payload)
+
+
+def decode(payload: bytes, wire_type: type[_W], *, topic: str | None = None) -> _W:
+    """Parse and validate ``payload`` as ``wire_type``.
+
+    Raises WireError naming the first offending field (for example
+    ``Expected `int` >= 0 - at `$.items[3].seq```) and carrying the payload.
+    """
+    decoder = _DECODERS.get(wire_type) or msgspec.json.Decoder(wire_type)
+    try:
+        result: _W = decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise WireError(str(exc), topic=topic, payload=payload) from None
+    return result

@@ -1,0 +1,1 @@
+"""The Anju test suite: unit, integration, end-to-end and fault tests."""
