@@ -1,0 +1,120 @@
+"""The gateway's configuration file: who the gateway is, where the broker is, its devices.
+
+Validated at start-up; a bad value names the file, the key and what to write instead.
+Example::
+
+    gateway: gw-fh-01
+    community: xijin/fenghuang
+    broker: mqtt://127.0.0.1:1883
+    devices:
+      - id: fh-b3-smoke-0301
+        profile: anju-smoke-mb
+        address: modbus-tcp://192.168.10.20:502?unit=1
+        building: "3"
+        unit: "301"
+"""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.addresses import DeviceAddress, parse_address
+from edge.errors import AddressError, ConfigError
+from schemas.broker import BrokerAddress, parse_broker_url
+from schemas.errors import SchemaError
+
+_ID = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class DeviceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=_ID)]
+    profile: str
+    address: str
+    building: str = ""
+    unit: str = ""
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address_parses(cls, value: str) -> str:
+        try:
+            parse_address(value)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def parsed_address(self) -> DeviceAddress:
+        return parse_address(self.address)
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gateway: Annotated[str, Field(pattern=_ID)]
+    community: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*$")]
+    broker: str = "mqtt://127.0.0.1:1883"
+    profiles: Path | None = Field(
+        default=None, description="Folder of device profiles; default: the bundled ones."
+    )
+    telemetry_linger_s: Annotated[float, Field(ge=0, le=60)] = 0.5
+    modbus_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    offline_after_misses: Annotated[int, Field(ge=1, le=100)] = 3
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_parses(cls, value: str) -> str:
+        try:
+            parse_broker_url(value)
+        except SchemaError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_ids(cls, devices: list[DeviceConfig]) -> list[DeviceConfig]:
+        seen: set[str] = set()
+        for device in devices:
+            if device.id in seen:
+                raise ValueError(f"device id {device.id!r} appears twice")
+            seen.add(device.id)
+        return devices
+
+    @property
+    def broker_address(self) -> BrokerAddress:
+        return parse_broker_url(self.broker)
+
+
+def parse_config(document: Any, source: str) -> GatewayConfig:
+    """Validate a config mapping; raises ConfigError naming ``source``, the key and the fault."""
+    if not isinstance(document, dict):
+        raise ConfigError(
+            source, "(top level)", "expected a mapping with gateway, community, devices"
+        )
+    try:
+        return GatewayConfig.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            model = DeviceConfig if first["loc"][0] == "devices" else GatewayConfig
+            message = f"unknown key; allowed keys here are {', '.join(model.model_fields)}"
+        raise ConfigError(source, key, message) from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a gateway config file (YAML)."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", f"cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "(file)", f"not valid YAML: {exc}") from None
+    return parse_config(document, str(path))

@@ -1,0 +1,138 @@
+"""Modbus TCP and RTU buses over pymodbus.
+
+One ``ModbusBus`` per physical bus (a TCP endpoint or a serial line) holds one client
+and one lock: RS-485 is half duplex and many TCP converters serve one request at a
+time, so every request on a bus waits its turn. pymodbus' own retries are off; the
+poller decides what a miss means for a device.
+"""
+
+import asyncio
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Self
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from edge.addresses import DeviceAddress
+from edge.errors import DeviceRejected, DeviceTimeout, DeviceUnreachable
+from edge.modbus_plan import PlannedRead
+from schemas.profile import ModbusTable
+from schemas.vocabulary import Protocol
+
+_EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
+
+class ModbusBus:
+    """A connection to one Modbus bus, shared by every device on it."""
+
+    def __init__(self, address: DeviceAddress, *, timeout_s: float = 1.0) -> None:
+        self.name = address.bus
+        self._timeout_s = timeout_s
+        self._lock = asyncio.Lock()
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        if address.protocol is Protocol.MODBUS_TCP:
+            self._client = AsyncModbusTcpClient(
+                address.host, port=address.port, timeout=timeout_s, retries=0
+            )
+        else:
+            self._client = AsyncModbusSerialClient(
+                address.path,
+                baudrate=address.baud,
+                parity=address.parity,
+                timeout=timeout_s,
+                retries=0,
+            )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def _ensure_connected(self, where: str) -> None:
+        if self._client.connected:
+            return
+        try:
+            connected = await asyncio.wait_for(self._client.connect(), self._timeout_s * 2)
+        except (TimeoutError, OSError):
+            connected = False
+        if not connected:
+            raise DeviceUnreachable(where, f"cannot connect to {self.name}")
+
+    async def read(self, read: PlannedRead, unit: int) -> list[int] | list[bool]:
+        """Execute one planned read against ``unit``; returns registers or bits.
+
+        Raises DeviceTimeout, DeviceUnreachable or DeviceRejected (with the Modbus
+        exception code), each naming the bus, unit and address.
+        """
+        where = f"{self.name} unit {unit} {read.table} {read.start}+{read.count}"
+        calls = {
+            ModbusTable.COIL: self._client.read_coils,
+            ModbusTable.DISCRETE_INPUT: self._client.read_discrete_inputs,
+            ModbusTable.INPUT_REGISTER: self._client.read_input_registers,
+            ModbusTable.HOLDING_REGISTER: self._client.read_holding_registers,
+        }
+        async with self._lock:
+            await self._ensure_connected(where)
+            response = await self._call(
+                where, calls[read.table](read.start, count=read.count, device_id=unit)
+            )
+        if read.table.is_bit_table:
+            return [bool(bit) for bit in response.bits[: read.count]]
+        registers: list[int] = list(response.registers)
+        if len(registers) != read.count:
+            raise DeviceRejected(where, f"answered {len(registers)} registers", code=0)
+        return registers
+
+    async def write_registers(self, start: int, values: list[int], unit: int) -> None:
+        """Write holding registers (function 6 for one, 16 for several)."""
+        where = f"{self.name} unit {unit} holding_register {start}"
+        async with self._lock:
+            await self._ensure_connected(where)
+            if len(values) == 1:
+                call = self._client.write_register(start, values[0], device_id=unit)
+            else:
+                call = self._client.write_registers(start, values, device_id=unit)
+            await self._call(where, call)
+
+    async def write_coil(self, address: int, value: bool, unit: int) -> None:
+        """Write one coil (function 5)."""
+        where = f"{self.name} unit {unit} coil {address}"
+        async with self._lock:
+            await self._ensure_connected(where)
+            await self._call(where, self._client.write_coil(address, value, device_id=unit))
+
+    async def _call(self, where: str, call: Awaitable[ModbusPDU]) -> ModbusPDU:
+        try:
+            response = await asyncio.wait_for(call, self._timeout_s * 2)
+        except (TimeoutError, ModbusIOException):
+            raise DeviceTimeout(where, f"no answer within {self._timeout_s:g} s") from None
+        except ConnectionException as exc:
+            self._client.close()
+            raise DeviceUnreachable(where, f"connection lost: {exc}") from None
+        except ModbusException as exc:
+            raise DeviceRejected(where, f"bad response: {exc}", code=0) from None
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            name = _EXCEPTION_NAMES.get(code, "unknown exception")
+            raise DeviceRejected(where, f"Modbus exception {code} ({name})", code=code)
+        return response

@@ -1,0 +1,56 @@
+"""Errors of the gateway agent.
+
+EdgeError
+├── ConfigError          a gateway config file that cannot be used (file, key, fix)
+├── AddressError         a device address URL that cannot be parsed
+├── DeviceError          talking to one device failed (device, address)
+│   ├── DeviceTimeout        no answer within the timeout
+│   ├── DeviceUnreachable    no connection to the device or its bus
+│   └── DeviceRejected       the device answered with a protocol exception
+└── UplinkError          the broker connection failed or a publish was not acknowledged
+"""
+
+
+class EdgeError(Exception):
+    """Base of every error raised by the gateway agent."""
+
+
+class ConfigError(EdgeError):
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{path}: {key}: {problem}")
+
+
+class AddressError(EdgeError):
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        super().__init__(f"device address {address!r}: {problem}")
+
+
+class DeviceError(EdgeError):
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        self.problem = problem
+        super().__init__(f"{address}: {problem}")
+
+
+class DeviceTimeout(DeviceError):
+    pass
+
+
+class DeviceUnreachable(DeviceError):
+    pass
+
+
+class DeviceRejected(DeviceError):
+    """A Modbus exception response; ``code`` is the exception code (2: illegal address)."""
+
+    def __init__(self, address: str, problem: str, code: int) -> None:
+        self.code = code
+        super().__init__(address, problem)
+
+
+class UplinkError(EdgeError):
+    pass

@@ -1,0 +1,179 @@
+"""Turns raw point values of one device into readings and events of the shared schema.
+
+Pure and synchronous: the poller hands in what it read and the time it read it, and
+gets back what should be sent. State kept per device is only what the rules need to
+see edges (a bit that was clear and is now set) and what report-by-exception needs
+(the last value sent and when).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, get_args
+
+import msgspec
+
+from edge.modbus_plan import RawValue
+from schemas.profile import Condition, DeviceProfile, EventRule, Point
+from schemas.vocabulary import EVENT_SEVERITY, EventType, Metric
+from schemas.wire import Event, EventData, Reading
+
+Sample = Mapping[str, RawValue | str]
+"""Raw values of one read of a device, by point name (serial records give strings)."""
+
+
+def polled_points(profile: DeviceProfile) -> list[Point]:
+    """The points a routine poll needs: those with a metric and those rules look at.
+
+    Configuration points (thresholds, reset registers, serial numbers) are read on
+    demand by the installer, not every poll cycle.
+    """
+    used = {rule.point for rule in profile.events}
+    used.update(name for rule in profile.events for name in rule.data.values())
+    used.update(rule.sequence for rule in profile.events if rule.sequence is not None)
+    return [p for p in profile.points if p.metric is not None or p.name in used]
+
+
+def engineering_value(point: Point, raw: RawValue | str) -> float | str:
+    """``raw * scale + offset`` for numbers, 1.0/0.0 for booleans, strings unchanged."""
+    if isinstance(raw, str):
+        return raw
+    return float(raw) * point.scale + point.offset
+
+
+def _holds(condition: Condition, raw: RawValue | str, value: float | str) -> bool:
+    if condition.bit is not None:
+        return isinstance(raw, int) and bool(int(raw) >> condition.bit & 1)
+    if condition.equals is not None:
+        return raw == condition.equals or str(raw) == str(condition.equals)
+    if isinstance(value, str):
+        return False
+    if condition.above is not None:
+        return value > condition.above
+    return condition.below is not None and value < condition.below
+
+
+@dataclass
+class DeviceNormaliser:
+    """Report-by-exception and edge-triggered events for one device.
+
+    ``seq`` counts every item this device produced, readings and events alike, so the
+    cloud can check that nothing went missing per device.
+    """
+
+    device_id: str
+    profile: DeviceProfile
+    seq: int = 0
+    _last_sent: dict[Metric, tuple[float, datetime]] = field(default_factory=dict)
+    _levels: dict[int, bool] = field(default_factory=dict)
+    _sequences: dict[int, RawValue | str] = field(default_factory=dict)
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def event(self, event_type: EventType, ts: datetime, data: EventData | None = None) -> Event:
+        """An event of this device with the next sequence number and its standard severity."""
+        return Event(
+            device=self.device_id,
+            ts=ts,
+            seq=self._next_seq(),
+            type=event_type,
+            severity=EVENT_SEVERITY[event_type],
+            data=data or EventData(),
+        )
+
+    def normalise(self, sample: Sample, ts: datetime) -> tuple[list[Reading], list[Event]]:
+        """Readings due to be sent and events that fired for one read taken at ``ts``."""
+        values = {
+            name: engineering_value(self.profile.point(name), raw) for name, raw in sample.items()
+        }
+        events = [
+            event
+            for index, rule in enumerate(self.profile.events)
+            if rule.point in sample
+            for event in self._apply_rule(index, rule, sample, values, ts)
+        ]
+        readings = [
+            reading
+            for point in self.profile.points
+            if point.metric is not None and point.name in values
+            if (reading := self._reading(point, point.metric, values[point.name], ts)) is not None
+        ]
+        return readings, events
+
+    def _reading(
+        self, point: Point, metric: Metric, value: float | str, ts: datetime
+    ) -> Reading | None:
+        if isinstance(value, str):
+            return None
+        last = self._last_sent.get(metric)
+        if last is not None:
+            last_value, last_ts = last
+            stale = (ts - last_ts).total_seconds() >= self.profile.heartbeat_s
+            if not stale and abs(value - last_value) <= point.deadband:
+                return None
+        self._last_sent[metric] = (value, ts)
+        return Reading(
+            device=self.device_id, ts=ts, seq=self._next_seq(), metric=metric, value=value
+        )
+
+    def _apply_rule(
+        self,
+        index: int,
+        rule: EventRule,
+        sample: Sample,
+        values: Mapping[str, float | str],
+        ts: datetime,
+    ) -> list[Event]:
+        holds = _holds(rule.when, sample[rule.point], values[rule.point])
+        if rule.mode == "occurrence":
+            if rule.sequence is not None:
+                counter = sample.get(rule.sequence)
+                seen = self._sequences.get(index)
+                if counter is not None:
+                    self._sequences[index] = counter
+                # The record under the counter is new only if the counter moved since
+                # the last read; the record present at start-up predates us.
+                holds = holds and seen is not None and counter is not None and counter != seen
+            return [self.event(rule.type, ts, self._data(rule, values))] if holds else []
+        was = self._levels.get(index, False)
+        self._levels[index] = holds
+        if holds and not was:
+            return [self.event(rule.type, ts, self._data(rule, values))]
+        if was and not holds and rule.clear is not None:
+            return [self.event(rule.clear, ts, self._data(rule, values))]
+        return []
+
+    def _data(self, rule: EventRule, values: Mapping[str, float | str]) -> EventData:
+        fields: dict[str, float | str] = {"point": rule.point}
+        threshold = rule.when.above if rule.when.above is not None else rule.when.below
+        if threshold is not None:
+            fields["threshold"] = threshold
+            fields["value"] = values[rule.point]
+        fields.update({key: values[name] for key, name in rule.data.items() if name in values})
+        return EventData(**{key: _coerce(key, value) for key, value in fields.items()})
+
+
+_DATA_TYPES: dict[str, type] = {
+    f.name: next(t for t in get_args(f.type) if t is not type(None))
+    for f in msgspec.structs.fields(EventData)
+}
+
+
+def _coerce(key: str, value: float | str) -> Any:
+    """Fit a point value to the event data field's type (a u32 card hash into a string).
+
+    Raises nothing for a numeric value; a string that should be a number becomes None
+    rather than stopping the poll loop.
+    """
+    target = _DATA_TYPES[key]
+    if target is str:
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if target is int else number

@@ -1,0 +1,139 @@
+"""Polls the Modbus devices of one bus, one request at a time, each on its own interval.
+
+Each device gets a random phase within its interval, so 200 detectors configured
+alike do not all fire in the same millisecond. A device that misses
+``offline_after`` polls in a row is reported ``device.offline`` (once), and
+``device.online`` when it answers again; the bus keeps serving its other devices
+meanwhile, so one dead detector costs the others at most its timeout per cycle.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from edge.addresses import DeviceAddress
+from edge.drivers.modbus import ModbusBus
+from edge.errors import DeviceError, DeviceRejected, DeviceTimeout
+from edge.modbus_plan import PlannedRead, RawValue, decode_point, plan_reads
+from edge.normalise import DeviceNormaliser, polled_points
+from schemas.profile import DeviceProfile
+from schemas.vocabulary import EventType
+from schemas.wire import Event, EventData, Reading
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[list[Reading], list[Event]], None]
+
+
+async def read_points(bus: ModbusBus, unit: int, plan: list[PlannedRead]) -> dict[str, RawValue]:
+    """Run every read of ``plan`` against ``unit`` and decode the points they cover."""
+    values: dict[str, RawValue] = {}
+    for read in plan:
+        block = await bus.read(read, unit)
+        for point in read.points:
+            values[point.name] = decode_point(read, block, point)
+    return values
+
+
+@dataclass
+class PolledDevice:
+    """A configured device with its profile, read plan and normaliser."""
+
+    device_id: str
+    profile: DeviceProfile
+    address: DeviceAddress
+    interval_s: float
+    normaliser: DeviceNormaliser = field(init=False)
+    plan: list[PlannedRead] = field(init=False)
+    next_due: float = 0.0
+    misses: int = 0
+    online: bool = True
+    polls: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.normaliser = DeviceNormaliser(self.device_id, self.profile)
+        self.plan = plan_reads(self.profile, polled_points(self.profile))
+
+
+class BusPoller:
+    """The poll loop of one bus."""
+
+    def __init__(
+        self,
+        bus: ModbusBus,
+        devices: list[PolledDevice],
+        sink: Sink,
+        *,
+        offline_after: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.devices = devices
+        self._sink = sink
+        self._offline_after = offline_after
+        self._clock = clock
+        self.overruns = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set."""
+        now = self._clock()
+        for device in self.devices:
+            device.next_due = now + random.uniform(0, device.interval_s)
+        while not stop.is_set():
+            device = min(self.devices, key=lambda d: d.next_due)
+            delay = device.next_due - self._clock()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                    return
+                except TimeoutError:
+                    pass
+            await self.poll(device)
+            device.next_due += device.interval_s
+            if device.next_due < self._clock():
+                self.overruns += 1
+                device.next_due = self._clock() + device.interval_s
+
+    async def poll(self, device: PolledDevice) -> None:
+        """Read one device once and pass what it yields to the sink; never raises DeviceError."""
+        device.polls += 1
+        ts = datetime.now(UTC)
+        try:
+            sample = await read_points(self.bus, device.address.unit, device.plan)
+        except DeviceError as exc:
+            self._miss(device, exc, ts)
+            return
+        events: list[Event] = []
+        if not device.online:
+            device.online = True
+            log.info("%s answers again", device.device_id)
+            events.append(device.normaliser.event(EventType.DEVICE_ONLINE, ts))
+        device.misses = 0
+        readings, fired = device.normaliser.normalise(sample, ts)
+        self._sink(readings, events + fired)
+
+    def _miss(self, device: PolledDevice, exc: DeviceError, ts: datetime) -> None:
+        kind = (
+            "timeout"
+            if isinstance(exc, DeviceTimeout)
+            else "exception"
+            if isinstance(exc, DeviceRejected)
+            else "unreachable"
+        )
+        device.faults[kind] += 1
+        device.misses += 1
+        if device.misses == 1:
+            log.warning("%s: %s", device.device_id, exc)
+        if device.online and device.misses >= self._offline_after:
+            device.online = False
+            log.warning("%s offline after %d missed polls", device.device_id, device.misses)
+            offline = device.normaliser.event(
+                EventType.DEVICE_OFFLINE, ts, EventData(reason=f"{kind}: {exc.problem}")
+            )
+            self._sink([], [offline])
