@@ -1,0 +1,1 @@
+"""Anju: a smart-community IoT platform (edge gateway agent and cloud tier)."""
