@@ -1,0 +1,106 @@
+"""``anju cloud``: migrate the database, run the cloud tier, or run ingest workers alone."""
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import typer
+
+from anju.commands.common import fail
+from cloud.app import run_cloud, run_ingest
+from cloud.errors import CloudError
+from cloud.settings import load_database_url, load_settings
+from cloud.storage.migrate import apply_migrations
+
+app = typer.Typer(
+    help="The cloud tier: database migrations, ingest workers and the incident API. "
+    "Configured by ANJU_DATABASE_URL and ANJU_MQTT_URL.",
+    no_args_is_help=True,
+)
+
+_ENVIRONMENT = (
+    "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname), "
+    "ANJU_MQTT_URL (mqtt://[user[:password]@]host[:port][?version=5|3.1.1]), "
+    "ANJU_INGEST_GROUP (MQTT v5 shared-subscription group, default anju-ingest), "
+    "ANJU_INGEST_CLIENT_ID (client id prefix, default anju-ingest-HOSTNAME; worker N "
+    "connects as PREFIX-N)."
+)
+
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        "-w",
+        min=1,
+        help="Ingest workers in this process, each its own MQTT session on the shared "
+        "subscription (MQTT v5 only for more than one).",
+    ),
+]
+
+
+@app.command(
+    epilog="Example: ANJU_DATABASE_URL=postgresql://anju@127.0.0.1:5432/anju "
+    "anju cloud migrate\n\n"
+    "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname)."
+)
+def migrate() -> None:
+    """Apply the database migrations not applied yet, each once, in order.
+
+    Safe to run from several processes at once: they take turns and the later ones
+    find nothing to do. Prints the migrations applied now.
+    """
+    try:
+        applied = apply_migrations(load_database_url())
+    except CloudError as exc:
+        fail(str(exc))
+    for name in applied:
+        typer.echo(f"applied {name}")
+    if not applied:
+        typer.echo("database is up to date")
+
+
+@app.command(
+    epilog="Example: ANJU_DATABASE_URL=postgresql://anju@127.0.0.1:5432/anju "
+    "ANJU_MQTT_URL=mqtt://127.0.0.1:1883 anju cloud run --workers 2\n\n"
+    f"{_ENVIRONMENT} ANJU_API_HOST and ANJU_API_PORT (default 127.0.0.1:8080)."
+)
+def run(workers: Workers = 1) -> None:
+    """Run ingest and the HTTP API in one process until Ctrl-C or SIGTERM."""
+    try:
+        settings = load_settings()
+        _run_until_signal(lambda stop: run_cloud(settings, workers=workers, stop=stop))
+    except CloudError as exc:
+        fail(str(exc))
+
+
+@app.command(
+    epilog="Example: ANJU_DATABASE_URL=postgresql://anju@db:5432/anju "
+    "ANJU_MQTT_URL=mqtt://broker:1883 anju cloud ingest --workers 4\n\n"
+    f"{_ENVIRONMENT}"
+)
+def ingest(workers: Workers = 1) -> None:
+    """Run ingest workers only (no API) until Ctrl-C or SIGTERM.
+
+    Workers, here or on other machines, share one MQTT v5 subscription group, so
+    adding workers adds throughput. A message is acknowledged to the broker only after
+    its rows are committed.
+    """
+    try:
+        settings = load_settings()
+        _run_until_signal(lambda stop: run_ingest(settings, workers=workers, stop=stop))
+    except CloudError as exc:
+        fail(str(exc))
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)``; SIGINT or SIGTERM sets ``stop`` for a graceful shutdown."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())

@@ -1,0 +1,28 @@
+"""``GET /health``: whether the API can reach its database."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from cloud.api.deps import PoolDep
+from cloud.api.models import Health
+from cloud.errors import StorageError
+from cloud.storage.database import storage_errors
+from cloud.storage.sql import queries
+
+router = APIRouter(tags=["health"])
+
+_TIMEOUT_S = 3.0
+
+
+@router.get("/health", response_model=Health)
+async def health(pool: PoolDep, response: Response) -> Health:
+    """200 when a database round trip succeeds within a few seconds, else 503 with why."""
+    try:
+        with storage_errors("ping"):
+            async with pool.connection(timeout=_TIMEOUT_S) as conn:
+                await conn.execute(queries()["ping"])
+    except StorageError as exc:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Health(status="unavailable", database="unavailable", detail=str(exc))
+    return Health(status="ok", database="ok")

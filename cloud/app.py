@@ -1,0 +1,178 @@
+"""The cloud tier's processes, wired together: ``run_cloud`` and ``run_ingest``.
+
+Both run as named tasks in one ``asyncio.TaskGroup`` until ``stop`` is set (or they
+are cancelled), then shut down in order: the API stops accepting requests and
+finishes the ones in flight, ingest workers are cancelled (safe at any point, since a
+message is acknowledged only after its commit) and pools are closed. If any task
+fails, the others are stopped and the failure is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+import uvicorn
+
+from cloud.api.app import create_app
+from cloud.errors import CloudError, SettingsError
+from cloud.ingest.consumer import IngestConsumer
+from cloud.ingest.counters import IngestCounters
+from cloud.ingest.writer import BatchWriter
+from cloud.settings import CloudSettings
+from cloud.storage.pool import open_pool
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_S: Final = 60.0
+
+
+def worker_client_ids(settings: CloudSettings, workers: int) -> list[str]:
+    """The stable, distinct MQTT client ids of ``workers`` ingest workers."""
+    return [f"{settings.ingest.client_id}-{index}" for index in range(workers)]
+
+
+async def run_ingest(
+    settings: CloudSettings,
+    *,
+    workers: int = 1,
+    stop: asyncio.Event | None = None,
+    counters: IngestCounters | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Run ``workers`` ingest consumers on the shared subscription until ``stop`` is set.
+
+    Workers share one connection pool and ``counters`` (a fresh one when not given,
+    logged every minute). ``started`` is set once every worker has subscribed: from
+    then on the broker keeps messages for them even while they reconnect.
+
+    Raises SettingsError when ``ANJU_MQTT_URL`` is missing, or when several workers
+    are asked of an MQTT 3.1.1 broker, which has no shared subscriptions and would
+    hand every message to every worker.
+    """
+    broker = settings.broker
+    if workers < 1:
+        raise SettingsError("--workers", f"{workers} workers", "at least 1")
+    if workers > 1 and not broker.supports_shared_subscriptions:
+        raise SettingsError(
+            "ANJU_MQTT_URL",
+            f"{workers} workers need shared subscriptions, which MQTT 3.1.1 lacks",
+            "an MQTT v5 broker (?version=5), or --workers 1",
+        )
+    totals = counters if counters is not None else IngestCounters()
+    async with open_pool(settings.database_url, name="ingest", max_size=workers + 1) as pool:
+        writer = BatchWriter(pool, connect_timeout_s=settings.ingest.checkout_timeout_s)
+        consumers = [
+            IngestConsumer(broker, settings.ingest, writer, totals, client_id=client_id)
+            for client_id in worker_client_ids(settings, workers)
+        ]
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(consumer.run(), name=f"ingest:{consumer.client_id}")
+                for consumer in consumers
+            ]
+            tasks.append(group.create_task(_log_counters(totals), name="ingest:stats"))
+            if started is not None:
+                tasks.append(
+                    group.create_task(
+                        _all_set([c.subscribed for c in consumers], started),
+                        name="ingest:started",
+                    )
+                )
+            await _wait(stop)
+            for task in tasks:
+                task.cancel()
+
+
+async def run_cloud(
+    settings: CloudSettings,
+    *,
+    workers: int = 1,
+    stop: asyncio.Event | None = None,
+    counters: IngestCounters | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Run ingest and the API (on ``settings.api_host:api_port``) until ``stop`` is set.
+
+    ``started`` is set once the API accepts connections and every ingest worker has
+    subscribed. Raises CloudError when the
+    API cannot bind its address, SettingsError as ``run_ingest`` does.
+    """
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        lifespan="on",
+    )
+    server = _ApiServer(config)
+    ingest_stop = asyncio.Event()
+    ingest_started = asyncio.Event()
+    api_started = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        api = group.create_task(server.serve_checked(), name="api")
+        group.create_task(
+            run_ingest(
+                settings,
+                workers=workers,
+                stop=ingest_stop,
+                counters=counters,
+                started=ingest_started,
+            ),
+            name="ingest",
+        )
+        group.create_task(_api_started(server, api, api_started), name="api:started")
+        if started is not None:
+            group.create_task(_all_set([api_started, ingest_started], started), name="started")
+        await _wait(stop)
+        server.should_exit = True
+        ingest_stop.set()
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn's server without its signal handling: ``run_cloud`` owns shutdown."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def serve_checked(self) -> None:
+        """Serve until ``should_exit``; a failed start-up raises CloudError, not SystemExit."""
+        try:
+            await self.serve()
+        except SystemExit:
+            address = f"{self.config.host}:{self.config.port}"
+            raise CloudError(f"the API could not start on {address} (see the log)") from None
+
+
+async def _api_started(
+    server: uvicorn.Server, api: asyncio.Task[None], started: asyncio.Event
+) -> None:
+    # uvicorn offers a flag, not an event; poll it until it is up or has failed.
+    while not server.started:
+        if api.done():
+            return
+        await asyncio.sleep(0.02)
+    started.set()
+
+
+async def _all_set(events: list[asyncio.Event], then: asyncio.Event) -> None:
+    for event in events:
+        await event.wait()
+    then.set()
+
+
+async def _wait(stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.Future()
+    else:
+        await stop.wait()
+
+
+async def _log_counters(counters: IngestCounters) -> None:
+    while True:
+        await asyncio.sleep(STATS_INTERVAL_S)
+        log.info("ingest counters: %s", counters.snapshot())

@@ -1,0 +1,102 @@
+"""Incidents: opened from rule drafts, joined by repeats, every state change logged.
+
+Guarantees, inside the caller's transaction (so an incident exists exactly when the
+event that caused it is committed):
+
+- a device has at most one active (not resolved, not false_alarm) incident of a type;
+  a repeat joins it (``event_count`` + 1, an ``incident_events`` row) even when several
+  ingest workers race, because a partial unique index arbitrates the opening insert;
+- opening writes an ``incident_log`` row (from ``NULL`` to ``open``) with the actor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from psycopg import AsyncConnection
+
+from cloud.errors import StorageError
+from cloud.rules.drafts import IncidentDraft
+from cloud.storage.database import storage_errors
+from cloud.storage.sql import queries
+
+SYSTEM_ACTOR: Final = "system"
+
+
+class IncidentStatus(StrEnum):
+    """``open → claimed → acknowledged → dispatched → resolved`` or ``false_alarm``."""
+
+    OPEN = "open"
+    CLAIMED = "claimed"
+    ACKNOWLEDGED = "acknowledged"
+    DISPATCHED = "dispatched"
+    RESOLVED = "resolved"
+    FALSE_ALARM = "false_alarm"
+
+    @property
+    def active(self) -> bool:
+        """Whether repeats still join the incident (it is neither resolved nor false)."""
+        return self not in (IncidentStatus.RESOLVED, IncidentStatus.FALSE_ALARM)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentOutcome:
+    """Which incident an event landed in, and whether it was opened by it."""
+
+    incident_id: int
+    opened: bool
+
+
+async def open_or_join(
+    conn: AsyncConnection[Any],
+    draft: IncidentDraft,
+    *,
+    event_id: int,
+    event_ts: datetime,
+    actor: str = SYSTEM_ACTOR,
+) -> IncidentOutcome:
+    """Open the incident ``draft`` describes, or join the device's active one of its type.
+
+    Links the event to the incident either way, and logs the opening. Must run inside
+    a transaction (the caller's), so the incident commits with its event. Raises
+    StorageError when the database refuses.
+    """
+    sql = queries()
+    with storage_errors("open_or_join_incident"):
+        cur = await conn.execute(
+            sql["open_or_join_incident"],
+            {
+                "type": str(draft.type),
+                "priority": int(draft.priority),
+                "community_id": draft.community_id,
+                "building": draft.building,
+                "unit": draft.unit,
+                "device_id": draft.device_id,
+                "event_id": event_id,
+                "event_ts": event_ts,
+            },
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise StorageError("no incident row returned", query="open_or_join_incident")
+    incident_id, status, opened = int(row[0]), str(row[1]), bool(row[2])
+    with storage_errors("link_incident_event"):
+        await conn.execute(
+            sql["link_incident_event"], {"incident_id": incident_id, "event_id": event_id}
+        )
+    if opened:
+        with storage_errors("log_incident_change"):
+            await conn.execute(
+                sql["log_incident_change"],
+                {
+                    "incident_id": incident_id,
+                    "from_status": None,
+                    "to_status": status,
+                    "actor": actor,
+                    "note": f"{draft.cause} from device {draft.device_id}",
+                },
+            )
+    return IncidentOutcome(incident_id, opened)

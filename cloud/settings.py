@@ -1,0 +1,152 @@
+"""Typed settings of the cloud tier, read from ``ANJU_*`` environment variables.
+
+Validated once at start-up: a missing or malformed value raises ``SettingsError``
+naming the variable and the form it expects, before any connection is tried.
+
+- ``ANJU_DATABASE_URL`` (required): ``postgresql://user[:password]@host[:port]/dbname``
+- ``ANJU_MQTT_URL`` (required by ingest):
+  ``mqtt://[user[:password]@]host[:port][?version=5|3.1.1]``
+- ``ANJU_API_HOST`` (default ``127.0.0.1``) and ``ANJU_API_PORT`` (default ``8080``)
+- ``ANJU_INGEST_GROUP`` (default ``anju-ingest``): the MQTT v5 shared-subscription group
+- ``ANJU_INGEST_CLIENT_ID`` (default ``anju-ingest-{hostname}``): the stable MQTT client
+  id prefix; worker N connects as ``{prefix}-{N}``
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from typing import Annotated, Final, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cloud.errors import SettingsError
+from schemas.broker import BrokerAddress, parse_broker_url
+from schemas.errors import SchemaError
+
+DATABASE_URL_VAR: Final = "ANJU_DATABASE_URL"
+MQTT_URL_VAR: Final = "ANJU_MQTT_URL"
+DATABASE_URL_FORM: Final = "postgresql://user[:password]@host[:port]/dbname"
+MQTT_URL_FORM: Final = "mqtt://[user[:password]@]host[:port][?version=5|3.1.1]"
+
+_M = TypeVar("_M", bound=BaseModel)
+_MQTT_NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"
+
+
+class IngestSettings(BaseModel):
+    """How ingest workers meet the broker and how patiently they retry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group: Annotated[str, Field(pattern=_MQTT_NAME)] = "anju-ingest"
+    client_id: Annotated[str, Field(pattern=_MQTT_NAME)] = Field(
+        default_factory=lambda: f"anju-ingest-{_hostname()}"
+    )
+    session_expiry_s: Annotated[int, Field(ge=60, le=2**32 - 1)] = 7 * 24 * 3600
+    """How long the broker keeps a disconnected worker's session and queued messages."""
+    write_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """Longest a message's transaction may take before it is abandoned (not acknowledged)."""
+    checkout_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """Longest wait for a database connection from the pool."""
+    backoff_initial_s: Annotated[float, Field(gt=0)] = 0.5
+    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
+    max_queued_messages: Annotated[int, Field(ge=0)] = 1000
+    """Messages aiomqtt may hold in memory for one worker (0: unbounded)."""
+
+
+class CloudSettings(BaseModel):
+    """Everything ``anju cloud run`` and ``anju cloud ingest`` need.
+
+    ``mqtt`` is ``None`` when ``ANJU_MQTT_URL`` is unset; ``broker`` then raises
+    ``SettingsError`` for the callers that need it (the API alone does not).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str
+    mqtt: BrokerAddress | None = None
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @property
+    def broker(self) -> BrokerAddress:
+        """The MQTT broker; raises SettingsError when ``ANJU_MQTT_URL`` was not given."""
+        if self.mqtt is None:
+            raise SettingsError(MQTT_URL_VAR, "is not set", MQTT_URL_FORM)
+        return self.mqtt
+
+
+def _hostname() -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:32]
+    return cleaned or "host"
+
+
+def check_database_url(url: str, *, variable: str = DATABASE_URL_VAR) -> str:
+    """Return ``url`` if it is a PostgreSQL URL, else raise SettingsError naming ``variable``."""
+    if not re.match(r"^postgres(ql)?://[^/]*(/[^/?#]+)?([?#].*)?$", url):
+        raise SettingsError(variable, f"{url!r} is not a PostgreSQL URL", DATABASE_URL_FORM)
+    return url
+
+
+def load_database_url(environ: Mapping[str, str] | None = None) -> str:
+    """The database URL from ``ANJU_DATABASE_URL``; raises SettingsError if unset or bad."""
+    env = os.environ if environ is None else environ
+    url = env.get(DATABASE_URL_VAR, "").strip()
+    if not url:
+        raise SettingsError(DATABASE_URL_VAR, "is not set", DATABASE_URL_FORM)
+    return check_database_url(url)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, require_mqtt: bool = True
+) -> CloudSettings:
+    """Read and validate every ``ANJU_*`` variable of the cloud tier.
+
+    Raises SettingsError for the first variable that is missing (``ANJU_MQTT_URL`` only
+    when ``require_mqtt``) or malformed, naming it and the form it expects.
+    """
+    env = os.environ if environ is None else environ
+    database_url = load_database_url(env)
+    mqtt: BrokerAddress | None = None
+    mqtt_url = env.get(MQTT_URL_VAR, "").strip()
+    if mqtt_url:
+        try:
+            mqtt = parse_broker_url(mqtt_url)
+        except SchemaError as exc:
+            raise SettingsError(MQTT_URL_VAR, str(exc), MQTT_URL_FORM) from None
+    elif require_mqtt:
+        raise SettingsError(MQTT_URL_VAR, "is not set", MQTT_URL_FORM)
+
+    name_form = "letters, digits, '.', '_', '-' (at most 48, starting with a letter or digit)"
+    top_vars = {
+        "api_host": ("ANJU_API_HOST", "an address to bind, such as 127.0.0.1"),
+        "api_port": ("ANJU_API_PORT", "a port number 0-65535"),
+    }
+    ingest_vars = {
+        "group": ("ANJU_INGEST_GROUP", name_form),
+        "client_id": ("ANJU_INGEST_CLIENT_ID", name_form),
+    }
+    ingest = _validate(IngestSettings, ingest_vars, env, {})
+    return _validate(
+        CloudSettings, top_vars, env, {"database_url": database_url, "mqtt": mqtt, "ingest": ingest}
+    )
+
+
+def _validate(
+    model: type[_M],
+    variables: Mapping[str, tuple[str, str]],
+    env: Mapping[str, str],
+    given: Mapping[str, object],
+) -> _M:
+    """Build ``model`` from ``given`` plus the set ``variables``; errors name the variable."""
+    values = dict(given)
+    values.update({key: env[var] for key, (var, _) in variables.items() if env.get(var)})
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        key = str(exc.errors()[0]["loc"][0])
+        var, form = variables[key]
+        raise SettingsError(var, f"{env[var]!r} is not valid", form) from None
