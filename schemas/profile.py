@@ -247,7 +247,11 @@ class DeviceProfile(_Strict):
     model: str
     description: str = ""
     poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
-    heartbeat_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    heartbeat_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=300.0,
+        description="A reading that stays within its deadband is still sent this often, "
+        "so the cloud can tell a steady value from a silent device.",
+    )
     modbus: ModbusSettings | None = None
     ble: BleSettings | None = None
     serial: SerialSettings | None = None

@@ -1,0 +1,38 @@
+"""Named benchmarks for ``scripts/bench.py``, one module each.
+
+A module is imported only when its benchmark is chosen, so a benchmark needing
+services or heavy packages costs nothing to the others. Each module has
+``run(argv: list[str]) -> dict[str, object]``: it parses its own options from
+``argv`` and returns one flat JSON-ready object whose ``benchmark`` key is its name.
+"""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Result = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Benchmark:
+    name: str
+    module: str
+    summary: str
+
+    def load(self) -> Callable[[list[str]], Result]:
+        """The benchmark's ``run`` function, importing its module now."""
+        run: Callable[[list[str]], Result] = importlib.import_module(self.module).run
+        return run
+
+
+REGISTRY: dict[str, Benchmark] = {
+    benchmark.name: benchmark
+    for benchmark in (
+        Benchmark(
+            "schema-decode",
+            "benchmarks.schema_decode",
+            "decode and validate 100-item wire batches: msgspec against pydantic v2",
+        ),
+    )
+}
+"""Every benchmark by name; add one here when its module exists."""
