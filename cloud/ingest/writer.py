@@ -111,9 +111,7 @@ class BatchWriter:
     ``connect_timeout_s`` bounds the wait for a pooled connection.
     """
 
-    def __init__(
-        self, pool: AsyncConnectionPool[Any], *, connect_timeout_s: float = 10.0
-    ) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], *, connect_timeout_s: float = 10.0) -> None:
         self._pool = pool
         self._connect_timeout_s = connect_timeout_s
 
@@ -218,9 +216,7 @@ async def _record_batch(conn: AsyncConnection[Any], address: TopicAddress, batch
         return await cur.fetchone() is not None
 
 
-async def _registrations(
-    conn: AsyncConnection[Any], devices: set[str]
-) -> dict[str, _Registration]:
+async def _registrations(conn: AsyncConnection[Any], devices: set[str]) -> dict[str, _Registration]:
     with storage_errors("devices_for_ingest"):
         cur = await conn.execute(queries()["devices_for_ingest"], {"devices": sorted(devices)})
         rows = await cur.fetchall()
