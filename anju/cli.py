@@ -1,0 +1,40 @@
+"""The ``anju`` command: one entry point for installers, operators and the demo."""
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+
+from anju.commands import cloud, demo, edge, profile, sim
+
+root = typer.Typer(
+    name="anju",
+    help="Anju (安居): smart-community IoT platform. A gateway agent per community reads "
+    "door controllers, smoke detectors, cameras and wearables; the cloud tier stores "
+    "their readings and turns alarms into incidents for dispatchers and property managers.",
+    no_args_is_help=True,
+    epilog="Start with: anju demo --duration 40   (everything on one machine)",
+)
+root.command("demo")(demo.demo)
+root.add_typer(edge.app, name="edge")
+root.add_typer(cloud.app, name="cloud")
+root.add_typer(profile.app, name="profile")
+root.add_typer(sim.app, name="sim")
+
+
+@root.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+    )
+    for noisy in ("pymodbus", "httpx", "uvicorn.access", "amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    root()
