@@ -215,7 +215,7 @@ class Demo:
 
     def view(self) -> Group:
         devices = Table(title="Devices", expand=True)
-        for column in ("community", "device", "building", "state", "smoke %/m", "polls"):
+        for column in ("community", "device", "building", "state", "smoke %/m", "°C", "polls"):
             devices.add_column(column)
         for agent in self.agents:
             for polled in agent.devices:
@@ -238,17 +238,19 @@ class Demo:
                     ),
                     state,
                     f"{detector.obscuration_pct_per_m:.2f}",
+                    f"{detector.temperature_c:.1f}",
                     str(polled.polls),
                 )
         flow = Table.grid(padding=(0, 2))
         produced = sum(a.readings_produced + a.events_produced for a in self.agents)
         sent = sum(a.uplink.published_items for a in self.agents)
-        snapshot = self.counters.snapshot()
+        ingest = self.counters.snapshot()
+        flow.add_row(f"[bold]{self.phase}[/]")
         flow.add_row(
-            f"phase: [bold]{self.phase}[/]",
-            f"edge items produced: {produced}",
-            f"items published: {sent}",
-            f"ingest: {snapshot}",
+            f"edge: {produced} items produced, {sent} published   "
+            f"cloud: {ingest['batches']} batches, {ingest['readings']} readings, "
+            f"{ingest['events']} events stored, {ingest['quarantined']} quarantined, "
+            f"{ingest['duplicates']} duplicate batches"
         )
         incidents = Table(title="Emergency queue (GET /incidents)", expand=True)
         for column in (
