@@ -38,3 +38,7 @@ def _options(
 
 def main() -> None:
     root()
+
+
+if __name__ == "__main__":
+    main()

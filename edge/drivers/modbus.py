@@ -8,8 +8,6 @@ poller decides what a miss means for a device.
 
 import asyncio
 from collections.abc import Awaitable
-from types import TracebackType
-from typing import Self
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -40,43 +38,42 @@ class ModbusBus:
         self.name = address.bus
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        self._address = address
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        # pymodbus clients bind to the running event loop when created, so the bus
+        # makes its client on first use, inside the loop that will drive it.
+        address, timeout_s = self._address, self._timeout_s
         if address.protocol is Protocol.MODBUS_TCP:
-            self._client = AsyncModbusTcpClient(
+            return AsyncModbusTcpClient(
                 address.host, port=address.port, timeout=timeout_s, retries=0
             )
-        else:
-            self._client = AsyncModbusSerialClient(
-                address.path,
-                baudrate=address.baud,
-                parity=address.parity,
-                timeout=timeout_s,
-                retries=0,
-            )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        return AsyncModbusSerialClient(
+            address.path,
+            baudrate=address.baud,
+            parity=address.parity,
+            timeout=timeout_s,
+            retries=0,
+        )
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
-    async def _ensure_connected(self, where: str) -> None:
-        if self._client.connected:
-            return
+    async def _ensure_connected(self, where: str) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        if self._client is None:
+            self._client = self._make_client()
+        client = self._client
+        if client.connected:
+            return client
         try:
-            connected = await asyncio.wait_for(self._client.connect(), self._timeout_s * 2)
+            connected = await asyncio.wait_for(client.connect(), self._timeout_s * 2)
         except (TimeoutError, OSError):
             connected = False
         if not connected:
             raise DeviceUnreachable(where, f"cannot connect to {self.name}")
+        return client
 
     async def read(self, read: PlannedRead, unit: int) -> list[int] | list[bool]:
         """Execute one planned read against ``unit``; returns registers or bits.
@@ -85,14 +82,14 @@ class ModbusBus:
         exception code), each naming the bus, unit and address.
         """
         where = f"{self.name} unit {unit} {read.table} {read.start}+{read.count}"
-        calls = {
-            ModbusTable.COIL: self._client.read_coils,
-            ModbusTable.DISCRETE_INPUT: self._client.read_discrete_inputs,
-            ModbusTable.INPUT_REGISTER: self._client.read_input_registers,
-            ModbusTable.HOLDING_REGISTER: self._client.read_holding_registers,
-        }
         async with self._lock:
-            await self._ensure_connected(where)
+            client = await self._ensure_connected(where)
+            calls = {
+                ModbusTable.COIL: client.read_coils,
+                ModbusTable.DISCRETE_INPUT: client.read_discrete_inputs,
+                ModbusTable.INPUT_REGISTER: client.read_input_registers,
+                ModbusTable.HOLDING_REGISTER: client.read_holding_registers,
+            }
             response = await self._call(
                 where, calls[read.table](read.start, count=read.count, device_id=unit)
             )
@@ -107,19 +104,19 @@ class ModbusBus:
         """Write holding registers (function 6 for one, 16 for several)."""
         where = f"{self.name} unit {unit} holding_register {start}"
         async with self._lock:
-            await self._ensure_connected(where)
+            client = await self._ensure_connected(where)
             if len(values) == 1:
-                call = self._client.write_register(start, values[0], device_id=unit)
+                call = client.write_register(start, values[0], device_id=unit)
             else:
-                call = self._client.write_registers(start, values, device_id=unit)
+                call = client.write_registers(start, values, device_id=unit)
             await self._call(where, call)
 
     async def write_coil(self, address: int, value: bool, unit: int) -> None:
         """Write one coil (function 5)."""
         where = f"{self.name} unit {unit} coil {address}"
         async with self._lock:
-            await self._ensure_connected(where)
-            await self._call(where, self._client.write_coil(address, value, device_id=unit))
+            client = await self._ensure_connected(where)
+            await self._call(where, client.write_coil(address, value, device_id=unit))
 
     async def _call(self, where: str, call: Awaitable[ModbusPDU]) -> ModbusPDU:
         try:
@@ -127,7 +124,7 @@ class ModbusBus:
         except (TimeoutError, ModbusIOException):
             raise DeviceTimeout(where, f"no answer within {self._timeout_s:g} s") from None
         except ConnectionException as exc:
-            self._client.close()
+            self.close()
             raise DeviceUnreachable(where, f"connection lost: {exc}") from None
         except ModbusException as exc:
             raise DeviceRejected(where, f"bad response: {exc}", code=0) from None
