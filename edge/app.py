@@ -66,6 +66,7 @@ class Agent:
                 devices,
                 self._accept,
                 offline_after=config.offline_after_misses,
+                offline_retry_max_s=config.offline_retry_max_s,
             )
             for bus, devices in by_bus.items()
         ]

@@ -64,6 +64,10 @@ class GatewayConfig(BaseModel):
     telemetry_linger_s: Annotated[float, Field(ge=0, le=60)] = 0.5
     modbus_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
     offline_after_misses: Annotated[int, Field(ge=1, le=100)] = 3
+    offline_retry_max_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="Longest wait between tries of an offline device (backoff doubles to it).",
+    )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     devices: list[DeviceConfig] = Field(default_factory=list)
 

@@ -67,6 +67,14 @@ class DeviceNormaliser:
     _last_sent: dict[Metric, tuple[float, datetime]] = field(default_factory=dict)
     _levels: dict[int, bool] = field(default_factory=dict)
     _sequences: dict[int, RawValue | str] = field(default_factory=dict)
+    _points: dict[str, Point] = field(init=False)
+    _metric_points: list[tuple[Point, Metric]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._points = {point.name: point for point in self.profile.points}
+        self._metric_points = [
+            (point, point.metric) for point in self.profile.points if point.metric is not None
+        ]
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -85,9 +93,7 @@ class DeviceNormaliser:
 
     def normalise(self, sample: Sample, ts: datetime) -> tuple[list[Reading], list[Event]]:
         """Readings due to be sent and events that fired for one read taken at ``ts``."""
-        values = {
-            name: engineering_value(self.profile.point(name), raw) for name, raw in sample.items()
-        }
+        values = {name: engineering_value(self._points[name], raw) for name, raw in sample.items()}
         events = [
             event
             for index, rule in enumerate(self.profile.events)
@@ -96,9 +102,9 @@ class DeviceNormaliser:
         ]
         readings = [
             reading
-            for point in self.profile.points
-            if point.metric is not None and point.name in values
-            if (reading := self._reading(point, point.metric, values[point.name], ts)) is not None
+            for point, metric in self._metric_points
+            if point.name in values
+            if (reading := self._reading(point, metric, values[point.name], ts)) is not None
         ]
         return readings, events
 

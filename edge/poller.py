@@ -3,8 +3,9 @@
 Each device gets a random phase within its interval, so 200 detectors configured
 alike do not all fire in the same millisecond. A device that misses
 ``offline_after`` polls in a row is reported ``device.offline`` (once), and
-``device.online`` when it answers again; the bus keeps serving its other devices
-meanwhile, so one dead detector costs the others at most its timeout per cycle.
+``device.online`` when it answers again. An offline device is retried with a
+doubling wait (capped), so the bus keeps serving its other devices and one dead
+detector costs them at most its timeout per retry.
 """
 
 import asyncio
@@ -54,6 +55,7 @@ class PolledDevice:
     misses: int = 0
     online: bool = True
     polls: int = 0
+    answered: int = 0
     faults: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -71,12 +73,14 @@ class BusPoller:
         sink: Sink,
         *,
         offline_after: int = 3,
+        offline_retry_max_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
         self.devices = devices
         self._sink = sink
         self._offline_after = offline_after
+        self._offline_retry_max_s = offline_retry_max_s
         self._clock = clock
         self.overruns = 0
 
@@ -94,21 +98,37 @@ class BusPoller:
                     return
                 except TimeoutError:
                     pass
-            await self.poll(device)
-            device.next_due += device.interval_s
-            if device.next_due < self._clock():
-                self.overruns += 1
-                device.next_due = self._clock() + device.interval_s
+            if await self.poll(device) or device.online:
+                device.next_due += device.interval_s
+                if device.next_due < self._clock():
+                    self.overruns += 1
+                    device.next_due = self._clock() + device.interval_s
+            else:
+                device.next_due = self._clock() + self._retry_delay(device)
 
-    async def poll(self, device: PolledDevice) -> None:
-        """Read one device once and pass what it yields to the sink; never raises DeviceError."""
+    def _retry_delay(self, device: PolledDevice) -> float:
+        """How long an offline device waits before it is tried again.
+
+        Doubles with each further miss up to ``offline_retry_max_s``, so a dead
+        detector costs the rest of its bus one timeout per retry, not one per cycle.
+        """
+        beyond = device.misses - self._offline_after
+        backoff: float = device.interval_s * 2.0 ** max(beyond, 0)
+        return min(self._offline_retry_max_s, backoff)
+
+    async def poll(self, device: PolledDevice) -> bool:
+        """Read one device once and pass what it yields to the sink.
+
+        Returns whether the device answered; a DeviceError is counted, never raised.
+        """
         device.polls += 1
         ts = datetime.now(UTC)
         try:
             sample = await read_points(self.bus, device.address.unit, device.plan)
         except DeviceError as exc:
             self._miss(device, exc, ts)
-            return
+            return False
+        device.answered += 1
         events: list[Event] = []
         if not device.online:
             device.online = True
@@ -117,6 +137,7 @@ class BusPoller:
         device.misses = 0
         readings, fired = device.normaliser.normalise(sample, ts)
         self._sink(readings, events + fired)
+        return True
 
     def _miss(self, device: PolledDevice, exc: DeviceError, ts: datetime) -> None:
         kind = (
