@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from anju.commands import cloud, demo, edge, profile, sim
+from anju.commands import cloud, demo, device, edge, profile, sim
 
 root = typer.Typer(
     name="anju",
@@ -21,6 +21,7 @@ root.add_typer(edge.app, name="edge")
 root.add_typer(cloud.app, name="cloud")
 root.add_typer(profile.app, name="profile")
 root.add_typer(sim.app, name="sim")
+root.add_typer(device.app, name="device")
 
 
 @root.callback()
