@@ -33,8 +33,12 @@ def _options(
         format="%(name)s: %(message)s",
         handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
     )
-    for noisy in ("pymodbus", "httpx", "uvicorn.access", "amqtt", "transitions"):
+    for noisy in ("httpx", "uvicorn.access", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Anju reports every failed Modbus request once, with its bus, unit and register;
+    # pymodbus logs the same failure again with a frame dump, which --verbose keeps
+    # for a technician reading the wire.
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 def main() -> None:

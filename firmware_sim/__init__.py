@@ -8,9 +8,13 @@ nothing of ``edge`` or ``cloud`` and reads no profile file.
 Modules:
 
 - ``smoke_detector``: the SD-MB100 smoke detector, a pure model and register image.
+- ``door_controller``: the AC-MB210 single-door access controller, likewise.
+- ``register_device``: a plain register table for any Modbus profile without a model.
 - ``modbus_server``: hosts models behind a Modbus TCP (or RTU serial) server.
+- ``faults``: per-unit fault injection (drop, delay, garble, exception, reboot).
 - ``models``: the registry from profile id to simulated model.
-- ``scenario``: small timed scripts that drive a model (for demos and the CLI).
+- ``scenario``: small timed scripts that drive served devices (for demos and the CLI).
+- ``pty_pair``: a socat pseudo-terminal pair, the serial line of RTU tests.
 
 Exceptions raised by this package::
 
@@ -19,6 +23,9 @@ Exceptions raised by this package::
     │   ├── IllegalDataAddress    no such register in that table (Modbus exception 2)
     │   └── IllegalDataValue      the device rejects the value written (Modbus exception 3)
     ├── SimServerError            a simulator server failed to start or stop
+    │   └── UnknownUnitError      no device served under that unit id
+    ├── PtyError                  socat missing, or its pseudo-terminals did not appear
+    ├── ScenarioError             a scenario file that cannot run (names file and step)
     └── UnknownModelError         no simulated model for a profile id
 """
 
@@ -27,10 +34,13 @@ from __future__ import annotations
 __all__ = [
     "IllegalDataAddress",
     "IllegalDataValue",
+    "PtyError",
     "RegisterError",
+    "ScenarioError",
     "SimError",
     "SimServerError",
     "UnknownModelError",
+    "UnknownUnitError",
 ]
 
 
@@ -60,6 +70,34 @@ class IllegalDataValue(RegisterError):
 
 class SimServerError(SimError):
     """A simulator server could not start or stop; the message names its address."""
+
+
+class UnknownUnitError(SimServerError, LookupError):
+    """A server was asked about a unit id it does not serve; ``unit`` names it."""
+
+    def __init__(self, unit: int, served: list[int]) -> None:
+        super().__init__(
+            f"no simulated device as unit {unit}; served units: "
+            f"{', '.join(str(u) for u in served) or '(none)'}"
+        )
+        self.unit = unit
+        self.served = served
+
+
+class PtyError(SimError):
+    """A pseudo-terminal pair could not be made; the message says why and what to install."""
+
+
+class ScenarioError(SimError):
+    """A scenario that cannot run: the message names the file and the step (``at``, ``unit``).
+
+    ``step`` is the zero-based index of the offending step, or None for the file as a whole.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, unit: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.unit = unit
 
 
 class UnknownModelError(SimError, LookupError):

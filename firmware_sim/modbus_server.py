@@ -11,7 +11,13 @@ before every register access, and the hook
   Modbus exception 2 or 3, before the datastore stores the written words (so a
   function code 6 reply echoes the request, as the standard asks, and the next read
   shows what the model made of the write);
+- serves coils and discrete inputs (function codes 1, 2, 5 and 15) the same way for a
+  device that has them (``ModbusBitModel``);
 - refuses every other function code with exception 1 (illegal function).
+
+Each unit has a ``FaultInjector`` (``server.faults(unit)``, see ``faults``): the action
+hook and the server's ``trace_packet`` hook apply its drops, delays, exceptions,
+garbled frames and reboots.
 
 Input and holding registers are separate tables, as on the real device. A request for
 a unit no device answers gets exception 0x0B (gateway target failed to respond) over
@@ -22,6 +28,7 @@ Typical use::
     detector = SmokeDetector()
     async with ModbusSimServer(devices={1: detector}) as server:
         ...  # poll server.url_for(1); call detector.trigger_alarm()
+        server.faults(1).drop(count=3)  # the next three polls go unanswered
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import os
 import socket
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, Protocol, Self, runtime_checkable
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
@@ -43,10 +50,12 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from firmware_sim import IllegalDataAddress, IllegalDataValue, SimServerError
+from firmware_sim import IllegalDataAddress, IllegalDataValue, SimServerError, UnknownUnitError
+from firmware_sim.faults import FaultInjector
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "ModbusBitModel",
     "ModbusDeviceModel",
     "ModbusRtuSimServer",
     "ModbusSimServer",
@@ -55,12 +64,18 @@ __all__ = [
 #: Bound on every start-up and shutdown wait.
 DEFAULT_TIMEOUT_S: Final = 5.0
 
+_FC_READ_COILS: Final = 1
+_FC_READ_DISCRETE: Final = 2
 _FC_READ_HOLDING: Final = 3
 _FC_READ_INPUT: Final = 4
+_FC_WRITE_COIL: Final = 5
 _FC_WRITE_SINGLE: Final = 6
+_FC_WRITE_COILS: Final = 15
 _FC_WRITE_MULTIPLE: Final = 16
+_FC_WRITES: Final = (_FC_WRITE_COIL, _FC_WRITE_SINGLE, _FC_WRITE_COILS, _FC_WRITE_MULTIPLE)
 _ALL_REGISTERS: Final = 65536
 _ALL_BITS_AS_REGISTERS: Final = 4096
+_MBAP_UNIT: Final = 6
 
 
 class ModbusDeviceModel(Protocol):
@@ -69,7 +84,8 @@ class ModbusDeviceModel(Protocol):
     ``input_registers`` and ``holding_registers`` return the complete register image
     by address; the set of addresses must not change while the device is served.
     ``write_holding_registers`` raises ``IllegalDataAddress`` or ``IllegalDataValue``
-    to refuse a write.
+    to refuse a write. ``power_cycle`` returns the volatile state to its power-on
+    values (a reboot fault calls it).
     """
 
     @property
@@ -80,6 +96,24 @@ class ModbusDeviceModel(Protocol):
     def holding_registers(self) -> Mapping[int, int]: ...
 
     def write_holding_registers(self, address: int, values: Sequence[int]) -> None: ...
+
+    def power_cycle(self) -> None: ...
+
+
+@runtime_checkable
+class ModbusBitModel(ModbusDeviceModel, Protocol):
+    """A served device that also has coils and discrete inputs (``RegisterDevice`` does).
+
+    A bit read is refused (exception 2) when its first address is not mapped; other
+    unmapped bits in the words it spans read 0, because pymodbus tells the action
+    hook only the words a bit request spans, not its bit count.
+    """
+
+    def coils(self) -> Mapping[int, bool]: ...
+
+    def discrete_inputs(self) -> Mapping[int, bool]: ...
+
+    def write_coils(self, address: int, values: Sequence[bool]) -> None: ...
 
 
 def _register_table(addresses: Sequence[int]) -> list[SimData]:
@@ -110,8 +144,9 @@ def _no_bits() -> list[SimData]:
     return [SimData(address=0, values=[0] * _ALL_BITS_AS_REGISTERS, datatype=DataType.BITS)]
 
 
-async def _serve_registers(
+async def _serve(
     device: ModbusDeviceModel,
+    faults: FaultInjector,
     function_code: int,
     start_address: int,
     address: int,
@@ -120,6 +155,19 @@ async def _serve_registers(
     set_values: list[int] | list[bool] | None,
 ) -> ExcCodes | None:
     """The pymodbus ``SimDevice.action`` hook of one served device (see module docstring)."""
+    if function_code in _FC_WRITES and set_values is None:
+        # pymodbus reads the register back to build the function code 5 and 6 replies;
+        # leaving the stored word alone makes that reply echo the request, and it is
+        # the same request, so the fault verdict already applied.
+        return None
+    verdict = faults.on_request()
+    if verdict.drop:
+        # Both servers run with ignore_missing_devices=True: this sends nothing.
+        raise NoSuchIdException(f"unit {faults.unit} is not answering (fault injected)")
+    if verdict.exception is not None:
+        return verdict.exception
+    if verdict.delay_s > 0:
+        await faults.wait(verdict.delay_s)
     if function_code in (_FC_READ_INPUT, _FC_READ_HOLDING):
         image = (
             device.input_registers()
@@ -133,12 +181,43 @@ async def _serve_registers(
             registers[a - start_address] = image[a]
         return None
     if function_code in (_FC_WRITE_SINGLE, _FC_WRITE_MULTIPLE):
-        if set_values is None:
-            # pymodbus reads the register back to build the function code 6 reply;
-            # leaving the stored word alone makes that reply echo the request.
-            return None
         try:
-            device.write_holding_registers(address, [int(v) for v in set_values])
+            device.write_holding_registers(address, [int(v) for v in set_values or []])
+        except IllegalDataAddress:
+            return ExcCodes.ILLEGAL_ADDRESS
+        except IllegalDataValue:
+            return ExcCodes.ILLEGAL_VALUE
+        return None
+    if isinstance(device, ModbusBitModel):
+        return _serve_bits(
+            device, function_code, start_address, address, count, registers, set_values
+        )
+    return ExcCodes.ILLEGAL_FUNCTION
+
+
+def _serve_bits(
+    device: ModbusBitModel,
+    function_code: int,
+    start_address: int,
+    address: int,
+    words: int,
+    registers: list[int],
+    set_values: list[int] | list[bool] | None,
+) -> ExcCodes | None:
+    """Coil and discrete-input requests; ``words`` is how many 16-bit words they span."""
+    if function_code in (_FC_READ_COILS, _FC_READ_DISCRETE):
+        image = device.coils() if function_code == _FC_READ_COILS else device.discrete_inputs()
+        if address not in image:
+            return ExcCodes.ILLEGAL_ADDRESS
+        first_word = address // 16
+        for w in range(first_word, first_word + words):
+            registers[w - start_address] = sum(
+                1 << bit for bit in range(16) if image.get(w * 16 + bit, False)
+            )
+        return None
+    if function_code in (_FC_WRITE_COIL, _FC_WRITE_COILS):
+        try:
+            device.write_coils(address, [bool(v) for v in set_values or []])
         except IllegalDataAddress:
             return ExcCodes.ILLEGAL_ADDRESS
         except IllegalDataValue:
@@ -158,7 +237,7 @@ async def _unknown_unit(
 ) -> ExcCodes | None:
     """The action of the catch-all unit 0, which receives requests for unserved units."""
     if silent:
-        # The server is built with ignore_missing_devices=True, so this sends nothing.
+        # Both servers run with ignore_missing_devices=True, so this sends nothing.
         raise NoSuchIdException(f"no simulated device answers (function code {function_code})")
     return ExcCodes.GATEWAY_NO_RESPONSE
 
@@ -181,6 +260,7 @@ class _SimServerBase(abc.ABC):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self._devices: dict[int, ModbusDeviceModel] = dict(devices)
+        self._faults = {unit: FaultInjector(unit, device) for unit, device in devices.items()}
         self._timeout_s = timeout_s
         self._server: ModbusBaseServer | None = None
 
@@ -188,6 +268,13 @@ class _SimServerBase(abc.ABC):
     def devices(self) -> Mapping[int, ModbusDeviceModel]:
         """The served devices by unit id."""
         return self._devices
+
+    def faults(self, unit: int) -> FaultInjector:
+        """The fault injector of ``unit``; raises ``UnknownUnitError`` for a unit not served."""
+        try:
+            return self._faults[unit]
+        except KeyError:
+            raise UnknownUnitError(unit, sorted(self._faults)) from None
 
     @property
     def running(self) -> bool:
@@ -204,7 +291,7 @@ class _SimServerBase(abc.ABC):
                     _register_table(list(device.holding_registers())),
                     _register_table(list(device.input_registers())),
                 ),
-                action=functools.partial(_serve_registers, device),
+                action=functools.partial(_serve, device, self._faults[unit]),
             )
             for unit, device in self._devices.items()
         ]
@@ -220,6 +307,26 @@ class _SimServerBase(abc.ABC):
     @abc.abstractmethod
     def _make_server(self, sim_devices: list[SimDevice]) -> ModbusBaseServer:
         """Build (not start) the pymodbus server; called inside the running loop."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _unit_of(frame: bytes) -> int | None:
+        """The unit id a response frame is from, or None if the frame is too short."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _garble(frame: bytes) -> bytes:
+        """The response frame corrupted so that a Modbus master must reject it."""
+
+    def _trace_packet(self, sending: bool, frame: bytes) -> bytes:
+        """The pymodbus ``trace_packet`` hook: garble or swallow a faulty unit's responses."""
+        if not sending:
+            return frame
+        unit = self._unit_of(frame)
+        faults = None if unit is None else self._faults.get(unit)
+        if faults is None:
+            return frame
+        return faults.on_response(frame, self._garble)
 
     @abc.abstractmethod
     def _where(self) -> str:
@@ -278,6 +385,8 @@ class _SimServerBase(abc.ABC):
                 f"simulator on {self._where()} did not stop within {self._timeout_s} s"
             ) from None
         finally:
+            for faults in self._faults.values():
+                faults.cancel_waits()
             # pymodbus relistens after a lost serial line; that task would outlive us.
             relisten = server.reconnect_task
             if relisten is not None:
@@ -367,7 +476,24 @@ class ModbusSimServer(_SimServerBase):
             sim_devices,
             framer=FramerType.SOCKET,
             address=(self._host, self._requested_port),
+            ignore_missing_devices=True,
+            trace_packet=self._trace_packet,
         )
+
+    @staticmethod
+    def _unit_of(frame: bytes) -> int | None:
+        return frame[_MBAP_UNIT] if len(frame) > _MBAP_UNIT else None
+
+    @staticmethod
+    def _garble(frame: bytes) -> bytes:
+        """Cut the PDU's last byte, with an MBAP length that agrees (a frame cut short).
+
+        TCP's own checksum keeps line noise off a socket, so a corrupt answer over TCP
+        comes from a faulty device or converter: a PDU whose byte count or fields no
+        longer fit, which pymodbus refuses to decode.
+        """
+        length = int.from_bytes(frame[4:6], "big") - 1
+        return frame[:4] + length.to_bytes(2, "big") + frame[6:-1]
 
     def _where(self) -> str:
         return f"{self._host}:{self._port or self._requested_port}"
@@ -467,7 +593,17 @@ class ModbusRtuSimServer(_SimServerBase):
             stopbits=self._stopbits,
             timeout=self._timeout_s,
             ignore_missing_devices=True,
+            trace_packet=self._trace_packet,
         )
+
+    @staticmethod
+    def _unit_of(frame: bytes) -> int | None:
+        return frame[0] if frame else None
+
+    @staticmethod
+    def _garble(frame: bytes) -> bytes:
+        """Flip the CRC's last byte, as line noise would corrupt it: the master discards it."""
+        return frame[:-1] + bytes([frame[-1] ^ 0xFF])
 
     def _where(self) -> str:
         return self._path

@@ -12,6 +12,8 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from firmware_sim import UnknownModelError
+from firmware_sim.door_controller import MODEL as DOOR_CONTROLLER_MODEL
+from firmware_sim.door_controller import DoorController
 from firmware_sim.modbus_server import ModbusDeviceModel
 from firmware_sim.smoke_detector import MODEL as SMOKE_DETECTOR_MODEL
 from firmware_sim.smoke_detector import SmokeDetector
@@ -21,7 +23,11 @@ __all__ = ["SIMULATED_MODELS", "SimulatedModbusDevice", "SimulatedModel", "get_m
 
 
 class SimulatedModbusDevice(ModbusDeviceModel, Protocol):
-    """A served Modbus model that the ``anju sim`` console can also drive and show."""
+    """A served Modbus model that the ``anju sim`` console can also drive and show.
+
+    ``trigger_alarm`` raises the device's own alarm (smoke in the chamber, a door
+    forced open); ``tick`` brings timed state up to date once a second.
+    """
 
     def trigger_alarm(self) -> None: ...
 
@@ -49,6 +55,13 @@ SIMULATED_MODELS: Final[Mapping[str, SimulatedModel]] = MappingProxyType(
             kind=DeviceKind.SMOKE,
             summary="photoelectric smoke detector with temperature and CO, Modbus",
             create=SmokeDetector,
+        ),
+        "anju-door-mb": SimulatedModel(
+            profile_id="anju-door-mb",
+            model=DOOR_CONTROLLER_MODEL,
+            kind=DeviceKind.DOOR,
+            summary="single-door access controller with event ring buffer, Modbus",
+            create=DoorController,
         ),
     }
 )

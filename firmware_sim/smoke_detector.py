@@ -336,6 +336,19 @@ class SmokeDetector:
             self._alarm_latched = False
         return not self._alarm_latched
 
+    def power_cycle(self) -> None:
+        """Lose power and boot again: a latched alarm and a self-test end.
+
+        The threshold is kept (the detector stores it in non-volatile memory), as are
+        the physical conditions (smoke, fault, tamper, battery): smoke still at or
+        above the threshold latches the alarm again at once, as the first sample
+        after boot would.
+        """
+        self._alarm_latched = False
+        self._self_test = False
+        self._temperature_raw = self._temperature_set_raw
+        self._update_alarm()
+
     def _update_alarm(self) -> None:
         if self._obscuration_raw >= self._threshold_raw:
             self._alarm_latched = True

@@ -7,6 +7,7 @@ figures and compare runs. Unknown names print the list and exit 2.
 import argparse
 import json
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 # Run as a file from a checkout that need not be installed: make the benchmarks package
@@ -23,8 +24,18 @@ def _listing() -> str:
 
 
 def _table(result: Result) -> str:
-    width = max(len(key) for key in result)
-    return "\n".join(f"{key:<{width}}  {_number(value)}" for key, value in result.items())
+    rows = dict(_flat(result))
+    width = max(len(key) for key in rows)
+    return "\n".join(f"{key:<{width}}  {_number(value)}" for key, value in rows.items())
+
+
+def _flat(result: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, object]]:
+    """Nested results as dotted keys (``rtu.tags_per_s``), so the table stays one column."""
+    for key, value in result.items():
+        if isinstance(value, Mapping):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _number(value: object) -> str:

@@ -10,7 +10,6 @@ the cloud's device registry and come with provisioning.
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,15 +58,6 @@ scan_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(scan_app, name="scan")
-
-
-@app.callback()
-def _quiet_driver() -> None:
-    # These commands report every failed request once, with its bus, unit and
-    # register; pymodbus logs the same failure again as an error with a frame dump.
-    # --verbose keeps its log, frames included, for a technician reading the wire.
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 ProfileOption = Annotated[

@@ -3,7 +3,11 @@
 Installers use it to rehearse a site before the hardware arrives, developers to point
 a gateway at something that behaves like the datasheet, the demo to fill a community.
 The simulators themselves live in ``firmware_sim``; this module parses the command
-line, serves one device and reports what happens to it.
+line, serves one device (or a scenario's devices) and reports what happens to them.
+
+A profile id with a dedicated simulator gets it; any other Modbus profile gets a
+``RegisterDevice`` laid out from the profile (this layer may read profiles, the
+simulators may not), so an installer can rehearse any Modbus model.
 """
 
 from __future__ import annotations
@@ -11,18 +15,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import struct
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import typer
 
-from firmware_sim import SimServerError, UnknownModelError
-from firmware_sim.modbus_server import ModbusRtuSimServer, ModbusSimServer
-from firmware_sim.models import SIMULATED_MODELS, SimulatedModbusDevice, get_model
+from anju.commands.common import profile_root
+from edge.modbus_plan import decode_registers, encode_value
+from firmware_sim import ScenarioError, SimServerError
+from firmware_sim.modbus_server import ModbusDeviceModel, ModbusRtuSimServer, ModbusSimServer
+from firmware_sim.models import SIMULATED_MODELS, get_model
+from firmware_sim.register_device import RegisterDevice
+from firmware_sim.scenario import Step, load_scenario, run_scenario
+from schemas.errors import ProfileError
+from schemas.profile import DeviceProfile, ModbusAddress, ModbusTable, Point, load_profiles
+from schemas.vocabulary import Metric
 
-__all__ = ["ListenAddress", "app", "parse_listen_url"]
+__all__ = [
+    "ListenAddress",
+    "app",
+    "describe_points",
+    "parse_listen_url",
+    "register_device_for_profile",
+]
 
 _TICK_S: Final = 1.0
 _WATCH_S: Final = 0.1
@@ -40,6 +60,7 @@ app = typer.Typer(
     "--alarm-after 10 --duration 60\n\n"
     "  anju sim device --profile anju-smoke-mb "
     "--listen 'modbus-rtu:///tmp/ttyA?baud=9600&parity=N&unit=3'\n\n"
+    "  anju sim run --scenario fire-drill.yaml --listen 'modbus-tcp://127.0.0.1:5020'\n\n"
     "Then poll it, for example: mbpoll -m tcp -p 5020 -a 1 -t 3 -r 1 -c 5 127.0.0.1",
     no_args_is_help=True,
 )
@@ -79,9 +100,12 @@ def _int_param(name: str, text: str, low: int, high: int, url: str) -> int:
 def parse_listen_url(url: str) -> ListenAddress:
     """Parse ``modbus-tcp://HOST:PORT?unit=N`` or ``modbus-rtu:///dev/X?baud=B&parity=P&unit=N``.
 
-    ``unit`` defaults to 1, ``baud`` to 9600 and ``parity`` to N; port 0 asks for any
-    free port. Raises ``ValueError`` with a message naming the URL and what to fix.
+    A bare absolute path (``/dev/pts/3``) is a serial line with the defaults. ``unit``
+    defaults to 1, ``baud`` to 9600 and ``parity`` to N; port 0 asks for any free
+    port. Raises ``ValueError`` with a message naming the URL and what to fix.
     """
+    if url.startswith("/"):
+        url = f"modbus-rtu://{url}"
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES:
         raise ValueError(
@@ -117,73 +141,307 @@ def parse_listen_url(url: str) -> ListenAddress:
     return ListenAddress(scheme=parts.scheme, unit=unit, path=parts.path, baud=baud, parity=parity)
 
 
-def _echo_changes(before: dict[str, str], after: dict[str, str]) -> None:
-    stamp = time.strftime("%H:%M:%S")
+_PLAUSIBLE: Final[Mapping[Metric, float]] = {
+    Metric.BATTERY: 100.0,
+    Metric.TEMPERATURE: 21.0,
+    Metric.HEART_RATE: 72.0,
+    Metric.RSSI: -60.0,
+}
+_TRUE: Final = ("1", "true", "on", "yes")
+_FALSE: Final = ("0", "false", "off", "no")
+
+
+def _modbus_points(profile: DeviceProfile) -> list[tuple[Point, ModbusAddress]]:
+    return [(point, point.modbus) for point in profile.points if point.modbus is not None]
+
+
+def _parse_bool(name: str, text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(f"{name}={text!r}: give true or false")
+
+
+def register_device_for_profile(
+    profile: DeviceProfile, settings: Mapping[str, str] | None = None
+) -> RegisterDevice:
+    """A ``RegisterDevice`` with every register and bit the profile's points use.
+
+    Values start at a plausible reading for the point's metric (a full battery, 21 °C)
+    or 0, encoded with the point's type, scale and word and byte order; ``settings``
+    (point name -> engineering value, ``true``/``false`` for bits) override them.
+    Writable points are writable. Raises ``ValueError`` naming the point for a
+    non-Modbus profile, an unknown point name, or a value its type cannot hold.
+    """
+    points = _modbus_points(profile)
+    if not points:
+        raise ValueError(
+            f"profile {profile.id} speaks {profile.protocol}; anju sim serves Modbus profiles"
+        )
+    wanted = dict(settings or {})
+    unknown = sorted(set(wanted) - {point.name for point, _ in points})
+    if unknown:
+        names = ", ".join(point.name for point, _ in points)
+        raise ValueError(f"profile {profile.id} has no point {unknown[0]!r} (points: {names})")
+    bits: dict[ModbusTable, dict[int, bool]] = {
+        ModbusTable.COIL: {},
+        ModbusTable.DISCRETE_INPUT: {},
+    }
+    words: dict[ModbusTable, dict[int, int]] = {
+        ModbusTable.INPUT_REGISTER: {},
+        ModbusTable.HOLDING_REGISTER: {},
+    }
+    writable: dict[ModbusTable, set[int]] = {
+        ModbusTable.COIL: set(),
+        ModbusTable.HOLDING_REGISTER: set(),
+    }
+    # Whole-register values first, then single bits, so a bit point set by name lands
+    # in a status word that its own point left at 0.
+    ordered = sorted(points, key=lambda pair: pair[1].bit is not None)
+    for point, address in ordered:
+        text = wanted.get(point.name)
+        span = range(address.address, address.address + address.type.registers)
+        if address.table.is_bit_table:
+            on = False if text is None else _parse_bool(point.name, text)
+            bits[address.table][address.address] = on
+        elif address.bit is not None:
+            table = words[address.table]
+            word = table.setdefault(address.address, 0)
+            if text is not None:
+                mask = 1 << address.bit
+                on = _parse_bool(point.name, text)
+                table[address.address] = word | mask if on else word & ~mask
+        else:
+            value = (
+                float(text)
+                if text is not None
+                else _PLAUSIBLE.get(point.metric, 0.0)
+                if point.metric is not None
+                else 0.0
+            )
+            try:
+                encoded = encode_value(value, point)
+            except (struct.error, OverflowError):
+                raise ValueError(
+                    f"{point.name}={value:g} does not fit its {address.type} register"
+                ) from None
+            words[address.table].update(zip(span, encoded, strict=True))
+        if point.writable and address.table in writable:
+            writable[address.table].update(span)
+    return RegisterDevice(
+        model=f"{profile.model} (register table from profile {profile.id})",
+        coils=bits[ModbusTable.COIL],
+        discrete_inputs=bits[ModbusTable.DISCRETE_INPUT],
+        input_registers=words[ModbusTable.INPUT_REGISTER],
+        holding_registers=words[ModbusTable.HOLDING_REGISTER],
+        writable_coils=writable[ModbusTable.COIL],
+        writable_holding_registers=writable[ModbusTable.HOLDING_REGISTER],
+    )
+
+
+def describe_points(device: RegisterDevice, profile: DeviceProfile) -> dict[str, str]:
+    """Every point's engineering value as the device reports it now, by point name."""
+    tables: dict[ModbusTable, Callable[[], Mapping[int, int]] | Callable[[], Mapping[int, bool]]]
+    tables = {
+        ModbusTable.COIL: device.coils,
+        ModbusTable.DISCRETE_INPUT: device.discrete_inputs,
+        ModbusTable.INPUT_REGISTER: device.input_registers,
+        ModbusTable.HOLDING_REGISTER: device.holding_registers,
+    }
+    shown: dict[str, str] = {}
+    for point, address in _modbus_points(profile):
+        image = tables[address.table]()
+        if address.table.is_bit_table:
+            shown[point.name] = str(bool(image[address.address]))
+            continue
+        span = range(address.address, address.address + address.type.registers)
+        raw = decode_registers([int(image[a]) for a in span], address)
+        if isinstance(raw, bool):
+            shown[point.name] = str(raw)
+        else:
+            shown[point.name] = f"{raw * point.scale + point.offset:g}"
+    return shown
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """One served device as the console sees it: how to show, tick and alarm it."""
+
+    device: ModbusDeviceModel
+    model: str
+    describe: Callable[[], dict[str, str]]
+    tick: Callable[[], None]
+    alarm: Callable[[], None] | None
+
+
+def _resolve(profile_id: str, settings: Mapping[str, str]) -> _Served:
+    """The dedicated simulator of ``profile_id``, else a register table from its profile."""
+    if profile_id in SIMULATED_MODELS:
+        if settings:
+            raise typer.BadParameter(
+                f"--set applies to profiles without a dedicated simulator; {profile_id} has one "
+                "(drive it with a scenario: anju sim run)",
+                param_hint="--set",
+            )
+        entry = get_model(profile_id)
+        model = entry.create()
+        return _Served(model, entry.model, model.describe, model.tick, model.trigger_alarm)
+    try:
+        profiles = load_profiles(profile_root())
+    except ProfileError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile") from None
+    profile = profiles.get(profile_id)
+    if profile is None:
+        known = ", ".join(sorted(profiles))
+        raise typer.BadParameter(
+            f"no profile {profile_id!r} in {profile_root()} (known: {known})",
+            param_hint="--profile",
+        )
+    try:
+        device = register_device_for_profile(profile, settings)
+    except ValueError as exc:
+        hint = "--set" if settings and profile.modbus is not None else "--profile"
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+    return _Served(device, device.model, lambda: describe_points(device, profile), _no_tick, None)
+
+
+def _no_tick() -> None:
+    """A register table has no behaviour of its own to advance."""
+
+
+def _make_server(
+    devices: Mapping[int, ModbusDeviceModel], address: ListenAddress, listen: str
+) -> ModbusSimServer | ModbusRtuSimServer:
+    try:
+        if address.scheme == "modbus-tcp":
+            return ModbusSimServer(devices, host=address.host, port=address.port)
+        return ModbusRtuSimServer(
+            devices, path=address.path, baudrate=address.baud, parity=address.parity
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(f"{listen!r}: {exc}", param_hint="--listen") from None
+
+
+def _parse_listen(listen: str) -> ListenAddress:
+    try:
+        return parse_listen_url(listen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--listen") from None
+
+
+def _stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _echo_changes(prefix: str, before: dict[str, str], after: dict[str, str]) -> None:
     for name, value in after.items():
         if before.get(name) != value:
-            typer.echo(f"{stamp}  {name}: {before.get(name, '-')} -> {value}")
+            typer.echo(f"{_stamp()}  {prefix}{name}: {before.get(name, '-')} -> {value}")
+
+
+@contextlib.contextmanager
+def _sigterm_sets(stop: asyncio.Event) -> Iterator[None]:
+    """A supervisor (the demo, a test harness) stops us with SIGTERM: stop as for Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _watch(
+    served: Mapping[int, _Served],
+    stop: asyncio.Event,
+    *,
+    until: Callable[[float], bool],
+    alarm_at: float | None = None,
+) -> None:
+    """Tick the devices once a second and print each change until ``until(now)`` or stop."""
+    loop = asyncio.get_running_loop()
+    prefix = {unit: "" if len(served) == 1 else f"unit {unit} " for unit in served}
+    shown = {unit: entry.describe() for unit, entry in served.items()}
+    next_tick = loop.time() + _TICK_S
+    while not stop.is_set() and not until(loop.time()):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _WATCH_S)
+        now = loop.time()
+        if now >= next_tick:
+            for entry in served.values():
+                entry.tick()
+            next_tick += _TICK_S
+        if alarm_at is not None and now >= alarm_at:
+            typer.echo(f"{_stamp()}  raising the alarm (--alarm-after)")
+            for entry in served.values():
+                if entry.alarm is not None:
+                    entry.alarm()
+            alarm_at = None
+        for unit, entry in served.items():
+            current = entry.describe()
+            _echo_changes(prefix[unit], shown[unit], current)
+            shown[unit] = current
 
 
 async def _serve(
-    device: SimulatedModbusDevice,
+    served: _Served,
     server: ModbusSimServer | ModbusRtuSimServer,
     *,
     unit: int,
-    model: str,
     profile_id: str,
     alarm_after_s: float | None,
     duration_s: float | None,
 ) -> None:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    # A supervisor (the demo, a test harness) stops us with SIGTERM: close the server
-    # cleanly as for Ctrl-C instead of dying with the socket open.
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-    try:
+    with _sigterm_sets(stop):
         async with server:
             typer.echo(
-                f"serving {model} (profile {profile_id}) as unit {unit} at {server.url_for(unit)}"
+                f"serving {served.model} (profile {profile_id}) as unit {unit} "
+                f"at {server.url_for(unit)}"
             )
-            shown = device.describe()
-            typer.echo("  " + ", ".join(f"{name} {value}" for name, value in shown.items()))
-            started = next_tick = loop.time()
-            alarm_at = None if alarm_after_s is None else started + alarm_after_s
-            stop_at = None if duration_s is None else started + duration_s
-            while not stop.is_set() and (stop_at is None or loop.time() < stop_at):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _WATCH_S)
-                now = loop.time()
-                if now >= next_tick:
-                    device.tick()
-                    next_tick += _TICK_S
-                if alarm_at is not None and now >= alarm_at:
-                    typer.echo(f"{time.strftime('%H:%M:%S')}  smoke in the chamber (--alarm-after)")
-                    device.trigger_alarm()
-                    alarm_at = None
-                current = device.describe()
-                _echo_changes(shown, current)
-                shown = current
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGTERM)
+            typer.echo("  " + ", ".join(f"{k} {v}" for k, v in served.describe().items()))
+            started = asyncio.get_running_loop().time()
+            await _watch(
+                {unit: served},
+                stop,
+                until=lambda now: duration_s is not None and now >= started + duration_s,
+                alarm_at=None if alarm_after_s is None else started + alarm_after_s,
+            )
     typer.echo("stopped")
 
 
 @app.command("list")
 def list_models() -> None:
-    """List the profile ids that have a simulated device."""
+    """List the profile ids that have a simulated device.
+
+    Any other Modbus profile can still be served as a plain register table.
+    """
     for profile_id, entry in sorted(SIMULATED_MODELS.items()):
         typer.echo(f"{profile_id}  {entry.model}  {entry.kind}  {entry.summary}")
+
+
+def _parse_settings(values: list[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise typer.BadParameter(
+                f"{item!r}: give NAME=VALUE, as in battery=80", param_hint="--set"
+            )
+        settings[name.strip()] = value.strip()
+    return settings
 
 
 @app.command(
     epilog="Examples:\n\n"
     "  anju sim device --profile anju-smoke-mb --listen 'modbus-tcp://127.0.0.1:5020?unit=1'\n\n"
-    "  anju sim device --profile anju-smoke-mb --listen 'modbus-tcp://127.0.0.1:0?unit=2' "
+    "  anju sim device --profile anju-door-mb --listen 'modbus-tcp://127.0.0.1:0?unit=2' "
     "--alarm-after 10 --duration 60\n\n"
     "  anju sim device --profile anju-smoke-mb "
-    "--listen 'modbus-rtu:///tmp/ttyA?baud=9600&parity=N&unit=3'"
+    "--listen 'modbus-rtu:///tmp/ttyA?baud=9600&parity=N&unit=3'\n\n"
+    "  anju sim device --profile my-meter-mb --listen /dev/pts/3 --set voltage=229.5"
 )
 def device(
     profile: Annotated[
@@ -191,7 +449,9 @@ def device(
         typer.Option(
             "--profile",
             metavar="ID",
-            help="Profile id of the device model to simulate (see `anju sim list`).",
+            help="Profile id of the device model to simulate. Models in `anju sim list` "
+            "behave like the device; any other Modbus profile is served as a plain "
+            "register table laid out from the profile.",
         ),
     ],
     listen: Annotated[
@@ -199,17 +459,28 @@ def device(
         typer.Option(
             "--listen",
             metavar="URL",
-            help="Where to serve: modbus-tcp://HOST:PORT?unit=N (port 0: any free port) "
-            "or modbus-rtu:///dev/PTY?baud=9600&parity=N&unit=N. Quote it in a shell.",
+            help="Where to serve: modbus-tcp://HOST:PORT?unit=N (port 0: any free port), "
+            "modbus-rtu:///dev/PTY?baud=9600&parity=N&unit=N, or a bare serial path. "
+            "Quote it in a shell.",
         ),
     ],
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="NAME=VALUE",
+            help="Start a point of a register-table device at this engineering value "
+            "(true/false for bits). Repeat for several points.",
+        ),
+    ] = None,
     alarm_after: Annotated[
         float | None,
         typer.Option(
             "--alarm-after",
             metavar="SECONDS",
             min=0,
-            help="Put smoke in the chamber this long after start (latches the alarm).",
+            help="Raise the device's alarm this long after start (smoke in the chamber, "
+            "a door forced open).",
         ),
     ] = None,
     duration: Annotated[
@@ -226,45 +497,135 @@ def device(
 
     Prints the URL, unit and model it serves, then one line per change it reports.
 
-    Exit status: 2 for a bad --profile or --listen, 1 if the address cannot be served.
+    Exit status: 2 for a bad --profile, --set or --listen, 1 if the address cannot be
+    served.
     """
-    try:
-        entry = get_model(profile)
-    except UnknownModelError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--profile") from None
-    try:
-        address = parse_listen_url(listen)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--listen") from None
-    simulated = entry.create()
-    server: ModbusSimServer | ModbusRtuSimServer
-    try:
-        if address.scheme == "modbus-tcp":
-            server = ModbusSimServer(
-                {address.unit: simulated}, host=address.host, port=address.port
-            )
-        else:
-            server = ModbusRtuSimServer(
-                {address.unit: simulated},
-                path=address.path,
-                baudrate=address.baud,
-                parity=address.parity,
-            )
-    except ValueError as exc:
-        raise typer.BadParameter(f"{listen!r}: {exc}", param_hint="--listen") from None
+    served = _resolve(profile, _parse_settings(settings or []))
+    if alarm_after is not None and served.alarm is None:
+        raise typer.BadParameter(
+            f"profile {profile} has no simulated alarm (it is served as a register table)",
+            param_hint="--alarm-after",
+        )
+    address = _parse_listen(listen)
+    server = _make_server({address.unit: served.device}, address, listen)
     try:
         asyncio.run(
             _serve(
-                simulated,
+                served,
                 server,
                 unit=address.unit,
-                model=entry.model,
-                profile_id=entry.profile_id,
+                profile_id=profile,
                 alarm_after_s=alarm_after,
                 duration_s=duration,
             )
         )
     except SimServerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("stopped (Ctrl-C)")
+
+
+_SCENARIO_EXAMPLE: Final = (
+    "Scenario file (YAML):\n\n"
+    "  devices:\n\n"
+    "    1: anju-smoke-mb\n\n"
+    "    2: anju-door-mb\n\n"
+    "  steps:\n\n"
+    '    - {at: 1, unit: 2, action: present_card, card_id: "04:A2:19:7C", granted: false}\n\n'
+    "    - {at: 2, unit: 2, action: force_open}\n\n"
+    "    - {at: 3, unit: 1, action: trigger_alarm}\n\n"
+    "    - {at: 4, unit: 1, action: fault_drop, count: 3}\n\n"
+    "    - {at: 8, unit: 1, action: clear_smoke}\n\n"
+    "Actions: any method of the unit's simulator (trigger_alarm, clear_smoke, set_smoke, "
+    "reset_alarm, present_card, open_door, close_door, force_open, press_exit_button, "
+    "fire_release, ...) with the step's other keys as arguments, or a fault: fault_drop "
+    "[count], fault_delay seconds [count], fault_garble [count], fault_exception code "
+    "[count], fault_reboot offline_s, fault_clear.\n\n"
+    "Example:\n\n"
+    "  anju sim run --scenario fire-drill.yaml --listen 'modbus-tcp://127.0.0.1:5020'"
+)
+
+
+@app.command(epilog=_SCENARIO_EXAMPLE)
+def run(
+    scenario: Annotated[
+        Path,
+        typer.Option(
+            "--scenario",
+            metavar="FILE",
+            help="Scenario YAML: the devices by unit and the timed steps (see below).",
+        ),
+    ],
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen",
+            metavar="URL",
+            help="Where to serve the scenario's units: modbus-tcp://HOST:PORT or "
+            "modbus-rtu:///dev/PTY?baud=9600 (any unit= in the URL is ignored).",
+        ),
+    ],
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            metavar="SECONDS",
+            min=0,
+            help="Keep serving until this long after start (default: stop after the last step).",
+        ),
+    ] = None,
+) -> None:
+    """Serve a scenario's devices and play its steps on time, printing each step and change.
+
+    Exit status: 2 for a bad --scenario or --listen, 1 if the address cannot be served
+    or a step fails.
+    """
+    try:
+        loaded = load_scenario(scenario)
+    except ScenarioError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scenario") from None
+    address = _parse_listen(listen)
+    devices = loaded.create_devices()
+    server = _make_server(devices, address, listen)
+    served = {
+        unit: _Served(dev, dev.model, dev.describe, dev.tick, dev.trigger_alarm)
+        for unit, dev in devices.items()
+    }
+    end_s = max(loaded.duration_s, duration or 0.0)
+
+    def announce(step: Step) -> None:
+        typer.echo(f"{_stamp()}  step {step.describe()}")
+
+    async def play() -> None:
+        stop = asyncio.Event()
+        with _sigterm_sets(stop):
+            async with server:
+                for unit, entry in served.items():
+                    typer.echo(f"serving {entry.model} as unit {unit} at {server.url_for(unit)}")
+                started = asyncio.get_running_loop().time()
+                steps = asyncio.create_task(
+                    run_scenario(loaded, devices, server.faults, on_step=announce),
+                    name="scenario steps",
+                )
+                try:
+                    await _watch(
+                        served,
+                        stop,
+                        until=lambda now: (
+                            steps.done()
+                            and (steps.exception() is not None or now >= started + end_s)
+                        ),
+                    )
+                finally:
+                    steps.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await steps
+        typer.echo("stopped")
+
+    try:
+        asyncio.run(play())
+    except (SimServerError, ScenarioError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
