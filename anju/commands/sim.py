@@ -540,8 +540,9 @@ _SCENARIO_EXAMPLE: Final = (
     "Actions: any method of the unit's simulator (trigger_alarm, clear_smoke, set_smoke, "
     "reset_alarm, present_card, open_door, close_door, force_open, press_exit_button, "
     "fire_release, ...) with the step's other keys as arguments, or a fault: fault_drop "
-    "[count], fault_delay seconds [count], fault_garble [count], fault_exception code "
-    "[count], fault_reboot offline_s, fault_clear.\n\n"
+    "(count), fault_delay (seconds, count), fault_garble (count), fault_exception (code, "
+    "count), fault_reboot (offline_s), fault_clear; count is optional (default: until "
+    "fault_clear).\n\n"
     "Example:\n\n"
     "  anju sim run --scenario fire-drill.yaml --listen 'modbus-tcp://127.0.0.1:5020'"
 )
