@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[list[Reading], list[Event]], None]
 
+OFFLINE_RETRY_MIN_S = 1.0
+
 
 async def read_points(bus: ModbusBus, unit: int, plan: list[PlannedRead]) -> dict[str, RawValue]:
     """Run every read of ``plan`` against ``unit`` and decode the points they cover."""
@@ -109,11 +111,13 @@ class BusPoller:
     def _retry_delay(self, device: PolledDevice) -> float:
         """How long an offline device waits before it is tried again.
 
-        Doubles with each further miss up to ``offline_retry_max_s``, so a dead
-        detector costs the rest of its bus one timeout per retry, not one per cycle.
+        At least a second (or its interval if longer), doubling with each further miss
+        up to ``offline_retry_max_s``: a dead detector then costs the rest of its bus
+        one timeout per retry, not one per cycle.
         """
         beyond = device.misses - self._offline_after
-        backoff: float = device.interval_s * 2.0 ** max(beyond, 0)
+        first = max(device.interval_s, OFFLINE_RETRY_MIN_S)
+        backoff: float = first * 2.0 ** max(beyond, 0)
         return min(self._offline_retry_max_s, backoff)
 
     async def poll(self, device: PolledDevice) -> bool:

@@ -1,0 +1,282 @@
+"""The edge's Modbus path over real TCP sockets and real RS-485-like pseudo-terminals.
+
+Simulated devices inject the faults a real line shows (silence, late answers,
+corrupted frames, exception codes, reboots); the assertions are on what the gateway
+does about them: decode every type, coalesce reads, report offline and online, and
+keep serving the healthy devices on a bus that has a dead one.
+"""
+
+import asyncio
+import math
+import struct
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.addresses import DeviceAddress, parse_address
+from edge.drivers.modbus import ModbusBus
+from edge.errors import DeviceRejected, DeviceTimeout
+from edge.modbus_plan import plan_reads
+from edge.normalise import polled_points
+from edge.poller import BusPoller, PolledDevice, read_points
+from firmware_sim.modbus_server import ModbusRtuSimServer, ModbusSimServer
+from firmware_sim.pty_pair import PtyPair
+from firmware_sim.register_device import RegisterDevice
+from firmware_sim.smoke_detector import SmokeDetector
+from schemas.profile import DeviceProfile, load_profile
+from schemas.vocabulary import EventType
+from schemas.wire import Event, Reading
+
+Server = ModbusSimServer | ModbusRtuSimServer
+SMOKE = load_profile(
+    Path(__file__).resolve().parents[2] / "device_profiles" / "smoke" / "anju-smoke-mb.yaml"
+)
+
+# One point of every type and layout the profile model has, with the register image
+# a device holding these values presents (written from the encodings, not from our
+# encoder): -123456 as s32 is 0xFFFE1DC0; 3.14159 as f32 is 0x40490FD0.
+
+
+def _point(name: str, metric: str, table: str, address: int, **layout: object) -> dict[str, object]:
+    return {
+        "name": name,
+        "metric": metric,
+        "modbus": {"table": table, "address": address, **layout},
+    }
+
+
+EVERY_TYPE = DeviceProfile.model_validate(
+    {
+        "id": "every-type",
+        "kind": "smoke",
+        "protocol": "modbus-rtu",
+        "manufacturer": "test",
+        "model": "test",
+        "modbus": {"max_gap": 0},
+        "points": [
+            _point("u16", "co_ppm", "input_register", 0),
+            _point("s16", "temperature_c", "input_register", 1, type="s16"),
+            _point("u32", "steps", "input_register", 2, type="u32"),
+            _point("s32", "rssi_dbm", "input_register", 4, type="s32", word_order="little"),
+            _point("f32", "heart_rate_bpm", "holding_register", 10, type="f32"),
+            _point(
+                "f32_badc",
+                "rr_interval_ms",
+                "holding_register",
+                12,
+                type="f32",
+                byte_order="little",
+            ),
+            _point("flag", "door.open", "holding_register", 14, type="bool", bit=3),
+            _point("coil", "door.locked", "coil", 0, type="bool"),
+            _point("input", "battery_pct", "discrete_input", 1, type="bool"),
+        ],
+    }
+)
+EVERY_TYPE_VALUES = {
+    "u16": 50_000, "s16": -55, "u32": 100_000, "s32": -123_456, "f32": 3.14159,
+    "f32_badc": 3.14159, "flag": True, "coil": True, "input": False,
+}  # fmt: skip
+
+
+def every_type_device() -> RegisterDevice:
+    (s32_high, s32_low) = struct.unpack(">HH", struct.pack(">i", -123_456))
+    return RegisterDevice(
+        input_registers={0: 50_000, 1: 0xFFC9, 2: 0x0001, 3: 0x86A0, 4: s32_low, 5: s32_high},
+        holding_registers={10: 0x4049, 11: 0x0FD0, 12: 0x4940, 13: 0xD00F, 14: 0b1000},
+        coils={0: True},
+        discrete_inputs={0: True, 1: False},
+    )
+
+
+@asynccontextmanager
+async def tcp_server(devices: dict[int, Any]) -> AsyncIterator[tuple[Server, Callable[[int], str]]]:
+    async with ModbusSimServer(devices) as server:
+        yield server, server.url_for
+
+
+@asynccontextmanager
+async def rtu_server(devices: dict[int, Any]) -> AsyncIterator[tuple[Server, Callable[[int], str]]]:
+    with PtyPair() as pty:
+        async with ModbusRtuSimServer(devices, path=pty.a) as server:
+            yield server, lambda unit: f"modbus-rtu://{pty.b}?baud=9600&unit={unit}"
+
+
+TRANSPORTS = {"tcp": tcp_server, "rtu": rtu_server}
+
+
+@pytest.fixture(params=sorted(TRANSPORTS))
+def serve(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    return TRANSPORTS[request.param]
+
+
+async def test_every_type_decodes_over_the_wire(serve: Callable[..., Any]) -> None:
+    async with serve({7: every_type_device()}) as (_, url_for):
+        address = parse_address(url_for(7))
+        bus = ModbusBus(address, timeout_s=1.0)
+        try:
+            values = await read_points(bus, address.unit, plan_reads(EVERY_TYPE))
+        finally:
+            bus.close()
+    assert values.keys() == EVERY_TYPE_VALUES.keys()
+    for name, expected in EVERY_TYPE_VALUES.items():
+        assert type(values[name]) is type(expected), name
+        assert math.isclose(values[name], expected, rel_tol=1e-6), name
+
+
+async def test_coalesced_poll_is_one_request_on_the_wire(serve: Callable[..., Any]) -> None:
+    async with serve({1: SmokeDetector(temperature_c=-5.5)}) as (server, url_for):
+        address = parse_address(url_for(1))
+        device = PolledDevice("sd-1", SMOKE, address, interval_s=1.0)
+        bus = ModbusBus(address, timeout_s=1.0)
+        try:
+            before = server.faults(1).stats.requests
+            sample = await read_points(bus, 1, device.plan)
+            requests = server.faults(1).stats.requests - before
+        finally:
+            bus.close()
+    assert len(polled_points(SMOKE)) == 5
+    assert requests == 1
+    assert sample["temperature"] == -55
+
+
+async def test_exception_and_garbled_frame_are_typed_errors(serve: Callable[..., Any]) -> None:
+    async with serve({1: SmokeDetector()}) as (server, url_for):
+        address = parse_address(url_for(1))
+        plan = plan_reads(SMOKE, polled_points(SMOKE))
+        bus = ModbusBus(address, timeout_s=0.3)
+        try:
+            server.faults(1).exception(4, count=1)
+            with pytest.raises(DeviceRejected) as rejected:
+                await read_points(bus, 1, plan)
+            assert rejected.value.code == 4
+            assert "unit 1" in str(rejected.value)
+            server.faults(1).garble(count=1)
+            with pytest.raises((DeviceTimeout, DeviceRejected)):
+                await read_points(bus, 1, plan)
+            assert (await read_points(bus, 1, plan))["battery"] == 100
+        finally:
+            bus.close()
+
+
+class Recorder:
+    """The poller's sink: what it would have handed to the outbox."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.readings: list[Reading] = []
+
+    def __call__(self, readings: list[Reading], events: list[Event]) -> None:
+        self.readings.extend(readings)
+        self.events.extend(events)
+
+    def types(self, device: str) -> list[EventType]:
+        return [e.type for e in self.events if e.device == device]
+
+
+def devices_on(
+    url_for: Callable[[int], str], units: list[int], interval_s: float
+) -> list[PolledDevice]:
+    return [PolledDevice(f"sd-{u}", SMOKE, parse_address(url_for(u)), interval_s) for u in units]
+
+
+@asynccontextmanager
+async def polling(
+    address: DeviceAddress, devices: list[PolledDevice], sink: Recorder, **options: float
+) -> AsyncIterator[BusPoller]:
+    poller = BusPoller(ModbusBus(address, timeout_s=0.2), devices, sink, **options)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    try:
+        yield poller
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+        poller.bus.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    # The poller exposes plain counters, not events, so the test samples them.
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_silent_device_goes_offline_then_online(serve: Callable[..., Any]) -> None:
+    async with serve({1: SmokeDetector(), 2: SmokeDetector()}) as (server, url_for):
+        devices = devices_on(url_for, [1, 2], interval_s=0.1)
+        sink = Recorder()
+        async with polling(devices[0].address, devices, sink, offline_retry_max_s=0.4):
+            await wait_for(lambda: devices[1].answered > 0, timeout_s=5)
+            server.faults(2).drop()
+            await wait_for(lambda: EventType.DEVICE_OFFLINE in sink.types("sd-2"), 10)
+            assert not devices[1].online
+            assert devices[1].faults["timeout"] >= 3
+            server.faults(2).clear()
+            await wait_for(lambda: EventType.DEVICE_ONLINE in sink.types("sd-2"), 10)
+        assert sink.types("sd-2").count(EventType.DEVICE_OFFLINE) == 1
+        assert EventType.DEVICE_OFFLINE not in sink.types("sd-1")
+        offline = next(e for e in sink.events if e.type is EventType.DEVICE_OFFLINE)
+        assert offline.data.reason is not None
+        assert offline.data.reason.startswith("timeout")
+
+
+async def test_rebooted_device_is_offline_while_down_and_reports_again(
+    serve: Callable[..., Any],
+) -> None:
+    detector = SmokeDetector()
+    async with serve({1: detector}) as (server, url_for):
+        devices = devices_on(url_for, [1], interval_s=0.1)
+        sink = Recorder()
+        async with polling(devices[0].address, devices, sink, offline_retry_max_s=0.3):
+            await wait_for(lambda: devices[0].answered > 0, timeout_s=5)
+            detector.trigger_alarm()
+            await wait_for(lambda: EventType.SMOKE_ALARM in sink.types("sd-1"), 5)
+            server.faults(1).reboot(offline_s=1.5)
+            await wait_for(lambda: EventType.DEVICE_ONLINE in sink.types("sd-1"), 10)
+            # The smoke is still in the chamber after the reboot, so the alarm holds: no
+            # second alarm event, and clearing the smoke clears it once.
+            detector.clear_smoke()
+            detector.reset_alarm()
+            await wait_for(lambda: EventType.SMOKE_CLEARED in sink.types("sd-1"), 5)
+        assert sink.types("sd-1") == [
+            EventType.SMOKE_ALARM,
+            EventType.DEVICE_OFFLINE,
+            EventType.DEVICE_ONLINE,
+            EventType.SMOKE_CLEARED,
+        ]
+
+
+@pytest.mark.slow
+async def test_dead_device_costs_its_neighbours_no_more_than_its_timeout(
+    serve: Callable[..., Any],
+) -> None:
+    """Three detectors on one bus polled every 0.1 s; the middle one is dead.
+
+    Its 0.2 s timeout is longer than the whole cycle, so were it tried every cycle the
+    healthy two would get about a third of their polls. Once it is offline it is
+    tried at most once a second (backing off to every 2 s), which costs them one
+    timeout per try and no more.
+    """
+    window_s, interval_s = 3.0, 0.1
+    async with serve({u: SmokeDetector() for u in (1, 2, 3)}) as (server, url_for):
+
+        async def healthy_polls(dead: bool) -> int:
+            devices = devices_on(url_for, [1, 2, 3], interval_s)
+            if dead:
+                server.faults(2).drop()
+            async with polling(devices[0].address, devices, Recorder(), offline_retry_max_s=2.0):
+                await wait_for(lambda: devices[1].online is not dead, timeout_s=5)
+                start = min(devices[0].answered, devices[2].answered)
+                await asyncio.sleep(window_s)
+                end = min(devices[0].answered, devices[2].answered)
+            server.faults(2).clear()
+            return end - start
+
+        baseline = await healthy_polls(dead=False)
+        with_dead = await healthy_polls(dead=True)
+    assert baseline >= 0.8 * window_s / interval_s
+    assert with_dead >= 0.75 * baseline, (baseline, with_dead)
