@@ -467,7 +467,7 @@ async def write_point(
     try:
         _, (before,) = await _read_plan(bus, address.unit, plan)
         if modbus.table is ModbusTable.COIL:
-            await bus.write_coil(modbus.address, bool(words[0]), address.unit)
+            await bus.write_coils(modbus.address, [bool(words[0])], address.unit)
         else:
             await bus.write_registers(modbus.address, words, address.unit)
         _, (after,) = await _read_plan(bus, address.unit, plan)

@@ -266,10 +266,19 @@ class DeviceProfile(_Strict):
         if family == "serial" and self.serial is None:
             raise ValueError("a serial profile needs a 'serial' section with its records")
         names: set[str] = set()
+        metrics: dict[Metric, str] = {}
         for index, point in enumerate(self.points):
             if point.name in names:
                 raise ValueError(f"points[{index}]: duplicate point name {point.name!r}")
             names.add(point.name)
+            if point.metric is not None and point.metric in metrics:
+                raise ValueError(
+                    f"points[{index}] ({point.name}): metric {point.metric} is already "
+                    f"reported by {metrics[point.metric]!r}; a reading is identified by its "
+                    "device and metric, so give each channel a device of its own"
+                )
+            if point.metric is not None:
+                metrics[point.metric] = point.name
             given = [f for f in ("modbus", "ble", "serial") if getattr(point, f) is not None]
             if given != [family]:
                 raise ValueError(

@@ -111,12 +111,16 @@ class ModbusBus:
                 call = client.write_registers(start, values, device_id=unit)
             await self._call(where, call)
 
-    async def write_coil(self, address: int, value: bool, unit: int) -> None:
-        """Write one coil (function 5)."""
+    async def write_coils(self, address: int, values: list[bool], unit: int) -> None:
+        """Write coils (function 5 for one, 15 for several)."""
         where = f"{self.name} unit {unit} coil {address}"
         async with self._lock:
             client = await self._ensure_connected(where)
-            await self._call(where, client.write_coil(address, value, device_id=unit))
+            if len(values) == 1:
+                call = client.write_coil(address, values[0], device_id=unit)
+            else:
+                call = client.write_coils(address, values, device_id=unit)
+            await self._call(where, call)
 
     async def _call(self, where: str, call: Awaitable[ModbusPDU]) -> ModbusPDU:
         try:

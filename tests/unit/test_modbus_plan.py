@@ -62,7 +62,7 @@ def profile_with(points: list[dict[str, object]], **modbus: object) -> DevicePro
 
 def point(name: str, table: str, addr: int, kind: str = "u16") -> dict[str, object]:
     fields: dict[str, object] = {"table": table, "address": addr, "type": kind}
-    return {"name": name, "metric": "temperature_c", "modbus": fields}
+    return {"name": name, "modbus": fields}
 
 
 def test_plan_coalesces_within_gap_and_limit() -> None:

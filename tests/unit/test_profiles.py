@@ -462,3 +462,17 @@ def test_cli_root_defaults_to_the_environment(
 
     assert result.exit_code == 0, result.output
     assert [p["id"] for p in json.loads(result.stdout)["profiles"]] == ["test-door"]
+
+
+def test_two_points_with_one_metric_are_refused(tmp_path: Path) -> None:
+    text = (ROOT / "smoke" / "anju-smoke-mb.yaml").read_text()
+    broken = text.replace(
+        "  - name: co\n    metric: co_ppm", "  - name: co\n    metric: temperature_c"
+    )
+    assert broken != text
+    path = tmp_path / "anju-smoke-mb.yaml"
+    path.write_text(broken)
+    with pytest.raises(
+        ProfileError, match="metric temperature_c is already reported by 'temperature'"
+    ):
+        load_profile(path)
