@@ -196,6 +196,28 @@ class EventRule(_Strict):
         return self
 
 
+class ActionName(StrEnum):
+    """Things the gateway can make a device do, named the same for every model."""
+
+    UNLOCK = "unlock"
+    RELOCK = "relock"
+    FIRE_RELEASE = "fire_release"
+    RESET_ALARM = "reset_alarm"
+
+
+class Action(_Strict):
+    """How a model performs an action: write ``value`` to a writable point.
+
+    ``repeat_s`` is for actions that must hold (a fire release on a controller whose
+    unlock pulse runs out): the gateway writes again at that period for as long as
+    the action should last.
+    """
+
+    point: Name
+    value: float
+    repeat_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+
+
 class ModbusSettings(_Strict):
     """Limits of a Modbus device, used to plan the fewest reads per poll."""
 
@@ -257,6 +279,10 @@ class DeviceProfile(_Strict):
     serial: SerialSettings | None = None
     points: Annotated[list[Point], Field(min_length=1)]
     events: list[EventRule] = Field(default_factory=list)
+    actions: dict[ActionName, Action] = Field(
+        default_factory=dict,
+        description="Writes that perform the gateway's actions (unlock, fire release, ...).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -302,6 +328,11 @@ class DeviceProfile(_Strict):
             for ref in (rule.point, *rule.data.values(), *filter(None, [rule.sequence])):
                 if ref not in names:
                     raise ValueError(f"events[{index}] ({rule.type}): no point named {ref!r}")
+        for name, action in self.actions.items():
+            target = next((p for p in self.points if p.name == action.point), None)
+            if target is None or not target.writable:
+                problem = "is not writable" if target else "does not exist"
+                raise ValueError(f"actions.{name}: point {action.point!r} {problem}")
         return self
 
     def point(self, name: str) -> Point:

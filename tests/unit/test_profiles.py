@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from anju.commands.profile import app
 from schemas.errors import ProfileError
-from schemas.profile import DeviceProfile, ModbusTable, load_profile, load_profiles
+from schemas.profile import ActionName, DeviceProfile, ModbusTable, load_profile, load_profiles
 from schemas.vocabulary import DeviceKind, Metric, Protocol
 
 ROOT = Path(__file__).resolve().parents[2] / "device_profiles"
@@ -475,4 +475,22 @@ def test_two_points_with_one_metric_are_refused(tmp_path: Path) -> None:
     with pytest.raises(
         ProfileError, match="metric temperature_c is already reported by 'temperature'"
     ):
+        load_profile(path)
+
+
+def test_shipped_actions_write_writable_points() -> None:
+    profiles = load_profiles(ROOT)
+    door = profiles["anju-door-mb"].actions
+    assert {str(name) for name in door} == {"unlock", "relock", "fire_release"}
+    assert door[ActionName.FIRE_RELEASE].repeat_s == 120
+    assert profiles["anju-smoke-mb"].actions[ActionName.RESET_ALARM].point == "alarm_reset"
+
+
+def test_action_on_a_read_only_point_is_refused(tmp_path: Path) -> None:
+    text = (ROOT / "smoke" / "anju-smoke-mb.yaml").read_text()
+    broken = text.replace("reset_alarm: {point: alarm_reset", "reset_alarm: {point: battery")
+    path = tmp_path / "anju-smoke-mb.yaml"
+    path.write_text(broken)
+    expected = r"actions\.reset_alarm: point 'battery' is not writable"
+    with pytest.raises(ProfileError, match=expected):
         load_profile(path)
