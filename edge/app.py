@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
+from edge.actions import DeviceActions
 from edge.config import GatewayConfig
 from edge.drivers.modbus import ModbusBus
 from edge.errors import ConfigError
@@ -70,6 +71,13 @@ class Agent:
             )
             for bus, devices in by_bus.items()
         ]
+        self.actions = DeviceActions(
+            {
+                device.device_id: (poller.bus, device)
+                for poller in self.pollers
+                for device in poller.devices
+            }
+        )
 
     @property
     def devices(self) -> list[PolledDevice]:

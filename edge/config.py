@@ -37,6 +37,11 @@ class DeviceConfig(BaseModel):
     building: str = ""
     unit: str = ""
     poll_interval_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+    egress: bool = Field(
+        default=False,
+        description="A door on an escape route: released locally when a smoke detector "
+        "in the same building raises its alarm.",
+    )
 
     @field_validator("address")
     @classmethod
@@ -58,6 +63,15 @@ class GatewayConfig(BaseModel):
     gateway: Annotated[str, Field(pattern=_ID)]
     community: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*$")]
     broker: str = "mqtt://127.0.0.1:1883"
+    state_dir: Path = Field(
+        default=Path("/var/lib/anju"),
+        description="Where the spool and the command audit log live; must survive reboots.",
+    )
+    spool_budget_mb: Annotated[float, Field(gt=0)] = Field(
+        default=512.0,
+        description="Disk the spool may use; past it the oldest telemetry is dropped "
+        "(and reported), events never are.",
+    )
     profiles: Path | None = Field(
         default=None, description="Folder of device profiles; default: the bundled ones."
     )

@@ -82,6 +82,7 @@ class EventType(StrEnum):
     DEVICE_ONLINE = "device.online"
     BATTERY_LOW = "battery.low"
     DEVICE_TAMPER = "device.tamper"
+    TELEMETRY_GAP = "telemetry.gap"
 
 
 EVENT_SEVERITY: dict[EventType, Severity] = {
@@ -109,4 +110,5 @@ EVENT_SEVERITY: dict[EventType, Severity] = {
     EventType.DEVICE_ONLINE: Severity.INFO,
     EventType.BATTERY_LOW: Severity.WARNING,
     EventType.DEVICE_TAMPER: Severity.WARNING,
+    EventType.TELEMETRY_GAP: Severity.WARNING,
 }
