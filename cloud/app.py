@@ -43,7 +43,13 @@ async def run_ingest(
     counters: IngestCounters | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Run ``workers`` ingest consumers on the shared subscription until ``stop`` is set.
+    """Run ``workers`` ingest consumers until ``stop`` is set.
+
+    One worker subscribes plainly; several share the MQTT v5 subscription group.
+    The difference matters at a broker restart: Mosquitto 2.0 restores a persistent
+    session's plain subscriptions but not its shared ones, so between the restart
+    and the workers' return it acknowledges and discards what gateways publish to a
+    shared group (measured; see docs/decisions.md). A lone worker loses nothing.
 
     Workers share one connection pool and ``counters`` (a fresh one when not given,
     logged every minute). ``started`` is set once every worker has subscribed: from
@@ -66,7 +72,14 @@ async def run_ingest(
     async with open_pool(settings.database_url, name="ingest", max_size=workers + 1) as pool:
         writer = BatchWriter(pool, connect_timeout_s=settings.ingest.checkout_timeout_s)
         consumers = [
-            IngestConsumer(broker, settings.ingest, writer, totals, client_id=client_id)
+            IngestConsumer(
+                broker,
+                settings.ingest,
+                writer,
+                totals,
+                client_id=client_id,
+                shared_group=settings.ingest.group if workers > 1 else None,
+            )
             for client_id in worker_client_ids(settings, workers)
         ]
         async with asyncio.TaskGroup() as group:

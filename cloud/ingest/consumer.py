@@ -65,10 +65,9 @@ class ManualAck:
             raise aiomqtt.MqttError(f"could not acknowledge message {message.mid}: {result}")
 
 
-def subscriptions(broker: BrokerAddress, group: str) -> list[str]:
-    """Topic filters of ingest: shared among ``group`` on MQTT v5, plain on v3.1.1."""
-    shared = group if broker.supports_shared_subscriptions else None
-    return [subscription(channel, shared_group=shared) for channel in INGESTED_CHANNELS]
+def subscriptions(shared_group: str | None) -> list[str]:
+    """Topic filters of ingest: shared among ``shared_group``, or plain when None."""
+    return [subscription(channel, shared_group=shared_group) for channel in INGESTED_CHANNELS]
 
 
 class IngestConsumer:
@@ -86,8 +85,10 @@ class IngestConsumer:
         counters: IngestCounters,
         *,
         client_id: str,
+        shared_group: str | None = None,
     ) -> None:
         self._broker = broker
+        self._shared_group = shared_group
         self._settings = settings
         self._writer = writer
         self._counters = counters
@@ -150,7 +151,12 @@ class IngestConsumer:
         client = self._client()
         acks = ManualAck(client)
         async with client:
-            for topic in subscriptions(self._broker, self._settings.group):
+            # A worker that changed between plain and shared since its session was made
+            # would otherwise keep the old filter too and see every message twice.
+            other = None if self._shared_group else self._settings.group
+            if self._broker.supports_shared_subscriptions or other is None:
+                await client.unsubscribe(subscriptions(other), timeout=_BROKER_TIMEOUT_S)
+            for topic in subscriptions(self._shared_group):
                 await client.subscribe(topic, qos=1, timeout=_BROKER_TIMEOUT_S)
             log.info("ingest %s: subscribed on %s", self.client_id, self._broker.redacted())
             self.subscribed.set()

@@ -1,0 +1,161 @@
+"""The uplink fails and the gateway must lose nothing, repeat nothing, and send alarms first.
+
+Each test runs 50 simulated detectors behind one gateway (in process), the cloud
+tier, and a durable Mosquitto that the gateway reaches through a proxy the test can
+cut or blackhole. Afterwards the database must hold every item the gateway spooled
+exactly once (see ``platform.check_exactly_once``).
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from anju.services.mosquitto import MosquittoServer
+from edge.app import Agent
+from edge.config import parse_config
+from schemas.broker import parse_broker_url
+from schemas.profile import DeviceProfile, load_profiles
+from schemas.topics import Channel, parse_topic
+from schemas.vocabulary import EventType
+from schemas.wire import EventBatch, TelemetryBatch, decode
+from tests.faults.platform import (
+    LinkProxy,
+    Site,
+    check_exactly_once,
+    cloud,
+    device_id,
+    durable_broker,
+    register,
+    settle,
+    site,
+    stored,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+PROFILES = load_profiles(Path(__file__).resolve().parents[2] / "device_profiles")
+DEVICES = 50
+
+
+@dataclass
+class Running:
+    site: Site
+    agent: Agent
+    proxy: LinkProxy
+    broker: MosquittoServer
+    database_url: str
+    stop_event: asyncio.Event
+    task: asyncio.Task[None]
+
+    def last_seqs(self) -> dict[str, int]:
+        return {device.device_id: device.normaliser.seq for device in self.agent.devices}
+
+    async def stop_agent(self) -> dict[str, int]:
+        """Stop polling, let the agent drain and say offline; the final sequences."""
+        self.stop_event.set()
+        await asyncio.wait_for(self.task, timeout=60)
+        return self.last_seqs()
+
+
+@asynccontextmanager
+async def running(
+    tmp_path: Path, database_url: str, unique_id: Callable[[str], str], **config: object
+) -> AsyncIterator[Running]:
+    gateway = unique_id("gw")
+    await register(database_url, gateway, list(range(1, DEVICES + 1)))
+    async with (
+        durable_broker(tmp_path / "broker") as broker,
+        LinkProxy(broker.port) as proxy,
+        cloud(database_url, broker.url, unique_id("ingest")),
+        site(gateway, DEVICES) as current,
+    ):
+        document = current.gateway_config(proxy.url, tmp_path / "state", **config)
+        agent = Agent(parse_config(document, "test"), dict[str, DeviceProfile](PROFILES))
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop), name="agent")
+        run = Running(current, agent, proxy, broker, database_url, stop, task)
+        try:
+            yield run
+        finally:
+            await run.stop_agent()
+
+
+async def first_readings(database_url: str) -> None:
+    async with asyncio.timeout(30):
+        while not (await stored(database_url)).seqs:  # noqa: ASYNC110 (a table, not an event)
+            await asyncio.sleep(0.2)
+
+
+class Observer:
+    """Subscribes to the gateway's topics directly at the broker and keeps arrival order."""
+
+    def __init__(self, broker_url: str, gateway: str) -> None:
+        self._broker = parse_broker_url(broker_url)
+        self._gateway = gateway
+        self.arrivals: list[tuple[Channel, EventBatch | TelemetryBatch]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "Observer":
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(self._listen(ready))
+        await asyncio.wait_for(ready.wait(), timeout=10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _listen(self, ready: asyncio.Event) -> None:
+        async with aiomqtt.Client(self._broker.host, self._broker.port) as client:
+            await client.subscribe(f"anju/v1/+/+/{self._gateway}/+", qos=1)
+            ready.set()
+            async for message in client.messages:
+                channel = parse_topic(message.topic.value).channel
+                assert isinstance(message.payload, bytes)
+                if channel is Channel.EVENTS:
+                    self.arrivals.append((channel, decode(message.payload, EventBatch)))
+                elif channel is Channel.TELEMETRY:
+                    self.arrivals.append((channel, decode(message.payload, TelemetryBatch)))
+
+
+async def test_broker_down_30_s_then_back(
+    tmp_path: Path, database_url: str, unique_id: Callable[[str], str]
+) -> None:
+    async with running(tmp_path, database_url, unique_id) as run:
+        await first_readings(database_url)
+        # The gateway reaches the broker through the proxy, so the test can start the
+        # broker and subscribe its observer before the gateway gets back in.
+        run.proxy.cut()
+        await asyncio.to_thread(run.broker.stop)
+        down_at = time.time()
+        await asyncio.sleep(10)
+        run.site.detectors[7].trigger_alarm()
+        await asyncio.sleep(20)
+        await asyncio.to_thread(run.broker.start)
+        back_at = time.time()
+        async with Observer(run.broker.url, run.site.gateway) as observer:
+            run.proxy.restore()
+            await asyncio.sleep(5)
+            final = await run.stop_agent()
+            found = await settle(database_url, lambda: final, timeout_s=90)
+            arrivals = list(observer.arrivals)
+    check_exactly_once(found, final)
+    assert "smoke.alarm" in found.event_types[device_id(7)]
+    alarm_at = next(
+        i
+        for i, (_, batch) in enumerate(arrivals)
+        if isinstance(batch, EventBatch)
+        and any(e.type is EventType.SMOKE_ALARM for e in batch.items)
+    )
+    backlog_at = next(
+        i
+        for i, (channel, batch) in enumerate(arrivals)
+        if channel is Channel.TELEMETRY and down_at < batch.sent_at.timestamp() < back_at
+    )
+    assert alarm_at < backlog_at, "the alarm raised during the outage came after old telemetry"
