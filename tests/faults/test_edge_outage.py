@@ -159,3 +159,20 @@ async def test_broker_down_30_s_then_back(
         if channel is Channel.TELEMETRY and down_at < batch.sent_at.timestamp() < back_at
     )
     assert alarm_at < backlog_at, "the alarm raised during the outage came after old telemetry"
+
+
+async def test_uplink_blackholed_then_restored(
+    tmp_path: Path, database_url: str, unique_id: Callable[[str], str]
+) -> None:
+    async with running(tmp_path, database_url, unique_id) as run:
+        await first_readings(database_url)
+        run.proxy.blackhole()
+        await asyncio.sleep(5)
+        run.site.detectors[3].trigger_alarm()
+        await asyncio.sleep(15)
+        run.proxy.restore()
+        await asyncio.sleep(5)
+        final = await run.stop_agent()
+        found = await settle(database_url, lambda: final, timeout_s=90)
+    check_exactly_once(found, final)
+    assert "smoke.alarm" in found.event_types[device_id(3)]
