@@ -1,0 +1,690 @@
+"""Carries out commands from the cloud (DESIGN.md section 3) and keeps their audit log.
+
+A command arrives on ``cmd/{id}`` and its outcome leaves on ``cmd-result/{id}``; the
+uplink does the MQTT, this module decides what happens. ``CommandProcessor.handle``
+always answers with an encoded ``CommandResult``, refusals included, because the cloud
+waits for an answer and a silent gateway looks like a lost message.
+
+Rules that make a command safe to deliver more than once (QoS 1 redelivery, a cloud
+that retries, a gateway that restarts):
+
+- The first verdict on an id is final, a refusal or a failure too. A repeat gets the
+  same result bytes and nothing is done twice. A device timeout is final as well: the
+  unlock may have reached the door and only its answer been lost, so trying again
+  must be a new command with a new id, sent knowingly.
+- Results are kept, in memory and in the audit log, until the command's expiry plus
+  the allowed clock skew; after that a repeat is refused as expired anyway. Commands
+  that live longer than ``CommandLimits.max_lifetime_s`` are refused, which bounds
+  both memory and how stale an unlock can be.
+- A command that changes something (unlock, alarm reset, config reload) is not carried
+  out unless its ``started`` line is on disk first: a door unlock is a security act
+  and must never go unrecorded. A restart that finds a ``started`` line without an
+  outcome records the command as interrupted and answers repeats with that.
+
+The audit log is JSON lines (``commands.jsonl`` in the state directory, mode 0600),
+each written, flushed and fsynced before the command goes on::
+
+    {"at": "...Z", "id": "c-17", "name": "unlock_door", "device": "fh-b3-door-01",
+     "args": {"seconds": 7}, "outcome": "ok", "detail": "unlocked fh-b3-door-01 for 7 s",
+     "kept_until": "...Z", "result": {...the CommandResult exactly as sent...}}
+
+``outcome`` is ``started``, ``ok``, ``failed`` (accepted, but the device, reload or scan
+failed), ``refused`` (not carried out, ``detail`` says why) or ``repeat`` (an id seen
+before; ``result`` is what was sent again). ``name``, ``device`` and ``kept_until`` are
+null where they do not apply (a malformed payload is not kept: it has no trustworthy
+id); ``result`` is null on ``started`` lines.
+
+Errors (all ``EdgeError``):
+
+CommandError
+├── CommandRefused   a command that is not carried out; ``handle`` turns it into a result
+└── AuditError       the audit log cannot be read or written (path, problem)
+"""
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+import msgspec
+
+from edge.actions import ActionError, DeviceActions
+from edge.addresses import DeviceAddress, parse_address
+from edge.errors import EdgeError
+from edge.probe import (
+    MODBUS_PROTOCOLS,
+    PointError,
+    ScanHit,
+    encode_for_write,
+    parse_units,
+    scan_units,
+)
+from schemas.errors import SchemaError, WireError
+from schemas.profile import Action, ActionName, DeviceProfile
+from schemas.vocabulary import Protocol
+from schemas.wire import ArgValue, Command, CommandName, CommandResult, decode, encode
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE = "commands.jsonl"
+"""The audit log's name inside the gateway's ``state_dir``."""
+
+ALL_UNITS = "1-247"
+
+Reload = Callable[[], Awaitable[str]]
+"""Re-reads the gateway config and returns a one-line summary; raises EdgeError or
+SchemaError (ConfigError, ProfileError) for a config it cannot use."""
+
+Data = dict[str, ArgValue]
+
+
+class CommandError(EdgeError):
+    """Base of the errors of this module."""
+
+
+class CommandRefused(CommandError):
+    """A command that is not carried out; ``reason`` is what the cloud is told."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class AuditError(CommandError):
+    """The audit log cannot be read or written."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"command audit log {path}: {problem}")
+
+
+class Outcome(StrEnum):
+    STARTED = "started"
+    OK = "ok"
+    FAILED = "failed"
+    REFUSED = "refused"
+    REPEAT = "repeat"
+
+
+class AuditLine(msgspec.Struct, kw_only=True, frozen=True):
+    """One line of the audit log (see the module docstring)."""
+
+    at: datetime
+    id: str
+    name: str | None
+    device: str | None
+    args: dict[str, ArgValue]
+    outcome: Outcome
+    detail: str
+    kept_until: datetime | None
+    result: msgspec.Raw
+
+
+@dataclass(frozen=True, slots=True)
+class CommandLimits:
+    """Policy and time bounds of command handling.
+
+    ``max_skew_s``: how far ``issued_at`` may lie ahead of the gateway clock, and how
+    long past expiry a result is still kept (so a clock stepped back does not revive
+    a forgotten id). ``max_lifetime_s`` is the longest a command may live from
+    ``issued_at`` to ``expires_at``. ``max_unlock_s`` bounds the ``seconds`` a remote
+    unlock may ask for (the reference controller's pulse register takes at most 255).
+    ``run_timeout_s`` bounds carrying out one command (a hung device or reload must not
+    hold a repeat waiting for ever). ``scan_unit_s`` is the wait per silent unit,
+    ``scan_max_s`` the longest a scan runs before it answers with what it found so
+    far. ``audit_timeout_s`` bounds one audit write and fsync.
+    """
+
+    max_skew_s: float = 30.0
+    max_lifetime_s: float = 86_400.0
+    max_unlock_s: int = 255
+    run_timeout_s: float = 30.0
+    scan_unit_s: float = 0.5
+    scan_max_s: float = 120.0
+    audit_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    ok: bool
+    detail: str
+    data: Data
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    result: bytes
+    until: datetime
+
+
+_Run = Callable[[], Awaitable[_Done]]
+
+_ARGS: dict[CommandName, frozenset[str]] = {
+    CommandName.UNLOCK_DOOR: frozenset({"seconds"}),
+    CommandName.RESET_ALARM: frozenset(),
+    CommandName.RELOAD_CONFIG: frozenset(),
+    CommandName.PING: frozenset(),
+    CommandName.SCAN: frozenset({"bus", "units"}),
+}
+_NEEDS_DEVICE = frozenset({CommandName.UNLOCK_DOOR, CommandName.RESET_ALARM})
+_CHANGES_SOMETHING = frozenset(
+    {CommandName.UNLOCK_DOOR, CommandName.RESET_ALARM, CommandName.RELOAD_CONFIG}
+)
+_NO_RESULT = msgspec.Raw(b"null")
+_INTERRUPTED = (
+    "interrupted: the gateway stopped while carrying it out; whether it took effect is "
+    "unknown (send a new command with a new id to try again)"
+)
+_REPEATED = "seen before: the first result was sent again, nothing was done"
+_LINE_ENCODER = msgspec.json.Encoder()
+_LINE_DECODER = msgspec.json.Decoder(AuditLine)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+class CommandProcessor:
+    """Decides and carries out the commands addressed to one gateway.
+
+    ``actions`` performs unlocks and alarm resets on the agent's devices; ``reload``
+    re-reads the config; ``profiles`` are the candidates a scan suggests; a scan of a
+    serial bus in ``polled_buses`` (``DeviceAddress.bus`` names) is refused, because a
+    second master on an RS-485 line garbles the poller's frames and its own; a TCP bus
+    is scanned over a connection of the scan's own, beside the poller's. ``clock``
+    returns an aware UTC datetime; ``ping`` reports the uptime since construction.
+
+    The constructor creates the audit log's folder and reads the log, so results kept
+    before a restart are answered again instead of carried out again; it raises
+    AuditError if the log cannot be read. Unreadable lines (a line torn by a power
+    cut) are skipped and counted in ``unreadable_audit_lines``.
+    """
+
+    def __init__(
+        self,
+        gateway: str,
+        actions: DeviceActions,
+        *,
+        reload: Reload,
+        audit_path: Path,
+        agent_version: str,
+        profiles: Iterable[DeviceProfile] = (),
+        polled_buses: Collection[str] = (),
+        clock: Callable[[], datetime] = _utc_now,
+        limits: CommandLimits = CommandLimits(),
+    ) -> None:
+        self._gateway = gateway
+        self._actions = actions
+        self._reload = reload
+        self._path = audit_path
+        self._agent_version = agent_version
+        self._profiles = list(profiles)
+        self._polled_buses = frozenset(polled_buses)
+        self._clock = clock
+        self._limits = limits
+        self._started_monotonic = time.monotonic()
+        self._kept: dict[str, _Kept] = {}
+        self._running: dict[str, asyncio.Future[bytes]] = {}
+        self._audit_lock = asyncio.Lock()
+        self._commands: dict[CommandName, Callable[[Command], _Run]] = {
+            CommandName.UNLOCK_DOOR: self._unlock_door,
+            CommandName.RESET_ALARM: self._reset_alarm,
+            CommandName.RELOAD_CONFIG: self._reload_config,
+            CommandName.PING: self._ping,
+            CommandName.SCAN: self._scan,
+        }
+        self.outcomes: Counter[Outcome] = Counter()
+        self.audit_failures = 0
+        self.internal_errors = 0
+        self.unreadable_audit_lines = 0
+        self._load()
+
+    @property
+    def kept(self) -> int:
+        """How many command ids are remembered with their result."""
+        return len(self._kept)
+
+    async def handle(self, command_id: str, payload: bytes) -> bytes:
+        """Decide, carry out and audit one command; returns the encoded CommandResult.
+
+        ``command_id`` is the id from the ``cmd/{id}`` topic. Never raises for bad
+        input: a malformed payload, an id that differs from the topic's, an expired
+        or future command, an unknown device or action, bad arguments, and device
+        faults all come back as a result with ``ok`` false and the reason in
+        ``detail``. A repeat of a kept id returns the kept bytes, also while the first
+        delivery is still running.
+        """
+        now = self._clock()
+        self._forget(now)
+        try:
+            command = decode(payload, Command)
+        except WireError as exc:
+            return await self._refuse_unkept(command_id, f"malformed command: {exc.reason}")
+        if command.id != command_id:
+            return await self._refuse_unkept(
+                command_id,
+                f"the payload's id {command.id!r} differs from the topic's {command_id!r}",
+                command,
+            )
+        kept = self._kept.get(command.id)
+        if kept is not None:
+            line = self._line(command, Outcome.REPEAT, _REPEATED, kept.result)
+            await self._audit_quietly(line)
+            self.outcomes[Outcome.REPEAT] += 1
+            return kept.result
+        running = self._running.get(command.id)
+        if running is not None:
+            return await self._join(command, running)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._running[command.id] = future
+        try:
+            result = await self._decide(command, now)
+            future.set_result(result)
+            return result
+        finally:
+            del self._running[command.id]
+            if not future.done():
+                future.cancel()
+
+    # -- deciding ----------------------------------------------------------------------
+
+    async def _decide(self, command: Command, now: datetime) -> bytes:
+        try:
+            self._check_times(command, now)
+            self._check_shape(command)
+            run = self._commands[command.name](command)
+        except CommandRefused as exc:
+            return await self._finish(command, Outcome.REFUSED, _Done(False, exc.reason, {}))
+        if command.name in _CHANGES_SOMETHING:
+            try:
+                await self._write(self._line(command, Outcome.STARTED, "", None))
+            except AuditError as exc:
+                done = _Done(False, f"not carried out: {exc}", {})
+                return await self._finish(command, Outcome.REFUSED, done)
+        timeout_s = self._time_limit(command.name)
+        try:
+            async with asyncio.timeout(timeout_s):
+                done = await run()
+        except TimeoutError:
+            done = _Done(False, f"did not finish within {timeout_s:g} s", {})
+        except (EdgeError, SchemaError, OSError) as exc:
+            done = _Done(False, str(exc), {})
+        except Exception as exc:
+            # The outer boundary of one command: whatever went wrong, the cloud gets an
+            # answer and the audit log an outcome for an act that may have happened.
+            self.internal_errors += 1
+            log.exception("command %s (%s) failed unexpectedly", command.id, command.name)
+            done = _Done(False, f"internal error: {type(exc).__name__}: {exc}", {})
+        return await self._finish(command, Outcome.OK if done.ok else Outcome.FAILED, done)
+
+    def _time_limit(self, name: CommandName) -> float:
+        """How long carrying out ``name`` may take; a scan stops itself at ``scan_max_s``."""
+        limits = self._limits
+        return limits.run_timeout_s + (limits.scan_max_s if name is CommandName.SCAN else 0.0)
+
+    def _check_times(self, command: Command, now: datetime) -> None:
+        limits = self._limits
+        if command.expires_at <= now:
+            raise CommandRefused(
+                f"expired at {_iso(command.expires_at)} (gateway time {_iso(now)})"
+            )
+        ahead_s = (command.issued_at - now).total_seconds()
+        if ahead_s > limits.max_skew_s:
+            raise CommandRefused(
+                f"issued at {_iso(command.issued_at)}, {ahead_s:.0f} s ahead of gateway time "
+                f"{_iso(now)}; the allowed clock skew is {limits.max_skew_s:g} s, so check "
+                "the clocks of the cloud and the gateway"
+            )
+        lifetime_s = (command.expires_at - command.issued_at).total_seconds()
+        if lifetime_s <= 0:
+            raise CommandRefused(
+                f"expires_at {_iso(command.expires_at)} is not after "
+                f"issued_at {_iso(command.issued_at)}"
+            )
+        if lifetime_s > limits.max_lifetime_s:
+            raise CommandRefused(
+                f"lives {lifetime_s:.0f} s from issued_at to expires_at; this gateway takes "
+                f"commands that live at most {limits.max_lifetime_s:g} s"
+            )
+
+    def _check_shape(self, command: Command) -> None:
+        name = command.name
+        if name in _NEEDS_DEVICE and command.device is None:
+            raise CommandRefused(f"{name} needs a device")
+        if name not in _NEEDS_DEVICE and command.device is not None:
+            raise CommandRefused(f"{name} takes no device (got {command.device!r})")
+        unknown = sorted(set(command.args) - _ARGS[name])
+        if unknown:
+            takes = ", ".join(sorted(_ARGS[name])) or "no arguments"
+            raise CommandRefused(f"{name} has no argument {', '.join(unknown)} (it takes {takes})")
+
+    def _device_action(self, command: Command, name: ActionName) -> tuple[str, Action]:
+        assert command.device is not None, "_check_shape requires a device"
+        try:
+            return command.device, self._actions.action(command.device, name)
+        except ActionError as exc:
+            raise CommandRefused(f"{command.name}: {exc}") from None
+
+    # -- the commands ------------------------------------------------------------------
+
+    def _unlock_door(self, command: Command) -> _Run:
+        device_id, action = self._device_action(command, ActionName.UNLOCK)
+        seconds = self._unlock_seconds(command, device_id, action)
+
+        async def run() -> _Done:
+            performed = await self._actions.perform(device_id, ActionName.UNLOCK, value=seconds)
+            data: Data = {"seconds": int(seconds) if seconds.is_integer() else seconds}
+            data["point"] = performed.point
+            return _Done(True, f"unlocked {device_id} for {seconds:g} s", data)
+
+        return run
+
+    def _unlock_seconds(self, command: Command, device_id: str, action: Action) -> float:
+        """The pulse length: the profile's value, or ``seconds`` checked against the point.
+
+        The limit ``max_unlock_s`` applies to the requested value only; the profile's
+        own value is the installer's choice.
+        """
+        if "seconds" not in command.args:
+            return action.value
+        value = command.args["seconds"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CommandRefused(f"unlock_door: seconds must be a number, not {value!r}")
+        limit = self._limits.max_unlock_s
+        if not 1 <= value <= limit:
+            raise CommandRefused(f"unlock_door: seconds must be 1-{limit}, not {value:g}")
+        profile = self._actions.device(device_id).profile
+        try:
+            encode_for_write(profile, action.point, float(value))
+        except PointError as exc:
+            raise CommandRefused(f"unlock_door: seconds {value:g}: {exc.problem}") from None
+        return float(value)
+
+    def _reset_alarm(self, command: Command) -> _Run:
+        device_id, _ = self._device_action(command, ActionName.RESET_ALARM)
+
+        async def run() -> _Done:
+            performed = await self._actions.perform(device_id, ActionName.RESET_ALARM)
+            detail = f"reset sent to {device_id} ({performed.point} = {performed.value:g})"
+            return _Done(True, detail, {"point": performed.point})
+
+        return run
+
+    def _reload_config(self, command: Command) -> _Run:
+        async def run() -> _Done:
+            return _Done(True, await self._reload(), {})
+
+        return run
+
+    def _ping(self, command: Command) -> _Run:
+        async def run() -> _Done:
+            uptime_s = round(time.monotonic() - self._started_monotonic, 3)
+            data: Data = {"agent_version": self._agent_version, "uptime_s": uptime_s}
+            return _Done(True, "pong", data)
+
+        return run
+
+    def _scan(self, command: Command) -> _Run:
+        bus_arg = command.args.get("bus")
+        units_arg = command.args.get("units", ALL_UNITS)
+        if not isinstance(bus_arg, str):
+            raise CommandRefused(
+                "scan needs a bus: a modbus-tcp:// or modbus-rtu:// URL, or the id of a device "
+                "on the bus"
+            )
+        if not isinstance(units_arg, str):
+            raise CommandRefused(f"scan: units must be a list such as 1-10,15, not {units_arg!r}")
+        try:
+            units = parse_units(units_arg)
+        except EdgeError as exc:
+            raise CommandRefused(f"scan: {exc}") from None
+        address = self._scan_address(bus_arg)
+
+        async def run() -> _Done:
+            return await self._run_scan(address, units, units_arg)
+
+        return run
+
+    def _scan_address(self, bus: str) -> DeviceAddress:
+        """The bus to scan: a URL, or the bus of one of the gateway's devices.
+
+        A serial line is refused when the agent polls it: named by a device id it
+        always is, named by URL when it is one of ``polled_buses``.
+        """
+        by_device = "://" not in bus
+        try:
+            address = self._actions.device(bus).address if by_device else parse_address(bus)
+        except EdgeError as exc:
+            raise CommandRefused(f"scan: {exc}") from None
+        if address.protocol not in MODBUS_PROTOCOLS:
+            raise CommandRefused(f"scan: {bus} is not a Modbus bus; only Modbus can be scanned")
+        polled = by_device or address.bus in self._polled_buses
+        if address.protocol is Protocol.MODBUS_RTU and polled:
+            raise CommandRefused(
+                f"scan: this gateway polls {address.bus}, and a second master on a serial "
+                "line garbles both; scan it on site with the agent stopped "
+                "(anju device scan modbus)"
+            )
+        return address
+
+    async def _run_scan(self, address: DeviceAddress, units: list[int], units_arg: str) -> _Done:
+        hits: list[ScanHit] = []
+        last_unit = 0
+
+        def progress(unit: int, hit: ScanHit | None) -> None:
+            nonlocal last_unit
+            last_unit = unit
+            if hit is not None:
+                hits.append(hit)
+
+        limit_s = self._limits.scan_max_s
+        finished = True
+        try:
+            async with asyncio.timeout(limit_s):
+                await scan_units(
+                    address,
+                    units,
+                    profiles=self._profiles,
+                    timeout_s=self._limits.scan_unit_s,
+                    on_progress=progress,
+                )
+        except TimeoutError:
+            finished = False
+        data: Data = {
+            "bus": address.bus,
+            "units": units_arg,
+            "found": ",".join(str(hit.unit) for hit in hits),
+            "suggested": ";".join(
+                f"{hit.unit}={'|'.join(hit.suggestions)}" for hit in hits if hit.suggestions
+            ),
+        }
+        if not finished:
+            detail = f"stopped after {limit_s:g} s at unit {last_unit}; data holds what was found"
+            return _Done(False, detail, data)
+        return _Done(True, f"{len(hits)} of {len(units)} units answered on {address.bus}", data)
+
+    # -- results, repeats and the audit log ------------------------------------------
+
+    async def _join(self, command: Command, running: asyncio.Future[bytes]) -> bytes:
+        """Wait for the first delivery of ``command`` and answer with its result."""
+        wait_s = self._time_limit(command.name) + self._limits.audit_timeout_s * 2
+        try:
+            async with asyncio.timeout(wait_s):
+                result = await asyncio.shield(running)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            result = self._result(command.id, _Done(False, _INTERRUPTED, {}))
+        except TimeoutError:
+            detail = f"still running after {wait_s:g} s; its result follows"
+            result = self._result(command.id, _Done(False, detail, {}))
+        await self._audit_quietly(self._line(command, Outcome.REPEAT, _REPEATED, result))
+        self.outcomes[Outcome.REPEAT] += 1
+        return result
+
+    def _result(self, command_id: str, done: _Done) -> bytes:
+        return encode(
+            CommandResult(
+                id=command_id,
+                gateway=self._gateway,
+                ok=done.ok,
+                detail=done.detail,
+                data=done.data,
+                finished_at=self._clock(),
+            )
+        )
+
+    async def _finish(self, command: Command, outcome: Outcome, done: _Done) -> bytes:
+        result = self._result(command.id, done)
+        self._kept[command.id] = _Kept(result, self._kept_until(command))
+        self.outcomes[outcome] += 1
+        log.info(
+            "command %s %s%s: %s %s",
+            command.id,
+            command.name,
+            f" {command.device}" if command.device else "",
+            outcome,
+            done.detail,
+        )
+        await self._audit_quietly(self._line(command, outcome, done.detail, result))
+        return result
+
+    async def _refuse_unkept(
+        self, command_id: str, reason: str, command: Command | None = None
+    ) -> bytes:
+        """Refuse a payload that cannot be trusted to name its command; nothing is kept."""
+        result = self._result(command_id, _Done(False, reason, {}))
+        self.outcomes[Outcome.REFUSED] += 1
+        log.warning("command %s refused: %s", command_id, reason)
+        line = AuditLine(
+            at=self._clock(),
+            id=command_id,
+            name=command.name if command else None,
+            device=command.device if command else None,
+            args=dict(command.args) if command else {},
+            outcome=Outcome.REFUSED,
+            detail=reason,
+            kept_until=None,
+            result=msgspec.Raw(result),
+        )
+        await self._audit_quietly(line)
+        return result
+
+    def _kept_until(self, command: Command) -> datetime:
+        return command.expires_at + timedelta(seconds=self._limits.max_skew_s)
+
+    def _forget(self, now: datetime) -> None:
+        for command_id in [key for key, kept in self._kept.items() if kept.until <= now]:
+            del self._kept[command_id]
+
+    def _line(
+        self, command: Command, outcome: Outcome, detail: str, result: bytes | None
+    ) -> AuditLine:
+        return AuditLine(
+            at=self._clock(),
+            id=command.id,
+            name=command.name,
+            device=command.device,
+            args=dict(command.args),
+            outcome=outcome,
+            detail=detail,
+            kept_until=self._kept_until(command),
+            result=_NO_RESULT if result is None else msgspec.Raw(result),
+        )
+
+    async def _audit_quietly(self, line: AuditLine) -> None:
+        """Write a line recording what already happened; a failure is logged and counted.
+
+        The result stands whether or not its line reaches the disk: the act is done,
+        and the cloud still needs to hear about it.
+        """
+        try:
+            await self._write(line)
+        except AuditError as exc:
+            self.audit_failures += 1
+            log.error("%s; lost line: %s", exc, _LINE_ENCODER.encode(line).decode())
+
+    async def _write(self, line: AuditLine) -> None:
+        """Append ``line`` and fsync it; raises AuditError if that fails or takes too long."""
+        data = _LINE_ENCODER.encode(line) + b"\n"
+        timeout_s = self._limits.audit_timeout_s
+        async with self._audit_lock:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.to_thread(self._append, data)
+            except TimeoutError:
+                raise AuditError(self._path, f"not written within {timeout_s:g} s") from None
+
+    def _append(self, data: bytes) -> None:
+        created = not self._path.exists()
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as audit:
+                audit.write(data)
+                audit.flush()
+                os.fsync(audit.fileno())
+            if created:
+                # The new file's directory entry must reach the disk too, or a power cut
+                # could lose the whole log.
+                directory = os.open(self._path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+        except OSError as exc:
+            raise AuditError(self._path, f"cannot write: {exc.strerror or exc}") from None
+
+    def _load(self) -> None:
+        """Keep the results the log still holds; record commands cut off by a restart."""
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            text = self._path.read_bytes() if self._path.exists() else b""
+        except OSError as exc:
+            raise AuditError(self._path, f"cannot read: {exc.strerror or exc}") from None
+        if text and not text.endswith(b"\n"):
+            # A line torn by a power cut: end it, so the next line starts cleanly.
+            self._append(b"\n")
+        now = self._clock()
+        started: dict[str, AuditLine] = {}
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = _LINE_DECODER.decode(raw)
+            except msgspec.DecodeError as exc:
+                self.unreadable_audit_lines += 1
+                log.warning("%s line %d skipped: %s", self._path, number, exc)
+                continue
+            if line.kept_until is None or line.kept_until <= now:
+                continue
+            if line.outcome is Outcome.STARTED:
+                started[line.id] = line
+            elif line.outcome is not Outcome.REPEAT:
+                started.pop(line.id, None)
+                self._kept[line.id] = _Kept(bytes(line.result), line.kept_until)
+        for command_id, line in started.items():
+            if command_id in self._kept or line.kept_until is None:
+                continue
+            result = self._result(command_id, _Done(False, _INTERRUPTED, {}))
+            self._kept[command_id] = _Kept(result, line.kept_until)
+            interrupted = msgspec.structs.replace(
+                line,
+                at=now,
+                outcome=Outcome.FAILED,
+                detail=_INTERRUPTED,
+                result=msgspec.Raw(result),
+            )
+            self._append(_LINE_ENCODER.encode(interrupted) + b"\n")
+            log.warning("command %s (%s) was interrupted by a restart", command_id, line.name)

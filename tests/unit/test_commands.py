@@ -1,0 +1,576 @@
+"""CommandProcessor: refusals, idempotency across repeats and restarts, the audit log.
+
+Devices are real simulators behind a real Modbus TCP server on loopback; the reload
+callable is a plain function of the test's own. Time is a clock the test moves.
+"""
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from edge.actions import DeviceActions
+from edge.addresses import parse_address
+from edge.commands import CommandLimits, CommandProcessor
+from edge.drivers.modbus import ModbusBus
+from edge.errors import ConfigError
+from edge.poller import PolledDevice
+from firmware_sim.door_controller import DoorController, EventCode
+from firmware_sim.modbus_server import ModbusSimServer
+from firmware_sim.smoke_detector import SmokeDetector
+from schemas.profile import load_profiles
+from schemas.wire import ArgValue, Command, CommandName, CommandResult, decode, encode
+
+PROFILES = load_profiles(Path(__file__).resolve().parents[2] / "device_profiles")
+DOOR, SMOKE = PROFILES["anju-door-mb"], PROFILES["anju-smoke-mb"]
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+AUDIT_KEYS = ["at", "id", "name", "device", "args", "outcome", "detail", "kept_until", "result"]
+
+
+class Clock:
+    """Gateway wall time, moved by the test; the door controller reads it too."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def unix(self) -> float:
+        return self.now.timestamp()
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Site:
+    door: DoorController
+    smoke: SmokeDetector
+    server: ModbusSimServer
+    actions: DeviceActions
+    clock: Clock
+    audit: Path
+
+    def processor(
+        self,
+        *,
+        reload: Callable[[], Awaitable[str]] | None = None,
+        limits: CommandLimits | None = None,
+        polled_buses: tuple[str, ...] = (),
+    ) -> CommandProcessor:
+        return CommandProcessor(
+            "gw-fh-01",
+            self.actions,
+            reload=reload or _reloaded,
+            audit_path=self.audit,
+            agent_version="0.1.0-test",
+            profiles=[DOOR, SMOKE],
+            polled_buses=polled_buses,
+            clock=self.clock,
+            limits=limits or CommandLimits(),
+        )
+
+    def unlocks(self) -> int:
+        return sum(event.code is EventCode.REMOTE_UNLOCK for event in self.door.events())
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+
+async def _reloaded() -> str:
+    return "reloaded: 2 devices"
+
+
+@pytest_asyncio.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    clock = Clock()
+    door = DoorController(clock=clock.unix)
+    smoke = SmokeDetector()
+    async with ModbusSimServer({1: door, 2: smoke}) as server:
+        door_address = parse_address(server.url_for(1))
+        bus = ModbusBus(door_address, timeout_s=0.5)
+        actions = DeviceActions(
+            {
+                "door-1": (bus, PolledDevice("door-1", DOOR, door_address, 0.5)),
+                "smoke-2": (
+                    bus,
+                    PolledDevice("smoke-2", SMOKE, parse_address(server.url_for(2)), 1.0),
+                ),
+            }
+        )
+        try:
+            yield Site(door, smoke, server, actions, clock, tmp_path / "state" / "commands.jsonl")
+        finally:
+            bus.close()
+
+
+def command(
+    name: str,
+    *,
+    id: str = "c-1",
+    device: str | None = None,
+    args: dict[str, ArgValue] | None = None,
+    issued_s: float = -1.0,
+    expires_s: float = 60.0,
+) -> bytes:
+    """A command payload; times are seconds from T0."""
+    return encode(
+        Command(
+            id=id,
+            name=CommandName(name),
+            device=device,
+            args=args or {},
+            issued_at=T0 + timedelta(seconds=issued_s),
+            expires_at=T0 + timedelta(seconds=expires_s),
+        )
+    )
+
+
+def raw_command(**fields: Any) -> bytes:
+    document = {
+        "schema_version": 1,
+        "id": "c-1",
+        "name": "ping",
+        "issued_at": "2025-03-01T07:59:59Z",
+        "expires_at": "2025-03-01T08:01:00Z",
+    }
+    document.update(fields)
+    return json.dumps({k: v for k, v in document.items() if v is not None}).encode()
+
+
+def result_of(payload: bytes) -> CommandResult:
+    return decode(payload, CommandResult)
+
+
+async def test_ping_answers_with_version_and_uptime(site: Site) -> None:
+    result = result_of(await site.processor().handle("c-1", command("ping")))
+    assert (result.ok, result.id, result.gateway, result.detail) == (
+        True,
+        "c-1",
+        "gw-fh-01",
+        "pong",
+    )
+    assert result.data["agent_version"] == "0.1.0-test"
+    assert isinstance(result.data["uptime_s"], float)
+    assert result.data["uptime_s"] >= 0
+    assert result.finished_at == T0
+
+
+async def test_unlock_door_uses_the_profile_value_or_the_seconds_given(site: Site) -> None:
+    processor = site.processor()
+    first = result_of(await processor.handle("c-1", command("unlock_door", device="door-1")))
+    assert (first.ok, first.detail, first.data) == (
+        True,
+        "unlocked door-1 for 5 s",
+        {"seconds": 5, "point": "unlock_pulse"},
+    )
+    assert site.door.unlock_seconds_left == 5
+    payload = command("unlock_door", id="c-2", device="door-1", args={"seconds": 9})
+    second = result_of(await processor.handle("c-2", payload))
+    assert (second.ok, second.data["seconds"]) == (True, 9)
+    assert site.door.unlock_seconds_left == 9
+    assert site.unlocks() == 2
+
+
+REFUSALS = [
+    pytest.param("c-1", b"{not json", "malformed command: JSON is malformed", id="not-json"),
+    pytest.param("c-1", raw_command(expires_at=None), "`expires_at`", id="missing-field"),
+    pytest.param("c-1", raw_command(name="open_sesame"), "$.name", id="unknown-command"),
+    pytest.param("c-1", raw_command(gateway="gw-2"), "unknown field `gateway`", id="extra-field"),
+    pytest.param(
+        "c-9",
+        command("ping"),
+        "the payload's id 'c-1' differs from the topic's 'c-9'",
+        id="topic-id-differs",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", issued_s=-120, expires_s=-1),
+        "expired at 2025-03-01T07:59:59+00:00 (gateway time 2025-03-01T08:00:00+00:00)",
+        id="expired",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", issued_s=-60, expires_s=0),
+        "expired at 2025-03-01T08:00:00+00:00",
+        id="expires-now",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", issued_s=120, expires_s=180),
+        "issued at 2025-03-01T08:02:00+00:00, 120 s ahead of gateway time",
+        id="issued-in-future",
+    ),
+    pytest.param(
+        "c-1",
+        command("ping", issued_s=10, expires_s=5),
+        "is not after issued_at",
+        id="expires-before-issued",
+    ),
+    pytest.param(
+        "c-1",
+        command("ping", expires_s=2 * 86_400),
+        "this gateway takes commands that live at most 86400 s",
+        id="lives-too-long",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-9"),
+        "unlock_door: door-9: no such device on this gateway",
+        id="unknown-device",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="smoke-2"),
+        "unlock_door: smoke-2: profile anju-smoke-mb has no action unlock (reset_alarm)",
+        id="action-not-in-profile",
+    ),
+    pytest.param(
+        "c-1",
+        command("reset_alarm", device="door-1"),
+        "profile anju-door-mb has no action reset_alarm (fire_release, relock, unlock)",
+        id="door-has-no-reset",
+    ),
+    pytest.param("c-1", command("unlock_door"), "unlock_door needs a device", id="no-device"),
+    pytest.param(
+        "c-1", command("ping", device="door-1"), "ping takes no device", id="device-not-wanted"
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", args={"force": True}),
+        "unlock_door has no argument force (it takes seconds)",
+        id="unknown-argument",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", args={"seconds": 0}),
+        "seconds must be 1-255, not 0",
+        id="seconds-zero",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", args={"seconds": 256}),
+        "seconds must be 1-255, not 256",
+        id="seconds-too-long",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", args={"seconds": "7"}),
+        "seconds must be a number, not '7'",
+        id="seconds-string",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", args={"seconds": True}),
+        "seconds must be a number, not True",
+        id="seconds-bool",
+    ),
+    pytest.param(
+        "c-1",
+        command("unlock_door", device="door-1", args={"seconds": 2.5}),
+        "seconds 2.5: 2.5 is not a multiple of its resolution 1",
+        id="seconds-fraction",
+    ),
+    pytest.param("c-1", command("scan"), "scan needs a bus", id="scan-no-bus"),
+    pytest.param(
+        "c-1",
+        command("scan", args={"bus": "door-1", "units": "10-1"}),
+        "range '10-1' runs backwards",
+        id="scan-bad-units",
+    ),
+    pytest.param(
+        "c-1",
+        command("scan", args={"bus": "door-9"}),
+        "scan: door-9: no such device on this gateway",
+        id="scan-unknown-device",
+    ),
+    pytest.param(
+        "c-1",
+        command("scan", args={"bus": "ble://AA:BB:CC:DD:EE:FF"}),
+        "is not a Modbus bus",
+        id="scan-not-modbus",
+    ),
+    pytest.param(
+        "c-1",
+        command("scan", args={"bus": "modbus-rtu:///dev/ttyUSB0?baud=9600"}),
+        "this gateway polls modbus-rtu:///dev/ttyUSB0",
+        id="scan-polled-serial-line",
+    ),
+]
+
+
+@pytest.mark.parametrize(("topic_id", "payload", "reason"), REFUSALS)
+async def test_refusals_name_the_reason_and_do_nothing(
+    site: Site, topic_id: str, payload: bytes, reason: str
+) -> None:
+    processor = site.processor(polled_buses=("modbus-rtu:///dev/ttyUSB0",))
+    result = result_of(await processor.handle(topic_id, payload))
+    assert not result.ok
+    assert result.id == topic_id
+    assert reason in result.detail
+    assert site.unlocks() == 0
+    (line,) = site.audit_lines()
+    assert (line["id"], line["outcome"], line["detail"]) == (topic_id, "refused", result.detail)
+
+
+async def test_malformed_or_mismatched_payloads_are_not_kept(site: Site) -> None:
+    processor = site.processor()
+    await processor.handle("c-1", raw_command(expires_at=None))
+    await processor.handle("c-9", command("ping"))
+    assert processor.kept == 0
+    assert [line["kept_until"] for line in site.audit_lines()] == [None, None]
+    assert result_of(await processor.handle("c-1", command("ping"))).ok
+
+
+async def test_device_fault_is_a_failure_with_the_error_text(site: Site) -> None:
+    site.server.faults(1).drop()
+    payload = command("unlock_door", device="door-1")
+    result = result_of(await site.processor().handle("c-1", payload))
+    assert not result.ok
+    assert "unit 1 holding_register 101: no answer within 0.5 s" in result.detail
+    assert [line["outcome"] for line in site.audit_lines()] == ["started", "failed"]
+
+
+async def test_same_id_twice_unlocks_once_and_answers_the_same_bytes(site: Site) -> None:
+    processor = site.processor()
+    payload = command("unlock_door", device="door-1", args={"seconds": 7})
+    first = await processor.handle("c-1", payload)
+    site.clock.advance(2)
+    second = await processor.handle("c-1", payload)
+    assert second == first
+    assert site.unlocks() == 1
+    assert [line["outcome"] for line in site.audit_lines()] == ["started", "ok", "repeat"]
+
+
+async def test_a_repeat_during_the_first_delivery_waits_for_its_result(site: Site) -> None:
+    entered, gate = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def slow_reload() -> str:
+        nonlocal calls
+        calls += 1
+        entered.set()
+        await asyncio.wait_for(gate.wait(), timeout=5)
+        return "reloaded"
+
+    processor = site.processor(reload=slow_reload)
+    payload = command("reload_config")
+    first = asyncio.create_task(processor.handle("c-1", payload))
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    second = asyncio.create_task(processor.handle("c-1", payload))
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    gate.set()
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(first, second)
+    assert results[0] == results[1]
+    assert result_of(results[0]).detail == "reloaded"
+    assert calls == 1
+
+
+async def test_restart_answers_kept_results_without_acting_again(site: Site) -> None:
+    payload = command("unlock_door", device="door-1")
+    first = await site.processor().handle("c-1", payload)
+    refused = await site.processor().handle("c-2", command("ping", id="c-2", expires_s=-1))
+    site.clock.advance(1)
+    restarted = site.processor()
+    assert restarted.kept == 2
+    assert await restarted.handle("c-1", payload) == first
+    assert await restarted.handle("c-2", command("ping", id="c-2", expires_s=-1)) == refused
+    assert site.unlocks() == 1
+
+
+async def test_restart_after_a_cut_off_command_reports_it_interrupted(site: Site) -> None:
+    entered = asyncio.Event()
+    calls = 0
+
+    async def hanging_reload() -> str:
+        nonlocal calls
+        calls += 1
+        entered.set()
+        await asyncio.sleep(30)
+        return "never"
+
+    payload = command("reload_config")
+    running = asyncio.create_task(site.processor(reload=hanging_reload).handle("c-1", payload))
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, timeout=5)
+    assert [line["outcome"] for line in site.audit_lines()] == ["started"]
+
+    answer = await site.processor(reload=hanging_reload).handle("c-1", payload)
+    result = result_of(answer)
+    assert (result.ok, calls) == (False, 1)
+    assert result.detail.startswith("interrupted: the gateway stopped while carrying it out")
+    assert await site.processor().handle("c-1", payload) == answer
+    assert [line["outcome"] for line in site.audit_lines()] == [
+        "started",
+        "failed",
+        "repeat",
+        "repeat",
+    ]
+
+
+async def test_results_are_forgotten_once_the_command_is_past_expiry_and_skew(
+    site: Site,
+) -> None:
+    processor = site.processor()
+    payload = command("unlock_door", device="door-1", expires_s=60)
+    first = await processor.handle("c-1", payload)
+    site.clock.advance(60 + 30 - 1)
+    assert await processor.handle("c-1", payload) == first
+    assert processor.kept == 1
+    site.clock.advance(1)
+    assert site.processor().kept == 0
+    again = result_of(await processor.handle("c-1", payload))
+    assert (again.ok, again.detail.startswith("expired at")) == (False, True)
+    assert site.unlocks() == 1
+
+
+async def test_audit_lines_are_whole_json_and_fsynced_before_the_act(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    seen_before_reload: list[dict[str, Any]] = []
+
+    async def reload() -> str:
+        seen_before_reload.extend(site.audit_lines())
+        return "reloaded"
+
+    processor = site.processor(reload=reload)
+    await processor.handle("c-1", command("unlock_door", device="door-1", args={"seconds": 7}))
+    await processor.handle("c-2", command("reload_config", id="c-2"))
+    await processor.handle("c-3", b"[]")
+    lines = site.audit_lines()
+    assert [list(line) for line in lines] == [AUDIT_KEYS] * 5
+    assert [(line["id"], line["outcome"]) for line in lines] == [
+        ("c-1", "started"),
+        ("c-1", "ok"),
+        ("c-2", "started"),
+        ("c-2", "ok"),
+        ("c-3", "refused"),
+    ]
+    assert seen_before_reload[-1]["outcome"] == "started"
+    unlock = lines[1]
+    assert unlock["name"] == "unlock_door"
+    assert unlock["device"] == "door-1"
+    assert unlock["args"] == {"seconds": 7}
+    assert unlock["detail"] == "unlocked door-1 for 7 s"
+    assert unlock["at"] == "2025-03-01T08:00:00Z"
+    assert unlock["kept_until"] == "2025-03-01T08:01:30Z"
+    assert unlock["result"]["ok"] is True
+    assert lines[0]["result"] is None
+    assert (lines[4]["name"], lines[4]["kept_until"]) == (None, None)
+    assert synced.count(str(site.audit.resolve())) == 5
+    assert synced.index(str(site.audit.parent.resolve())) == 1
+    assert os.stat(site.audit).st_mode & 0o777 == 0o600
+
+
+async def test_unwritable_audit_log_means_no_unlock(site: Site) -> None:
+    processor = site.processor()
+    site.audit.parent.mkdir(parents=True, exist_ok=True)
+    site.audit.mkdir()
+    result = result_of(await processor.handle("c-1", command("unlock_door", device="door-1")))
+    assert not result.ok
+    assert result.detail.startswith("not carried out: command audit log")
+    assert site.unlocks() == 0
+    assert processor.audit_failures == 1
+
+
+async def test_a_torn_last_line_is_skipped_and_closed(site: Site) -> None:
+    site.audit.parent.mkdir(parents=True)
+    site.audit.write_bytes(b'{"at": "2025-03-01T07:5')
+    processor = site.processor()
+    assert processor.unreadable_audit_lines == 1
+    await processor.handle("c-1", command("ping"))
+    torn, ping = site.audit.read_text().splitlines()
+    assert torn == '{"at": "2025-03-01T07:5'
+    assert json.loads(ping)["outcome"] == "ok"
+
+
+async def test_reload_config_reports_the_summary_or_the_config_error(site: Site) -> None:
+    async def bad_reload() -> str:
+        raise ConfigError("/etc/anju/gateway.yaml", "devices.0.profile", "no profile 'x'")
+
+    ok = result_of(await site.processor().handle("c-1", command("reload_config")))
+    assert (ok.ok, ok.detail) == (True, "reloaded: 2 devices")
+    payload = command("reload_config", id="c-2")
+    failed = result_of(await site.processor(reload=bad_reload).handle("c-2", payload))
+    assert (failed.ok, failed.detail) == (
+        False,
+        "/etc/anju/gateway.yaml: devices.0.profile: no profile 'x'",
+    )
+    assert site.audit_lines()[-1]["outcome"] == "failed"
+
+
+async def test_scan_finds_units_and_suggests_profiles(site: Site) -> None:
+    processor = site.processor()
+    by_url = command("scan", args={"bus": site.server.url, "units": "1-3"})
+    result = result_of(await processor.handle("c-1", by_url))
+    assert result.ok, result.detail
+    assert result.detail == f"2 of 3 units answered on tcp://127.0.0.1:{site.server.port}"
+    assert result.data == {
+        "bus": f"tcp://127.0.0.1:{site.server.port}",
+        "units": "1-3",
+        "found": "1,2",
+        "suggested": "1=anju-door-mb;2=anju-smoke-mb",
+    }
+    by_device = command("scan", id="c-2", args={"bus": "smoke-2", "units": "2"})
+    second = result_of(await processor.handle("c-2", by_device))
+    assert (second.data["found"], second.data["suggested"]) == ("2", "2=anju-smoke-mb")
+
+
+async def test_a_scan_that_runs_too_long_answers_with_what_it_found(site: Site) -> None:
+    site.server.faults(2).delay(5.0)
+    limits = CommandLimits(scan_unit_s=0.5, scan_max_s=0.3)
+    payload = command("scan", args={"bus": site.server.url, "units": "1-5"})
+    result = result_of(await site.processor(limits=limits).handle("c-1", payload))
+    assert not result.ok
+    assert result.detail == "stopped after 0.3 s at unit 1; data holds what was found"
+    assert (result.data["found"], result.data["suggested"]) == ("1", "1=anju-door-mb")
+
+
+async def test_scanning_the_serial_line_of_a_gateway_device_is_refused(tmp_path: Path) -> None:
+    address = parse_address("modbus-rtu:///dev/ttyUSB7?baud=9600&unit=4")
+    actions = DeviceActions(
+        {"smoke-4": (ModbusBus(address), PolledDevice("smoke-4", SMOKE, address, 1.0))}
+    )
+    processor = CommandProcessor(
+        "gw-fh-01",
+        actions,
+        reload=_reloaded,
+        audit_path=tmp_path / "commands.jsonl",
+        agent_version="0.1.0-test",
+        clock=Clock(),
+    )
+    result = result_of(await processor.handle("c-1", command("scan", args={"bus": "smoke-4"})))
+    assert not result.ok
+    assert "this gateway polls modbus-rtu:///dev/ttyUSB7" in result.detail
+
+
+async def test_a_command_that_hangs_fails_after_the_run_timeout(site: Site) -> None:
+    async def hanging_reload() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    limits = CommandLimits(run_timeout_s=0.2)
+    processor = site.processor(reload=hanging_reload, limits=limits)
+    result = result_of(await processor.handle("c-1", command("reload_config")))
+    assert (result.ok, result.detail) == (False, "did not finish within 0.2 s")
+    assert [line["outcome"] for line in site.audit_lines()] == ["started", "failed"]
