@@ -2,8 +2,8 @@
 
 Pure and synchronous: the poller hands in what it read and the time it read it, and
 gets back what should be sent. State kept per device is only what the rules need to
-see edges (a bit that was clear and is now set) and what report-by-exception needs
-(the last value sent and when).
+see edges (a bit that was clear and is now set), when a condition with ``for_s``
+started to hold, and what report-by-exception needs (the last value sent and when).
 """
 
 from collections.abc import Mapping
@@ -66,6 +66,7 @@ class DeviceNormaliser:
     seq: int = 0
     _last_sent: dict[Metric, tuple[float, datetime]] = field(default_factory=dict)
     _levels: dict[int, bool] = field(default_factory=dict)
+    _holding_since: dict[int, datetime] = field(default_factory=dict)
     _sequences: dict[int, RawValue | str] = field(default_factory=dict)
     _points: dict[str, Point] = field(init=False)
     _metric_points: list[tuple[Point, Metric]] = field(init=False)
@@ -76,7 +77,12 @@ class DeviceNormaliser:
             (point, point.metric) for point in self.profile.points if point.metric is not None
         ]
 
-    def _next_seq(self) -> int:
+    def next_seq(self) -> int:
+        """Claim the device's next sequence number, also for items made elsewhere.
+
+        Gap reports from the spool take their numbers here, so a device's readings and
+        events keep one unbroken sequence.
+        """
         self.seq += 1
         return self.seq
 
@@ -85,7 +91,7 @@ class DeviceNormaliser:
         return Event(
             device=self.device_id,
             ts=ts,
-            seq=self._next_seq(),
+            seq=self.next_seq(),
             type=event_type,
             severity=EVENT_SEVERITY[event_type],
             data=data or EventData(),
@@ -121,7 +127,7 @@ class DeviceNormaliser:
                 return None
         self._last_sent[metric] = (value, ts)
         return Reading(
-            device=self.device_id, ts=ts, seq=self._next_seq(), metric=metric, value=value
+            device=self.device_id, ts=ts, seq=self.next_seq(), metric=metric, value=value
         )
 
     def _apply_rule(
@@ -143,6 +149,8 @@ class DeviceNormaliser:
                 # the last read; the record present at start-up predates us.
                 holds = holds and seen is not None and counter is not None and counter != seen
             return [self.event(rule.type, ts, self._data(rule, values))] if holds else []
+        if rule.when.for_s is not None:
+            holds = self._held_long_enough(index, holds, rule.when.for_s, ts)
         was = self._levels.get(index, False)
         self._levels[index] = holds
         if holds and not was:
@@ -150,6 +158,19 @@ class DeviceNormaliser:
         if was and not holds and rule.clear is not None:
             return [self.event(rule.clear, ts, self._data(rule, values))]
         return []
+
+    def _held_long_enough(self, index: int, holds: bool, for_s: float, ts: datetime) -> bool:
+        """Whether the condition has held for ``for_s`` by the timestamps of the reads.
+
+        Measured from the first read that saw it hold; any read that sees it not hold
+        starts the count again. Reads are the only evidence the gateway has, so a
+        device that went silent while the condition held counts as holding throughout.
+        """
+        if not holds:
+            self._holding_since.pop(index, None)
+            return False
+        since = self._holding_since.setdefault(index, ts)
+        return (ts - since).total_seconds() >= for_s
 
     def _data(self, rule: EventRule, values: Mapping[str, float | str]) -> EventData:
         fields: dict[str, float | str] = {"point": rule.point}

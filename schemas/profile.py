@@ -145,12 +145,22 @@ class Point(_Strict):
 
 
 class Condition(_Strict):
-    """When an event rule holds: exactly one of bit, above, below, equals."""
+    """When an event rule holds: exactly one of bit, above, below, equals.
+
+    ``for_s`` delays a level rule until its condition has held that long without a
+    break, so a door contact open past its limit becomes ``door.held_open`` on a
+    controller that has no held-open bit of its own.
+    """
 
     bit: Annotated[int, Field(ge=0, le=31)] | None = None
     above: float | None = None
     below: float | None = None
     equals: int | str | None = None
+    for_s: Annotated[float, Field(gt=0, le=86400)] | None = Field(
+        default=None,
+        description="Level rules only: the condition must hold this long, by the "
+        "timestamps of consecutive reads, before the event fires.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -164,8 +174,9 @@ class Condition(_Strict):
 class EventRule(_Strict):
     """Turns a point's value into an event.
 
-    ``level`` rules fire when the condition starts to hold and, with ``clear``, emit
-    the clear event when it stops (a smoke alarm bit). ``occurrence`` rules fire on
+    ``level`` rules fire when the condition starts to hold (or, with ``when.for_s``,
+    once it has held that long) and, with ``clear``, emit the clear event when it
+    stops (a smoke alarm bit). ``occurrence`` rules fire on
     every record that matches (a camera box reporting an intrusion); on a polled
     device, whose last record is read again at every poll, ``sequence`` names the
     counter that tells a new record from one already seen.
@@ -193,6 +204,8 @@ class EventRule(_Strict):
             raise ValueError("'clear' applies to level rules only")
         if self.sequence is not None and self.mode == "level":
             raise ValueError("'sequence' applies to occurrence rules only")
+        if self.when.for_s is not None and self.mode == "occurrence":
+            raise ValueError("'when.for_s' applies to level rules only")
         return self
 
 

@@ -4,9 +4,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from edge.normalise import DeviceNormaliser, polled_points
-from schemas.profile import load_profile
+from schemas.profile import EventRule, load_profile
 from schemas.vocabulary import EventType, Metric, Severity
 
 SMOKE = load_profile(
@@ -104,3 +105,74 @@ def test_occurrence_with_sequence_fires_once_per_new_record() -> None:
     _, new_record = door.normalise(door_sample(event_count=8, **granted), at(2))
     (event,) = [e for e in new_record if e.type is EventType.ACCESS_GRANTED]
     assert event.data.card_hash == str(0xDEADBEEF)
+
+
+DOOR_IO = load_profile(
+    Path(__file__).resolve().parents[2] / "device_profiles/door/anju-door-io-mb.yaml"
+)
+
+
+def held_open_events(door: DeviceNormaliser, is_open: bool, seconds: float) -> list[EventType]:
+    _, events = door.normalise({"door_open": is_open}, at(seconds))
+    return [e.type for e in events]
+
+
+def test_contact_open_past_for_s_becomes_held_open_once() -> None:
+    door = DeviceNormaliser("fh-b3-door-io-01", DOOR_IO)
+    assert held_open_events(door, True, 0) == []
+    assert held_open_events(door, True, 29.5) == []
+    assert held_open_events(door, True, 30) == [EventType.DOOR_HELD_OPEN]
+    assert held_open_events(door, True, 31) == []
+    assert held_open_events(door, False, 32) == [EventType.DOOR_CLOSED]
+
+
+def test_closing_before_for_s_restarts_the_count_and_sends_no_clear() -> None:
+    door = DeviceNormaliser("fh-b3-door-io-01", DOOR_IO)
+    assert held_open_events(door, True, 0) == []
+    assert held_open_events(door, False, 20) == []
+    assert held_open_events(door, True, 25) == []
+    assert held_open_events(door, True, 50) == []
+    assert held_open_events(door, True, 55) == [EventType.DOOR_HELD_OPEN]
+
+
+def test_for_s_is_measured_from_read_timestamps_not_read_count() -> None:
+    """One late read after a long gap is enough: the door was open at both reads."""
+    door = DeviceNormaliser("fh-b3-door-io-01", DOOR_IO)
+    assert held_open_events(door, True, 0) == []
+    assert held_open_events(door, True, 45) == [EventType.DOOR_HELD_OPEN]
+
+
+def test_for_s_on_a_threshold_rule_keeps_its_data() -> None:
+    profile = SMOKE.model_copy(
+        update={
+            "events": [
+                EventRule.model_validate(
+                    {"type": "battery.low", "point": "battery", "when": {"below": 15, "for_s": 60}}
+                )
+            ]
+        }
+    )
+    detector = DeviceNormaliser("fh-b3-smoke-01", profile)
+    assert detector.normalise({**QUIET, "battery": 9}, at(0))[1] == []
+    _, events = detector.normalise({**QUIET, "battery": 8}, at(60))
+    (low,) = events
+    assert (low.type, low.data.value, low.data.threshold) == (EventType.BATTERY_LOW, 8.0, 15.0)
+
+
+def test_for_s_is_refused_on_occurrence_rules() -> None:
+    with pytest.raises(ValidationError, match=r"'when\.for_s' applies to level rules only"):
+        EventRule.model_validate(
+            {
+                "type": "access.granted",
+                "point": "event_code",
+                "when": {"equals": 1, "for_s": 5},
+                "mode": "occurrence",
+            }
+        )
+
+
+def test_door_profiles_raise_held_open_from_one_rule_each() -> None:
+    """Two rules for one hold would send two door.held_open events for it."""
+    for profile in (DOOR, DOOR_IO):
+        rules = [r for r in profile.events if r.type is EventType.DOOR_HELD_OPEN]
+        assert len(rules) == 1, profile.id
