@@ -1,19 +1,42 @@
 """The gateway's MQTT connection: the only module of the agent that imports aiomqtt.
 
-Publishes sealed batches at QoS 1 and drops each from the outbox only after the
-broker's PUBACK. The retained status topic says online; the Last Will, registered at
-connect, says offline when the gateway vanishes without a goodbye.
+Publishes sealed batches from the spool at QoS 1, several at once (``max_in_flight``),
+and deletes each from the spool only after the broker's PUBACK for it, so a batch is
+either acknowledged or still on disk. After a reconnect every batch not yet
+acknowledged goes again, byte for byte; the cloud drops repeats per batch.
+
+A PUBACK is checked, not just awaited: aiomqtt 2.5 reports a publish as done for any
+PUBACK, including an MQTT v5 refusal (reason code 0x80 or more, such as 0x87 "not
+authorised" when the broker's ACL denies the topic), which would delete a batch the
+broker threw away. ``_Link`` reads the reason code from paho underneath, and a refusal
+keeps the batch, is logged with topic and reason, and ends the connection (retried
+with backoff, so a fixed ACL is picked up within the backoff cap).
+
+The retained status topic says online; the Last Will, registered at connect, says
+offline when the gateway vanishes without a goodbye. With an ``on_command`` hook the
+uplink also takes commands (QoS 1, persistent session so commands sent while the
+gateway was offline arrive at reconnect) and publishes each result before
+acknowledging the command, so a command whose result was not sent comes again.
 """
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_SUCCESS, DisconnectFlags
+from paho.mqtt.client import Client as PahoClient
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.backoff import Backoff
-from edge.outbox import Outbox, SealedBatch
+from edge.errors import EdgeError, UplinkError
+from edge.spool import SealedBatch, Spool
 from schemas.broker import BrokerAddress
 from schemas.topics import Channel, topic_for
 from schemas.wire import GatewayState, Status, encode
@@ -21,6 +44,11 @@ from schemas.wire import GatewayState, Status, encode
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
+
+CommandHook = Callable[[str, bytes], Awaitable[bytes | None]]
+"""``on_command(command_id, payload)``: the result payload to publish, or None for none."""
+
+_T = TypeVar("_T")
 
 
 class UplinkState(StrEnum):
@@ -30,32 +58,152 @@ class UplinkState(StrEnum):
     STOPPED = "stopped"
 
 
+class PublishRefused(UplinkError):
+    """The broker answered a publish with a failure reason code (MQTT v5 PUBACK >= 0x80)."""
+
+    def __init__(self, topic: str, reason: str, code: int) -> None:
+        self.topic = topic
+        self.reason = reason
+        self.code = code
+        super().__init__(f"broker refused the publish on {topic}: {reason} (0x{code:02x})")
+
+
+class _Link:
+    """QoS 1 publishing on one aiomqtt client that sees each PUBACK's reason code.
+
+    aiomqtt 2.5 drops the reason code, so this works on the paho client underneath
+    (``client._client``, the same private handle manual acknowledgement needs; aiomqtt
+    is pinned ``<3``): publishes go to paho directly, and paho's ``on_publish`` and
+    ``on_disconnect`` callbacks, chained in front of aiomqtt's, resolve or fail the
+    waiting publishes. Install it before connecting.
+    """
+
+    def __init__(self, client: aiomqtt.Client, *, manual_ack: bool) -> None:
+        self._client = client
+        self._paho: PahoClient = client._client
+        self._waiting: dict[int, asyncio.Future[ReasonCode]] = {}
+        self._forward_publish = client._on_publish
+        self._forward_disconnect = client._on_disconnect
+        self._paho.on_publish = self._on_publish
+        self._paho.on_disconnect = self._on_disconnect
+        self._paho.manual_ack_set(manual_ack)
+
+    def _on_publish(
+        self,
+        client: PahoClient,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        waiter = self._waiting.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reason_code)
+        self._forward_publish(client, userdata, mid, reason_code, properties)
+
+    def _on_disconnect(
+        self,
+        client: PahoClient,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            if not waiter.done():
+                waiter.set_exception(aiomqtt.MqttError(f"disconnected: {reason_code}"))
+        self._forward_disconnect(client, userdata, flags, reason_code, properties)
+        # aiomqtt keeps the disconnect error for a caller that never asks for it here:
+        # the failed publishes above report it, so mark it seen (no "never retrieved").
+        disconnected = self._client._disconnected
+        if disconnected.done() and not disconnected.cancelled():
+            disconnected.exception()
+
+    async def publish(
+        self, topic: str, payload: bytes, *, timeout_s: float, retain: bool = False
+    ) -> None:
+        """Publish at QoS 1 and wait for a successful PUBACK.
+
+        Raises PublishRefused for a failure reason code and aiomqtt.MqttError when the
+        connection is gone or no PUBACK came within ``timeout_s``.
+        """
+        info = self._paho.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, f"could not publish on {topic}")
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[info.mid] = waiter
+        try:
+            reason = await asyncio.wait_for(waiter, timeout=timeout_s)
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no PUBACK on {topic} within {timeout_s} s") from None
+        finally:
+            self._waiting.pop(info.mid, None)
+        if reason.is_failure:
+            raise PublishRefused(topic, str(reason), int(reason.value))
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        """Acknowledge a received QoS 1 message (manual acknowledgement is on)."""
+        self._paho.ack(message.mid, message.qos)
+
+
 class Uplink:
-    """Keeps one broker connection alive and drains the outbox through it."""
+    """Keeps one broker connection alive and drains the spool through it.
+
+    ``max_in_flight`` batches are published at once, each deleted from the spool when
+    its own PUBACK arrives. TLS is used for ``mqtts://`` brokers, with the system's CA
+    certificates or ``ca_file``, and a client certificate when ``cert_file`` is given;
+    user and password come from the broker URL.
+    """
 
     def __init__(
         self,
         broker: BrokerAddress,
-        outbox: Outbox,
+        spool: Spool,
         *,
         agent_version: str,
         connect_timeout_s: float = 10.0,
+        publish_timeout_s: float = PUBLISH_TIMEOUT_S,
+        max_in_flight: int = 8,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        on_command: CommandHook | None = None,
+        command_timeout_s: float = 30.0,
+        session_expiry_s: int = 7 * 24 * 3600,
+        backoff: Backoff | None = None,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self._broker = broker
-        self._outbox = outbox
+        self._spool = spool
         self._agent_version = agent_version
         self._connect_timeout_s = connect_timeout_s
-        self._status_topic = topic_for(outbox.community, outbox.gateway, Channel.STATUS)
+        self._publish_timeout_s = publish_timeout_s
+        self._max_in_flight = max_in_flight
+        self._ca_file = ca_file
+        self._cert_file = cert_file
+        self._key_file = key_file
+        self._on_command = on_command
+        self._command_timeout_s = command_timeout_s
+        self._session_expiry_s = session_expiry_s
+        self._backoff = backoff or Backoff()
+        self._status_topic = topic_for(spool.community, spool.gateway, Channel.STATUS)
         self.state = UplinkState.CONNECTING
         self.published_batches = 0
         self.published_items = 0
         self.connection_failures = 0
+        self.refused_publishes = 0
+        self.commands_handled = 0
+        self.command_failures = 0
+        self.in_flight = 0
+        self.max_in_flight_seen = 0
 
     def _status(self, state: GatewayState) -> bytes:
         return encode(
             Status(
-                gateway=self._outbox.gateway,
-                community=self._outbox.community,
+                gateway=self._spool.gateway,
+                community=self._spool.community,
                 state=state,
                 at=datetime.now(UTC),
                 agent_version=self._agent_version,
@@ -63,85 +211,244 @@ class Uplink:
         )
 
     def _client(self) -> aiomqtt.Client:
-        protocol = (
-            aiomqtt.ProtocolVersion.V5
-            if self._broker.version == "5"
-            else aiomqtt.ProtocolVersion.V311
-        )
-        return aiomqtt.Client(
+        v5 = self._broker.version == "5"
+        persistent = self._on_command is not None
+        properties = None
+        if v5 and persistent:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self._session_expiry_s
+        tls = None
+        if self._broker.tls:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=str(self._ca_file) if self._ca_file else None,
+                certfile=str(self._cert_file) if self._cert_file else None,
+                keyfile=str(self._key_file) if self._key_file else None,
+            )
+        client = aiomqtt.Client(
             self._broker.host,
             self._broker.port,
             username=self._broker.username,
             password=self._broker.password,
-            identifier=f"anju-gw-{self._outbox.gateway}",
-            protocol=protocol,
+            identifier=f"anju-gw-{self._spool.gateway}",
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(
                 self._status_topic, self._status(GatewayState.OFFLINE), qos=1, retain=True
             ),
-            tls_params=aiomqtt.TLSParameters() if self._broker.tls else None,
+            clean_session=None if v5 else not persistent,
+            clean_start=not persistent,
+            properties=properties,
+            max_inflight_messages=self._max_in_flight + 4,
+            tls_params=tls,
             timeout=self._connect_timeout_s,
         )
+        client.pending_calls_threshold = self._max_in_flight + 4
+        return client
 
     async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 10.0) -> None:
         """Send batches until ``stop`` is set, then drain what is left and say offline.
 
-        Reconnects with backoff after any broker error; a batch that was not
-        acknowledged stays at the head of its lane and goes again, byte for byte.
+        Reconnects with exponential backoff and full jitter after any broker error; a
+        batch that was not acknowledged stays in the spool and goes again, byte for
+        byte.
         """
-        backoff = Backoff()
+        refused = False
         while not stop.is_set():
+            client = self._client()
+            link = _Link(client, manual_ack=self._on_command is not None)
             try:
-                async with self._client() as client:
-                    await client.publish(
-                        self._status_topic, self._status(GatewayState.ONLINE), qos=1, retain=True
+                async with client:
+                    self._spool.rewind()
+                    await link.publish(
+                        self._status_topic,
+                        self._status(GatewayState.ONLINE),
+                        retain=True,
+                        timeout_s=self._publish_timeout_s,
                     )
                     self.state = UplinkState.ONLINE
-                    backoff.reset()
+                    if not refused:
+                        # A broker that refuses our publishes keeps the backoff growing.
+                        self._backoff.reset()
                     log.info("uplink online to %s", self._broker.redacted())
-                    await self._drain(client, stop)
-                    try:
-                        await self._drain_rest(client, drain_timeout_s)
-                    except TimeoutError:
-                        log.error("stopping with %s batches unsent", self._outbox.depth)
-                    await client.publish(
-                        self._status_topic, self._status(GatewayState.OFFLINE), qos=1, retain=True
+                    await self._serve(client, link, stop, drain_timeout_s)
+                    await link.publish(
+                        self._status_topic,
+                        self._status(GatewayState.OFFLINE),
+                        retain=True,
+                        timeout_s=self._publish_timeout_s,
                     )
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, EdgeError) as exc:
+                refused = isinstance(exc, PublishRefused)
                 self.connection_failures += 1
                 if self.state is not UplinkState.OFFLINE:
                     log.warning("uplink to %s lost: %s", self._broker.redacted(), exc)
                 self.state = UplinkState.OFFLINE
-                delay = backoff.next_delay()
+                delay = self._backoff.next_delay()
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 except TimeoutError:
                     continue
         self.state = UplinkState.STOPPED
 
-    async def _send(self, client: aiomqtt.Client, batch: SealedBatch) -> None:
-        topic = topic_for(self._outbox.community, self._outbox.gateway, batch.channel)
-        await client.publish(topic, batch.payload, qos=1, timeout=PUBLISH_TIMEOUT_S)
-        self._outbox.done(batch)
+    async def _serve(
+        self, client: aiomqtt.Client, link: _Link, stop: asyncio.Event, drain_timeout_s: float
+    ) -> None:
+        """Publish until ``stop``, then until the spool is empty or ``drain_timeout_s``.
+
+        Raises the first failure of any publish or of the command task.
+        """
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        sends: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(self._max_in_flight)
+
+        def settle(task: asyncio.Task[None]) -> None:
+            sends.discard(task)
+            slots.release()
+            self.in_flight = len(sends)
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None and not failed.done():
+                failed.set_exception(exc)
+
+        def start(batch: SealedBatch) -> None:
+            task = asyncio.create_task(
+                self._send(link, batch), name=f"uplink-send-{batch.batch_seq}"
+            )
+            sends.add(task)
+            self.in_flight = len(sends)
+            self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
+            task.add_done_callback(settle)
+
+        commands = None
+        if self._on_command is not None:
+            commands = asyncio.create_task(self._serve_commands(client, link), name="uplink-cmd")
+            commands.add_done_callback(
+                lambda task: (
+                    None
+                    if task.cancelled() or failed.done()
+                    else failed.set_exception(task.exception() or UplinkError("command task ended"))
+                )
+            )
+        try:
+            while await self._race(slots.acquire(), stop, failed):
+                batch = await self._race(self._spool.take(), stop, failed)
+                if batch is None:
+                    slots.release()
+                    break
+                start(batch)
+            try:
+                async with asyncio.timeout(drain_timeout_s):
+                    await self._finish(sends, slots, failed, start)
+            except TimeoutError:
+                log.error("stopping with %s batches unsent", self._spool.depth)
+        finally:
+            pending = [*sends, *([commands] if commands else [])]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if failed.done() and not failed.cancelled():
+                failed.exception()
+
+    async def _race(
+        self, work: Coroutine[Any, Any, _T], stop: asyncio.Event, failed: asyncio.Future[None]
+    ) -> _T | None:
+        """``work``'s result, or None once ``stop`` is set; raises when a publish failed."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            result = task.result()
+            if failed.done():
+                failed.result()
+            return result
+        task.cancel()
+        if failed.done():
+            failed.result()
+        return None
+
+    async def _finish(
+        self,
+        sends: set[asyncio.Task[None]],
+        slots: asyncio.Semaphore,
+        failed: asyncio.Future[None],
+        start: Callable[[SealedBatch], None],
+    ) -> None:
+        """Seal what lingers and publish until the spool is empty (bounded by the caller)."""
+        self._spool.flush()
+        while not (self._spool.empty and not sends):
+            if failed.done():
+                failed.result()
+            batch = None if slots.locked() else self._spool.take_nowait()
+            if batch is not None:
+                await slots.acquire()
+                start(batch)
+            elif sends:
+                await asyncio.wait({*sends, failed}, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                # Readings added since the flush, by a last poll: seal and go again.
+                self._spool.flush()
+                self._spool.rewind()
+
+    async def _send(self, link: _Link, batch: SealedBatch) -> None:
+        topic = topic_for(self._spool.community, self._spool.gateway, batch.channel)
+        try:
+            await link.publish(topic, batch.payload, timeout_s=self._publish_timeout_s)
+        except PublishRefused as exc:
+            self.refused_publishes += 1
+            log.error(
+                "broker refused batch %d (%d items) on %s: %s (0x%02x); it stays in the spool",
+                batch.batch_seq,
+                batch.items,
+                topic,
+                exc.reason,
+                exc.code,
+            )
+            raise
+        self._spool.done(batch)
         self.published_batches += 1
         self.published_items += batch.items
 
-    async def _drain(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        stopping = asyncio.create_task(stop.wait(), name="uplink-stop")
-        try:
-            while True:
-                taking = asyncio.create_task(self._outbox.take(), name="uplink-take")
-                done, _ = await asyncio.wait(
-                    {taking, stopping}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if taking not in done:
-                    taking.cancel()
-                    return
-                await self._send(client, taking.result())
-        finally:
-            stopping.cancel()
+    async def _serve_commands(self, client: aiomqtt.Client, link: _Link) -> None:
+        """Subscribe to this gateway's commands and answer each, one after another.
 
-    async def _drain_rest(self, client: aiomqtt.Client, timeout_s: float) -> None:
-        self._outbox.flush()
-        async with asyncio.timeout(timeout_s):
-            while not self._outbox.empty:
-                await self._send(client, await self._outbox.take())
+        One at a time on purpose: an unlock followed by a relock must not swap places.
+        """
+        topic = topic_for(self._spool.community, self._spool.gateway, Channel.COMMAND, "+")
+        granted = await client.subscribe(topic, qos=1, timeout=self._publish_timeout_s)
+        for code in granted:
+            if isinstance(code, ReasonCode) and code.is_failure:
+                raise UplinkError(f"broker refused the subscription to {topic}: {code}")
+        async for message in client.messages:
+            await self._handle_command(link, message)
+
+    async def _handle_command(self, link: _Link, message: aiomqtt.Message) -> None:
+        assert self._on_command is not None
+        topic = str(message.topic)
+        command_id = topic.rsplit("/", 1)[-1]
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        result = None
+        try:
+            result = await asyncio.wait_for(
+                self._on_command(command_id, bytes(payload)), timeout=self._command_timeout_s
+            )
+        except Exception:
+            # The hook is the command executor's code: its failure is that command's,
+            # never the uplink's.
+            self.command_failures += 1
+            log.exception("command %s from %s failed in its handler", command_id, topic)
+        if result is not None:
+            await link.publish(
+                topic_for(
+                    self._spool.community,
+                    self._spool.gateway,
+                    Channel.COMMAND_RESULT,
+                    command_id,
+                ),
+                result,
+                timeout_s=self._publish_timeout_s,
+            )
+        link.ack(message)
+        self.commands_handled += 1

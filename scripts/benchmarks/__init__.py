@@ -39,6 +39,11 @@ REGISTRY: dict[str, Benchmark] = {
             "benchmarks.edge_modbus",
             "agent polling 500 Modbus TCP devices x 30 tags/s (Neuron's test) and 4 RTU lines",
         ),
+        Benchmark(
+            "edge-spool",
+            "benchmarks.edge_spool",
+            "durable spool appends (both fsync policies) and drain of a 200-device outage",
+        ),
     )
 }
 """Every benchmark by name; add one here when its module exists."""

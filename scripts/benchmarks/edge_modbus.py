@@ -151,12 +151,15 @@ def _socat_pair(work: Path, name: str, stack: ExitStack) -> tuple[str, str]:
     return str(sim_end), str(agent_end)
 
 
-def _config(broker: str, devices: list[tuple[str, str]], interval_s: float) -> dict[str, Any]:
+def _config(
+    broker: str, devices: list[tuple[str, str]], interval_s: float, state_dir: Path
+) -> dict[str, Any]:
     """A gateway config document, as an installer would write it, for these devices."""
     return {
         "gateway": "gw-bench-01",
         "community": "bench/edge-modbus",
         "broker": broker,
+        "state_dir": str(state_dir),
         "devices": [
             {
                 "id": device_id,
@@ -203,7 +206,7 @@ def _run_agent(
 # --- the two parts ------------------------------------------------------------------------
 
 
-def _tcp_part(args: argparse.Namespace, broker: MosquittoServer) -> dict[str, Any]:
+def _tcp_part(args: argparse.Namespace, work: Path, broker: MosquittoServer) -> dict[str, Any]:
     with _children() as children:
         sims: list[Child] = []
         shares = [
@@ -244,7 +247,7 @@ def _tcp_part(args: argparse.Namespace, broker: MosquittoServer) -> dict[str, An
             watch["broker"] = broker.pid
         result, others = _run_agent(
             children,
-            _config(broker.url, devices, args.interval),
+            _config(broker.url, devices, args.interval, work / "state-tcp"),
             warmup_s=args.warmup,
             window_s=args.duration,
             watch=watch,
@@ -285,7 +288,7 @@ def _rtu_part(
         def run(interval_s: float) -> dict[str, Any]:
             result, _ = _run_agent(
                 children,
-                _config(broker.url, devices, interval_s),
+                _config(broker.url, devices, interval_s, work / f"state-rtu-{interval_s:g}"),
                 warmup_s=warmup,
                 window_s=window,
                 watch={},
@@ -379,7 +382,7 @@ def run(argv: list[str]) -> Result:
     with tempfile.TemporaryDirectory(prefix="anju-bench-") as tmp:
         work = Path(tmp)
         with MosquittoServer(work / "mosquitto") as broker:
-            tcp = _tcp_part(args, broker)
+            tcp = _tcp_part(args, work, broker)
             rtu = _rtu_part(args, work, broker, profile) if args.rtu_buses else None
 
     window = float(tcp["window_s"])
@@ -424,7 +427,7 @@ def run(argv: list[str]) -> Result:
         "events_per_s": per_second(tcp["events"]),
         "uplink_items_per_s": per_second(tcp["uplink_items"]),
         "uplink_batches_per_s": per_second(tcp["uplink_batches"]),
-        "outbox_depth_at_end": tcp["outbox_depth_at_end"],
+        "spool_depth_at_end": tcp["spool_depth_at_end"],
         "loop_lag_p99_ms": round(tcp["loop_lag_p99_ms"], 1),
         "loop_lag_max_ms": round(tcp["loop_lag_max_ms"], 1),
         "other_cpu_cores": {k: round(v, 3) for k, v in tcp["others_cpu_cores"].items()},

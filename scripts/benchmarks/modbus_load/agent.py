@@ -113,7 +113,7 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "warmup_overruns": before["overruns"],
         "warmup_faults": before["faults"],
-        "outbox_depth_at_end": sum(agent.outbox.depth.values()),
+        "spool_depth_at_end": sum(agent.spool.depth.values()),
         "loop_lag_p99_ms": 1000 * window_lags[int(0.99 * (len(window_lags) - 1))]
         if window_lags
         else 0.0,

@@ -1,0 +1,411 @@
+"""The uplink against a real Mosquitto, and against a scripted broker for PUBACK timing.
+
+Mosquitto shows that batches arrive at QoS 1, survive a broker restart mid-drain, that
+commands make the round trip and that the Last Will marks a killed gateway offline.
+The scripted broker (a few lines of MQTT v5 over a socket) decides when, and with which
+reason code, each PUBACK goes back, which Mosquitto cannot be made to do: it shows the
+in-flight bound and that a batch leaves the spool only after its own successful PUBACK.
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from anju.services.mosquitto import MosquittoServer
+from edge.backoff import Backoff
+from edge.spool import Spool
+from edge.uplink import Uplink, UplinkState
+from schemas.broker import BrokerAddress, parse_broker_url
+from schemas.topics import Channel, topic_for
+from schemas.vocabulary import EventType, Metric, Severity
+from schemas.wire import (
+    Event,
+    EventBatch,
+    GatewayState,
+    Reading,
+    Status,
+    TelemetryBatch,
+    decode,
+)
+
+COMMUNITY = "test/uplink"
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readings(device: str, first: int, count: int) -> list[Reading]:
+    return [
+        Reading(
+            device=device,
+            ts=NOW + timedelta(seconds=seq),
+            seq=seq,
+            metric=Metric.TEMPERATURE,
+            value=20.0,
+        )
+        for seq in range(first, first + count)
+    ]
+
+
+def alarm(device: str, seq: int) -> Event:
+    return Event(
+        device=device, ts=NOW, seq=seq, type=EventType.SMOKE_ALARM, severity=Severity.CRITICAL
+    )
+
+
+def make_spool(path: Path, gateway: str, **options: object) -> Spool:
+    return Spool(path, gateway, COMMUNITY, budget_bytes=2**30, **options)  # type: ignore[arg-type]
+
+
+@dataclass
+class Received:
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    batches: dict[int, bytes] = field(default_factory=dict)
+    repeats: int = 0
+
+    def add(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, payload))
+        if topic.endswith(("/telemetry", "/events")):
+            wire_type = TelemetryBatch if topic.endswith("/telemetry") else EventBatch
+            seq = decode(payload, wire_type).batch_seq
+            if seq in self.batches:
+                assert self.batches[seq] == payload, f"batch {seq} came back with other bytes"
+                self.repeats += 1
+            self.batches[seq] = payload
+
+    def items(self) -> set[tuple[str, int]]:
+        found: set[tuple[str, int]] = set()
+        for topic, payload in self.messages:
+            if topic.endswith("/telemetry"):
+                found.update((r.device, r.seq) for r in decode(payload, TelemetryBatch).items)
+            elif topic.endswith("/events"):
+                found.update((e.device, e.seq) for e in decode(payload, EventBatch).items)
+        return found
+
+
+@contextlib.asynccontextmanager
+async def subscriber(url: str, topic: str, client_id: str) -> AsyncIterator[Received]:
+    """Collect every message on ``topic``, reconnecting at once if the broker goes away."""
+    broker = parse_broker_url(url)
+    received = Received()
+    subscribed = asyncio.Event()
+
+    async def listen() -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    broker.host,
+                    broker.port,
+                    identifier=client_id,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                ) as client:
+                    await client.subscribe(topic, qos=1)
+                    subscribed.set()
+                    async for message in client.messages:
+                        assert isinstance(message.payload, bytes)
+                        received.add(str(message.topic), message.payload)
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(listen(), name="test-subscriber")
+    await asyncio.wait_for(subscribed.wait(), timeout=10)
+    try:
+        yield received
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting: {what}"
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(uplink: Uplink) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(uplink.run(stop, drain_timeout_s=5), name="uplink")
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def test_batches_arrive_at_qos1_events_first_and_leave_the_spool(
+    tmp_path: Path, mqtt_url: str, unique_id: Callable[[str], str]
+) -> None:
+    gateway = unique_id("gw")
+    spool = make_spool(tmp_path / "spool.db", gateway, max_batch_items=100)
+    spool.add_readings(readings("sd-1", 1, 1_000))
+    spool.add_events([alarm("sd-1", 1_001)])
+    expected = {("sd-1", seq) for seq in range(1, 1_002)}
+    topic = f"anju/v1/{COMMUNITY}/{gateway}/+"
+    async with subscriber(mqtt_url, topic, unique_id("sub")) as received:
+        uplink = Uplink(parse_broker_url(mqtt_url), spool, agent_version="test")
+        async with running(uplink):
+            await wait_until(lambda: received.items() >= expected, 10, "every item arrives")
+            await wait_until(lambda: spool.empty, 5, "the spool empties")
+        batch_topics = [t for t, _ in received.messages if not t.endswith("/status")]
+        assert batch_topics[0].endswith("/events")
+        assert uplink.published_batches == 11
+        assert uplink.published_items == 1_001
+        assert 1 < uplink.max_in_flight_seen <= 8
+        assert uplink.state is UplinkState.STOPPED
+        states = [decode(p, Status).state for t, p in received.messages if t.endswith("/status")]
+        assert states == [GatewayState.ONLINE, GatewayState.OFFLINE]
+
+
+async def test_broker_restart_mid_drain_loses_nothing(
+    tmp_path: Path, mosquitto: MosquittoServer, unique_id: Callable[[str], str]
+) -> None:
+    gateway = unique_id("gw")
+    spool = make_spool(tmp_path / "spool.db", gateway, max_batch_items=200)
+    for device in range(20):
+        spool.add_readings(readings(f"sd-{device}", 1, 2_000))
+    expected = {(f"sd-{device}", seq) for device in range(20) for seq in range(1, 2_001)}
+    topic = topic_for(COMMUNITY, gateway, Channel.TELEMETRY)
+    async with subscriber(mosquitto.url, topic, unique_id("sub")) as received:
+        # The subscriber retries every 50 ms, the uplink after 1-2 s: it is back first.
+        uplink = Uplink(
+            parse_broker_url(mosquitto.url),
+            spool,
+            agent_version="test",
+            backoff=Backoff(initial_s=2.0, cap_s=2.0),
+        )
+        try:
+            async with running(uplink):
+                await wait_until(lambda: len(received.batches) >= 20, 10, "a first part arrives")
+                mosquitto.stop()
+                left = spool.depth[Channel.TELEMETRY]
+                assert 0 < left < 200
+                await asyncio.sleep(0.5)
+                mosquitto.start()
+                await wait_until(lambda: received.items() >= expected, 30, "every reading arrives")
+                await wait_until(lambda: spool.empty, 5, "the spool empties")
+        finally:
+            mosquitto.start()
+    assert uplink.connection_failures >= 1
+    assert received.items() == expected
+    assert sorted(received.batches) == list(range(200))
+
+
+async def test_commands_round_trip_including_while_offline_and_failing(
+    tmp_path: Path, mqtt_url: str, unique_id: Callable[[str], str]
+) -> None:
+    gateway = unique_id("gw")
+    spool = make_spool(tmp_path / "spool.db", gateway)
+    calls: list[tuple[str, bytes]] = []
+
+    async def on_command(command_id: str, payload: bytes) -> bytes | None:
+        calls.append((command_id, payload))
+        if payload == b"boom":
+            raise RuntimeError("handler fault")
+        return b"done:" + payload
+
+    def make_uplink() -> Uplink:
+        return Uplink(
+            parse_broker_url(mqtt_url), spool, agent_version="test", on_command=on_command
+        )
+
+    results = f"anju/v1/{COMMUNITY}/{gateway}/cmd-result/+"
+    broker = parse_broker_url(mqtt_url)
+    async with (
+        subscriber(mqtt_url, results, unique_id("sub")) as received,
+        aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=unique_id("cloud"),
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as cloud,
+    ):
+
+        def command(command_id: str) -> str:
+            return topic_for(COMMUNITY, gateway, Channel.COMMAND, command_id)
+
+        first = make_uplink()
+        async with running(first):
+            await wait_until(lambda: first.state is UplinkState.ONLINE, 10, "online")
+            await asyncio.sleep(0.3)
+            await cloud.publish(command("c-1"), b"ping", qos=1)
+            await cloud.publish(command("c-2"), b"boom", qos=1)
+            await cloud.publish(command("c-3"), b"after", qos=1)
+            await wait_until(lambda: len(received.messages) >= 2, 10, "two results")
+        assert first.command_failures == 1
+        assert first.commands_handled == 3
+        # Sent while the gateway is away: the persistent session keeps it.
+        await cloud.publish(command("c-4"), b"queued", qos=1)
+        second = make_uplink()
+        async with running(second):
+            await wait_until(lambda: len(received.messages) >= 3, 10, "the queued command")
+    assert [c for c, _ in calls] == ["c-1", "c-2", "c-3", "c-4"]
+    assert sorted(received.messages) == [
+        (results.replace("+", "c-1"), b"done:ping"),
+        (results.replace("+", "c-3"), b"done:after"),
+        (results.replace("+", "c-4"), b"done:queued"),
+    ]
+
+
+_GATEWAY_PROCESS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from edge.spool import Spool
+    from edge.uplink import Uplink
+    from schemas.broker import parse_broker_url
+
+    async def main() -> None:
+        spool = Spool(Path(sys.argv[3]), sys.argv[2], "test/uplink", budget_bytes=2**30)
+        await Uplink(parse_broker_url(sys.argv[1]), spool, agent_version="test").run(
+            asyncio.Event()
+        )
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_last_will_marks_a_killed_gateway_offline_retained(
+    tmp_path: Path, mqtt_url: str, unique_id: Callable[[str], str]
+) -> None:
+    gateway = unique_id("gw")
+    status = topic_for(COMMUNITY, gateway, Channel.STATUS)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _GATEWAY_PROCESS,
+        mqtt_url,
+        gateway,
+        str(tmp_path / "s.db"),
+        cwd=ROOT,
+    )
+    try:
+        async with subscriber(mqtt_url, status, unique_id("sub")) as live:
+            await wait_until(lambda: bool(live.messages), 15, "the online status")
+            assert decode(live.messages[-1][1], Status).state is GatewayState.ONLINE
+            os.kill(child.pid, signal.SIGKILL)
+            await wait_until(lambda: len(live.messages) >= 2, 10, "the Last Will")
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await asyncio.wait_for(child.wait(), timeout=10)
+    async with subscriber(mqtt_url, status, unique_id("late")) as late:
+        await wait_until(lambda: bool(late.messages), 5, "the retained status")
+    assert decode(late.messages[0][1], Status).state is GatewayState.OFFLINE
+
+
+class ScriptedBroker:
+    """An MQTT v5 peer that acknowledges publishes only when the test says so.
+
+    It accepts one connection at a time, answers CONNECT and PINGREQ, acknowledges the
+    status topic at once and holds every other PUBLISH until ``ack`` releases it with
+    the reason code given.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[tuple[int, str]] = []
+        self.connections = 0
+        self._writer: asyncio.StreamWriter | None = None
+        self._server: asyncio.Server | None = None
+        self.arrived = asyncio.Event()
+
+    async def __aenter__(self) -> BrokerAddress:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return BrokerAddress("127.0.0.1", port)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    async def ack(self, count: int, reason: int = 0) -> None:
+        assert self._writer is not None
+        for _ in range(count):
+            packet_id, _ = self.held.pop(0)
+            self._writer.write(bytes([0x40, 3]) + packet_id.to_bytes(2, "big") + bytes([reason]))
+        await self._writer.drain()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.held.clear()
+        self._writer = writer
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                first = (await reader.readexactly(1))[0]
+                length, shift = 0, 0
+                while True:
+                    byte = (await reader.readexactly(1))[0]
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                body = await reader.readexactly(length)
+                kind = first >> 4
+                if kind == 1:  # CONNECT
+                    writer.write(bytes([0x20, 3, 0, 0, 0]))
+                elif kind == 12:  # PINGREQ
+                    writer.write(bytes([0xD0, 0]))
+                elif kind == 3:  # PUBLISH, QoS 1
+                    size = int.from_bytes(body[:2], "big")
+                    topic = body[2 : 2 + size].decode()
+                    packet_id = int.from_bytes(body[2 + size : 4 + size], "big")
+                    if topic.endswith("/status"):
+                        writer.write(bytes([0x40, 2]) + packet_id.to_bytes(2, "big"))
+                    else:
+                        self.held.append((packet_id, topic))
+                        self.arrived.set()
+                elif kind == 14:  # DISCONNECT
+                    break
+                await writer.drain()
+        writer.close()
+
+
+async def test_in_flight_is_bounded_and_only_a_successful_puback_removes_a_batch(
+    tmp_path: Path, unique_id: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = unique_id("gw")
+    spool = make_spool(tmp_path / "spool.db", gateway)
+    for seq in range(1, 11):
+        spool.add_events([alarm("sd-1", seq)])
+    scripted = ScriptedBroker()
+    async with scripted as address:
+        uplink = Uplink(
+            address,
+            spool,
+            agent_version="test",
+            max_in_flight=3,
+            backoff=Backoff(initial_s=0.2, cap_s=0.2),
+        )
+        async with running(uplink):
+            await wait_until(lambda: len(scripted.held) == 3, 10, "three publishes in flight")
+            await asyncio.sleep(0.3)
+            assert len(scripted.held) == 3, "the bound holds"
+            assert spool.depth[Channel.EVENTS] == 10, "nothing leaves before its PUBACK"
+            await scripted.ack(2)
+            await wait_until(lambda: spool.depth[Channel.EVENTS] == 8, 5, "two acknowledged")
+            await wait_until(lambda: len(scripted.held) == 3, 5, "two more sent")
+            await scripted.ack(1, reason=0x87)
+            await wait_until(lambda: scripted.connections == 2, 10, "a reconnect")
+            assert spool.depth[Channel.EVENTS] == 8, "a refused batch stays"
+            assert uplink.refused_publishes == 1
+            await wait_until(lambda: len(scripted.held) == 3, 10, "sending again")
+            while spool.depth[Channel.EVENTS]:
+                await wait_until(lambda: bool(scripted.held), 5, "a publish")
+                await scripted.ack(len(scripted.held))
+                await asyncio.sleep(0.05)
+    assert "Not authorized" in caplog.text
+    assert f"anju/v1/{COMMUNITY}/{gateway}/events" in caplog.text

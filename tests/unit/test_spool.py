@@ -1,0 +1,332 @@
+"""The durable spool: sealing, lane order, restarts, the disk budget and kill -9."""
+
+import asyncio
+import itertools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from edge.spool import SealedBatch, Spool, SpoolError
+from schemas.topics import Channel
+from schemas.vocabulary import EventType, Metric, Severity
+from schemas.wire import Event, EventBatch, Reading, TelemetryBatch, decode, encode
+
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+GATEWAY, COMMUNITY = "gw-1", "xijin/fenghuang"
+BUDGET = 64 * 1024 * 1024
+
+
+def reading(seq: int, device: str = "sd-1") -> Reading:
+    return Reading(
+        device=device,
+        ts=NOW + timedelta(seconds=seq),
+        seq=seq,
+        metric=Metric.TEMPERATURE,
+        value=21.0 + seq / 100,
+    )
+
+
+def alarm(seq: int, device: str = "sd-1") -> Event:
+    return Event(
+        device=device, ts=NOW, seq=seq, type=EventType.SMOKE_ALARM, severity=Severity.CRITICAL
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def open_spool(path: Path, **options: object) -> Spool:
+    return Spool(path, GATEWAY, COMMUNITY, budget_bytes=BUDGET, **options)  # type: ignore[arg-type]
+
+
+def drain(spool: Spool) -> list[SealedBatch]:
+    """Flush, then take and acknowledge everything, in hand-out order."""
+    spool.flush()
+    taken = []
+    while (batch := spool.take_nowait()) is not None:
+        taken.append(batch)
+        spool.done(batch)
+    assert spool.empty
+    return taken
+
+
+def readings_in(batches: list[SealedBatch]) -> list[Reading]:
+    return [
+        item
+        for batch in batches
+        if batch.channel is Channel.TELEMETRY
+        for item in decode(batch.payload, TelemetryBatch).items
+    ]
+
+
+async def test_events_jump_ahead_of_sealed_telemetry(tmp_path: Path) -> None:
+    with open_spool(tmp_path / "spool.db", max_batch_items=2) as spool:
+        spool.add_readings([reading(1), reading(2)])
+        spool.add_events([alarm(3)])
+        first = await asyncio.wait_for(spool.take(), timeout=1)
+        assert first.channel is Channel.EVENTS
+        batch = decode(first.payload, EventBatch)
+        assert (batch.gateway, batch.spool_epoch, batch.items[0].seq) == (
+            GATEWAY,
+            spool.spool_epoch,
+            3,
+        )
+        spool.done(first)
+        second = await asyncio.wait_for(spool.take(), timeout=1)
+        assert second.channel is Channel.TELEMETRY
+        assert decode(second.payload, TelemetryBatch).batch_seq < batch.batch_seq
+
+
+def test_a_batch_is_handed_out_once_per_connection_then_again_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    with open_spool(tmp_path / "spool.db") as spool:
+        spool.add_events([alarm(1)])
+        first = spool.take_nowait()
+        assert first is not None
+        assert spool.take_nowait() is None
+        spool.rewind()
+        again = spool.take_nowait()
+        assert again == first
+        spool.done(again)
+        assert spool.empty
+
+
+def test_done_works_for_any_batch_in_flight(tmp_path: Path) -> None:
+    with open_spool(tmp_path / "spool.db") as spool:
+        for seq in range(1, 4):
+            spool.add_events([alarm(seq)])
+        a, b, c = (spool.take_nowait() for _ in range(3))
+        assert a is not None
+        assert b is not None
+        assert c is not None
+        spool.done(b)
+        spool.done(c)
+        assert spool.depth[Channel.EVENTS] == 1
+        spool.rewind()
+        assert spool.take_nowait() == a
+
+
+async def test_readings_linger_then_seal_into_one_batch(tmp_path: Path) -> None:
+    clock = Clock()
+    with open_spool(tmp_path / "spool.db", linger_s=0.5, clock=clock) as spool:
+        spool.add_readings([reading(1)])
+        spool.add_readings([reading(2)])
+        assert spool.depth[Channel.TELEMETRY] == 0
+        assert spool.take_nowait() is None
+        clock.now += 0.5
+        batch = await asyncio.wait_for(spool.take(), timeout=1)
+        assert [r.seq for r in decode(batch.payload, TelemetryBatch).items] == [1, 2]
+
+
+def test_full_batch_seals_without_waiting(tmp_path: Path) -> None:
+    with open_spool(tmp_path / "spool.db", linger_s=60, max_batch_items=3) as spool:
+        spool.add_readings([reading(i) for i in range(1, 8)])
+        assert spool.depth[Channel.TELEMETRY] == 2
+        assert [batch.items for batch in drain(spool)] == [3, 3, 1]
+
+
+def test_sealed_bytes_are_exactly_the_encoded_batch(tmp_path: Path) -> None:
+    with open_spool(tmp_path / "spool.db", max_batch_items=5) as spool:
+        spool.add_readings([reading(i, f"sd-{i % 2}") for i in range(1, 6)])
+        (batch,) = drain(spool)
+        assert encode(decode(batch.payload, TelemetryBatch)) == batch.payload
+
+
+def test_restart_resends_unacked_batches_byte_for_byte_and_continues_sequences(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    with open_spool(path, max_batch_items=2, linger_s=60) as spool:
+        epoch = spool.spool_epoch
+        spool.add_readings([reading(1, "sd-1"), reading(2, "sd-1")])
+        spool.add_events([alarm(7, "sd-2")])
+        spool.add_readings([reading(3, "sd-1")])
+        sent = [spool.take_nowait(), spool.take_nowait()]
+        highest = max(batch.batch_seq for batch in sent if batch is not None)
+    with open_spool(path, max_batch_items=2, linger_s=60) as spool:
+        assert spool.spool_epoch == epoch
+        assert (spool.last_seq("sd-1"), spool.last_seq("sd-2"), spool.last_seq("x")) == (3, 7, 0)
+        assert spool.pending_readings == 1
+        again = [spool.take_nowait(), spool.take_nowait()]
+        assert again == sent
+        assert [b.channel for b in again if b is not None] == [Channel.EVENTS, Channel.TELEMETRY]
+        rest = spool.take_nowait()
+        assert rest is not None
+        assert rest.batch_seq > highest
+        assert [r.seq for r in decode(rest.payload, TelemetryBatch).items] == [3]
+
+
+def test_events_go_before_older_telemetry_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    with open_spool(path, max_batch_items=10) as spool:
+        for start in range(0, 50, 10):
+            spool.add_readings([reading(seq) for seq in range(start + 1, start + 11)])
+        spool.add_events([alarm(51)])
+    with open_spool(path) as spool:
+        channels = [batch.channel for batch in drain(spool)]
+    assert channels == [Channel.EVENTS] + [Channel.TELEMETRY] * 5
+
+
+def test_budget_drops_oldest_telemetry_never_events_and_reports_gaps(tmp_path: Path) -> None:
+    claimed: list[str] = []
+    seqs = {"sd-1": 10_000, "sd-2": 20_000}
+
+    def seq_source(device: str) -> int:
+        claimed.append(device)
+        seqs[device] += 1
+        return seqs[device]
+
+    budget = 512 * 1024
+    with Spool(
+        tmp_path / "spool.db",
+        GATEWAY,
+        COMMUNITY,
+        budget_bytes=budget,
+        max_batch_items=100,
+        seq_source=seq_source,
+    ) as spool:
+        spool.add_events([alarm(0, "sd-9")])
+        total = 0
+        for start in range(1, 20_001, 100):
+            spool.add_readings(
+                [reading(seq, f"sd-{1 + seq % 2}") for seq in range(start, start + 100)]
+            )
+            total += 100
+            if start % 2_000 == 1:
+                spool.add_events([alarm(start, "sd-9")])
+        assert spool.size_bytes() <= budget
+        dropped = spool.dropped_readings
+        assert 0 < dropped < total
+        batches = drain(spool)
+    events = [
+        item
+        for batch in batches
+        if batch.channel is Channel.EVENTS
+        for item in decode(batch.payload, EventBatch).items
+    ]
+    alarms = [event for event in events if event.type is EventType.SMOKE_ALARM]
+    gaps = [event for event in events if event.type is EventType.TELEMETRY_GAP]
+    assert len(alarms) == 11
+    assert sum(gap.data.count or 0 for gap in gaps) == dropped
+    assert {gap.device for gap in gaps} == {"sd-1", "sd-2"}
+    assert all(
+        gap.severity is Severity.WARNING and "dropped readings" in (gap.data.reason or "")
+        for gap in gaps
+    )
+    assert sorted(gap.seq for gap in gaps if gap.device == "sd-1") == list(
+        range(10_001, 10_001 + claimed.count("sd-1"))
+    )
+    kept = sorted(r.seq for r in readings_in(batches))
+    assert kept == list(range(dropped + 1, total + 1))
+
+
+def test_gap_events_follow_the_stored_sequence_without_a_source(tmp_path: Path) -> None:
+    with Spool(
+        tmp_path / "spool.db", GATEWAY, COMMUNITY, budget_bytes=256 * 1024, max_batch_items=100
+    ) as spool:
+        for start in range(1, 10_001, 100):
+            spool.add_readings([reading(seq) for seq in range(start, start + 100)])
+        gaps = [
+            item
+            for batch in drain(spool)
+            if batch.channel is Channel.EVENTS
+            for item in decode(batch.payload, EventBatch).items
+        ]
+    assert gaps
+    # The first drop took readings 1..count; the gap event follows the last stored seq.
+    assert gaps[0].seq > (gaps[0].data.count or 0)
+    assert all(a.seq < b.seq for a, b in itertools.pairwise(gaps))
+
+
+def test_oldest_unsent_age(tmp_path: Path) -> None:
+    with open_spool(tmp_path / "spool.db") as spool:
+        assert spool.oldest_unsent_age_s is None
+        spool.add_readings([reading(1)])
+        age = spool.oldest_unsent_age_s
+        assert age is not None
+        assert 0 <= age < 5
+        drain(spool)
+        assert spool.oldest_unsent_age_s is None
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from edge.spool import Spool
+    from schemas.vocabulary import Metric
+    from schemas.wire import Reading
+
+    spool = Spool(Path(sys.argv[1]), "gw-1", "xijin/fenghuang", budget_bytes=2**30,
+                  max_batch_items=250, linger_s=3600)
+    seq = 0
+    while True:
+        batch = []
+        for _ in range(30):
+            seq += 1
+            batch.append(Reading(device="sd-1", ts=datetime.now(UTC), seq=seq,
+                                 metric=Metric.TEMPERATURE, value=20.0))
+        spool.add_readings(batch)
+        print(seq, flush=True)
+    """
+)
+
+
+def test_every_append_reported_before_kill_9_is_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert child.stdout is not None
+    appended = 0
+    try:
+        while appended < 3_000:
+            line = child.stdout.readline()
+            assert line, "the writer exited early"
+            appended = int(line)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    with open_spool(path) as spool:
+        seqs = [r.seq for r in readings_in(drain(spool))]
+    assert seqs[:appended] == list(range(1, appended + 1))
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_a_corrupt_file_is_refused_naming_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not an SQLite database, just junk " * 100)
+    with pytest.raises(SpoolError, match="not a usable spool file") as raised:
+        open_spool(path)
+    assert raised.value.path == path
+    assert str(path) in str(raised.value)
+
+
+def test_another_sqlite_file_or_gateway_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (x)")
+    db.close()
+    with pytest.raises(SpoolError, match="not a spool"):
+        open_spool(other)
+    path = tmp_path / "spool.db"
+    open_spool(path).close()
+    with pytest.raises(SpoolError, match="belongs to gateway 'gw-1'"):
+        Spool(path, "gw-2", COMMUNITY, budget_bytes=BUDGET)
