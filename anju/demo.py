@@ -337,6 +337,7 @@ async def run_demo(
                             "gateway": site.gateway,
                             "community": site.community,
                             "broker": mqtt_url,
+                            "state_dir": str(workdir / site.gateway),
                             "devices": [
                                 {
                                     "id": device.device_id,

@@ -1,20 +1,24 @@
-"""Wires the gateway agent together: pollers per bus, the outbox and the uplink.
+"""Wires the gateway agent together: pollers per bus, the spool, the uplink, commands.
 
 The only module of the agent that starts tasks. ``Agent`` is built from a validated
 config and the loaded profiles, so every configuration fault is reported before any
-device is touched.
+device is touched or the spool is opened.
 """
 
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from edge.actions import DeviceActions
+from edge.commands import AUDIT_FILE, CommandProcessor
 from edge.config import GatewayConfig
 from edge.drivers.modbus import ModbusBus
 from edge.errors import ConfigError
-from edge.outbox import Outbox
+from edge.local_rules import FireLinkage
+from edge.metrics import EdgeCollector, build_registry, serve_metrics
 from edge.poller import BusPoller, PolledDevice
+from edge.spool import Spool
 from edge.uplink import Uplink
 from schemas.profile import DeviceProfile
 from schemas.vocabulary import Protocol
@@ -23,18 +27,35 @@ from schemas.wire import Event, Reading
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+SPOOL_FILE = "spool.sqlite3"
+RELOAD_GRACE_S = 1.0
+"""Time for a reload command's result to go out before the agent stops to reload."""
 _MODBUS = (Protocol.MODBUS_TCP, Protocol.MODBUS_RTU)
+
+ConfigLoader = Callable[[], tuple[GatewayConfig, dict[str, DeviceProfile]]]
+"""Reads and validates the config file again; raises ConfigError or ProfileError."""
 
 
 class Agent:
-    """One gateway: its devices' pollers feeding one outbox drained by one uplink."""
+    """One gateway: its devices' pollers feeding one spool drained by one uplink.
+
+    ``reload_from``, when given, lets the ``reload_config`` command check a new config
+    and then stop this agent with ``reload_requested`` set, for the caller to build
+    a new one from it; the spool carries everything over.
+    """
 
     def __init__(
-        self, config: GatewayConfig, profiles: dict[str, DeviceProfile], *, source: str = "config"
+        self,
+        config: GatewayConfig,
+        profiles: dict[str, DeviceProfile],
+        *,
+        source: str = "config",
+        reload_from: ConfigLoader | None = None,
     ) -> None:
         self.config = config
-        self.outbox = Outbox(config.gateway, config.community, linger_s=config.telemetry_linger_s)
-        self.uplink = Uplink(config.broker_address, self.outbox, agent_version=AGENT_VERSION)
+        self._reload_from = reload_from
+        self.reload_requested = False
+        self._stop: asyncio.Event | None = None
         self.readings_produced = 0
         self.events_produced = 0
         by_bus: dict[str, list[PolledDevice]] = defaultdict(list)
@@ -71,6 +92,17 @@ class Agent:
             )
             for bus, devices in by_bus.items()
         ]
+        normalisers = {device.device_id: device.normaliser for device in self.devices}
+        self.spool = Spool(
+            config.state_dir / SPOOL_FILE,
+            config.gateway,
+            config.community,
+            budget_bytes=int(config.spool_budget_mb * 1024 * 1024),
+            linger_s=config.telemetry_linger_s,
+            seq_source=lambda device: normalisers[device].next_seq(),
+        )
+        for device_id, normaliser in normalisers.items():
+            normaliser.seq = self.spool.last_seq(device_id)
         self.actions = DeviceActions(
             {
                 device.device_id: (poller.bus, device)
@@ -78,28 +110,80 @@ class Agent:
                 for device in poller.devices
             }
         )
+        self.commands = CommandProcessor(
+            config.gateway,
+            self.actions,
+            reload=self._reload,
+            audit_path=config.state_dir / AUDIT_FILE,
+            agent_version=AGENT_VERSION,
+            profiles=profiles.values(),
+            polled_buses=[poller.bus.name for poller in self.pollers],
+        )
+        self.linkage = FireLinkage(
+            self.actions, config.devices, normalisers, emit=self._emit_local, source=source
+        )
+        self.uplink = Uplink(
+            config.broker_address,
+            self.spool,
+            agent_version=AGENT_VERSION,
+            ca_file=config.tls_ca_file,
+            cert_file=config.tls_cert_file,
+            key_file=config.tls_key_file,
+            on_command=self.commands.handle,
+        )
+        self.metrics = build_registry(
+            EdgeCollector(
+                pollers=lambda: self.pollers,
+                spool=self.spool,
+                uplink=self.uplink,
+                linkage=self.linkage,
+            ),
+            gateway=config.gateway,
+            community=config.community,
+        )
 
     @property
     def devices(self) -> list[PolledDevice]:
         return [device for poller in self.pollers for device in poller.devices]
 
     def _accept(self, readings: list[Reading], events: list[Event]) -> None:
+        self.linkage.observe(events)
         self.readings_produced += len(readings)
         self.events_produced += len(events)
-        self.outbox.add_events(events)
-        self.outbox.add_readings(readings)
+        self.spool.add_events(events)
+        self.spool.add_readings(readings)
+
+    def _emit_local(self, events: list[Event]) -> None:
+        """Events the gateway makes itself (a door released for fire) join the spool."""
+        self.events_produced += len(events)
+        self.spool.add_events(events)
+
+    async def _reload(self) -> str:
+        """Check the config file again and, if it is usable, stop for a reload."""
+        if self._reload_from is None or self._stop is None:
+            raise ConfigError("(none)", "reload_config", "this agent was not started from a file")
+        config, _ = self._reload_from()
+        self.reload_requested = True
+        asyncio.get_running_loop().call_later(RELOAD_GRACE_S, self._stop.set)
+        return f"config valid ({len(config.devices)} devices); reloading"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and send until ``stop`` is set; then stop polling, drain and say offline."""
+        self._stop = stop
         polling_stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
                 uplink = tasks.create_task(self.uplink.run(stop), name="uplink")
                 for poller in self.pollers:
                     tasks.create_task(poller.run(polling_stop), name=f"poll {poller.bus.name}")
+                tasks.create_task(self.linkage.run(polling_stop), name="fire linkage")
+                tasks.create_task(
+                    serve_metrics(self.metrics, self.config.metrics_port, stop), name="metrics"
+                )
                 await stop.wait()
                 polling_stop.set()
                 await uplink
         finally:
             for poller in self.pollers:
                 poller.bus.close()
+            self.spool.close()

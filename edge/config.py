@@ -72,6 +72,13 @@ class GatewayConfig(BaseModel):
         description="Disk the spool may use; past it the oldest telemetry is dropped "
         "(and reported), events never are.",
     )
+    tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle for an mqtts:// broker; default: the system's."
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="Client certificate, for brokers that authenticate by it."
+    )
+    tls_key_file: Path | None = None
     profiles: Path | None = Field(
         default=None, description="Folder of device profiles; default: the bundled ones."
     )

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from anju.commands.common import fail, profile_root
-from edge.app import Agent
-from edge.config import load_config
+from edge.app import Agent, ConfigLoader
+from edge.config import GatewayConfig, load_config
 from edge.errors import EdgeError
 from schemas.errors import SchemaError
-from schemas.profile import load_profiles
+from schemas.profile import DeviceProfile, load_profiles
 
 app = typer.Typer(
     help="Run the gateway agent of one community: poll devices, send readings and alarms.",
@@ -33,26 +33,53 @@ def run(
         Path, typer.Option("--config", "-c", help="Gateway config file (YAML).", show_default=False)
     ],
 ) -> None:
-    """Run the agent until interrupted (Ctrl-C or SIGTERM), then flush and say offline."""
-    try:
+    """Run the agent until interrupted (Ctrl-C or SIGTERM), then flush and say offline.
+
+    A reload_config command from the cloud re-reads this file; if it is valid the
+    agent drains, stops and starts again from it, keeping its spool.
+    """
+
+    def load() -> tuple[GatewayConfig, dict[str, DeviceProfile]]:
         gateway = load_config(config)
-        profiles = load_profiles(gateway.profiles or profile_root())
-        agent = Agent(gateway, profiles, source=str(config))
+        return gateway, load_profiles(gateway.profiles or profile_root())
+
+    try:
+        gateway, profiles = load()
+        agent = Agent(gateway, profiles, source=str(config), reload_from=load)
     except (EdgeError, SchemaError) as exc:
         fail(str(exc))
-    asyncio.run(_run(agent))
+    asyncio.run(_run(agent, config, load))
 
 
-async def _run(agent: Agent) -> None:
-    stop = asyncio.Event()
+async def _run(agent: Agent, path: Path, load: ConfigLoader) -> None:
+    interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    log.info(
-        "gateway %s (%s): %d devices on %d buses",
-        agent.config.gateway,
-        agent.config.community,
-        len(agent.devices),
-        len(agent.pollers),
-    )
-    await agent.run(stop)
+        loop.add_signal_handler(signum, interrupted.set)
+    while True:
+        log.info(
+            "gateway %s (%s): %d devices on %d buses",
+            agent.config.gateway,
+            agent.config.community,
+            len(agent.devices),
+            len(agent.pollers),
+        )
+        stop = asyncio.Event()
+        relay = asyncio.create_task(_relay(interrupted, stop), name="signals")
+        try:
+            await agent.run(stop)
+        finally:
+            relay.cancel()
+        if interrupted.is_set() or not agent.reload_requested:
+            return
+        try:
+            gateway, profiles = load()
+            agent = Agent(gateway, profiles, source=str(path), reload_from=load)
+        except (EdgeError, SchemaError) as exc:
+            fail(f"reload failed, the agent stops: {exc}")
+        log.info("reloaded %s", path)
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()

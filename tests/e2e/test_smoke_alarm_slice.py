@@ -61,7 +61,9 @@ async def _register(database_url: str) -> None:
 
 
 @pytest.fixture
-async def platform(database_url: str, mqtt_url: str, unique_id: Any) -> AsyncIterator[Platform]:
+async def platform(
+    database_url: str, mqtt_url: str, unique_id: Any, tmp_path: Path
+) -> AsyncIterator[Platform]:
     await _register(database_url)
     settings = CloudSettings.model_validate(
         {
@@ -79,6 +81,7 @@ async def platform(database_url: str, mqtt_url: str, unique_id: Any) -> AsyncIte
                 "community": COMMUNITY,
                 "broker": mqtt_url,
                 "telemetry_linger_s": 0.1,
+                "state_dir": str(tmp_path / "state"),
                 "devices": [
                     {"id": device_id, "profile": "anju-smoke-mb", "address": sim.url_for(unit)}
                     for unit, (device_id, _) in DEVICES.items()

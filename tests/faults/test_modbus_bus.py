@@ -163,7 +163,7 @@ async def test_exception_and_garbled_frame_are_typed_errors(serve: Callable[...,
 
 
 class Recorder:
-    """The poller's sink: what it would have handed to the outbox."""
+    """The poller's sink: what it would have handed to the spool."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []

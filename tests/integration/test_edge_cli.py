@@ -31,6 +31,7 @@ async def test_agent_process_reports_alarm_and_says_offline_on_sigterm(
         config = tmp_path / "gateway.yaml"
         config.write_text(
             f"gateway: {gateway}\ncommunity: {community}\nbroker: {mqtt_url}\n"
+            f"state_dir: {tmp_path / 'state'}\n"
             f"devices:\n  - id: fh-b3-smoke-01\n    profile: anju-smoke-mb\n"
             f"    address: {sim.url_for(1)}\n"
         )
