@@ -7,6 +7,8 @@ exactly once (see ``platform.check_exactly_once``).
 """
 
 import asyncio
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,16 +17,19 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+import yaml
 
 from anju.services.mosquitto import MosquittoServer
-from edge.app import Agent
+from edge.app import SPOOL_FILE, Agent
 from edge.config import parse_config
+from edge.spool import Spool
 from schemas.broker import parse_broker_url
 from schemas.profile import DeviceProfile, load_profiles
 from schemas.topics import Channel, parse_topic
 from schemas.vocabulary import EventType
 from schemas.wire import EventBatch, TelemetryBatch, decode
 from tests.faults.platform import (
+    COMMUNITY,
     LinkProxy,
     Site,
     check_exactly_once,
@@ -55,6 +60,16 @@ class Running:
 
     def last_seqs(self) -> dict[str, int]:
         return {device.device_id: device.normaliser.seq for device in self.agent.devices}
+
+    async def drained(self, timeout_s: float = 90) -> None:
+        """Wait until the uplink is back and the spool has nothing left to send.
+
+        After a long outage the uplink may be deep in its reconnect backoff (up to
+        30 s), so this can take a while; what it waits for is on disk meanwhile.
+        """
+        async with asyncio.timeout(timeout_s):
+            while not self.agent.spool.empty:  # noqa: ASYNC110 (spool state, no event)
+                await asyncio.sleep(0.2)
 
     async def stop_agent(self) -> dict[str, int]:
         """Stop polling, let the agent drain and say offline; the final sequences."""
@@ -141,7 +156,7 @@ async def test_broker_down_30_s_then_back(
         back_at = time.time()
         async with Observer(run.broker.url, run.site.gateway) as observer:
             run.proxy.restore()
-            await asyncio.sleep(5)
+            await run.drained()
             final = await run.stop_agent()
             found = await settle(database_url, lambda: final, timeout_s=90)
             arrivals = list(observer.arrivals)
@@ -171,8 +186,69 @@ async def test_uplink_blackholed_then_restored(
         run.site.detectors[3].trigger_alarm()
         await asyncio.sleep(15)
         run.proxy.restore()
-        await asyncio.sleep(5)
+        await run.drained()
         final = await run.stop_agent()
         found = await settle(database_url, lambda: final, timeout_s=90)
     check_exactly_once(found, final)
     assert "smoke.alarm" in found.event_types[device_id(3)]
+
+
+async def test_gateway_killed_and_restarted(
+    tmp_path: Path, database_url: str, unique_id: Callable[[str], str]
+) -> None:
+    """``kill -9`` the agent process mid-stream, start it again on the same state dir."""
+    gateway = unique_id("gw")
+    await register(database_url, gateway, list(range(1, DEVICES + 1)))
+    state = tmp_path / "state"
+    async with (
+        durable_broker(tmp_path / "broker") as broker,
+        cloud(database_url, broker.url, unique_id("ingest")),
+        site(gateway, DEVICES) as current,
+    ):
+        config = tmp_path / "gateway.yaml"
+        config.write_text(yaml.safe_dump(current.gateway_config(broker.url, state)))
+
+        async def agent() -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "anju.cli", "edge", "run", "--config", str(config),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+
+        first = await agent()
+        await first_readings(database_url)
+        await asyncio.sleep(3)
+        first.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(first.wait(), timeout=10) == -signal.SIGKILL
+        await asyncio.sleep(3)
+        current.detectors[9].trigger_alarm()
+        second = await agent()
+        await asyncio.sleep(8)
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), timeout=60) == 0
+        with Spool(state / SPOOL_FILE, gateway, COMMUNITY, budget_bytes=2**30) as spool:
+            final = {device_id(unit): spool.last_seq(device_id(unit)) for unit in current.detectors}
+            assert spool.empty, "the agent stopped with items unsent"
+        found = await settle(database_url, lambda: final, timeout_s=60)
+    check_exactly_once(found, final)
+    assert "smoke.alarm" in found.event_types[device_id(9)]
+
+
+async def test_disk_budget_reached_during_outage(
+    tmp_path: Path, database_url: str, unique_id: Callable[[str], str]
+) -> None:
+    """A spool of 0.25 MB fills within the outage: old telemetry goes, the alarm stays."""
+    async with running(tmp_path, database_url, unique_id, spool_budget_mb=0.25) as run:
+        await first_readings(database_url)
+        run.proxy.cut()
+        await asyncio.sleep(10)
+        run.site.detectors[5].trigger_alarm()
+        await asyncio.sleep(15)
+        dropped = run.agent.spool.dropped_readings
+        run.proxy.restore()
+        await run.drained()
+        final = await run.stop_agent()
+        found = await settle(database_url, lambda: final, timeout_s=90)
+    assert dropped > 0, "the outage never reached the disk budget"
+    assert sum(found.gaps.values()) == run.agent.spool.dropped_readings
+    check_exactly_once(found, final)
+    assert "smoke.alarm" in found.event_types[device_id(5)]
