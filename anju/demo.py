@@ -293,9 +293,14 @@ async def run_demo(
     duration_s: float | None,
     alarm_after_s: float,
     console: Console,
+    interrupted: asyncio.Event,
     broker: BrokerChoice = BrokerChoice.AUTO,
 ) -> DemoSummary:
-    """Run the demo for ``duration_s`` (until cancelled when None) and return its summary."""
+    """Run the demo for ``duration_s`` (or until ``interrupted``) and return its summary.
+
+    An interrupt ends the scenario early but still stops everything in order and
+    counts what was stored.
+    """
     summary = DemoSummary()
     demo = Demo(console)
     started_at = time.monotonic()
@@ -366,7 +371,9 @@ async def run_demo(
                     for agent in demo.agents:
                         tasks.create_task(agent.run(stop), name=f"edge {agent.config.gateway}")
                     try:
-                        await _scenario(demo, summary, http, alarm_after_s, duration_s, started_at)
+                        await _scenario(
+                            demo, summary, http, alarm_after_s, duration_s, started_at, interrupted
+                        )
                     finally:
                         stop.set()
                 summary.pipeline_latency_ms = await _pipeline_latency_ms(
@@ -385,6 +392,7 @@ async def _scenario(
     alarm_after_s: float,
     duration_s: float | None,
     started_at: float,
+    interrupted: asyncio.Event,
 ) -> None:
     """Let devices report, set off the alarm, time it to the queue, run out the clock."""
     alarm_device = SITES[ALARM_SITE].devices[ALARM_DEVICE]
@@ -402,14 +410,20 @@ async def _scenario(
             live.update(demo.view())
         return any(i["device_id"] == alarm_device.device_id for i in demo.incidents)
 
-    try:
-        demo.phase = "devices reporting"
-        cue_at = time.monotonic() + alarm_after_s
-        while time.monotonic() < cue_at:
+    async def report(until: float | None) -> None:
+        """Let the detectors wander and the view follow, until ``until`` or an interrupt."""
+        while not interrupted.is_set() and (until is None or time.monotonic() < until):
             for detector in demo.detectors.values():
                 detector.tick()
             await refresh()
-            await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), timeout=0.5)
+
+    try:
+        demo.phase = "devices reporting"
+        await report(time.monotonic() + alarm_after_s)
+        if interrupted.is_set():
+            return
         demo.phase = f"smoke in {alarm_device.device_id} (building {alarm_device.building})"
         if not interactive:
             demo.console.print(f"[{time.monotonic() - started_at:5.1f} s] {demo.phase}")
@@ -426,11 +440,7 @@ async def _scenario(
             demo.phase = "alarm did not reach the queue within 30 s"
         if not interactive:
             demo.console.print(f"[{time.monotonic() - started_at:5.1f} s] {demo.phase}")
-        while duration_s is None or time.monotonic() - started_at < duration_s:
-            for detector in demo.detectors.values():
-                detector.tick()
-            await refresh()
-            await asyncio.sleep(0.5)
+        await report(None if duration_s is None else started_at + duration_s)
     finally:
         if interactive:
             live.update(demo.view())

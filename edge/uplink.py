@@ -358,16 +358,14 @@ class Uplink:
         try:
             await asyncio.wait({task, stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # Also when the uplink itself is cancelled: an orphaned spool.take() would
+            # outlive the spool it reads.
             stopping.cancel()
-        if task.done():
-            result = task.result()
-            if failed.done():
-                failed.result()
-            return result
-        task.cancel()
+            if not task.done():
+                task.cancel()
         if failed.done():
             failed.result()
-        return None
+        return task.result() if task.done() and not task.cancelled() else None
 
     async def _finish(
         self,

@@ -3,6 +3,8 @@
 import asyncio
 import json
 import logging
+import signal
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +12,7 @@ import typer
 from rich.console import Console
 
 from anju.commands.common import fail, profile_root
-from anju.demo import BrokerChoice, run_demo, summary_json
+from anju.demo import BrokerChoice, DemoSummary, run_demo, summary_json
 from anju.services import ServiceError
 from schemas.errors import SchemaError
 from schemas.profile import load_profiles
@@ -68,18 +70,18 @@ def demo(
     except SchemaError as exc:
         fail(str(exc))
     try:
-        summary = asyncio.run(
-            run_demo(
-                profiles=profiles,
-                duration_s=duration,
-                alarm_after_s=alarm_after,
-                console=console,
-                broker=broker,
+        summary, interrupted = asyncio.run(
+            _until_signalled(
+                lambda interrupted: run_demo(
+                    profiles=profiles,
+                    duration_s=duration,
+                    alarm_after_s=alarm_after,
+                    console=console,
+                    interrupted=interrupted,
+                    broker=broker,
+                )
             )
         )
-    except KeyboardInterrupt:
-        console.print("stopped")
-        return
     except ServiceError as exc:
         fail(f"could not start a local service: {exc}")
     data = summary_json(summary)
@@ -87,5 +89,23 @@ def demo(
     if summary_json_path is not None:
         summary_json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         console.print(f"summary written to {summary_json_path}")
-    if summary.alarm_latency_ms is None:
+    if interrupted:
+        console.print("stopped early by a signal")
+    elif summary.alarm_latency_ms is None:
         fail("the smoke alarm never reached the emergency queue")
+
+
+async def _until_signalled(
+    demo: Callable[[asyncio.Event], Coroutine[None, None, DemoSummary]],
+) -> tuple[DemoSummary, bool]:
+    """Run the demo; Ctrl-C, SIGTERM or SIGHUP end it early but in order.
+
+    The database and broker run in sessions of their own so that a Ctrl-C reaches
+    only us; a closed terminal or a kill must then also go through the demo's
+    clean-up, or they are left running.
+    """
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, interrupted.set)
+    return await demo(interrupted), interrupted.is_set()
