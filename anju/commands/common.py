@@ -1,12 +1,33 @@
-"""Helpers shared by the command modules: the profile folder, failing with a message."""
+"""What the command modules share: common options, the profile folder, failing with a message."""
 
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
 import schemas
+from schemas.profile import ModbusTable
+
+ProfilesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--profiles",
+        metavar="DIR",
+        help="Profile root holding <kind>/<id>.yaml "
+        "(default: $ANJU_PROFILE_DIR, else the repository's device_profiles/).",
+        file_okay=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+TABLE_CODES = {
+    ModbusTable.COIL: "coil",
+    ModbusTable.DISCRETE_INPUT: "DI",
+    ModbusTable.INPUT_REGISTER: "IR",
+    ModbusTable.HOLDING_REGISTER: "HR",
+}
+"""Short names of the Modbus tables, as installers' tools print them."""
 
 
 def profile_root() -> Path:

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from anju.commands.common import fail, profile_root
+from anju.commands.common import TABLE_CODES, JsonOption, ProfilesOption, fail, profile_root
 from edge.addresses import DeviceAddress, parse_address
 from edge.errors import DeviceRejected, DeviceTimeout, DeviceUnreachable, EdgeError
 from edge.probe import (
@@ -79,24 +79,6 @@ AddressOption = Annotated[
         show_default=False,
     ),
 ]
-ProfilesOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--profiles",
-        metavar="DIR",
-        help="Profile root holding <kind>/<id>.yaml "
-        "(default: $ANJU_PROFILE_DIR, else the repository's device_profiles/).",
-        file_okay=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-
-_TABLE_CODES = {
-    ModbusTable.COIL: "coil",
-    ModbusTable.DISCRETE_INPUT: "DI",
-    ModbusTable.INPUT_REGISTER: "IR",
-    ModbusTable.HOLDING_REGISTER: "HR",
-}
 _SUGGESTION_BASIS = (
     "profiles carry no identification register: a profile is suggested when every read "
     "it plans succeeds at that unit and the values it decodes are plausible"
@@ -454,7 +436,7 @@ def _decimals(value: float) -> int:
 
 
 def _register_text(point: PointValue) -> str:
-    text = f"{_TABLE_CODES[point.table]} {point.register}"
+    text = f"{TABLE_CODES[point.table]} {point.register}"
     if len(point.raw_words) > 1:
         text += f"-{point.register + len(point.raw_words) - 1}"
     return f"{text} {point.type}"

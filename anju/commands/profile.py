@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from anju.commands.common import fail, profile_root
+from anju.commands.common import TABLE_CODES, JsonOption, ProfilesOption, fail, profile_root
 from schemas.errors import ProfileError
 from schemas.profile import (
     BleAddress,
@@ -23,7 +23,6 @@ from schemas.profile import (
     DeviceProfile,
     EventRule,
     ModbusAddress,
-    ModbusTable,
     Point,
     SerialAddress,
     load_profile,
@@ -49,25 +48,6 @@ app = typer.Typer(
     "device_profiles/.",
     no_args_is_help=True,
 )
-
-ProfilesOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--profiles",
-        metavar="DIR",
-        help="Profile root holding <kind>/<id>.yaml "
-        "(default: $ANJU_PROFILE_DIR, else the repository's device_profiles/).",
-        file_okay=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-
-_TABLE_CODES = {
-    ModbusTable.COIL: "coil",
-    ModbusTable.DISCRETE_INPUT: "DI",
-    ModbusTable.INPUT_REGISTER: "IR",
-    ModbusTable.HOLDING_REGISTER: "HR",
-}
 
 
 @app.command("list")
@@ -280,7 +260,7 @@ def _address(point: Point) -> str:
 
 
 def _modbus_address(address: ModbusAddress) -> str:
-    text = f"{_TABLE_CODES[address.table]} {address.address}"
+    text = f"{TABLE_CODES[address.table]} {address.address}"
     if address.bit is not None:
         return f"{text} bit {address.bit}"
     if address.table.is_bit_table:
