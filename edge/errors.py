@@ -1,13 +1,24 @@
 """Errors of the gateway agent.
 
-EdgeError
-├── ConfigError          a gateway config file that cannot be used (file, key, fix)
-├── AddressError         a device address URL that cannot be parsed
-├── DeviceError          talking to one device failed (device, address)
-│   ├── DeviceTimeout        no answer within the timeout
-│   ├── DeviceUnreachable    no connection to the device or its bus
-│   └── DeviceRejected       the device answered with a protocol exception
-└── UplinkError          the broker connection failed or a publish was not acknowledged
+    EdgeError
+    ├── ConfigError          a gateway config file that cannot be used (file, key, fix)
+    ├── AddressError         a device address URL that cannot be parsed
+    ├── DeviceError          talking to one device failed (device, address)
+    │   ├── DeviceTimeout        no answer within the timeout
+    │   ├── DeviceUnreachable    no connection to the device or its bus
+    │   └── DeviceRejected       the device answered with a protocol exception
+    ├── UplinkError          the broker connection failed or a publish was not acknowledged
+    │   └── PublishRefused       (uplink.py) the broker answered a publish with a failure code
+    ├── SpoolError           (spool.py) the spool file cannot be used (path)
+    ├── ActionError          (actions.py) an action the device or its profile lacks
+    ├── CommandError         (commands.py)
+    │   ├── CommandRefused       a command refused with its reason
+    │   └── AuditError           the command audit log cannot be read or written
+    ├── ProbeError           (probe.py) an installer's read, write or scan that cannot run
+    │   ├── UnsupportedProfile, PointError, UnitListError
+    └── MetricsError         (metrics.py) the metrics endpoint cannot serve
+
+Errors used by one module only live beside it; this is the one tree they share.
 """
 
 
