@@ -139,6 +139,29 @@ class Observer:
                     self.arrivals.append((channel, decode(message.payload, TelemetryBatch)))
 
 
+def assert_alarm_ahead_of_backlog(
+    arrivals: list[tuple[Channel, EventBatch | TelemetryBatch]], down_at: float, back_at: float
+) -> None:
+    """The alarm raised during the outage arrived before the readings taken during it.
+
+    Readings wait unsealed until the link returns, so the backlog is told by the
+    readings' own timestamps, not by when their batch was sealed.
+    """
+    alarm_at = next(
+        i
+        for i, (_, batch) in enumerate(arrivals)
+        if isinstance(batch, EventBatch)
+        and any(e.type is EventType.SMOKE_ALARM for e in batch.items)
+    )
+    backlog_at = next(
+        i
+        for i, (channel, batch) in enumerate(arrivals)
+        if channel is Channel.TELEMETRY
+        and any(down_at < item.ts.timestamp() < back_at for item in batch.items)
+    )
+    assert alarm_at < backlog_at, "the alarm raised during the outage came after old telemetry"
+
+
 async def test_broker_down_30_s_then_back(
     tmp_path: Path, database_url: str, unique_id: Callable[[str], str]
 ) -> None:
@@ -162,18 +185,7 @@ async def test_broker_down_30_s_then_back(
             arrivals = list(observer.arrivals)
     check_exactly_once(found, final)
     assert "smoke.alarm" in found.event_types[device_id(7)]
-    alarm_at = next(
-        i
-        for i, (_, batch) in enumerate(arrivals)
-        if isinstance(batch, EventBatch)
-        and any(e.type is EventType.SMOKE_ALARM for e in batch.items)
-    )
-    backlog_at = next(
-        i
-        for i, (channel, batch) in enumerate(arrivals)
-        if channel is Channel.TELEMETRY and down_at < batch.sent_at.timestamp() < back_at
-    )
-    assert alarm_at < backlog_at, "the alarm raised during the outage came after old telemetry"
+    assert_alarm_ahead_of_backlog(arrivals, down_at, back_at)
 
 
 async def test_uplink_blackholed_then_restored(
@@ -182,15 +194,21 @@ async def test_uplink_blackholed_then_restored(
     async with running(tmp_path, database_url, unique_id) as run:
         await first_readings(database_url)
         run.proxy.blackhole()
+        down_at = time.time()
         await asyncio.sleep(5)
         run.site.detectors[3].trigger_alarm()
         await asyncio.sleep(15)
-        run.proxy.restore()
-        await run.drained()
-        final = await run.stop_agent()
-        found = await settle(database_url, lambda: final, timeout_s=90)
+        back_at = time.time()
+        async with Observer(run.broker.url, run.site.gateway) as observer:
+            run.proxy.restore()
+            await run.drained()
+            final = await run.stop_agent()
+            found = await settle(database_url, lambda: final, timeout_s=90)
+            arrivals = list(observer.arrivals)
+    assert run.agent.uplink.connection_failures > 0, "the blackhole went unnoticed"
     check_exactly_once(found, final)
     assert "smoke.alarm" in found.event_types[device_id(3)]
+    assert_alarm_ahead_of_backlog(arrivals, down_at, back_at)
 
 
 async def test_gateway_killed_and_restarted(
@@ -240,15 +258,20 @@ async def test_disk_budget_reached_during_outage(
     async with running(tmp_path, database_url, unique_id, spool_budget_mb=0.25) as run:
         await first_readings(database_url)
         run.proxy.cut()
+        down_at = time.time()
         await asyncio.sleep(10)
         run.site.detectors[5].trigger_alarm()
         await asyncio.sleep(15)
+        back_at = time.time()
         dropped = run.agent.spool.dropped_readings
-        run.proxy.restore()
-        await run.drained()
-        final = await run.stop_agent()
-        found = await settle(database_url, lambda: final, timeout_s=90)
+        async with Observer(run.broker.url, run.site.gateway) as observer:
+            run.proxy.restore()
+            await run.drained()
+            final = await run.stop_agent()
+            found = await settle(database_url, lambda: final, timeout_s=90)
+            arrivals = list(observer.arrivals)
     assert dropped > 0, "the outage never reached the disk budget"
     assert sum(found.gaps.values()) == run.agent.spool.dropped_readings
     check_exactly_once(found, final)
     assert "smoke.alarm" in found.event_types[device_id(5)]
+    assert_alarm_ahead_of_backlog(arrivals, down_at, back_at)
