@@ -13,9 +13,11 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
 
+import psycopg
 import uvicorn
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cloud.api.app import create_app
 from cloud.errors import CloudError, SettingsError
@@ -24,10 +26,14 @@ from cloud.ingest.counters import IngestCounters
 from cloud.ingest.writer import BatchWriter
 from cloud.settings import CloudSettings
 from cloud.storage.pool import open_pool
+from cloud.storage.sql import queries
 
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S: Final = 60.0
+PARTITION_CHECK_S: Final = 6 * 3600.0
+PARTITION_MONTHS: Final = 5
+"""Last month, this month and three ahead, as ``anju cloud migrate`` makes them."""
 
 
 def worker_client_ids(settings: CloudSettings, workers: int) -> list[str]:
@@ -88,6 +94,7 @@ async def run_ingest(
                 for consumer in consumers
             ]
             tasks.append(group.create_task(_log_counters(totals), name="ingest:stats"))
+            tasks.append(group.create_task(_keep_partitions(pool), name="ingest:partitions"))
             if started is not None:
                 tasks.append(
                     group.create_task(
@@ -183,6 +190,23 @@ async def _wait(stop: asyncio.Event | None) -> None:
         await asyncio.Future()
     else:
         await stop.wait()
+
+
+async def _keep_partitions(pool: AsyncConnectionPool[Any]) -> None:
+    """Create readings partitions ahead of time, now and every few hours.
+
+    ``anju cloud migrate`` makes them a few months ahead, but ingest may run far longer
+    than that; a month without its partition would fill the DEFAULT partition. A
+    failure is logged and tried again at the next round: readings still land (in
+    DEFAULT) meanwhile, and the next successful round moves them.
+    """
+    while True:
+        try:
+            async with pool.connection(timeout=30) as conn:
+                await conn.execute(queries()["readings_partitions"], {"months": PARTITION_MONTHS})
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("could not create readings partitions ahead: %s", exc)
+        await asyncio.sleep(PARTITION_CHECK_S)
 
 
 async def _log_counters(counters: IngestCounters) -> None:

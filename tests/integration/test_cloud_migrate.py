@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,8 +12,11 @@ import pytest
 from psycopg import sql
 
 from anju.services.postgres import PostgresServer
+from cloud.app import run_ingest
 from cloud.errors import MigrationError
+from cloud.settings import CloudSettings
 from cloud.storage.migrate import apply_migrations, load_migrations
+from schemas.broker import parse_broker_url
 
 
 @pytest.fixture
@@ -89,3 +93,62 @@ def test_partitions_take_rows_waiting_in_the_default_partition(database_url: str
         where = conn.execute("SELECT tableoid::regclass::text, value FROM readings").fetchall()
     assert created == (1,)
     assert where == [("readings_2041_03", 21.5)]
+
+
+def test_new_partition_waits_for_a_reading_landing_in_default(database_url: str) -> None:
+    """A reading committed into DEFAULT while the month's partition is being made.
+
+    Without a lock on DEFAULT the move misses the uncommitted row and the attach then
+    fails on it; with the lock the partition waits, takes the row, and attaches.
+    """
+    writer = psycopg.connect(database_url)
+    try:
+        writer.execute(
+            "INSERT INTO readings VALUES "
+            "('2042-01-05T10:00Z', 'dev-1', 'temperature_c', 20.5, 'gw', 1)"
+        )
+        with ThreadPoolExecutor(1) as pool, psycopg.connect(database_url, autocommit=True) as maker:
+            making = pool.submit(
+                lambda: maker.execute(
+                    "SELECT readings_ensure_partitions('2042-01-01', 1)"
+                ).fetchone()
+            )
+            with pytest.raises(TimeoutError):
+                making.result(timeout=0.5)
+            writer.commit()
+            assert making.result(timeout=10) == (1,)
+        rows = writer.execute("SELECT tableoid::regclass::text FROM readings").fetchall()
+    finally:
+        writer.close()
+    assert rows == [("readings_2042_01",)]
+
+
+async def test_ingest_creates_partitions_ahead_when_it_starts(
+    database_url: str, mqtt_url: str
+) -> None:
+    """Ingest outlives the months ``anju cloud migrate`` prepared; it makes its own."""
+    ahead = (
+        "readings_"
+        + (
+            psycopg.connect(database_url)
+            .execute("SELECT to_char(now() AT TIME ZONE 'UTC' + interval '3 months', 'YYYY_MM')")
+            .fetchone()[0]  # type: ignore[index]
+        )
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(ahead)))
+    settings = CloudSettings(database_url=database_url, mqtt=parse_broker_url(mqtt_url))
+    stop, started = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_ingest(settings, stop=stop, started=started))
+    await asyncio.wait_for(started.wait(), timeout=30)
+    async with asyncio.timeout(10):
+        while not await _exists(database_url, ahead):  # noqa: ASYNC110 (a catalogue row)
+            await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, timeout=30)
+
+
+async def _exists(database_url: str, table: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        row = await (await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))).fetchone()
+    return bool(row and row[0])
