@@ -6,8 +6,10 @@ device is touched or the spool is opened.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable
 
 from edge.actions import DeviceActions
@@ -18,7 +20,7 @@ from edge.errors import ConfigError
 from edge.local_rules import FireLinkage
 from edge.metrics import EdgeCollector, build_registry, serve_metrics
 from edge.poller import BusPoller, PolledDevice
-from edge.spool import Spool
+from edge.spool import Spool, SpoolError
 from edge.uplink import Uplink
 from schemas.profile import DeviceProfile
 from schemas.vocabulary import Protocol
@@ -28,9 +30,13 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
 SPOOL_FILE = "spool.sqlite3"
+COMMAND_CLOSE_S = 10.0
 RELOAD_GRACE_S = 1.0
 """Time for a reload command's result to go out before the agent stops to reload."""
 _MODBUS = (Protocol.MODBUS_TCP, Protocol.MODBUS_RTU)
+HELD_EVENTS_MAX = 10_000
+"""Events kept in memory while the spool cannot store them, retried before each add."""
+_DROP_LOG_INTERVAL_S = 60.0
 
 ConfigLoader = Callable[[], tuple[GatewayConfig, dict[str, DeviceProfile]]]
 """Reads and validates the config file again; raises ConfigError or ProfileError."""
@@ -58,6 +64,14 @@ class Agent:
         self._stop: asyncio.Event | None = None
         self.readings_produced = 0
         self.events_produced = 0
+        self.spool_failures = 0
+        """Spool writes that failed (each add of events or readings counts once)."""
+        self.readings_dropped_unspooled = 0
+        self.events_dropped_unspooled = 0
+        self._held_events: deque[Event] = deque()
+        self._spool_failing = False
+        self._drops_logged_at: float | None = None
+        self._drops_unlogged = 0
         by_bus: dict[str, list[PolledDevice]] = defaultdict(list)
         addresses = {}
         for index, device in enumerate(config.devices):
@@ -99,7 +113,11 @@ class Agent:
             config.community,
             budget_bytes=int(config.spool_budget_mb * 1024 * 1024),
             linger_s=config.telemetry_linger_s,
-            seq_source=lambda device: normalisers[device].next_seq(),
+            # None for a device still in the spool but no longer configured: the spool
+            # numbers its gap report from the last seq it stored for it.
+            seq_source=lambda device: (
+                normalisers[device].next_seq() if device in normalisers else None
+            ),
         )
         for device_id, normaliser in normalisers.items():
             normaliser.seq = self.spool.last_seq(device_id)
@@ -147,16 +165,117 @@ class Agent:
         return [device for poller in self.pollers for device in poller.devices]
 
     def _accept(self, readings: list[Reading], events: list[Event]) -> None:
+        """A poll's output: the fire linkage sees it first, then it joins the spool.
+
+        Never raises SpoolError (a failing disk must not stop the pollers, the uplink or
+        the fire linkage): see ``_spool_events`` and ``_spool_readings``.
+        """
         self.linkage.observe(events)
         self.readings_produced += len(readings)
         self.events_produced += len(events)
-        self.spool.add_events(events)
-        self.spool.add_readings(readings)
+        self._spool_events(events)
+        self._spool_readings(readings)
 
     def _emit_local(self, events: list[Event]) -> None:
-        """Events the gateway makes itself (a door released for fire) join the spool."""
+        """Events the gateway makes itself (a door released for fire) join the spool.
+
+        Never raises SpoolError, like ``_accept``.
+        """
         self.events_produced += len(events)
-        self.spool.add_events(events)
+        self._spool_events(events)
+
+    @property
+    def held_events(self) -> int:
+        """Events waiting in memory for the spool to take writes again."""
+        return len(self._held_events)
+
+    def _spool_events(self, events: list[Event]) -> None:
+        """Store the held events, then ``events``; keep them all in memory if that fails.
+
+        Held events are retried first at every add (every poll brings one), so they stay
+        in order and go to disk as soon as the spool takes writes again.
+        """
+        if not events and not self._held_events:
+            return
+        batch = [*self._held_events, *events]
+        try:
+            self.spool.add_events(batch)
+        except SpoolError as exc:
+            self._spool_failed(exc, f"storing {len(batch)} events")
+            self._held_events.extend(events)
+            self._drop_held_over_bound()
+            return
+        self._held_events.clear()
+        self._spool_ok(f"{len(batch)} events stored")
+
+    def _spool_readings(self, readings: list[Reading]) -> None:
+        if not readings:
+            return
+        try:
+            self.spool.add_readings(readings)
+        except SpoolError as exc:
+            # Telemetry under a failing disk is dropped, not held: memory goes to events
+            # (alarms), and the next poll brings fresh values anyway. It is counted, and
+            # the cloud sees the hole in the devices' seq.
+            self.readings_dropped_unspooled += len(readings)
+            self._spool_failed(exc, f"storing {len(readings)} readings (dropped)")
+            return
+        self._spool_ok(f"{len(readings)} readings stored")
+
+    def _drop_held_over_bound(self) -> None:
+        """Past HELD_EVENTS_MAX the oldest held events go, never silently."""
+        over = len(self._held_events) - HELD_EVENTS_MAX
+        if over <= 0:
+            return
+        for _ in range(over):
+            self._held_events.popleft()
+        self.events_dropped_unspooled += over
+        self._drops_unlogged += over
+        now = time.monotonic()
+        if self._drops_logged_at is None or now - self._drops_logged_at >= _DROP_LOG_INTERVAL_S:
+            log.error(
+                "spool %s still failing: dropped the %d oldest events held in memory "
+                "(bound %d; %d dropped in all)",
+                self.spool.path,
+                self._drops_unlogged,
+                HELD_EVENTS_MAX,
+                self.events_dropped_unspooled,
+            )
+            self._drops_logged_at = now
+            self._drops_unlogged = 0
+
+    def _spool_failed(self, exc: SpoolError, what: str) -> None:
+        self.spool_failures += 1
+        if not self._spool_failing:
+            log.error(
+                "spool %s: %s failed: %s; holding events in memory (up to %d) and "
+                "dropping readings until it takes writes again",
+                exc.path,
+                what,
+                exc.problem,
+                HELD_EVENTS_MAX,
+            )
+        self._spool_failing = True
+
+    def _spool_ok(self, what: str) -> None:
+        if not self._spool_failing:
+            return
+        self._spool_failing = False
+        if self._drops_unlogged:
+            log.error(
+                "spool %s: dropped %d more held events", self.spool.path, self._drops_unlogged
+            )
+            self._drops_unlogged = 0
+        self._drops_logged_at = None
+        log.warning(
+            "spool %s takes writes again (%s) after %d failed writes; %d readings and "
+            "%d events dropped in all",
+            self.spool.path,
+            what,
+            self.spool_failures,
+            self.readings_dropped_unspooled,
+            self.events_dropped_unspooled,
+        )
 
     async def _reload(self) -> str:
         """Check the config file again and, if it is usable, stop for a reload."""
@@ -184,6 +303,10 @@ class Agent:
                 polling_stop.set()
                 await uplink
         finally:
+            # Commands still running are cut off before their bus closes; their audit
+            # "started" lines make the next start report them as interrupted.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.commands.close(), timeout=COMMAND_CLOSE_S)
             for poller in self.pollers:
                 poller.bus.close()
             self.spool.close()

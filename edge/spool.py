@@ -10,8 +10,16 @@ What it guarantees (DESIGN.md section 8):
   repeat by its (gateway, ``spool_epoch``, ``batch_seq``). ``spool_epoch`` is made once
   with the file; ``batch_seq`` and each device's last ``seq`` continue after a restart.
 - Events are never dropped and always go out before telemetry. Past the disk budget the
-  oldest telemetry is dropped, counted (``dropped_readings``) and reported upstream as one
-  ``telemetry.gap`` event per device, written in the same transaction as the deletion.
+  oldest telemetry is dropped, counted (``dropped_readings``) and reported upstream as
+  ``telemetry.gap`` events. What was dropped is recorded per device in the ``gap`` table
+  in the same transaction as the deletion, and sealed as one event per device once the
+  budget is met again, or at most every ``_GAP_REPORT_INTERVAL_S`` while it cannot be
+  (events and batches in flight are never evicted, so they alone can fill the budget):
+  one gap report per device per interval, not one per add.
+- Every failure to read or write the file is raised as SpoolError naming the file,
+  whatever raised it underneath (SQLite, a full disk, the ``seq_source``).
+- The file, its write-ahead log and shared-memory file are readable by the owner only
+  (0o600), and a state folder the spool creates is 0o700.
 
 Storage: SQLite in WAL mode with ``synchronous=FULL`` by default, so a committed add
 survives both ``kill -9`` and power loss (the WAL is fsynced at every commit);
@@ -31,10 +39,11 @@ whole batches never rewrites a sealed batch), then the oldest unsealed readings.
 """
 
 import asyncio
+import logging
+import os
 import secrets
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +65,8 @@ from schemas.wire import (
     encode,
 )
 
+log = logging.getLogger(__name__)
+
 FORMAT = 1
 """Layout version of the spool file; a file of another version is refused."""
 
@@ -66,6 +77,10 @@ _BUDGET_TARGET = 0.9
 """Past the budget, drop down to this share of it, so drops come in steps, not per add."""
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024
 _LANES = (Channel.EVENTS, Channel.TELEMETRY)
+_GAP_REPORT_INTERVAL_S = 60.0
+"""While the budget cannot be met, open gap reports are sealed at most this often."""
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -85,6 +100,15 @@ CREATE TABLE sealed (
 );
 CREATE INDEX sealed_lane ON sealed (lane, batch_seq);
 """
+_GAP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS gap (
+    device TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    first_ts TEXT NOT NULL,
+    last_ts TEXT NOT NULL
+) WITHOUT ROWID
+"""
+"""Dropped readings not reported yet, per device (added to format 1 files at open)."""
 
 
 class SpoolError(EdgeError):
@@ -129,15 +153,16 @@ class Spool:
         linger_s: float = 0.5,
         max_batch_items: int = 2000,
         synchronous: Synchronous = "FULL",
-        seq_source: Callable[[str], int] | None = None,
+        seq_source: Callable[[str], int | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Open the spool at ``path``, creating it (and its folder) if missing.
 
         ``seq_source(device)`` claims the next ``seq`` of a device for a
         ``telemetry.gap`` event; the agent passes its normalisers' counter so gap
-        events and readings share one sequence. Without it the spool numbers gap events
-        from the last seq it stored, which is right only when nothing else numbers
+        events and readings share one sequence. Without it, or when it returns None
+        (a device no longer configured, still in the spool), the spool numbers the gap
+        event from the last seq it stored, which is right because nothing else numbers
         that device any more.
         """
         self.path = path
@@ -158,6 +183,11 @@ class Spool:
         self._depth = dict.fromkeys(_LANES, 0)
         self._pending = 0
         self._pending_since = 0.0
+        self._open_gaps = 0
+        self._gaps_sealed_at = clock()
+        self._stale = False
+        self._budget_stuck = False
+        self._budget_failing = False
         try:
             self._load()
         except BaseException:
@@ -166,7 +196,13 @@ class Spool:
 
     def _connect(self, synchronous: Synchronous) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder = self.path.parent
+            if not folder.exists():
+                folder.mkdir(parents=True, mode=_DIR_MODE)
+                folder.chmod(_DIR_MODE)  # mkdir's mode is masked by the umask
+            # Made owner-only before SQLite opens it: SQLite gives the -wal and -shm files
+            # the database file's permissions.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, _FILE_MODE))
             db = sqlite3.connect(self.path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(self.path, f"cannot open: {exc}") from None
@@ -176,15 +212,28 @@ class Spool:
                 raise SpoolError(self.path, f"cannot switch to WAL mode (got {mode})")
             db.execute(f"PRAGMA synchronous={synchronous}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            self._restrict_files()
         except sqlite3.DatabaseError as exc:
             db.close()
             raise SpoolError(
                 self.path, f"not a usable spool file ({exc}); move it aside to start a new one"
             ) from None
-        except SpoolError:
+        except (OSError, SpoolError) as exc:
             db.close()
-            raise
+            if isinstance(exc, SpoolError):
+                raise
+            raise SpoolError(self.path, f"cannot restrict its permissions: {exc}") from None
         return db
+
+    def _restrict_files(self) -> None:
+        """Owner-only permissions also for a file made by an older agent or another umask."""
+        for suffix in ("", "-wal", "-shm"):
+            name = self.path.with_name(self.path.name + suffix)
+            try:
+                if name.stat().st_mode & 0o777 != _FILE_MODE:
+                    name.chmod(_FILE_MODE)
+            except FileNotFoundError:
+                continue
 
     def _load(self) -> None:
         try:
@@ -211,6 +260,9 @@ class Spool:
                 f"belongs to gateway {meta.get('gateway')!r}, not {self.gateway!r}; "
                 "each gateway needs its own state_dir",
             )
+        if "gap" not in tables:
+            with self._write() as db:
+                db.execute(_GAP_SCHEMA)
         self.spool_epoch = meta["spool_epoch"]
         self._reload_counters()
 
@@ -225,6 +277,7 @@ class Spool:
         with self._write() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
+            db.execute(_GAP_SCHEMA)
             db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
 
     def _reload_counters(self) -> None:
@@ -238,26 +291,61 @@ class Spool:
         for lane, count in db.execute("SELECT lane, count(*) FROM sealed GROUP BY lane"):
             self._depth[Channel(lane)] = count
         self._pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
+        self._open_gaps = db.execute("SELECT count(*) FROM gap").fetchone()[0]
         # Readings left unsealed by the last run have lingered long enough already.
         self._pending_since = self._clock() - self._linger_s
+        self._stale = False
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction; on any failure it is rolled back and counters reread."""
+        """One IMMEDIATE transaction; on any failure it is rolled back and counters reread.
+
+        Whatever fails in it (SQLite, the disk, a ``seq_source``, or the rollback and the
+        rereading themselves) is raised as SpoolError naming the file. Cancellation and
+        other BaseExceptions still roll back, and are raised as they are.
+        """
         db = self._db
         try:
+            if self._stale:
+                # The last failure could not even reread the counters: do it first.
+                self._reload_counters()
             if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")
         except BaseException as exc:
+            cleanup = self._recover(db)
+            if not isinstance(exc, Exception):
+                raise
+            problem = f"write failed: {type(exc).__name__}: {exc}"
+            if cleanup:
+                problem += f" (then {cleanup})"
+            raise SpoolError(self.path, problem) from exc
+
+    def _recover(self, db: sqlite3.Connection) -> str:
+        """Roll back and reread the counters after a failed write; what failed, or ''."""
+        try:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if self.spool_epoch:
-                self._reload_counters()
-            if isinstance(exc, sqlite3.Error):
-                raise SpoolError(self.path, f"write failed: {exc}") from exc
-            raise
+        except Exception as exc:  # reported in the SpoolError raised
+            self._stale = True
+            return f"rollback failed: {type(exc).__name__}: {exc}"
+        if not self.spool_epoch:
+            return ""
+        try:
+            self._reload_counters()
+        except Exception as exc:  # reported in the SpoolError raised
+            self._stale = True
+            return f"rereading the counters failed: {type(exc).__name__}: {exc}"
+        return ""
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """A read outside a write: any SQLite error is raised as SpoolError."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise SpoolError(self.path, f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         """Close the file. Nothing is lost: every add was committed when it returned."""
@@ -296,10 +384,11 @@ class Spool:
     @property
     def oldest_unsent_age_s(self) -> float | None:
         """Seconds since the oldest item still in the spool was added, or None if empty."""
-        row = self._db.execute(
-            "SELECT min(t) FROM (SELECT min(appended) AS t FROM sealed"
-            " UNION ALL SELECT appended FROM (SELECT appended FROM pending ORDER BY id LIMIT 1))"
-        ).fetchone()
+        with self._reading("reading the oldest item's age"):
+            row = self._db.execute(
+                "SELECT min(t) FROM (SELECT min(appended) AS t FROM sealed UNION ALL"
+                " SELECT appended FROM (SELECT appended FROM pending ORDER BY id LIMIT 1))"
+            ).fetchone()
         return None if row[0] is None else max(0.0, time.time() - row[0])
 
     def last_seq(self, device_id: str) -> int:
@@ -313,9 +402,10 @@ class Spool:
         kept near 4 MB by SQLite's automatic checkpoints and ``journal_size_limit``.
         """
         db = self._db
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        free = db.execute("PRAGMA freelist_count").fetchone()[0]
-        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        with self._reading("reading its size"):
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            free = db.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = db.execute("PRAGMA page_size").fetchone()[0]
         return int((pages - free) * page_size)
 
     def _record_seqs(self, db: sqlite3.Connection, items: Iterable[Reading | Event]) -> None:
@@ -365,21 +455,23 @@ class Spool:
     def add_events(self, events: list[Event]) -> None:
         """Seal ``events`` into a batch and commit it before returning: alarms never linger.
 
-        May drop the oldest telemetry afterwards if the spool is past its budget.
+        May drop the oldest telemetry afterwards if the spool is past its budget. Raises
+        SpoolError only if the events were not stored.
         """
         if not events:
             return
         with self._write() as db:
             self._record_seqs(db, events)
             self._seal_events(db, events)
-        self._enforce_budget()
         self._changed.set()
+        self._keep_budget()
 
     def add_readings(self, readings: list[Reading]) -> None:
         """Commit ``readings`` to disk before returning; they are sealed when a batch is
         full (in this same transaction) or has lingered ``linger_s``.
 
-        May drop the oldest telemetry afterwards if the spool is past its budget.
+        May drop the oldest telemetry afterwards if the spool is past its budget. Raises
+        SpoolError only if the readings were not stored.
         """
         if not readings:
             return
@@ -395,8 +487,8 @@ class Spool:
             self._pending += len(readings)
             while self._pending >= self._max_items:
                 self._seal_readings(db)
-        self._enforce_budget()
         self._changed.set()
+        self._keep_budget()
 
     def _seal_readings(self, db: sqlite3.Connection) -> None:
         rows = db.execute(
@@ -437,11 +529,12 @@ class Spool:
         for lane in _LANES:
             if not self._depth[lane]:
                 continue
-            row = self._db.execute(
-                "SELECT batch_seq, items, payload FROM sealed"
-                " WHERE lane = ? AND batch_seq > ? ORDER BY batch_seq LIMIT 1",
-                (str(lane), self._cursor[lane]),
-            ).fetchone()
+            with self._reading("reading the next batch"):
+                row = self._db.execute(
+                    "SELECT batch_seq, items, payload FROM sealed"
+                    " WHERE lane = ? AND batch_seq > ? ORDER BY batch_seq LIMIT 1",
+                    (str(lane), self._cursor[lane]),
+                ).fetchone()
             if row is not None:
                 self._cursor[lane] = row[0]
                 return SealedBatch(lane, row[0], row[2], row[1])
@@ -480,18 +573,68 @@ class Spool:
         if deleted:
             self._depth[batch.channel] -= 1
 
+    def _keep_budget(self) -> None:
+        """Enforce the budget after a committed add; a failure here does not undo the add.
+
+        The items are on disk, so raising would make the caller store them twice; the
+        failure is logged once per episode and enforcement is simply tried again at the
+        next add (the dropped readings and their gap reports are one transaction, so a
+        failed attempt leaves nothing half done).
+        """
+        try:
+            self._enforce_budget()
+        except SpoolError as exc:
+            if not self._budget_failing:
+                log.warning("%s; the budget is enforced again at the next add", exc)
+            self._budget_failing = True
+        else:
+            if self._budget_failing:
+                log.info("spool %s: budget enforcement works again", self.path)
+            self._budget_failing = False
+
     def _enforce_budget(self) -> None:
         used = self.size_bytes()
         if used <= self.budget_bytes:
+            self._budget_stuck = False
+            if self._open_gaps:
+                with self._write() as db:
+                    self._seal_gaps(db)
             return
-        to_free = used - int(self.budget_bytes * _BUDGET_TARGET)
+        cursor = self._cursor[Channel.TELEMETRY]
+        with self._reading("measuring what can be evicted"):
+            evictable = self._db.execute(
+                "SELECT (SELECT coalesce(sum(length(payload)), 0) FROM sealed"
+                " WHERE lane = ? AND batch_seq > ?)"
+                " + (SELECT coalesce(sum(length(body)), 0) FROM pending)",
+                (str(Channel.TELEMETRY), cursor),
+            ).fetchone()[0]
+        if not evictable:
+            # Only events and batches in flight are left: they are never evicted, so
+            # there is nothing to drop; trying would only seal more gap reports.
+            if not self._budget_stuck:
+                log.warning(
+                    "spool %s: %d bytes used, past the %d byte budget, and all of it is "
+                    "events or batches in flight, which are never dropped",
+                    self.path,
+                    used,
+                    self.budget_bytes,
+                )
+            self._budget_stuck = True
+            if self._open_gaps and self._gap_report_due():
+                with self._write() as db:
+                    self._seal_gaps(db)
+            return
+        # Unevictable bytes are not counted in what must be freed: only what can go.
+        wanted = used - int(self.budget_bytes * _BUDGET_TARGET)
+        met = evictable >= wanted
+        to_free = min(wanted, evictable)
         dropped: list[Reading] = []
         with self._write() as db:
             freed = 0
             rows = db.execute(
                 "SELECT batch_seq, length(payload), payload FROM sealed"
                 " WHERE lane = ? AND batch_seq > ? ORDER BY batch_seq",
-                (str(Channel.TELEMETRY), self._cursor[Channel.TELEMETRY]),
+                (str(Channel.TELEMETRY), cursor),
             )
             victims: list[int] = []
             for batch_seq, size, payload in rows:
@@ -523,30 +666,62 @@ class Spool:
                     "UPDATE meta SET value = ? WHERE key = 'dropped_readings'",
                     (str(self._dropped),),
                 )
-                gaps = self._gap_events(dropped)
-                self._record_seqs(db, gaps)
-                self._seal_events(db, gaps)
+                self._record_gaps(db, dropped)
+            # If what could go was not enough, the gap stays open and grows, and is
+            # reported at most every _GAP_REPORT_INTERVAL_S, not at every add.
+            if self._open_gaps and (met or self._gap_report_due()):
+                self._seal_gaps(db)
+        if met:
+            self._budget_stuck = False
+        elif not self._budget_stuck:
+            log.warning(
+                "spool %s: past the %d byte budget even with all telemetry not in flight "
+                "dropped; the rest is events and batches in flight, which are never dropped",
+                self.path,
+                self.budget_bytes,
+            )
+            self._budget_stuck = True
 
-    def _gap_events(self, dropped: list[Reading]) -> list[Event]:
-        counts = Counter(reading.device for reading in dropped)
-        first: dict[str, datetime] = {}
-        last: dict[str, datetime] = {}
+    def _gap_report_due(self) -> bool:
+        return self._clock() - self._gaps_sealed_at >= _GAP_REPORT_INTERVAL_S
+
+    def _record_gaps(self, db: sqlite3.Connection, dropped: list[Reading]) -> None:
+        """Add ``dropped`` to each device's open gap report (one row per device)."""
+        spans: dict[str, tuple[int, datetime, datetime]] = {}
         for reading in dropped:
-            if reading.device not in first or reading.ts < first[reading.device]:
-                first[reading.device] = reading.ts
-            if reading.device not in last or reading.ts > last[reading.device]:
-                last[reading.device] = reading.ts
+            count, first, last = spans.get(reading.device, (0, reading.ts, reading.ts))
+            spans[reading.device] = (count + 1, min(first, reading.ts), max(last, reading.ts))
+        for device, (count, first, last) in spans.items():
+            row = db.execute(
+                "SELECT count, first_ts, last_ts FROM gap WHERE device = ?", (device,)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO gap (device, count, first_ts, last_ts) VALUES (?, ?, ?, ?)",
+                    (device, count, first.isoformat(), last.isoformat()),
+                )
+                self._open_gaps += 1
+            else:
+                first = min(first, datetime.fromisoformat(row[1]))
+                last = max(last, datetime.fromisoformat(row[2]))
+                db.execute(
+                    "UPDATE gap SET count = ?, first_ts = ?, last_ts = ? WHERE device = ?",
+                    (row[0] + count, first.isoformat(), last.isoformat(), device),
+                )
+
+    def _seal_gaps(self, db: sqlite3.Connection) -> None:
+        """Seal every open gap report into one event batch, one event per device."""
+        rows = db.execute("SELECT device, count, first_ts, last_ts FROM gap ORDER BY device")
         now = datetime.now(UTC)
         events = []
-        for device, count in sorted(counts.items()):
-            if self._seq_source is not None:
-                seq = self._seq_source(device)
-            else:
+        for device, count, first, last in rows.fetchall():
+            seq = self._seq_source(device) if self._seq_source is not None else None
+            if seq is None:
                 seq = self._last_seq.get(device, 0) + 1
                 self._last_seq[device] = seq
             reason = (
                 f"spool past its {self.budget_bytes} byte budget: dropped readings from "
-                f"{first[device].isoformat()} to {last[device].isoformat()}"
+                f"{first} to {last}"
             )
             events.append(
                 Event(
@@ -558,4 +733,9 @@ class Spool:
                     data=EventData(count=count, reason=reason),
                 )
             )
-        return events
+        db.execute("DELETE FROM gap")
+        self._record_seqs(db, events)
+        self._seal_events(db, events)
+        self._open_gaps = 0
+        self._gaps_sealed_at = self._clock()
+        self._changed.set()

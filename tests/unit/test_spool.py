@@ -330,3 +330,139 @@ def test_another_sqlite_file_or_gateway_is_refused(tmp_path: Path) -> None:
     open_spool(path).close()
     with pytest.raises(SpoolError, match="belongs to gateway 'gw-1'"):
         Spool(path, "gw-2", COMMUNITY, budget_bytes=BUDGET)
+
+
+def gap_events(batches: list[SealedBatch]) -> list[Event]:
+    return [
+        item
+        for batch in batches
+        if batch.channel is Channel.EVENTS
+        for item in decode(batch.payload, EventBatch).items
+        if item.type is EventType.TELEMETRY_GAP
+    ]
+
+
+def test_a_closed_or_broken_file_raises_spool_error_for_writes_and_reads(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    spool = open_spool(path)
+    spool.add_events([alarm(1)])
+    spool.close()
+    # The write fails, and so do the rollback check and the rereading after it: all of
+    # it surfaces as one SpoolError naming the file, never a raw sqlite3 error.
+    for call in (
+        lambda: spool.add_events([alarm(2)]),
+        lambda: spool.add_readings([reading(3)]),
+        lambda: spool.done(SealedBatch(Channel.EVENTS, 0, b"", 1)),
+        spool.take_nowait,
+        spool.size_bytes,
+        lambda: spool.oldest_unsent_age_s,
+    ):
+        with pytest.raises(SpoolError) as raised:
+            call()
+        assert raised.value.path == path
+        assert str(path) in str(raised.value)
+
+
+def test_a_failing_seq_source_never_escapes_and_the_gap_is_reported_later(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    broken = True
+
+    def seq_source(device: str) -> int:
+        if broken:
+            raise KeyError(device)
+        return 500
+
+    with Spool(
+        path, GATEWAY, COMMUNITY, budget_bytes=64 * 1024, max_batch_items=50, seq_source=seq_source
+    ) as spool:
+        # Past the budget, sealing the gap report claims a seq and fails: the readings
+        # were committed, so the add returns; the drop is rolled back and tried again.
+        for start in range(1, 3001, 50):
+            spool.add_readings([reading(seq) for seq in range(start, start + 50)])
+        assert spool.pending_readings + spool.depth[Channel.TELEMETRY] > 0
+        with pytest.raises(SpoolError, match="KeyError") as raised:
+            spool._enforce_budget()
+        assert raised.value.path == path
+        assert spool.dropped_readings == 0
+        broken = False
+        spool.add_readings([reading(3001)])
+        assert spool.dropped_readings > 0
+        gaps = gap_events(drain(spool))
+    assert [(gap.device, gap.seq) for gap in gaps] == [("sd-1", 500)]
+    assert gaps[0].data.count == spool.dropped_readings
+
+
+def test_a_device_the_seq_source_does_not_know_is_numbered_by_the_spool(tmp_path: Path) -> None:
+    def seq_source(device: str) -> int | None:
+        return 900 if device == "sd-1" else None  # "gone" is no longer configured
+
+    with Spool(
+        tmp_path / "spool.db",
+        GATEWAY,
+        COMMUNITY,
+        budget_bytes=BUDGET,
+        max_batch_items=50,
+        seq_source=seq_source,
+    ) as spool:
+        spool.add_readings([reading(seq, "gone") for seq in range(1, 1501)])
+        spool.budget_bytes = 64 * 1024
+        for start in range(1, 1501, 50):
+            spool.add_readings([reading(seq, "sd-1") for seq in range(start, start + 50)])
+        gaps = gap_events(drain(spool))
+    gone = [gap.seq for gap in gaps if gap.device == "gone"]
+    # Numbered on from the last seq stored for it: its last reading was 1500.
+    assert gone == list(range(1501, 1501 + len(gone)))
+    assert gone
+    assert {gap.seq for gap in gaps if gap.device == "sd-1"} <= {900}
+
+
+def test_events_past_the_budget_do_not_flood_it_with_gap_reports(tmp_path: Path) -> None:
+    clock = Clock()
+    budget = 128 * 1024
+    with Spool(
+        tmp_path / "spool.db",
+        GATEWAY,
+        COMMUNITY,
+        budget_bytes=budget,
+        max_batch_items=20,
+        linger_s=60,
+        clock=clock,
+    ) as spool:
+        for start in range(0, 2000, 100):
+            spool.add_events([alarm(seq, "sd-9") for seq in range(start, start + 100)])
+        assert spool.size_bytes() > budget  # events alone are past the budget
+        alarm_batches = spool.depth[Channel.EVENTS]
+        added = 0
+        for start in range(1, 2001, 40):
+            spool.add_readings(
+                [reading(seq, f"sd-{1 + seq % 2}") for seq in range(start, start + 40)]
+            )
+            added += 40
+        # Every reading had to go, but the gap reports did not pile up: at most the
+        # first report per device, the rest accumulating in the open gap.
+        assert spool.dropped_readings == added
+        assert spool.depth[Channel.EVENTS] <= alarm_batches + 1
+        clock.now += 60
+        spool.add_readings([reading(5000, "sd-1")])
+        assert spool.depth[Channel.EVENTS] <= alarm_batches + 2
+        gaps = gap_events(drain(spool))
+    assert {gap.device for gap in gaps} == {"sd-1", "sd-2"}
+    assert len(gaps) <= 4
+    assert sum(gap.data.count or 0 for gap in gaps) == spool.dropped_readings
+
+
+def test_the_file_and_its_wal_are_private(tmp_path: Path) -> None:
+    state = tmp_path / "state" / "gw"
+    path = state / "spool.db"
+    with open_spool(path) as spool:
+        spool.add_events([alarm(1)])
+        assert state.stat().st_mode & 0o777 == 0o700
+        for suffix in ("", "-wal", "-shm"):
+            name = path.with_name(path.name + suffix)
+            assert name.exists()
+            assert name.stat().st_mode & 0o777 == 0o600, name
+    path.chmod(0o644)  # a file from an older agent is tightened at open
+    open_spool(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
