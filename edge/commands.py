@@ -20,9 +20,22 @@ that retries, a gateway that restarts):
   out unless its ``started`` line is on disk first: a door unlock is a security act
   and must never go unrecorded. A restart that finds a ``started`` line without an
   outcome records the command as interrupted and answers repeats with that.
+- A command runs to its end in a task of its own: cancelling the caller of ``handle``
+  (the uplink does on a reconnect) does not cut off an unlock half way, and a repeat
+  that arrives meanwhile waits for the same result. Only ``close`` (the gateway
+  stopping) cuts commands off; the next start then records them as interrupted.
+- Expiry is checked again after the ``started`` line is on disk, and carrying out a
+  command that changes something ends at its expiry at the latest: a door does not
+  open after the moment the cloud said the unlock stops making sense.
 
 The audit log is JSON lines (``commands.jsonl`` in the state directory, mode 0600),
-each written, flushed and fsynced before the command goes on::
+each written, flushed and fsynced before the command goes on. It is read whole at
+start; when it has grown past ``CommandLimits.audit_rotate_lines`` lines or
+``audit_rotate_bytes`` bytes (and the results it still keeps fill no more than half
+of that) it is rotated there: the old file becomes
+``commands.jsonl.1`` (older generations move up to ``.{audit_generations}``, the
+oldest beyond that is removed, with a warning) and the new file starts with the lines
+of the results still kept, so no door unlock's record is ever dropped silently::
 
     {"at": "...Z", "id": "c-17", "name": "unlock_door", "device": "fh-b3-door-01",
      "args": {"seconds": 7}, "outcome": "ok", "detail": "unlocked fh-b3-door-01 for 7 s",
@@ -139,7 +152,9 @@ class CommandLimits:
     ``run_timeout_s`` bounds carrying out one command (a hung device or reload must not
     hold a repeat waiting for ever). ``scan_unit_s`` is the wait per silent unit,
     ``scan_max_s`` the longest a scan runs before it answers with what it found so
-    far. ``audit_timeout_s`` bounds one audit write and fsync.
+    far. ``audit_timeout_s`` bounds one audit write and fsync. ``audit_rotate_lines``
+    and ``audit_rotate_bytes``: the size past which the audit log is rotated at start,
+    ``audit_generations`` how many rotated files are kept.
     """
 
     max_skew_s: float = 30.0
@@ -149,6 +164,20 @@ class CommandLimits:
     scan_unit_s: float = 0.5
     scan_max_s: float = 120.0
     audit_timeout_s: float = 10.0
+    audit_rotate_lines: int = 10_000
+    audit_rotate_bytes: int = 5_000_000
+    audit_generations: int = 5
+
+    @property
+    def longest_handle_s(self) -> float:
+        """The longest ``CommandProcessor.handle`` takes under these limits.
+
+        The slowest command (a scan: ``run_timeout_s`` + ``scan_max_s``) plus its
+        ``started`` line, its outcome line, and one more audit write it may queue
+        behind; a repeat waits as long. A caller that cuts ``handle`` off sooner
+        answers before the command has its result.
+        """
+        return self.run_timeout_s + self.scan_max_s + 3 * self.audit_timeout_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +264,7 @@ class CommandProcessor:
         self._limits = limits
         self._started_monotonic = time.monotonic()
         self._kept: dict[str, _Kept] = {}
-        self._running: dict[str, asyncio.Future[bytes]] = {}
+        self._running: dict[str, asyncio.Task[bytes]] = {}
         self._audit_lock = asyncio.Lock()
         self._commands: dict[CommandName, Callable[[Command], _Run]] = {
             CommandName.UNLOCK_DOOR: self._unlock_door,
@@ -264,6 +293,11 @@ class CommandProcessor:
         faults all come back as a result with ``ok`` false and the reason in
         ``detail``. A repeat of a kept id returns the kept bytes, also while the first
         delivery is still running.
+
+        The command runs in a task of its own, shielded from the caller: cancelling
+        ``handle`` raises CancelledError in the caller, but a command already under
+        way runs to its end, keeps and audits its result, and a repeat of the id gets
+        that result (``close`` is what stops commands).
         """
         now = self._clock()
         self._forget(now)
@@ -286,16 +320,32 @@ class CommandProcessor:
         running = self._running.get(command.id)
         if running is not None:
             return await self._join(command, running)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._running[command.id] = future
-        try:
-            result = await self._decide(command, now)
-            future.set_result(result)
-            return result
-        finally:
-            del self._running[command.id]
-            if not future.done():
-                future.cancel()
+        task = asyncio.create_task(self._decide(command, now), name=f"command {command.id}")
+        self._running[command.id] = task
+        task.add_done_callback(self._ran)
+        return await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Cut off the commands still running (the gateway is stopping) and wait for them.
+
+        Their ``started`` lines stay without an outcome, so the next start records them
+        as interrupted; their callers get CancelledError or an interrupted result.
+        """
+        running = list(self._running.values())
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    def _ran(self, task: asyncio.Task[bytes]) -> None:
+        """Forget a finished command task; its result is in ``_kept`` by now."""
+        for command_id, running in list(self._running.items()):
+            if running is task:
+                del self._running[command_id]
+        if not task.cancelled() and task.exception() is not None:
+            # Nobody may be awaiting it any more (the caller was cancelled).
+            self.internal_errors += 1
+            log.error("command task %s failed", task.get_name(), exc_info=task.exception())
 
     # -- deciding ----------------------------------------------------------------------
 
@@ -306,18 +356,35 @@ class CommandProcessor:
             run = self._commands[command.name](command)
         except CommandRefused as exc:
             return await self._finish(command, Outcome.REFUSED, _Done(False, exc.reason, {}))
+        timeout_s = self._time_limit(command.name)
+        timeout_detail = f"did not finish within {timeout_s:g} s"
         if command.name in _CHANGES_SOMETHING:
             try:
                 await self._write(self._line(command, Outcome.STARTED, "", None))
             except AuditError as exc:
                 done = _Done(False, f"not carried out: {exc}", {})
                 return await self._finish(command, Outcome.REFUSED, done)
-        timeout_s = self._time_limit(command.name)
+            # The fsync may have taken seconds: an act must not start after its expiry,
+            # nor go on past it (waiting for the bus, or for a slow device).
+            now = self._clock()
+            left_s = (command.expires_at - now).total_seconds()
+            if left_s <= 0:
+                detail = (
+                    f"not carried out: expired at {_iso(command.expires_at)} before it could "
+                    f"start (gateway time {_iso(now)})"
+                )
+                return await self._finish(command, Outcome.REFUSED, _Done(False, detail, {}))
+            if left_s < timeout_s:
+                timeout_s = left_s
+                timeout_detail = (
+                    f"did not finish by its expiry at {_iso(command.expires_at)} "
+                    f"({left_s:.3g} s after it started); whether it took effect is unknown"
+                )
         try:
             async with asyncio.timeout(timeout_s):
                 done = await run()
         except TimeoutError:
-            done = _Done(False, f"did not finish within {timeout_s:g} s", {})
+            done = _Done(False, timeout_detail, {})
         except (EdgeError, SchemaError, OSError) as exc:
             done = _Done(False, str(exc), {})
         except Exception as exc:
@@ -516,7 +583,7 @@ class CommandProcessor:
 
     # -- results, repeats and the audit log ------------------------------------------
 
-    async def _join(self, command: Command, running: asyncio.Future[bytes]) -> bytes:
+    async def _join(self, command: Command, running: asyncio.Task[bytes]) -> bytes:
         """Wait for the first delivery of ``command`` and answer with its result."""
         wait_s = self._time_limit(command.name) + self._limits.audit_timeout_s * 2
         try:
@@ -647,7 +714,10 @@ class CommandProcessor:
             raise AuditError(self._path, f"cannot write: {exc.strerror or exc}") from None
 
     def _load(self) -> None:
-        """Keep the results the log still holds; record commands cut off by a restart."""
+        """Keep the results the log still holds; record commands cut off by a restart.
+
+        Rotates the log when it has grown past the limits (see the module docstring).
+        """
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             text = self._path.read_bytes() if self._path.exists() else b""
@@ -658,7 +728,9 @@ class CommandProcessor:
             self._append(b"\n")
         now = self._clock()
         started: dict[str, AuditLine] = {}
-        for number, raw in enumerate(text.splitlines(), start=1):
+        verdicts: dict[str, bytes] = {}
+        lines = text.splitlines()
+        for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
             try:
@@ -674,6 +746,8 @@ class CommandProcessor:
             elif line.outcome is not Outcome.REPEAT:
                 started.pop(line.id, None)
                 self._kept[line.id] = _Kept(bytes(line.result), line.kept_until)
+                verdicts[line.id] = raw
+        added: list[bytes] = []
         for command_id, line in started.items():
             if command_id in self._kept or line.kept_until is None:
                 continue
@@ -686,5 +760,81 @@ class CommandProcessor:
                 detail=_INTERRUPTED,
                 result=msgspec.Raw(result),
             )
-            self._append(_LINE_ENCODER.encode(interrupted) + b"\n")
+            added.append(_LINE_ENCODER.encode(interrupted) + b"\n")
             log.warning("command %s (%s) was interrupted by a restart", command_id, line.name)
+        limits = self._limits
+        if len(lines) > limits.audit_rotate_lines or len(text) > limits.audit_rotate_bytes:
+            fresh = b"".join([verdicts[command_id] + b"\n" for command_id in verdicts] + added)
+            # Only when that shrinks the log by half: a log of nothing but kept results
+            # would otherwise be rotated at every start, pushing real history out.
+            small = (
+                fresh.count(b"\n") <= limits.audit_rotate_lines // 2
+                and len(fresh) <= limits.audit_rotate_bytes // 2
+            )
+            if not small:
+                log.warning(
+                    "%s has %d lines, %d bytes, but the results it still keeps fill half "
+                    "the rotation limits; not rotated",
+                    self._path,
+                    len(lines),
+                    len(text),
+                )
+            elif self._rotate(fresh, len(lines), len(text)):
+                return
+        if added:
+            self._append(b"".join(added))
+
+    def _rotate(self, fresh: bytes, line_count: int, size: int) -> bool:
+        """Move the log to ``.1`` (older ones up a generation) and start it with ``fresh``.
+
+        The new log is written to a temporary file and fsynced, the old one hard-linked
+        to ``.1``, then the new one renamed over it and the folder fsynced: at every
+        moment ``commands.jsonl`` holds either the whole old log or the whole new one.
+        A crash half way leaves at worst a copy of the old log in two generations.
+        Returns False, with the old log in place, if the rotation failed.
+        """
+        path, generations = self._path, max(1, self._limits.audit_generations)
+
+        def rotated(generation: int) -> Path:
+            return path.with_name(f"{path.name}.{generation}")
+
+        temporary = path.with_name(f"{path.name}.new")
+        try:
+            oldest = rotated(generations)
+            if oldest.exists():
+                log.warning(
+                    "%s: removing %s, the oldest of %d rotated audit logs",
+                    path,
+                    oldest,
+                    generations,
+                )
+                oldest.unlink()
+            for generation in range(generations - 1, 0, -1):
+                if rotated(generation).exists():
+                    rotated(generation).rename(rotated(generation + 1))
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as new:
+                new.write(fresh)
+                new.flush()
+                os.fsync(new.fileno())
+            os.link(path, rotated(1))
+            temporary.replace(path)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            # The log still holds everything (the old log is only ever replaced whole);
+            # a log that cannot be rotated must not stop the gateway from starting.
+            log.error("%s: cannot rotate: %s; it keeps growing", path, exc.strerror or exc)
+            return False
+        log.info(
+            "%s rotated to %s (%d lines, %d bytes); the new log starts with %d kept results",
+            path,
+            rotated(1),
+            line_count,
+            size,
+            fresh.count(b"\n"),
+        )
+        return True

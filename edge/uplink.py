@@ -16,7 +16,9 @@ The retained status topic says online; the Last Will, registered at connect, say
 offline when the gateway vanishes without a goodbye. With an ``on_command`` hook the
 uplink also takes commands (QoS 1, persistent session so commands sent while the
 gateway was offline arrive at reconnect) and publishes each result before
-acknowledging the command, so a command whose result was not sent comes again.
+acknowledging the command, so a command whose result was not sent comes again. A hook
+that fails or overruns ``command_timeout_s`` still gets an answer out: an error
+CommandResult for that id, so the cloud is never left waiting.
 """
 
 import asyncio
@@ -39,11 +41,20 @@ from edge.errors import EdgeError, UplinkError
 from edge.spool import SealedBatch, Spool
 from schemas.broker import BrokerAddress
 from schemas.topics import Channel, topic_for
-from schemas.wire import GatewayState, Status, encode
+from schemas.wire import CommandResult, GatewayState, Status, encode
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
+
+COMMAND_TIMEOUT_S = 600.0
+"""The default cap on one command hook call: a safety net, not a deadline.
+
+The command processor bounds itself (``CommandLimits.longest_handle_s``, 180 s with
+the default limits: a scan of up to 150 s and its audit writes), and the uplink must
+wait at least that long, or it would answer "no result" for a command still running
+and holding up the command after it. This cap only catches a hook that hangs.
+"""
 
 CommandHook = Callable[[str, bytes], Awaitable[bytes | None]]
 """``on_command(command_id, payload)``: the result payload to publish, or None for none."""
@@ -169,7 +180,7 @@ class Uplink:
         cert_file: Path | None = None,
         key_file: Path | None = None,
         on_command: CommandHook | None = None,
-        command_timeout_s: float = 30.0,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
         session_expiry_s: int = 7 * 24 * 3600,
         backoff: Backoff | None = None,
     ) -> None:
@@ -432,11 +443,29 @@ class Uplink:
             result = await asyncio.wait_for(
                 self._on_command(command_id, bytes(payload)), timeout=self._command_timeout_s
             )
-        except Exception:
+        except TimeoutError:
+            self.command_failures += 1
+            log.error(
+                "command %s from %s: no result from its handler within %g s",
+                command_id,
+                topic,
+                self._command_timeout_s,
+            )
+            result = self._command_error(
+                command_id,
+                f"the gateway's command handler gave no result within "
+                f"{self._command_timeout_s:g} s; the outcome is unknown (the same id sent "
+                "again gets the gateway's recorded result)",
+            )
+        except Exception as exc:
             # The hook is the command executor's code: its failure is that command's,
-            # never the uplink's.
+            # never the uplink's; the cloud still gets an answer.
             self.command_failures += 1
             log.exception("command %s from %s failed in its handler", command_id, topic)
+            result = self._command_error(
+                command_id,
+                f"the gateway's command handler failed: {type(exc).__name__}: {exc}",
+            )
         if result is not None:
             await link.publish(
                 topic_for(
@@ -450,3 +479,15 @@ class Uplink:
             )
         link.ack(message)
         self.commands_handled += 1
+
+    def _command_error(self, command_id: str, detail: str) -> bytes:
+        """An error result for a command whose hook gave none."""
+        return encode(
+            CommandResult(
+                id=command_id,
+                gateway=self._spool.gateway,
+                ok=False,
+                detail=detail,
+                finished_at=datetime.now(UTC),
+            )
+        )

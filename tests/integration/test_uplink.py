@@ -29,6 +29,7 @@ from schemas.broker import BrokerAddress, parse_broker_url
 from schemas.topics import Channel, topic_for
 from schemas.vocabulary import EventType, Metric, Severity
 from schemas.wire import (
+    CommandResult,
     Event,
     EventBatch,
     GatewayState,
@@ -242,20 +243,71 @@ async def test_commands_round_trip_including_while_offline_and_failing(
             await cloud.publish(command("c-1"), b"ping", qos=1)
             await cloud.publish(command("c-2"), b"boom", qos=1)
             await cloud.publish(command("c-3"), b"after", qos=1)
-            await wait_until(lambda: len(received.messages) >= 2, 10, "two results")
+            await wait_until(lambda: len(received.messages) >= 3, 10, "three results")
         assert first.command_failures == 1
         assert first.commands_handled == 3
         # Sent while the gateway is away: the persistent session keeps it.
         await cloud.publish(command("c-4"), b"queued", qos=1)
         second = make_uplink()
         async with running(second):
-            await wait_until(lambda: len(received.messages) >= 3, 10, "the queued command")
+            await wait_until(lambda: len(received.messages) >= 4, 10, "the queued command")
     assert [c for c, _ in calls] == ["c-1", "c-2", "c-3", "c-4"]
-    assert sorted(received.messages) == [
+    failed = [p for t, p in received.messages if t == results.replace("+", "c-2")]
+    assert len(failed) == 1
+    assert decode(failed[0], CommandResult).ok is False
+    assert sorted(m for m in received.messages if m[0] != results.replace("+", "c-2")) == [
         (results.replace("+", "c-1"), b"done:ping"),
         (results.replace("+", "c-3"), b"done:after"),
         (results.replace("+", "c-4"), b"done:queued"),
     ]
+
+
+async def test_a_failing_or_hanging_command_hook_still_gets_an_error_result_out(
+    tmp_path: Path, mqtt_url: str, unique_id: Callable[[str], str]
+) -> None:
+    gateway = unique_id("gw")
+    spool = make_spool(tmp_path / "spool.db", gateway)
+    hanging: list[str] = []
+
+    async def on_command(command_id: str, payload: bytes) -> bytes | None:
+        if payload == b"hang":
+            hanging.append(command_id)
+            await asyncio.sleep(30)
+        raise RuntimeError("handler fault")
+
+    uplink = Uplink(
+        parse_broker_url(mqtt_url),
+        spool,
+        agent_version="test",
+        on_command=on_command,
+        command_timeout_s=0.3,
+    )
+    results = f"anju/v1/{COMMUNITY}/{gateway}/cmd-result/+"
+    broker = parse_broker_url(mqtt_url)
+    async with (
+        subscriber(mqtt_url, results, unique_id("sub")) as received,
+        aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=unique_id("cloud"),
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as cloud,
+        running(uplink),
+    ):
+        await wait_until(lambda: uplink.state is UplinkState.ONLINE, 10, "online")
+        await asyncio.sleep(0.3)
+        for command_id, payload in [("c-boom", b"boom"), ("c-hang", b"hang")]:
+            topic = topic_for(COMMUNITY, gateway, Channel.COMMAND, command_id)
+            await cloud.publish(topic, payload, qos=1)
+        await wait_until(lambda: len(received.messages) >= 2, 10, "two error results")
+    answers = {t.rsplit("/", 1)[-1]: decode(p, CommandResult) for t, p in received.messages}
+    assert sorted(answers) == ["c-boom", "c-hang"]
+    boom, hang = answers["c-boom"], answers["c-hang"]
+    assert (boom.id, boom.gateway, boom.ok) == ("c-boom", gateway, False)
+    assert boom.detail == "the gateway's command handler failed: RuntimeError: handler fault"
+    assert (hang.id, hang.gateway, hang.ok) == ("c-hang", gateway, False)
+    assert hang.detail.startswith("the gateway's command handler gave no result within 0.3 s")
+    assert (uplink.command_failures, uplink.commands_handled, hanging) == (2, 2, ["c-hang"])
 
 
 _GATEWAY_PROCESS = textwrap.dedent(

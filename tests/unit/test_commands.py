@@ -22,7 +22,9 @@ from edge.commands import CommandLimits, CommandProcessor
 from edge.drivers.modbus import ModbusBus
 from edge.errors import ConfigError
 from edge.poller import PolledDevice
+from edge.uplink import COMMAND_TIMEOUT_S
 from firmware_sim.door_controller import DoorController, EventCode
+from firmware_sim.faults import FaultInjector
 from firmware_sim.modbus_server import ModbusSimServer
 from firmware_sim.smoke_detector import SmokeDetector
 from schemas.profile import load_profiles
@@ -400,9 +402,10 @@ async def test_restart_after_a_cut_off_command_reports_it_interrupted(site: Site
         return "never"
 
     payload = command("reload_config")
-    running = asyncio.create_task(site.processor(reload=hanging_reload).handle("c-1", payload))
+    stopping = site.processor(reload=hanging_reload)
+    running = asyncio.create_task(stopping.handle("c-1", payload))
     await asyncio.wait_for(entered.wait(), timeout=5)
-    running.cancel()
+    await asyncio.wait_for(stopping.close(), timeout=5)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(running, timeout=5)
     assert [line["outcome"] for line in site.audit_lines()] == ["started"]
@@ -574,3 +577,151 @@ async def test_a_command_that_hangs_fails_after_the_run_timeout(site: Site) -> N
     result = result_of(await processor.handle("c-1", command("reload_config")))
     assert (result.ok, result.detail) == (False, "did not finish within 0.2 s")
     assert [line["outcome"] for line in site.audit_lines()] == ["started", "failed"]
+
+
+async def wait_for_request(faults: FaultInjector) -> None:
+    """Until a request has reached the device (a delayed one is then being served)."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while faults.stats.requests == 0:
+        assert asyncio.get_running_loop().time() < deadline, "no request reached the device"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_cancelled_caller_does_not_cut_off_an_unlock_nor_repeat_it(site: Site) -> None:
+    # The uplink cancels its command task on a reconnect; the broker then redelivers.
+    faults = site.server.faults(1)
+    faults.delay(0.3, count=1)  # the door takes the write when the delay is over
+    processor = site.processor()
+    payload = command("unlock_door", device="door-1", args={"seconds": 7})
+    first = asyncio.create_task(processor.handle("c-1", payload))
+    await wait_for_request(faults)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    second = await asyncio.wait_for(processor.handle("c-1", payload), timeout=5)
+    result = result_of(second)
+    assert (result.ok, result.detail) == (True, "unlocked door-1 for 7 s")
+    assert site.unlocks() == 1
+    assert faults.stats.requests == 1
+    assert await processor.handle("c-1", payload) == second
+    assert [line["outcome"] for line in site.audit_lines()] == ["started", "ok", "repeat", "repeat"]
+    assert site.processor().kept == 1
+
+
+class ExpiresDuringTheFsync(Clock):
+    """Jumps ``jump_s`` ahead once a ``started`` line is on disk: a slow fsync."""
+
+    def __init__(self, audit: Path, jump_s: float) -> None:
+        super().__init__()
+        self._audit, self._jump_s = audit, jump_s
+
+    def __call__(self) -> datetime:
+        if self._jump_s and self._audit.exists() and b'"started"' in self._audit.read_bytes():
+            self.advance(self._jump_s)
+            self._jump_s = 0.0
+        return self.now
+
+
+async def test_an_unlock_that_expires_during_its_started_fsync_is_not_carried_out(
+    site: Site,
+) -> None:
+    clock = ExpiresDuringTheFsync(site.audit, jump_s=10)
+    processor = CommandProcessor(
+        "gw-fh-01",
+        site.actions,
+        reload=_reloaded,
+        audit_path=site.audit,
+        agent_version="0.1.0-test",
+        clock=clock,
+    )
+    payload = command("unlock_door", device="door-1", expires_s=5)
+    answer = await processor.handle("c-1", payload)
+    result = result_of(answer)
+    assert not result.ok
+    assert result.detail.startswith(
+        "not carried out: expired at 2025-03-01T08:00:05+00:00 before it could start"
+    )
+    assert site.unlocks() == 0
+    assert site.server.faults(1).stats.requests == 0
+    assert [line["outcome"] for line in site.audit_lines()] == ["started", "refused"]
+    assert await processor.handle("c-1", payload) == answer
+
+
+async def test_an_act_is_cut_off_at_its_expiry_not_after_the_run_timeout(site: Site) -> None:
+    async def hanging_reload() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    processor = site.processor(reload=hanging_reload)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    result = result_of(await processor.handle("c-1", command("reload_config", expires_s=0.3)))
+    assert loop.time() - began < 5
+    assert not result.ok
+    assert result.detail.startswith(
+        "did not finish by its expiry at 2025-03-01T08:00:00.300000+00:00"
+    )
+    assert result.detail.endswith("whether it took effect is unknown")
+    assert [line["outcome"] for line in site.audit_lines()] == ["started", "failed"]
+
+
+async def test_a_grown_audit_log_is_rotated_keeping_history_and_kept_results(
+    site: Site,
+) -> None:
+    limits = CommandLimits(audit_rotate_lines=20, audit_generations=2)
+    processor = site.processor(limits=limits)
+    unlock = command("unlock_door", device="door-1", args={"seconds": 7})
+    first = await processor.handle("c-1", unlock)
+    for n in range(2, 12):
+        await processor.handle(f"c-{n}", command("ping", id=f"c-{n}", expires_s=-1))
+    small = site.audit.read_bytes()
+    site.processor(limits=limits)
+    assert site.audit.read_bytes() == small, "not past the limit yet: no rotation"
+    assert not site.audit.with_name("commands.jsonl.1").exists()
+    for n in range(12, 22):
+        await processor.handle(f"c-{n}", command("ping", id=f"c-{n}", expires_s=-1))
+    # The refusals are no longer kept; the unlock is, until 08:01:30.
+    site.clock.advance(30)
+    old = site.audit.read_bytes()
+    assert len(old.splitlines()) == 22
+
+    rotated = site.processor(limits=limits)
+    assert site.audit.with_name("commands.jsonl.1").read_bytes() == old
+    assert [(line["id"], line["outcome"]) for line in site.audit_lines()] == [("c-1", "ok")]
+    assert rotated.kept == 1
+    assert os.stat(site.audit).st_mode & 0o777 == 0o600
+    site.clock.advance(1)
+    restarted = site.processor(limits=limits)
+    assert await restarted.handle("c-1", unlock) == first
+    assert site.unlocks() == 1
+    assert [line["outcome"] for line in site.audit_lines()] == ["ok", "repeat"]
+
+    # A second rotation moves the first up a generation; a third drops the oldest
+    # beyond audit_generations (with a warning), and nothing else.
+    site.clock.advance(3600)
+    site.audit.write_bytes(site.audit.read_bytes() + old)
+    grown = site.audit.read_bytes()
+    site.processor(limits=limits)
+    assert site.audit.read_bytes() == b""
+    assert site.audit.with_name("commands.jsonl.1").read_bytes() == grown
+    assert site.audit.with_name("commands.jsonl.2").read_bytes() == old
+    site.audit.write_bytes(old)
+    site.processor(limits=limits)
+    assert site.audit.with_name("commands.jsonl.1").read_bytes() == old
+    assert site.audit.with_name("commands.jsonl.2").read_bytes() == grown
+    assert not site.audit.with_name("commands.jsonl.3").exists()
+
+
+async def test_a_log_of_kept_results_only_is_not_rotated_at_every_start(site: Site) -> None:
+    limits = CommandLimits(audit_rotate_lines=10)
+    processor = site.processor(limits=limits)
+    for n in range(1, 13):
+        await processor.handle(f"c-{n}", command("ping", id=f"c-{n}"))
+    full = site.audit.read_bytes()
+    assert site.processor(limits=limits).kept == 12
+    assert site.audit.read_bytes() == full
+    assert not site.audit.with_name("commands.jsonl.1").exists()
+
+
+def test_the_uplink_waits_longer_than_a_command_can_take() -> None:
+    assert CommandLimits().longest_handle_s < COMMAND_TIMEOUT_S
