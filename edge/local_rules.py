@@ -56,7 +56,10 @@ class _Door:
     """Monotonic time of the next write; None while no fire holds it released."""
     writing: bool = False
     reported: bool = False
-    """door.unlocked_by_fire was emitted for the current fire in its building."""
+    """door.unlocked_by_fire was emitted for the current fire in its building.
+
+    Set only after a write succeeded and the event was handed to ``emit``; until then
+    the door is tried again, even after the building's smoke has cleared."""
     cause: str = ""
     backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_FIRST_S, RETRY_CAP_S))
     failing: bool = False
@@ -71,9 +74,14 @@ class FireLinkage:
     an action without ``repeat_s`` holds by itself and is written once). The first
     successful write of a fire emits ``door.unlocked_by_fire`` for that door, through
     the door's own normaliser so its ``seq`` continues. A write that fails is tried
-    again after 0.5 s, backing off to 5 s, for as long as the fire lasts.
+    again after 0.5 s, backing off to 5 s, until one succeeds, even if the alarm
+    clears meanwhile: a door the fire never released is released late rather than
+    never. Nothing that goes wrong with one door (an unexpected exception from the
+    write, the normaliser or ``emit``) escapes :meth:`run`: it is logged with the door,
+    counted in ``internal_errors`` and the door is tried again with the same backoff.
 
-    On ``smoke.cleared`` of the last detector in alarm in B, the writes stop. The
+    On ``smoke.cleared`` of the last detector in alarm in B, the repeats stop for the
+    doors already released (reported); doors still failing keep being retried. The
     doors are deliberately not relocked: the fire code wants escape routes kept free
     until a person has checked the building and resets the system, and a detector
     that clears because the smoke drifted off, or because it burned, says nothing
@@ -99,6 +107,12 @@ class FireLinkage:
         Raises ConfigError (naming ``source`` and ``devices.N.egress``) for an egress
         door without a building, or whose profile has no ``fire_release`` action, or
         that is not among ``actions`` and ``normalisers``.
+
+        Logs a warning (and does not raise) for a smoke detector (a device whose
+        profile has a ``smoke.alarm`` rule) without a building, and for a building with
+        smoke detectors and no egress doors: such a detector releases no door, which
+        is legitimate (a plant room, a building whose doors are not on this gateway),
+        but worth seeing at start-up rather than during a fire.
         """
         self._actions = actions
         self._normalisers = normalisers
@@ -129,12 +143,46 @@ class FireLinkage:
                 raise ConfigError(source, key, f"{device.id} is not polled by this gateway")
             door = _Door(device.id, device.building, action.repeat_s)
             self._doors[device.building].append(door)
+        self._warn_unlinked_detectors(devices, normalisers, source)
         self._alarming: dict[str, set[str]] = defaultdict(set)
         self._wake = asyncio.Event()
         self.releases = 0
         """Fire-release writes the doors took, repeats included."""
         self.release_failures = 0
         """Fire-release writes that failed (each is retried)."""
+        self.internal_errors = 0
+        """Unexpected exceptions in one door's release (logged, the door retried)."""
+
+    def _warn_unlinked_detectors(
+        self,
+        devices: Sequence[DeviceConfig],
+        normalisers: Mapping[str, DeviceNormaliser],
+        source: str,
+    ) -> None:
+        """Warn of smoke detectors whose alarm would release no door."""
+        for index, device in enumerate(devices):
+            normaliser = normalisers.get(device.id)
+            if normaliser is None or not any(
+                rule.type is EventType.SMOKE_ALARM for rule in normaliser.profile.events
+            ):
+                continue
+            if not device.building:
+                log.warning(
+                    "%s devices.%d: smoke detector %s has no building: "
+                    "its alarm will release no egress door",
+                    source,
+                    index,
+                    device.id,
+                )
+            elif not self._doors.get(device.building):
+                log.warning(
+                    "%s devices.%d: smoke detector %s is in building %s, which has no "
+                    "egress doors: its alarm will release no door",
+                    source,
+                    index,
+                    device.id,
+                    device.building,
+                )
 
     @property
     def buildings_in_alarm(self) -> list[str]:
@@ -194,7 +242,14 @@ class FireLinkage:
             "smoke cleared in building %s: egress doors stay released until reset", building
         )
         for door in self._doors.get(building, []):
-            door.due = None
+            if door.reported or door.due is None:
+                door.due = None
+            else:
+                log.warning(
+                    "fire release of %s has not succeeded yet: still trying after the "
+                    "smoke cleared",
+                    door.device_id,
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Perform the releases that fall due until ``stop`` is set.
@@ -234,21 +289,42 @@ class FireLinkage:
                 wait.cancel()
 
     async def _release(self, door: _Door) -> None:
-        """One fire-release write of ``door``; sets when the next one is due."""
+        """One fire-release write of ``door``; sets when the next one is due.
+
+        Never raises (but for cancellation): the task runs in ``run``'s TaskGroup, and
+        an exception escaping it would end the linkage during a fire.
+        """
         try:
-            await self._actions.perform(door.device_id, ActionName.FIRE_RELEASE)
-        except (DeviceError, ActionError) as exc:
-            self._failed(door, exc)
+            try:
+                await self._actions.perform(door.device_id, ActionName.FIRE_RELEASE)
+            except (DeviceError, ActionError) as exc:
+                self._failed(door, exc)
+            else:
+                self._released(door)
         except Exception as exc:
             # The outer boundary of a write task: whatever stops one door's release
-            # must not stop the others, nor this door's next try.
-            log.exception("fire release of %s: unexpected error", door.device_id)
-            self._failed(door, exc)
-        else:
-            self._released(door)
+            # (the write, the event, emit) must not stop the others, nor this door's
+            # next try.
+            self._internal_error(door, exc)
         finally:
             door.writing = False
             self._wake.set()
+
+    def _internal_error(self, door: _Door, exc: Exception) -> None:
+        self.internal_errors += 1
+        log.error(
+            "fire release of %s (%s): unexpected error %r; trying again",
+            door.device_id,
+            door.cause,
+            exc,
+            exc_info=exc,
+        )
+        door.failing = True
+        try:
+            self._schedule(door, door.backoff.next_delay())
+        except Exception:
+            log.exception("fire release of %s: cannot reschedule", door.device_id)
+            door.due = self._clock() + RETRY_CAP_S
 
     def _failed(self, door: _Door, exc: Exception) -> None:
         self.release_failures += 1
@@ -271,16 +347,22 @@ class FireLinkage:
         door.failing = False
         door.backoff.reset()
         if not door.reported:
-            door.reported = True
             event = self._normalisers[door.device_id].event(
                 EventType.DOOR_UNLOCKED_BY_FIRE, datetime.now(UTC), EventData(reason=door.cause)
             )
             self._emit([event])
+            door.reported = True
         self._schedule(door, door.repeat_s)
 
     def _schedule(self, door: _Door, delay_s: float | None) -> None:
-        """Set the door's next write ``delay_s`` from now, unless its fire is over."""
-        if delay_s is None or not self._alarming.get(door.building):
+        """Set the door's next write ``delay_s`` from now, or none if it is done.
+
+        A door is done once released and reported, when its action holds by itself
+        (no ``repeat_s``) or its building's fire is over. A door not yet released
+        keeps being tried after the fire is over.
+        """
+        over = not self._alarming.get(door.building)
+        if delay_s is None or (over and door.reported):
             door.due = None
         else:
             door.due = self._clock() + delay_s

@@ -4,8 +4,13 @@ Pure and synchronous: the poller hands in what it read and the time it read it, 
 gets back what should be sent. State kept per device is only what the rules need to
 see edges (a bit that was clear and is now set), when a condition with ``for_s``
 started to hold, and what report-by-exception needs (the last value sent and when).
+
+A value that is not a finite number (NaN or infinity from an f32 register) is dropped
+here and counted: JSON has no such numbers, and one would get the whole telemetry
+batch refused by the cloud. It neither makes a reading nor moves a rule.
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +25,14 @@ from schemas.wire import Event, EventData, Reading
 
 Sample = Mapping[str, RawValue | str]
 """Raw values of one read of a device, by point name (serial records give strings)."""
+
+SEQUENCE_WRAP_WINDOW = 256
+"""A record counter that decreases is taken as wrapped (a new record) only if it went
+forward by at most this many, modulo its width (65535 -> 2); any other decrease is the
+device restarting its count (a reboot: 8 -> 0), which re-baselines without an event."""
+
+HOLD_GAP_INTERVALS = 3.0
+"""A ``for_s`` hold restarts when two reads are more than this many poll intervals apart."""
 
 
 def polled_points(profile: DeviceProfile) -> list[Point]:
@@ -64,9 +77,15 @@ class DeviceNormaliser:
     device_id: str
     profile: DeviceProfile
     seq: int = 0
+    rejected_values: int = 0
+    """Point values dropped for not being finite numbers (NaN, infinity)."""
+    poll_interval_s: float | None = None
+    """How often the device is read (default: the profile's); sets the longest gap
+    between two reads that a ``for_s`` hold survives."""
     _last_sent: dict[Metric, tuple[float, datetime]] = field(default_factory=dict)
     _levels: dict[int, bool] = field(default_factory=dict)
     _holding_since: dict[int, datetime] = field(default_factory=dict)
+    _held_last: dict[int, datetime] = field(default_factory=dict)
     _sequences: dict[int, RawValue | str] = field(default_factory=dict)
     _points: dict[str, Point] = field(init=False)
     _metric_points: list[tuple[Point, Metric]] = field(init=False)
@@ -76,6 +95,21 @@ class DeviceNormaliser:
         self._metric_points = [
             (point, point.metric) for point in self.profile.points if point.metric is not None
         ]
+        if self.poll_interval_s is None:
+            self.poll_interval_s = self.profile.poll_interval_s
+
+    def device_restarted(self) -> None:
+        """Forget what was observed of the device's counters and timers (it may have rebooted).
+
+        Record counters are re-baselined by the next read (no event), and ``for_s``
+        holds start counting again. Edge levels (an alarm in progress) and the values
+        last sent are kept, so a condition that still holds is not reported twice.
+        """
+        self._sequences.clear()
+        self._holding_since.clear()
+        self._held_last.clear()
+
+    reset_observation = device_restarted
 
     def next_seq(self) -> int:
         """Claim the device's next sequence number, also for items made elsewhere.
@@ -99,11 +133,17 @@ class DeviceNormaliser:
 
     def normalise(self, sample: Sample, ts: datetime) -> tuple[list[Reading], list[Event]]:
         """Readings due to be sent and events that fired for one read taken at ``ts``."""
-        values = {name: engineering_value(self._points[name], raw) for name, raw in sample.items()}
+        values: dict[str, float | str] = {}
+        for name, raw in sample.items():
+            value = engineering_value(self._points[name], raw)
+            if isinstance(value, float) and not math.isfinite(value):
+                self.rejected_values += 1
+                continue
+            values[name] = value
         events = [
             event
             for index, rule in enumerate(self.profile.events)
-            if rule.point in sample
+            if rule.point in values
             for event in self._apply_rule(index, rule, sample, values, ts)
         ]
         readings = [
@@ -145,13 +185,23 @@ class DeviceNormaliser:
                 seen = self._sequences.get(index)
                 if counter is not None:
                     self._sequences[index] = counter
-                # The record under the counter is new only if the counter moved since
-                # the last read; the record present at start-up predates us.
-                holds = holds and seen is not None and counter is not None and counter != seen
+                # The record under the counter is new only if the counter moved on
+                # since the last read; the record present at start-up predates us, and
+                # so does the one under a counter that restarted.
+                holds = (
+                    holds
+                    and seen is not None
+                    and counter is not None
+                    and counter != seen
+                    and not _restarted(seen, counter)
+                )
             return [self.event(rule.type, ts, self._data(rule, values))] if holds else []
-        if rule.when.for_s is not None:
-            holds = self._held_long_enough(index, holds, rule.when.for_s, ts)
         was = self._levels.get(index, False)
+        if rule.when.for_s is not None:
+            # Once fired, a condition that still holds stays fired, even if its hold
+            # count restarted (a gap in the reads, the device back online).
+            held = self._held_long_enough(index, holds, rule.when.for_s, ts)
+            holds = held or (holds and was)
         self._levels[index] = holds
         if holds and not was:
             return [self.event(rule.type, ts, self._data(rule, values))]
@@ -163,12 +213,21 @@ class DeviceNormaliser:
         """Whether the condition has held for ``for_s`` by the timestamps of the reads.
 
         Measured from the first read that saw it hold; any read that sees it not hold
-        starts the count again. Reads are the only evidence the gateway has, so a
-        device that went silent while the condition held counts as holding throughout.
+        starts the count again. Reads are the only evidence the gateway has, so time
+        without reads is not counted as holding: when two reads that see it hold are
+        more than ``HOLD_GAP_INTERVALS`` poll intervals apart (reads failed, the device
+        was offline), the count starts again from the later one, and
+        :meth:`device_restarted` starts it again too.
         """
         if not holds:
             self._holding_since.pop(index, None)
+            self._held_last.pop(index, None)
             return False
+        last = self._held_last.get(index)
+        self._held_last[index] = ts
+        interval = self.poll_interval_s or self.profile.poll_interval_s
+        if last is not None and (ts - last).total_seconds() > HOLD_GAP_INTERVALS * interval:
+            self._holding_since[index] = ts
         since = self._holding_since.setdefault(index, ts)
         return (ts - since).total_seconds() >= for_s
 
@@ -180,6 +239,18 @@ class DeviceNormaliser:
             fields["value"] = values[rule.point]
         fields.update({key: values[name] for key, name in rule.data.items() if name in values})
         return EventData(**{key: _coerce(key, value) for key, value in fields.items()})
+
+
+def _restarted(seen: RawValue | str, counter: RawValue | str) -> bool:
+    """Whether a record counter went from ``seen`` to ``counter`` by restarting its count.
+
+    Only integer counters are judged; a decrease is a wrap (a new record) when it is a
+    short step forward modulo 16 bits (32 for a counter above 65535).
+    """
+    if not isinstance(seen, int) or not isinstance(counter, int) or counter >= seen:
+        return False
+    modulus = 1 << 16 if seen <= 0xFFFF else 1 << 32
+    return (counter - seen) % modulus > SEQUENCE_WRAP_WINDOW
 
 
 _DATA_TYPES: dict[str, type] = {

@@ -6,6 +6,12 @@ alike do not all fire in the same millisecond. A device that misses
 ``device.online`` when it answers again. An offline device is retried with a
 doubling wait (capped), so the bus keeps serving its other devices and one dead
 detector costs them at most its timeout per retry.
+
+Nothing one poll does stops the loop: a DeviceError is a miss of the device, and any
+other exception (a decoding bug, a sink that fails) is logged with the device, counted
+as fault kind ``internal`` and the device polled again on its interval. A device that
+answers again after being offline has its normaliser's observation reset (sequence
+counters and ``for_s`` hold timers), since it may have rebooted meanwhile.
 """
 
 import asyncio
@@ -62,6 +68,7 @@ class PolledDevice:
 
     def __post_init__(self) -> None:
         self.normaliser = DeviceNormaliser(self.device_id, self.profile)
+        self.normaliser.poll_interval_s = self.interval_s
         self.plan = plan_reads(self.profile, polled_points(self.profile))
 
 
@@ -85,6 +92,7 @@ class BusPoller:
         self._offline_retry_max_s = offline_retry_max_s
         self._clock = clock
         self.overruns = 0
+        """Polls that started a whole interval (or more) after they were due."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set."""
@@ -100,13 +108,36 @@ class BusPoller:
                     return
                 except TimeoutError:
                     pass
-            if await self.poll(device) or device.online:
+            if self._clock() - device.next_due >= device.interval_s:
+                self.overruns += 1
+            try:
+                answered = await self.poll(device)
+            except Exception as exc:
+                # The boundary of one poll: whatever went wrong with this device must
+                # not end the bus's poll loop (and, through the TaskGroup, the agent).
+                self._internal_error(device, exc)
+                device.next_due = self._clock() + device.interval_s
+                continue
+            if answered or device.online:
                 device.next_due += device.interval_s
                 if device.next_due < self._clock():
-                    self.overruns += 1
+                    # Behind schedule: catch up rather than poll in a burst. Counted
+                    # as an overrun when the next poll starts, if it starts late.
                     device.next_due = self._clock() + device.interval_s
             else:
                 device.next_due = self._clock() + self._retry_delay(device)
+
+    def _internal_error(self, device: PolledDevice, exc: Exception) -> None:
+        """Log and count an unexpected exception from one poll (traceback the first time)."""
+        device.faults["internal"] += 1
+        count = device.faults["internal"]
+        log.error(
+            "%s: poll failed with an unexpected error %r (%d so far); polling on",
+            device.device_id,
+            exc,
+            count,
+            exc_info=exc if count == 1 else None,
+        )
 
     def _retry_delay(self, device: PolledDevice) -> float:
         """How long an offline device waits before it is tried again.
@@ -137,6 +168,9 @@ class BusPoller:
         if not device.online:
             device.online = True
             log.info("%s answers again", device.device_id)
+            # It may have rebooted: its record counters may have restarted and a hold
+            # timer would count the time it was silent.
+            device.normaliser.device_restarted()
             events.append(device.normaliser.event(EventType.DEVICE_ONLINE, ts))
         device.misses = 0
         readings, fired = device.normaliser.normalise(sample, ts)

@@ -79,7 +79,8 @@ class ModbusBus:
         """Execute one planned read against ``unit``; returns registers or bits.
 
         Raises DeviceTimeout, DeviceUnreachable or DeviceRejected (with the Modbus
-        exception code), each naming the bus, unit and address.
+        exception code, or code 0 for an answer with fewer bits or registers than
+        asked), each naming the bus, unit and address.
         """
         where = f"{self.name} unit {unit} {read.table} {read.start}+{read.count}"
         async with self._lock:
@@ -94,7 +95,11 @@ class ModbusBus:
                 where, calls[read.table](read.start, count=read.count, device_id=unit)
             )
         if read.table.is_bit_table:
-            return [bool(bit) for bit in response.bits[: read.count]]
+            # pymodbus pads bits to whole bytes, so more is normal; fewer is a short answer.
+            bits = [bool(bit) for bit in response.bits[: read.count]]
+            if len(bits) < read.count:
+                raise DeviceRejected(where, f"answered {len(bits)} bits", code=0)
+            return bits
         registers: list[int] = list(response.registers)
         if len(registers) != read.count:
             raise DeviceRejected(where, f"answered {len(registers)} registers", code=0)

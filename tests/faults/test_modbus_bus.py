@@ -280,3 +280,161 @@ async def test_dead_device_costs_its_neighbours_no_more_than_its_timeout(
         with_dead = await healthy_polls(dead=True)
     assert baseline >= 0.8 * window_s / interval_s
     assert with_dead >= 0.75 * baseline, (baseline, with_dead)
+
+
+# Ten coils in one read: a TCP answer cut short by one byte carries 8 of them. The
+# gateway polls the first and the last (the ones with a metric), in one read.
+TEN_COILS = DeviceProfile.model_validate(
+    {
+        "id": "ten-coils",
+        "kind": "door",
+        "protocol": "modbus-tcp",
+        "manufacturer": "test",
+        "model": "test",
+        "modbus": {"max_gap": 10},
+        "points": [
+            _point("locked", "door.locked", "coil", 0, type="bool"),
+            *(
+                {"name": f"coil{i}", "modbus": {"table": "coil", "address": i, "type": "bool"}}
+                for i in range(1, 9)
+            ),
+            _point("open", "door.open", "coil", 9, type="bool"),
+        ],
+    }
+)
+
+
+def ten_coils() -> RegisterDevice:
+    return RegisterDevice(coils={i: True for i in range(10)})
+
+
+async def test_short_bit_answer_is_rejected() -> None:
+    async with tcp_server({1: ten_coils()}) as (server, url_for):
+        address = parse_address(url_for(1))
+        (read,) = plan_reads(TEN_COILS, polled_points(TEN_COILS))
+        assert read.count == 10
+        bus = ModbusBus(address, timeout_s=0.5)
+        try:
+            server.faults(1).garble(count=1)
+            with pytest.raises(DeviceRejected, match="answered 8 bits") as rejected:
+                await bus.read(read, 1)
+            assert "unit 1" in str(rejected.value)
+            assert await bus.read(read, 1) == [True] * 10
+        finally:
+            bus.close()
+
+
+async def test_short_bit_answer_is_a_miss_not_the_end_of_the_poller() -> None:
+    async with tcp_server({1: ten_coils(), 2: SmokeDetector()}) as (server, url_for):
+        coils = PolledDevice("io-1", TEN_COILS, parse_address(url_for(1)), 0.05)
+        smoke = PolledDevice("sd-2", SMOKE, parse_address(url_for(2)), 0.05)
+        sink = Recorder()
+        async with polling(coils.address, [coils, smoke], sink) as poller:
+            await wait_for(lambda: coils.answered > 0, timeout_s=5)
+            server.faults(1).garble(count=1)
+            await wait_for(lambda: coils.faults["exception"] == 1, timeout_s=5)
+            answered = coils.answered, smoke.answered
+            await wait_for(lambda: coils.answered > answered[0] + 2, timeout_s=5)
+            await wait_for(lambda: smoke.answered > answered[1] + 2, timeout_s=5)
+        assert poller.devices[0].faults["internal"] == 0
+
+
+async def test_an_unexpected_error_in_one_poll_is_counted_and_polling_goes_on() -> None:
+    async with tcp_server({1: SmokeDetector(), 2: SmokeDetector()}) as (_, url_for):
+        devices = devices_on(url_for, [1, 2], interval_s=0.05)
+        recorder = Recorder()
+        failures: list[int] = []
+
+        def failing_sink(readings: list[Reading], events: list[Event]) -> None:
+            # The spool refusing the first two polls' batches, whichever device.
+            if len(failures) < 2:
+                failures.append(len(readings))
+                raise RuntimeError("spool is broken")
+            recorder(readings, events)
+
+        async with polling(devices[0].address, devices, failing_sink) as poller:  # type: ignore[arg-type]
+            await wait_for(lambda: len(failures) == 2, timeout_s=5)
+            polls = [d.polls for d in devices]
+            await wait_for(
+                lambda: all(d.polls > p + 3 for d, p in zip(devices, polls, strict=True)), 5
+            )
+        assert sum(d.faults["internal"] for d in poller.devices) == 2
+        assert all(d.online for d in devices)
+
+
+async def test_a_failed_poll_is_not_an_overrun() -> None:
+    """A poll that times out ends late; the next one is not late to start."""
+    async with tcp_server({1: SmokeDetector()}) as (server, url_for):
+        devices = devices_on(url_for, [1], interval_s=0.05)
+        async with polling(devices[0].address, devices, Recorder()) as poller:
+            await wait_for(lambda: devices[0].answered > 0, timeout_s=5)
+            server.faults(1).drop(count=2)
+            await wait_for(lambda: devices[0].faults["timeout"] == 2, timeout_s=5)
+            answered = devices[0].answered
+            await wait_for(lambda: devices[0].answered > answered + 3, timeout_s=5)
+            assert devices[0].online
+            assert poller.overruns == 0
+
+
+async def test_polls_that_start_an_interval_late_are_overruns() -> None:
+    """A slow neighbour (0.15 s per answer) holds sd-1 up 3 intervals every cycle."""
+    async with tcp_server({1: SmokeDetector(), 2: SmokeDetector()}) as (server, url_for):
+        devices = devices_on(url_for, [1, 2], interval_s=0.05)
+        server.faults(2).delay(0.15)
+        async with polling(devices[0].address, devices, Recorder()) as poller:
+            await wait_for(lambda: devices[1].answered >= 4, timeout_s=5)
+            assert poller.overruns >= 2
+        assert devices[1].faults["timeout"] == 0
+
+
+async def test_a_device_back_online_starts_its_record_counters_afresh() -> None:
+    """A controller that rebooted restarts its event counter; its old record is not new.
+
+    Before the reboot its counter reached 65535; after it, the counter is 2 again,
+    under the record that was there at power-on. Read as a wrap (65535 -> 2), that
+    would be a new access.granted; it is a re-baseline because the device was offline.
+    """
+    profile = DeviceProfile.model_validate(
+        {
+            "id": "counter",
+            "kind": "door",
+            "protocol": "modbus-tcp",
+            "manufacturer": "test",
+            "model": "test",
+            "points": [
+                {"name": "code", "modbus": {"table": "holding_register", "address": 0}},
+                {"name": "count", "modbus": {"table": "holding_register", "address": 1}},
+            ],
+            "events": [
+                {
+                    "type": "access.granted",
+                    "point": "code",
+                    "when": {"equals": 1},
+                    "mode": "occurrence",
+                    "sequence": "count",
+                }
+            ],
+        }
+    )
+    controller = RegisterDevice(holding_registers={0: 1, 1: 2})
+    async with tcp_server({1: controller}) as (server, url_for):
+        device = PolledDevice("door-1", profile, parse_address(url_for(1)), 0.05)
+        sink = Recorder()
+        async with polling(device.address, [device], sink, offline_retry_max_s=0.2):
+            await wait_for(lambda: device.answered > 0, timeout_s=5)
+            controller.set_holding_registers(1, [65_535])
+            await wait_for(lambda: EventType.ACCESS_GRANTED in sink.types("door-1"), 5)
+            server.faults(1).reboot(offline_s=1.5)
+            await wait_for(lambda: EventType.DEVICE_ONLINE in sink.types("door-1"), 10)
+            answered = device.answered
+            await wait_for(lambda: device.answered > answered + 3, timeout_s=5)
+            # The power-on record under counter 2 was not taken for a new one.
+            assert sink.types("door-1").count(EventType.ACCESS_GRANTED) == 1
+            controller.set_holding_registers(1, [3])
+            await wait_for(lambda: sink.types("door-1").count(EventType.ACCESS_GRANTED) == 2, 5)
+        assert sink.types("door-1") == [
+            EventType.ACCESS_GRANTED,
+            EventType.DEVICE_OFFLINE,
+            EventType.DEVICE_ONLINE,
+            EventType.ACCESS_GRANTED,
+        ]

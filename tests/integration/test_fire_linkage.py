@@ -8,6 +8,7 @@ path must not need the uplink.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from edge.actions import DeviceActions
 from edge.addresses import parse_address
 from edge.config import DeviceConfig
 from edge.drivers.modbus import ModbusBus
-from edge.local_rules import FireLinkage
+from edge.local_rules import RETRY_CAP_S, FireLinkage
 from edge.poller import BusPoller, PolledDevice
 from firmware_sim.door_controller import DoorController, EventCode
 from firmware_sim.modbus_server import ModbusSimServer
@@ -49,6 +50,7 @@ DOOR_IO = load_profile(PROFILES / "door/anju-door-io-mb.yaml")
 # config): the profile's 1 s would spend the whole budget before the gateway knew.
 SMOKE_POLL_S = 0.5
 RELEASE_BUDGET_S = 1.0
+Emit = Callable[[list[Event]], None]
 WAIT_S = 5.0
 
 
@@ -92,7 +94,7 @@ class Site:
 
 
 @asynccontextmanager
-async def site(*, polling: bool = True) -> AsyncIterator[Site]:
+async def site(*, polling: bool = True, emit: Emit | None = None) -> AsyncIterator[Site]:
     detector = SmokeDetector()
     doors = {name: DoorController() for name in ("b3-door-a", "b3-door-b", "b3-door-c", "b4-door")}
     bus_a = ModbusSimServer({1: detector, 2: doors["b3-door-a"], 3: doors["b3-door-c"]})
@@ -112,15 +114,23 @@ async def site(*, polling: bool = True) -> AsyncIterator[Site]:
             ),
         ]
         profiles = {SMOKE.id: SMOKE, DOOR.id: DOOR}
-        async with running_gateway(configs, profiles, polling=polling) as gw:
+        async with running_gateway(configs, profiles, polling=polling, emit=emit) as gw:
             yield Site(detector, doors, {"a": bus_a, "b": bus_b}, gw)
 
 
 @asynccontextmanager
 async def running_gateway(
-    configs: list[DeviceConfig], profiles: dict[str, DeviceProfile], *, polling: bool = True
+    configs: list[DeviceConfig],
+    profiles: dict[str, DeviceProfile],
+    *,
+    polling: bool = True,
+    emit: Emit | None = None,
 ) -> AsyncIterator[Gateway]:
-    """The agent's fire path, wired as ``edge.app.Agent`` wires it, minus the uplink."""
+    """The agent's fire path, wired as ``edge.app.Agent`` wires it, minus the uplink.
+
+    ``emit``, if given, stands in front of the list the linkage's events go to (it
+    gets that list's ``extend`` and may call it, or fail as a full outbox would).
+    """
     by_bus: dict[str, list[PolledDevice]] = {}
     for config in configs:
         address = parse_address(config.address)
@@ -146,7 +156,14 @@ async def running_gateway(
         {device.device_id: (poller.bus, device) for poller in pollers for device in poller.devices}
     )
     normalisers = {d.device_id: d.normaliser for poller in pollers for d in poller.devices}
-    gw = Gateway(FireLinkage(actions, configs, normalisers, emitted.extend), pollers, emitted)
+    to_list: Emit = emitted.extend
+    linkage = FireLinkage(
+        actions,
+        configs,
+        normalisers,
+        to_list if emit is None else lambda events: emit(events, to_list),
+    )
+    gw = Gateway(linkage, pollers, emitted)
     observers.append(gw.linkage.observe)
     stop = asyncio.Event()
     try:
@@ -164,12 +181,12 @@ async def running_gateway(
             poller.bus.close()
 
 
-def alarm_event(gw: Gateway) -> Event:
+def alarm_event(gw: Gateway, event_type: EventType = EventType.SMOKE_ALARM) -> Event:
     """The smoke.alarm the detector's poller would produce, made by its own normaliser."""
     normaliser = next(
         d.normaliser for p in gw.pollers for d in p.devices if d.device_id == "b3-smoke"
     )
-    return normaliser.event(EventType.SMOKE_ALARM, datetime.now(UTC))
+    return normaliser.event(event_type, datetime.now(UTC))
 
 
 async def test_smoke_alarm_releases_the_buildings_egress_doors_within_a_second() -> None:
@@ -270,3 +287,100 @@ async def test_a_relay_door_is_released_once_and_holds_by_itself() -> None:
             await asyncio.sleep(1.0)
             assert gw.linkage.releases == 1
             assert [e.type for e in gw.emitted] == [EventType.DOOR_UNLOCKED_BY_FIRE]
+
+
+async def test_a_failing_emit_does_not_stop_the_linkage_and_is_tried_again() -> None:
+    """An outbox that refuses the first door.unlocked_by_fire must not end the linkage."""
+    refusals: list[list[Event]] = []
+
+    def flaky_emit(events: list[Event], emit: Emit) -> None:
+        if not refusals:
+            refusals.append(events)
+            raise RuntimeError("outbox full")
+        emit(events)
+
+    async with site(polling=False, emit=flaky_emit) as s:
+        linkage = s.gateway.linkage
+        linkage.observe([alarm_event(s.gateway)])
+        await until(lambda: len(s.gateway.fire_events()) == 2)
+        assert sorted(e.device for e in s.gateway.fire_events()) == ["b3-door-a", "b3-door-b"]
+        assert linkage.internal_errors == 1
+        # The door whose event was refused was written again (and reported once).
+        refused_door = refusals[0][0].device
+        assert refused_door in {"b3-door-a", "b3-door-b"}
+        assert s.doors["b3-door-a"].strike_released
+        assert s.doors["b3-door-b"].strike_released
+        # Still running: the repeats go on.
+        before = linkage.releases
+        await until(lambda: linkage.releases >= before + 2, REPEAT_S * 3)
+
+
+async def test_a_door_never_released_is_retried_after_the_smoke_clears() -> None:
+    async with site(polling=False) as s:
+        linkage = s.gateway.linkage
+        s.servers["a"].faults(2).exception(4)  # b3-door-a refuses every write
+        linkage.observe([alarm_event(s.gateway)])
+        await until(lambda: [e.device for e in s.gateway.fire_events()] == ["b3-door-b"])
+        await until(lambda: linkage.release_failures >= 2)
+        linkage.observe([alarm_event(s.gateway, EventType.SMOKE_CLEARED)])
+        assert linkage.buildings_in_alarm == []
+        b_writes = remote_unlocks(s.doors["b3-door-b"])
+        failures = linkage.release_failures
+        await until(lambda: linkage.release_failures > failures, RETRY_CAP_S + 1)
+        s.servers["a"].faults(2).clear()
+        await until(lambda: s.doors["b3-door-a"].strike_released, RETRY_CAP_S + 1)
+        await until(lambda: len(s.gateway.fire_events()) == 2)
+        assert s.gateway.fire_events()[1].device == "b3-door-a"
+        # Released once, a door is left alone: no more writes to either.
+        a_writes = remote_unlocks(s.doors["b3-door-a"])
+        await asyncio.sleep(REPEAT_S * 2)
+        assert remote_unlocks(s.doors["b3-door-a"]) == a_writes == 1
+        # b3-door-b may have had one repeat in flight as the smoke cleared.
+        assert remote_unlocks(s.doors["b3-door-b"]) <= b_writes + 1
+
+
+def test_detectors_that_release_no_door_are_reported_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    configs = [
+        DeviceConfig(
+            id="yard-smoke", profile=SMOKE.id, address="modbus-tcp://127.0.0.1:1502?unit=1"
+        ),
+        DeviceConfig(
+            id="b7-smoke",
+            profile=SMOKE.id,
+            address="modbus-tcp://127.0.0.1:1502?unit=2",
+            building="7",
+        ),
+        DeviceConfig(
+            id="b8-smoke",
+            profile=SMOKE.id,
+            address="modbus-tcp://127.0.0.1:1502?unit=3",
+            building="8",
+        ),
+        DeviceConfig(
+            id="b8-door",
+            profile=DOOR.id,
+            address="modbus-tcp://127.0.0.1:1502?unit=4",
+            building="8",
+            egress=True,
+        ),
+    ]
+    profiles = {SMOKE.id: SMOKE, DOOR.id: DOOR}
+    address = parse_address(configs[0].address)
+    bus = ModbusBus(address)
+    devices = [
+        PolledDevice(c.id, profiles[c.profile], parse_address(c.address), 1.0) for c in configs
+    ]
+    actions = DeviceActions({d.device_id: (bus, d) for d in devices})
+    normalisers = {d.device_id: d.normaliser for d in devices}
+    with caplog.at_level(logging.WARNING, logger="edge.local_rules"):
+        FireLinkage(actions, configs, normalisers, lambda events: None, source="gateway.yaml")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "yard-smoke" in warnings[0]
+    assert "no building" in warnings[0]
+    assert "b7-smoke" in warnings[1]
+    assert "building 7" in warnings[1]
+    assert "no egress doors" in warnings[1]
+    assert all("gateway.yaml" in w for w in warnings)

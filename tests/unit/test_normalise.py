@@ -1,5 +1,6 @@
 """Report by exception and edge-triggered events of the normaliser."""
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -107,6 +108,39 @@ def test_occurrence_with_sequence_fires_once_per_new_record() -> None:
     assert event.data.card_hash == str(0xDEADBEEF)
 
 
+def granted_events(door: DeviceNormaliser, count: int, seconds: float) -> list[EventType]:
+    granted = {"event_code": 1, "event_card_hash": 0xDEADBEEF}
+    _, events = door.normalise(door_sample(event_count=count, **granted), at(seconds))
+    return [e.type for e in events if e.type is EventType.ACCESS_GRANTED]
+
+
+def test_sequence_going_back_is_a_restart_not_a_new_record() -> None:
+    """A controller that rebooted counts from 0 again: its last record is not new."""
+    door = DeviceNormaliser("fh-b3-door-01", DOOR)
+    assert granted_events(door, 7, 0) == []
+    assert granted_events(door, 8, 1) == [EventType.ACCESS_GRANTED]
+    assert granted_events(door, 0, 2) == []
+    assert granted_events(door, 0, 3) == []
+    assert granted_events(door, 1, 4) == [EventType.ACCESS_GRANTED]
+    assert granted_events(door, 300, 5) == [EventType.ACCESS_GRANTED]
+    assert granted_events(door, 2, 6) == []
+
+
+def test_sequence_wrapping_at_16_bits_is_a_new_record() -> None:
+    door = DeviceNormaliser("fh-b3-door-01", DOOR)
+    assert granted_events(door, 65_534, 0) == []
+    assert granted_events(door, 65_535, 1) == [EventType.ACCESS_GRANTED]
+    assert granted_events(door, 2, 2) == [EventType.ACCESS_GRANTED]
+
+
+def test_device_restarted_forgets_the_sequence() -> None:
+    door = DeviceNormaliser("fh-b3-door-01", DOOR)
+    assert granted_events(door, 7, 0) == []
+    door.reset_observation()
+    assert granted_events(door, 9, 1) == []
+    assert granted_events(door, 10, 2) == [EventType.ACCESS_GRANTED]
+
+
 DOOR_IO = load_profile(
     Path(__file__).resolve().parents[2] / "device_profiles/door/anju-door-io-mb.yaml"
 )
@@ -117,8 +151,13 @@ def held_open_events(door: DeviceNormaliser, is_open: bool, seconds: float) -> l
     return [e.type for e in events]
 
 
+def sparse_door() -> DeviceNormaliser:
+    """A contact read every 10 s, so that reads up to 30 s apart keep a hold going."""
+    return DeviceNormaliser("fh-b3-door-io-01", DOOR_IO, poll_interval_s=10.0)
+
+
 def test_contact_open_past_for_s_becomes_held_open_once() -> None:
-    door = DeviceNormaliser("fh-b3-door-io-01", DOOR_IO)
+    door = sparse_door()
     assert held_open_events(door, True, 0) == []
     assert held_open_events(door, True, 29.5) == []
     assert held_open_events(door, True, 30) == [EventType.DOOR_HELD_OPEN]
@@ -127,7 +166,7 @@ def test_contact_open_past_for_s_becomes_held_open_once() -> None:
 
 
 def test_closing_before_for_s_restarts_the_count_and_sends_no_clear() -> None:
-    door = DeviceNormaliser("fh-b3-door-io-01", DOOR_IO)
+    door = sparse_door()
     assert held_open_events(door, True, 0) == []
     assert held_open_events(door, False, 20) == []
     assert held_open_events(door, True, 25) == []
@@ -136,10 +175,41 @@ def test_closing_before_for_s_restarts_the_count_and_sends_no_clear() -> None:
 
 
 def test_for_s_is_measured_from_read_timestamps_not_read_count() -> None:
-    """One late read after a long gap is enough: the door was open at both reads."""
-    door = DeviceNormaliser("fh-b3-door-io-01", DOOR_IO)
+    """Two reads 30 s apart (within 3 poll intervals) are enough: open at both."""
+    door = sparse_door()
     assert held_open_events(door, True, 0) == []
-    assert held_open_events(door, True, 45) == [EventType.DOOR_HELD_OPEN]
+    assert held_open_events(door, True, 30) == [EventType.DOOR_HELD_OPEN]
+
+
+def test_a_gap_in_the_reads_restarts_the_hold() -> None:
+    """Open, then no reads for 40 s (device offline), open again: not held for 30 s."""
+    door = DeviceNormaliser("fh-b3-door-io-01", DOOR_IO)  # polled every 0.5 s
+    assert held_open_events(door, True, 0) == []
+    assert held_open_events(door, True, 0.5) == []
+    assert held_open_events(door, True, 40) == []
+    for second in range(41, 70):
+        assert held_open_events(door, True, second) == [], second
+    assert held_open_events(door, True, 70) == [EventType.DOOR_HELD_OPEN]
+
+
+def test_a_gap_after_held_open_fired_sends_no_clear_and_no_repeat() -> None:
+    door = DeviceNormaliser("fh-b3-door-io-01", DOOR_IO, poll_interval_s=10.0)
+    assert held_open_events(door, True, 0) == []
+    assert held_open_events(door, True, 30) == [EventType.DOOR_HELD_OPEN]
+    assert held_open_events(door, True, 100) == []
+    door.device_restarted()
+    assert held_open_events(door, True, 101) == []
+    assert held_open_events(door, False, 102) == [EventType.DOOR_CLOSED]
+
+
+def test_device_restarted_restarts_the_hold() -> None:
+    door = sparse_door()
+    assert held_open_events(door, True, 0) == []
+    assert held_open_events(door, True, 20) == []
+    door.device_restarted()
+    assert held_open_events(door, True, 25) == []
+    assert held_open_events(door, True, 50) == []
+    assert held_open_events(door, True, 55) == [EventType.DOOR_HELD_OPEN]
 
 
 def test_for_s_on_a_threshold_rule_keeps_its_data() -> None:
@@ -152,7 +222,7 @@ def test_for_s_on_a_threshold_rule_keeps_its_data() -> None:
             ]
         }
     )
-    detector = DeviceNormaliser("fh-b3-smoke-01", profile)
+    detector = DeviceNormaliser("fh-b3-smoke-01", profile, poll_interval_s=30.0)
     assert detector.normalise({**QUIET, "battery": 9}, at(0))[1] == []
     _, events = detector.normalise({**QUIET, "battery": 8}, at(60))
     (low,) = events
@@ -176,3 +246,29 @@ def test_door_profiles_raise_held_open_from_one_rule_each() -> None:
     for profile in (DOOR, DOOR_IO):
         rules = [r for r in profile.events if r.type is EventType.DOOR_HELD_OPEN]
         assert len(rules) == 1, profile.id
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_are_dropped_and_counted(detector: DeviceNormaliser, bad: float) -> None:
+    detector.normalise(QUIET, at(0))
+    readings, events = detector.normalise(
+        {**QUIET, "temperature": bad, "battery": bad}, at(SMOKE.heartbeat_s + 1)
+    )
+    # The heartbeat is due: every finite metric is sent, the non-finite ones are not.
+    assert {r.metric for r in readings} == {Metric.SMOKE_OBSCURATION, Metric.CO}
+    assert all(math.isfinite(r.value) for r in readings)
+    # -inf is below the battery.low threshold: it must not fire it.
+    assert events == []
+    assert detector.rejected_values == 2
+
+
+def test_rejected_values_counts_each_dropped_value() -> None:
+    detector = DeviceNormaliser("fh-b3-smoke-01", SMOKE)
+    readings, events = detector.normalise({**QUIET, "battery": -math.inf, "co": math.nan}, at(0))
+    assert detector.rejected_values == 2
+    assert {r.metric for r in readings} == {Metric.SMOKE_OBSCURATION, Metric.TEMPERATURE}
+    assert events == []
+    # The last value sent is kept, not replaced by the bad one: a good value later is
+    # compared with the last good one.
+    readings, _ = detector.normalise({**QUIET, "battery": 90}, at(1))
+    assert {r.metric for r in readings} == {Metric.CO, Metric.BATTERY}
