@@ -155,6 +155,7 @@ class Agent:
                 spool=self.spool,
                 uplink=self.uplink,
                 linkage=self.linkage,
+                intake=self,
             ),
             gateway=config.gateway,
             community=config.community,

@@ -95,6 +95,25 @@ class LinkageView(Protocol):
     @property
     def buildings_in_alarm(self) -> list[str]: ...
 
+    @property
+    def internal_errors(self) -> int: ...
+
+
+class IntakeView(Protocol):
+    """What the collector reads of the agent's way into the spool (``edge.app.Agent``)."""
+
+    @property
+    def spool_failures(self) -> int: ...
+
+    @property
+    def held_events(self) -> int: ...
+
+    @property
+    def readings_dropped_unspooled(self) -> int: ...
+
+    @property
+    def events_dropped_unspooled(self) -> int: ...
+
 
 class MetricsError(EdgeError):
     """The metrics endpoint cannot listen on its address."""
@@ -124,8 +143,10 @@ class EdgeCollector:
         spool: SpoolView | None = None,
         uplink: UplinkView | None = None,
         linkage: LinkageView | None = None,
+        intake: IntakeView | None = None,
     ) -> None:
         self._pollers = pollers
+        self._intake = intake
         self._spool = spool
         self._uplink = uplink
         self._linkage = linkage
@@ -139,6 +160,8 @@ class EdgeCollector:
             yield from self._uplinked(self._uplink)
         if self._linkage is not None:
             yield from self._linked(self._linkage)
+        if self._intake is not None:
+            yield from self._taken_in(self._intake)
 
     @staticmethod
     def _polling(pollers: Sequence[BusPoller]) -> Iterable[Metric]:
@@ -154,6 +177,11 @@ class EdgeCollector:
         online = GaugeMetricFamily(
             _name("device_online"), "1 while the device answers, 0 once offline.", labels=["device"]
         )
+        rejected = CounterMetricFamily(
+            _name("rejected_values"),
+            "Values a device sent that were not finite numbers (dropped).",
+            labels=["device"],
+        )
         overruns = CounterMetricFamily(
             _name("bus_overruns"),
             "Polls that started a whole interval late because the bus was busy.",
@@ -165,9 +193,10 @@ class EdgeCollector:
                 polls.add_metric([device.device_id], device.polls)
                 answered.add_metric([device.device_id], device.answered)
                 online.add_metric([device.device_id], 1.0 if device.online else 0.0)
+                rejected.add_metric([device.device_id], device.normaliser.rejected_values)
                 for kind, count in sorted(device.faults.items()):
                     faults.add_metric([device.device_id, kind], count)
-        return [polls, answered, faults, online, overruns]
+        return [polls, answered, faults, online, rejected, overruns]
 
     @staticmethod
     def _spooled(spool: SpoolView) -> Iterable[Metric]:
@@ -234,6 +263,36 @@ class EdgeCollector:
                 _name("fire_buildings_in_alarm"),
                 "Buildings with a smoke detector in alarm.",
                 value=len(linkage.buildings_in_alarm),
+            ),
+            CounterMetricFamily(
+                _name("fire_linkage_internal_errors"),
+                "Unexpected errors while releasing a door (each door is tried again).",
+                value=linkage.internal_errors,
+            ),
+        ]
+
+    @staticmethod
+    def _taken_in(intake: IntakeView) -> Iterable[Metric]:
+        return [
+            CounterMetricFamily(
+                _name("spool_write_failures"),
+                "Writes to the spool that failed (a full or failing disk).",
+                value=intake.spool_failures,
+            ),
+            GaugeMetricFamily(
+                _name("events_held_in_memory"),
+                "Events waiting in memory because the spool could not take them.",
+                value=intake.held_events,
+            ),
+            CounterMetricFamily(
+                _name("readings_lost_unspooled"),
+                "Readings dropped because the spool could not take them.",
+                value=intake.readings_dropped_unspooled,
+            ),
+            CounterMetricFamily(
+                _name("events_lost_unspooled"),
+                "Events dropped past the in-memory bound while the spool failed.",
+                value=intake.events_dropped_unspooled,
             ),
         ]
 

@@ -43,6 +43,14 @@ class UplinkStandIn:
     connection_failures: int = 0
 
 
+@dataclass
+class IntakeStandIn:
+    spool_failures: int = 0
+    held_events: int = 0
+    readings_dropped_unspooled: int = 0
+    events_dropped_unspooled: int = 0
+
+
 def ignore(readings: list[Reading], events: list[Event]) -> None:
     """A poller sink for pollers that never poll here."""
 
@@ -59,6 +67,7 @@ class Agent:
     spool: SpoolStandIn
     uplink: UplinkStandIn
     linkage: FireLinkage
+    intake: IntakeStandIn
 
 
 @pytest.fixture
@@ -68,7 +77,7 @@ def agent() -> Agent:
         make_poller("modbus-tcp://192.0.2.11:502?unit=1", "b4-smoke-01"),
     ]
     linkage = FireLinkage(DeviceActions({}), [], {}, emit=lambda events: None)
-    return Agent(pollers, SpoolStandIn(), UplinkStandIn(), linkage)
+    return Agent(pollers, SpoolStandIn(), UplinkStandIn(), linkage, IntakeStandIn())
 
 
 @pytest.fixture
@@ -78,6 +87,7 @@ async def endpoint(agent: Agent) -> AsyncIterator[str]:
         spool=agent.spool,
         uplink=agent.uplink,
         linkage=agent.linkage,
+        intake=agent.intake,
     )
     registry = build_registry(collector, gateway="gw-fh-01", community="xijin/fenghuang")
     async with MetricsServer(registry, port=0) as server:
@@ -145,6 +155,23 @@ async def test_scrape_reads_spool_uplink_and_fire_linkage(agent: Agent, endpoint
     assert value(samples, "anju_edge_fire_buildings_in_alarm") == 0
     info = value(samples, "target_info", gateway="gw-fh-01", community="xijin/fenghuang")
     assert info == 1
+
+
+async def test_scrape_reads_a_failing_spool_and_rejected_values(
+    agent: Agent, endpoint: str
+) -> None:
+    agent.intake.spool_failures, agent.intake.held_events = 4, 17
+    agent.intake.readings_dropped_unspooled, agent.intake.events_dropped_unspooled = 90, 0
+    agent.linkage.internal_errors = 2
+    agent.pollers[0].devices[0].normaliser.rejected_values = 3
+    samples = await scrape(endpoint)
+    assert value(samples, "anju_edge_spool_write_failures_total") == 4
+    assert value(samples, "anju_edge_events_held_in_memory") == 17
+    assert value(samples, "anju_edge_readings_lost_unspooled_total") == 90
+    assert value(samples, "anju_edge_events_lost_unspooled_total") == 0
+    assert value(samples, "anju_edge_fire_linkage_internal_errors_total") == 2
+    assert value(samples, "anju_edge_rejected_values_total", device="b3-smoke-01") == 3
+    assert value(samples, "anju_edge_rejected_values_total", device="b4-smoke-01") == 0
 
 
 async def test_nothing_unsent_reads_as_age_zero(endpoint: str) -> None:
