@@ -289,6 +289,7 @@ class Uplink:
                     )
             except (aiomqtt.MqttError, EdgeError) as exc:
                 refused = isinstance(exc, PublishRefused)
+                self.refused_publishes += refused
                 self.connection_failures += 1
                 if self.state is not UplinkState.OFFLINE:
                     log.warning("uplink to %s lost: %s", self._broker.redacted(), exc)
@@ -406,7 +407,6 @@ class Uplink:
         try:
             await link.publish(topic, batch.payload, timeout_s=self._publish_timeout_s)
         except PublishRefused as exc:
-            self.refused_publishes += 1
             log.error(
                 "broker refused batch %d (%d items) on %s: %s (0x%02x); it stays in the spool",
                 batch.batch_seq,

@@ -11,6 +11,7 @@ import atexit
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -67,8 +68,13 @@ class MosquittoServer:
         max_queued_messages: int = 100_000,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        listener_config: Sequence[str] = ("allow_anonymous true",),
     ) -> None:
+        """``listener_config`` lines follow the listener line: the default lets anyone
+        in; a test of TLS or credentials gives ``cafile``/``certfile``/``keyfile``,
+        ``password_file``, ``acl_file`` and ``allow_anonymous false`` instead."""
         self.work_dir = work_dir
+        self.listener_config = tuple(listener_config)
         self._port = port if port is not None else free_port()
         self._binary = binary
         self.persistence = persistence
@@ -172,7 +178,7 @@ class MosquittoServer:
         lines = [
             "# Written by anju.services.mosquitto for one run; rewritten at every start.",
             f"listener {self._port} {LOOPBACK}",
-            "allow_anonymous true",
+            *self.listener_config,
             # The default per-client limits (20 in flight, 1000 queued) make the broker
             # drop QoS 1 messages for a subscriber that falls behind a burst, which
             # would look like message loss in the tests; raise them on purpose.

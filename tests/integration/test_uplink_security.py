@@ -1,0 +1,196 @@
+"""The uplink against a broker that asks what a production one asks: TLS, a password
+per gateway, and an ACL that lets a gateway publish only under its own topics."""
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from anju.services.mosquitto import MosquittoServer
+from edge.spool import Spool
+from edge.uplink import Uplink, UplinkState
+from schemas.broker import parse_broker_url
+from schemas.topics import Channel, topic_for
+from schemas.vocabulary import EventType, Severity
+from schemas.wire import Event, EventBatch, decode
+
+COMMUNITY = "xijin/fenghuang"
+
+
+@dataclass(frozen=True)
+class SecuredBroker:
+    port: int
+    ca_file: Path
+
+    def url(self, user: str, password: str) -> str:
+        return f"mqtts://{user}:{password}@127.0.0.1:{self.port}"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    work = tmp_path_factory.mktemp("secured-broker")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=anju test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        cwd=work,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        cwd=work,
+    )
+    (work / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
+             cwd=work)  # fmt: skip
+    passwords = work / "passwords"
+    for index, (user, password) in enumerate(
+        [("gw-fh-01", "fh-secret"), ("gw-by-01", "by-secret"), ("cloud", "cloud-secret")]
+    ):
+        flags = ["-c"] if index == 0 else []
+        subprocess.run(
+            ["mosquitto_passwd", *flags, "-b", str(passwords), user, password],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    acl = work / "acl"
+    acl.write_text(
+        "user gw-fh-01\ntopic readwrite anju/v1/xijin/fenghuang/gw-fh-01/#\n"
+        "user gw-by-01\ntopic readwrite anju/v1/nanshan/baiyun/gw-by-01/#\n"
+        "user cloud\ntopic read anju/v1/#\n"
+    )
+    broker = MosquittoServer(
+        work / "mosquitto",
+        listener_config=[
+            f"cafile {work / 'ca.crt'}",
+            f"certfile {work / 'server.crt'}",
+            f"keyfile {work / 'server.key'}",
+            "allow_anonymous false",
+            f"password_file {passwords}",
+            f"acl_file {acl}",
+        ],
+    )
+    with broker:
+        yield SecuredBroker(broker.port, work / "ca.crt")
+
+
+def alarm() -> Event:
+    return Event(
+        device="fh-b3-smoke-01",
+        ts=datetime.now(UTC),
+        seq=1,
+        type=EventType.SMOKE_ALARM,
+        severity=Severity.CRITICAL,
+    )
+
+
+async def run_briefly(uplink: Uplink, seconds: float) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(uplink.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.wait_for(task, timeout=30)
+
+
+async def test_gateway_publishes_over_tls_with_its_password(
+    secured: SecuredBroker, tmp_path: Path
+) -> None:
+    received: list[EventBatch] = []
+    cloud = aiomqtt.Client(
+        "127.0.0.1",
+        secured.port,
+        username="cloud",
+        password="cloud-secret",
+        tls_params=aiomqtt.TLSParameters(ca_certs=str(secured.ca_file)),
+    )
+    with Spool(tmp_path / "spool", "gw-fh-01", COMMUNITY, budget_bytes=2**24) as spool:
+        spool.add_events([alarm()])
+        uplink = Uplink(
+            parse_broker_url(secured.url("gw-fh-01", "fh-secret")),
+            spool,
+            agent_version="test",
+            ca_file=secured.ca_file,
+        )
+        async with cloud:
+            await cloud.subscribe(topic_for(COMMUNITY, "gw-fh-01", Channel.EVENTS), qos=1)
+            await run_briefly(uplink, 2.0)
+            async with asyncio.timeout(5):
+                message = await anext(cloud.messages)
+            assert isinstance(message.payload, bytes)
+            received.append(decode(message.payload, EventBatch))
+        assert spool.empty
+    assert [e.type for e in received[0].items] == [EventType.SMOKE_ALARM]
+
+
+async def test_wrong_password_keeps_the_batch(secured: SecuredBroker, tmp_path: Path) -> None:
+    with Spool(tmp_path / "spool", "gw-fh-01", COMMUNITY, budget_bytes=2**24) as spool:
+        spool.add_events([alarm()])
+        uplink = Uplink(
+            parse_broker_url(secured.url("gw-fh-01", "not-the-password")),
+            spool,
+            agent_version="test",
+            ca_file=secured.ca_file,
+        )
+        await run_briefly(uplink, 2.0)
+        assert uplink.connection_failures >= 1
+        assert uplink.state is not UplinkState.ONLINE
+        assert spool.depth[Channel.EVENTS] == 1
+
+
+async def test_untrusted_broker_certificate_is_refused(
+    secured: SecuredBroker, tmp_path: Path
+) -> None:
+    """Without the operator's CA the broker's certificate is not trusted: no connection."""
+    with Spool(tmp_path / "spool", "gw-fh-01", COMMUNITY, budget_bytes=2**24) as spool:
+        spool.add_events([alarm()])
+        uplink = Uplink(
+            parse_broker_url(secured.url("gw-fh-01", "fh-secret")), spool, agent_version="test"
+        )
+        await run_briefly(uplink, 2.0)
+        assert uplink.connection_failures >= 1
+        assert spool.depth[Channel.EVENTS] == 1
+
+
+async def test_gateway_cannot_publish_as_another(secured: SecuredBroker, tmp_path: Path) -> None:
+    """Baiyun's credentials on Fenghuang's topics: the broker refuses, nothing is lost."""
+    with Spool(tmp_path / "spool", "gw-fh-01", COMMUNITY, budget_bytes=2**24) as spool:
+        spool.add_events([alarm()])
+        uplink = Uplink(
+            parse_broker_url(secured.url("gw-by-01", "by-secret")),
+            spool,
+            agent_version="test",
+            ca_file=secured.ca_file,
+        )
+        await run_briefly(uplink, 2.0)
+        assert uplink.refused_publishes >= 1
+        assert uplink.published_batches == 0
+        assert spool.depth[Channel.EVENTS] == 1
