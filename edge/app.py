@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
 SPOOL_FILE = "spool.sqlite3"
 COMMAND_CLOSE_S = 10.0
+PRODUCERS_STOP_S = 10.0
+"""Longest wait for a poll (or a door release) in progress when the agent stops."""
 RELOAD_GRACE_S = 1.0
 """Time for a reload command's result to go out before the agent stops to reload."""
 _MODBUS = (Protocol.MODBUS_TCP, Protocol.MODBUS_RTU)
@@ -288,20 +290,31 @@ class Agent:
         return f"config valid ({len(config.devices)} devices); reloading"
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll and send until ``stop`` is set; then stop polling, drain and say offline."""
+        """Poll and send until ``stop`` is set; then stop polling, drain and say offline.
+
+        Pollers and the fire linkage finish what they are doing before the uplink is
+        told to drain, so everything read before the stop is sent before the agent
+        exits (or stays on disk if the broker cannot be reached in time).
+        """
         self._stop = stop
-        polling_stop = asyncio.Event()
+        polling_stop, draining = asyncio.Event(), asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
-                uplink = tasks.create_task(self.uplink.run(stop), name="uplink")
-                for poller in self.pollers:
+                uplink = tasks.create_task(self.uplink.run(draining), name="uplink")
+                producers = [
                     tasks.create_task(poller.run(polling_stop), name=f"poll {poller.bus.name}")
-                tasks.create_task(self.linkage.run(polling_stop), name="fire linkage")
+                    for poller in self.pollers
+                ]
+                producers.append(
+                    tasks.create_task(self.linkage.run(polling_stop), name="fire linkage")
+                )
                 tasks.create_task(
                     serve_metrics(self.metrics, self.config.metrics_port, stop), name="metrics"
                 )
                 await stop.wait()
                 polling_stop.set()
+                await asyncio.wait(producers, timeout=PRODUCERS_STOP_S)
+                draining.set()
                 await uplink
         finally:
             # Commands still running are cut off before their bus closes; their audit
