@@ -22,6 +22,7 @@ CommandResult for that id, so the cloud is never left waiting.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
-from paho.mqtt.client import MQTT_ERR_SUCCESS, DisconnectFlags
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_SUCCESS, DisconnectFlags
 from paho.mqtt.client import Client as PahoClient
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -205,6 +206,7 @@ class Uplink:
         self.published_items = 0
         self.connection_failures = 0
         self.refused_publishes = 0
+        self.internal_errors = 0
         self.commands_handled = 0
         self.command_failures = 0
         self.in_flight = 0
@@ -246,7 +248,9 @@ class Uplink:
                 self._status_topic, self._status(GatewayState.OFFLINE), qos=1, retain=True
             ),
             clean_session=None if v5 else not persistent,
-            clean_start=not persistent,
+            # paho refuses any clean-start setting but its default on MQTT 3.1.1, where
+            # clean_session above says whether the session persists.
+            clean_start=(not persistent) if v5 else MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             max_inflight_messages=self._max_in_flight + 4,
             tls_params=tls,
@@ -290,15 +294,21 @@ class Uplink:
             except (aiomqtt.MqttError, EdgeError) as exc:
                 refused = isinstance(exc, PublishRefused)
                 self.refused_publishes += refused
-                self.connection_failures += 1
                 if self.state is not UplinkState.OFFLINE:
                     log.warning("uplink to %s lost: %s", self._broker.redacted(), exc)
-                self.state = UplinkState.OFFLINE
-                delay = self._backoff.next_delay()
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    continue
+            except Exception:
+                # The task's outer loop: an uplink that died would take the agent, and
+                # its fire linkage, down with it. Whatever this was, it is logged with
+                # its traceback, counted, and the connection is tried again.
+                refused = False
+                self.internal_errors += 1
+                log.exception("uplink to %s failed unexpectedly", self._broker.redacted())
+            else:
+                continue
+            self.connection_failures += 1
+            self.state = UplinkState.OFFLINE
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._backoff.next_delay())
         self.state = UplinkState.STOPPED
 
     async def _serve(

@@ -22,6 +22,7 @@ import aiomqtt
 import pytest
 
 from anju.services.mosquitto import MosquittoServer
+from anju.services.python_broker import PythonBroker
 from edge.backoff import Backoff
 from edge.spool import Spool
 from edge.uplink import Uplink, UplinkState
@@ -461,3 +462,29 @@ async def test_in_flight_is_bounded_and_only_a_successful_puback_removes_a_batch
                 await asyncio.sleep(0.05)
     assert "Not authorized" in caplog.text
     assert f"anju/v1/{COMMUNITY}/{gateway}/events" in caplog.text
+
+
+async def test_uplink_speaks_mqtt_3_1_1_with_commands(tmp_path: Path) -> None:
+    """The zero-install demo's in-process broker speaks only 3.1.1; paho then refuses
+    any clean-start setting but its default, which once stopped the agent at connect."""
+    async with PythonBroker() as broker:
+        url = f"{broker.url}?version={broker.protocol_version}"
+        address = parse_broker_url(url)
+        with Spool(tmp_path / "spool", "gw-1", COMMUNITY, budget_bytes=2**24) as spool:
+            spool.add_events([alarm("sd-1", 1)])
+
+            async def pong(command_id: str, payload: bytes) -> bytes:
+                return b"{}"
+
+            uplink = Uplink(address, spool, agent_version="test", on_command=pong)
+            async with aiomqtt.Client(
+                address.host, address.port, protocol=aiomqtt.ProtocolVersion.V311
+            ) as cloud:
+                await cloud.subscribe(topic_for(COMMUNITY, "gw-1", Channel.EVENTS), qos=1)
+                async with running(uplink):
+                    async with asyncio.timeout(10):
+                        message = await anext(cloud.messages)
+                    await wait_until(lambda: spool.empty, 10, "the batch acknowledged")
+            assert uplink.internal_errors == 0
+    assert isinstance(message.payload, bytes)
+    assert decode(message.payload, EventBatch).items[0].seq == 1
