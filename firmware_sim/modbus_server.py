@@ -181,13 +181,9 @@ async def _serve(
             registers[a - start_address] = image[a]
         return None
     if function_code in (_FC_WRITE_SINGLE, _FC_WRITE_MULTIPLE):
-        try:
-            device.write_holding_registers(address, [int(v) for v in set_values or []])
-        except IllegalDataAddress:
-            return ExcCodes.ILLEGAL_ADDRESS
-        except IllegalDataValue:
-            return ExcCodes.ILLEGAL_VALUE
-        return None
+        return _written(
+            lambda: device.write_holding_registers(address, [int(v) for v in set_values or []])
+        )
     if isinstance(device, ModbusBitModel):
         return _serve_bits(
             device, function_code, start_address, address, count, registers, set_values
@@ -216,14 +212,19 @@ def _serve_bits(
             )
         return None
     if function_code in (_FC_WRITE_COIL, _FC_WRITE_COILS):
-        try:
-            device.write_coils(address, [bool(v) for v in set_values or []])
-        except IllegalDataAddress:
-            return ExcCodes.ILLEGAL_ADDRESS
-        except IllegalDataValue:
-            return ExcCodes.ILLEGAL_VALUE
-        return None
+        return _written(lambda: device.write_coils(address, [bool(v) for v in set_values or []]))
     return ExcCodes.ILLEGAL_FUNCTION
+
+
+def _written(write: Callable[[], None]) -> ExcCodes | None:
+    """Run a device write; the device's refusal becomes the Modbus exception code."""
+    try:
+        write()
+    except IllegalDataAddress:
+        return ExcCodes.ILLEGAL_ADDRESS
+    except IllegalDataValue:
+        return ExcCodes.ILLEGAL_VALUE
+    return None
 
 
 async def _unknown_unit(

