@@ -10,6 +10,9 @@ naming the variable and the form it expects, before any connection is tried.
 - ``ANJU_INGEST_GROUP`` (default ``anju-ingest``): the MQTT v5 shared-subscription group
 - ``ANJU_INGEST_CLIENT_ID`` (default ``anju-ingest-{hostname}``): the stable MQTT client
   id prefix; worker N connects as ``{prefix}-{N}``
+- ``ANJU_STORAGE_*``: how readings are kept over time, see ``StorageSettings`` (the
+  variable of each field is its name in capitals after the prefix, for example
+  ``ANJU_STORAGE_RETENTION_DAYS``)
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Final, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloud.errors import SettingsError
 from schemas.broker import BrokerAddress, parse_broker_url
@@ -56,6 +59,53 @@ class IngestSettings(BaseModel):
     """Messages aiomqtt may hold in memory for one worker (0: unbounded)."""
 
 
+class StorageSettings(BaseModel):
+    """How readings are kept over time (``cloud.storage.timeseries``, docs/storage.md).
+
+    Raises SettingsError, naming both variables, when two values contradict each other.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["auto", "timescaledb", "partitions"] = "auto"
+    """``auto``: TimescaleDB when the server offers it, else native partitions."""
+    retention_days: Annotated[int, Field(ge=1, le=36500)] = 90
+    """Raw readings older than this are dropped (whole partitions or chunks)."""
+    rollup_retention_days: Annotated[int, Field(ge=1, le=36500)] = 730
+    """Hourly rollups outlive the raw readings they summarise, for long-range charts."""
+    late_window_h: Annotated[int, Field(ge=1)] = 48
+    """How late readings are expected to arrive (a gateway's backlog after an outage).
+    TimescaleDB compresses chunks and stops refreshing hours older than this; the
+    plain path's rollup takes late readings of any age."""
+    maintenance_interval_s: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    """How often the rollup is brought up to date (and partitions and retention checked)."""
+    partition_months_ahead: Annotated[int, Field(ge=1, le=24)] = 3
+    ingest_rows_per_s: Annotated[int, Field(ge=1)] = 10_000
+    """Sustained readings per second expected, to size TimescaleDB chunks."""
+    chunk_interval_h: Annotated[int, Field(ge=1, le=720)] | None = None
+    """TimescaleDB chunk interval; unset, it is sized from ``shared_buffers`` and
+    ``ingest_rows_per_s`` by TimescaleDB's rule (``timeseries.chunk_interval``)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.rollup_retention_days < self.retention_days:
+            raise SettingsError(
+                "ANJU_STORAGE_ROLLUP_RETENTION_DAYS",
+                f"{self.rollup_retention_days} days is shorter than "
+                f"ANJU_STORAGE_RETENTION_DAYS ({self.retention_days})",
+                "at least as many days as the raw readings are kept",
+            )
+        if self.late_window_h * 2 > self.retention_days * 24:
+            raise SettingsError(
+                "ANJU_STORAGE_LATE_WINDOW_H",
+                f"{self.late_window_h} hours is more than half of "
+                f"ANJU_STORAGE_RETENTION_DAYS ({self.retention_days} days)",
+                "a late-arrival window at most half the retention period, so late "
+                "readings still find their raw neighbours",
+            )
+        return self
+
+
 class CloudSettings(BaseModel):
     """Everything ``anju cloud run`` and ``anju cloud ingest`` need.
 
@@ -70,6 +120,7 @@ class CloudSettings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     @property
     def broker(self) -> BrokerAddress:
@@ -130,9 +181,25 @@ def load_settings(
         "client_id": ("ANJU_INGEST_CLIENT_ID", name_form),
     }
     ingest = _validate(IngestSettings, ingest_vars, env, {})
+    storage = _validate(StorageSettings, _STORAGE_VARIABLES, env, {})
     return _validate(
-        CloudSettings, top_vars, env, {"database_url": database_url, "mqtt": mqtt, "ingest": ingest}
+        CloudSettings,
+        top_vars,
+        env,
+        {"database_url": database_url, "mqtt": mqtt, "ingest": ingest, "storage": storage},
     )
+
+
+_STORAGE_VARIABLES: Final = {
+    "backend": ("ANJU_STORAGE_BACKEND", "auto, timescaledb or partitions"),
+    "retention_days": ("ANJU_STORAGE_RETENTION_DAYS", "whole days, 1-36500"),
+    "rollup_retention_days": ("ANJU_STORAGE_ROLLUP_RETENTION_DAYS", "whole days, 1-36500"),
+    "late_window_h": ("ANJU_STORAGE_LATE_WINDOW_H", "whole hours, at least 1"),
+    "maintenance_interval_s": ("ANJU_STORAGE_MAINTENANCE_INTERVAL_S", "seconds, 10-86400"),
+    "partition_months_ahead": ("ANJU_STORAGE_PARTITION_MONTHS_AHEAD", "whole months, 1-24"),
+    "ingest_rows_per_s": ("ANJU_STORAGE_INGEST_ROWS_PER_S", "readings per second, at least 1"),
+    "chunk_interval_h": ("ANJU_STORAGE_CHUNK_INTERVAL_H", "whole hours, 1-720"),
+}
 
 
 def _validate(
