@@ -11,29 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
 import uvicorn
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from cloud.api.app import create_app
-from cloud.errors import CloudError, SettingsError
+from cloud.errors import CloudError, SettingsError, StorageError
 from cloud.ingest.consumer import IngestConsumer
 from cloud.ingest.counters import IngestCounters
 from cloud.ingest.writer import BatchWriter
-from cloud.settings import CloudSettings
+from cloud.settings import CloudSettings, StorageSettings
 from cloud.storage.pool import open_pool
-from cloud.storage.sql import queries
+from cloud.storage.timeseries import maintain
 
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S: Final = 60.0
-PARTITION_CHECK_S: Final = 6 * 3600.0
-PARTITION_MONTHS: Final = 5
-"""Last month, this month and three ahead, as ``anju cloud migrate`` makes them."""
 
 
 def worker_client_ids(settings: CloudSettings, workers: int) -> list[str]:
@@ -94,7 +92,9 @@ async def run_ingest(
                 for consumer in consumers
             ]
             tasks.append(group.create_task(_log_counters(totals), name="ingest:stats"))
-            tasks.append(group.create_task(_keep_partitions(pool), name="ingest:partitions"))
+            tasks.append(
+                group.create_task(_maintain_storage(pool, settings.storage), name="ingest:storage")
+            )
             if started is not None:
                 tasks.append(
                     group.create_task(
@@ -192,21 +192,34 @@ async def _wait(stop: asyncio.Event | None) -> None:
         await stop.wait()
 
 
-async def _keep_partitions(pool: AsyncConnectionPool[Any]) -> None:
-    """Create readings partitions ahead of time, now and every few hours.
+async def _maintain_storage(pool: AsyncConnectionPool[Any], settings: StorageSettings) -> None:
+    """Keep readings over time: a maintenance round now, then one every interval.
 
-    ``anju cloud migrate`` makes them a few months ahead, but ingest may run far longer
-    than that; a month without its partition would fill the DEFAULT partition. A
-    failure is logged and tried again at the next round: readings still land (in
-    DEFAULT) meanwhile, and the next successful round moves them.
+    ``anju cloud migrate`` makes partitions a few months ahead, but ingest may run far
+    longer; each round makes them ahead again, folds new readings into the hourly
+    rollup and applies retention (``cloud.storage.timeseries.maintain``; on TimescaleDB
+    its own jobs do all that). A failed round is logged and the next one tries again:
+    readings still land meanwhile (in DEFAULT when their month has no partition), and
+    the fold resumes from its watermark. Rounds are jittered by a tenth, so processes
+    started together drift apart (when they meet, they take turns in the database).
     """
     while True:
         try:
             async with pool.connection(timeout=30) as conn:
-                await conn.execute(queries()["readings_partitions"], {"months": PARTITION_MONTHS})
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("could not create readings partitions ahead: %s", exc)
-        await asyncio.sleep(PARTITION_CHECK_S)
+                report = await maintain(conn, settings)
+        except (StorageError, psycopg.Error) as exc:
+            log.warning(
+                "storage maintenance failed, next round in %.0f s: %s",
+                settings.maintenance_interval_s,
+                exc,
+            )
+        else:
+            log.log(
+                logging.INFO if report.changed_layout else logging.DEBUG,
+                "storage maintenance: %s",
+                report,
+            )
+        await asyncio.sleep(settings.maintenance_interval_s * random.uniform(0.9, 1.1))
 
 
 async def _log_counters(counters: IngestCounters) -> None:

@@ -10,7 +10,7 @@ import typer
 from anju.commands.common import fail
 from cloud.app import run_cloud, run_ingest
 from cloud.errors import CloudError
-from cloud.settings import load_database_url, load_settings
+from cloud.settings import load_settings
 from cloud.storage.migrate import apply_migrations
 
 app = typer.Typer(
@@ -24,7 +24,8 @@ _ENVIRONMENT = (
     "ANJU_MQTT_URL (mqtt://[user[:password]@]host[:port][?version=5|3.1.1]), "
     "ANJU_INGEST_GROUP (MQTT v5 shared-subscription group, default anju-ingest), "
     "ANJU_INGEST_CLIENT_ID (client id prefix, default anju-ingest-HOSTNAME; worker N "
-    "connects as PREFIX-N)."
+    "connects as PREFIX-N), ANJU_STORAGE_* (how readings are kept over time: retention, "
+    "rollup, TimescaleDB or partitions; docs/storage.md)."
 )
 
 Workers = Annotated[
@@ -42,16 +43,24 @@ Workers = Annotated[
 @app.command(
     epilog="Example: ANJU_DATABASE_URL=postgresql://anju@127.0.0.1:5432/anju "
     "anju cloud migrate\n\n"
-    "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname)."
+    "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname), "
+    "ANJU_STORAGE_BACKEND (auto, timescaledb or partitions) and the other ANJU_STORAGE_* "
+    "settings (docs/storage.md)."
 )
 def migrate() -> None:
-    """Apply the database migrations not applied yet, each once, in order.
+    """Apply the database migrations not applied yet, each once, in order, then set up
+    how readings are kept over time.
 
-    Safe to run from several processes at once: they take turns and the later ones
-    find nothing to do. Prints the migrations applied now.
+    Readings go into a TimescaleDB hypertable with compression, retention and an
+    hourly continuous aggregate when the server offers TimescaleDB, else into monthly
+    partitions with an hourly rollup table that ingest keeps up to date. Safe to run
+    from several processes at once: they take turns and the later ones find nothing
+    to do. Run it again after changing an ANJU_STORAGE_* setting. Prints the
+    migrations applied now.
     """
     try:
-        applied = apply_migrations(load_database_url())
+        settings = load_settings(require_mqtt=False)
+        applied = apply_migrations(settings.database_url, storage=settings.storage)
     except CloudError as exc:
         fail(str(exc))
     for name in applied:

@@ -9,7 +9,9 @@ Guarantees:
 - a migration whose file changed after it was applied, or a database carrying a
   migration this code does not know, stops the run with ``MigrationError`` instead of
   guessing;
-- after migrating, the readings partitions for last month to a few months ahead exist.
+- after migrating, readings are set up for keeping over time, on TimescaleDB when the
+  server offers it, else in native partitions created months ahead
+  (``cloud.storage.timeseries.prepare``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from cloud.errors import MigrationError
+from cloud.settings import StorageSettings
 from cloud.storage.database import storage_errors, translate
 from cloud.storage.sql import queries
+from cloud.storage.timeseries import prepare
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +82,20 @@ def load_migrations(directory: Traversable | None = None) -> list[Migration]:
 def apply_migrations(
     conninfo: str,
     *,
+    storage: StorageSettings | None = None,
     lock_timeout_s: float = 120.0,
     connect_timeout_s: int = 10,
-    partition_months_ahead: int = 3,
 ) -> list[str]:
     """Bring the database at ``conninfo`` up to date; return the migrations applied now.
 
     Names are file stems such as ``0001_registry``, in the order applied; an empty list
-    means the database was already current. Waits at most ``lock_timeout_s`` for
-    another process's run to finish. Raises MigrationError when a migration fails or
-    the files disagree with the database, StorageError (or StorageUnavailable) when
-    the database cannot be reached or refuses the bookkeeping statements.
+    means the database was already current. Then readings are set up as ``storage``
+    (default: ``StorageSettings()``) says, every run, so changed settings take effect.
+    Waits at most ``lock_timeout_s`` for another process's run to finish. Raises
+    MigrationError when a migration fails or the files disagree with the database,
+    SettingsError when ``storage`` asks for a path the server cannot give, and
+    StorageError (or StorageUnavailable) when the database cannot be reached or
+    refuses the bookkeeping or storage statements.
     """
     migrations = load_migrations()
     sql = queries()
@@ -101,8 +108,7 @@ def apply_migrations(
             conn.execute(sql["migrations_lock"], {"key": LOCK_KEY})
         try:
             applied = _apply_pending(conn, migrations)
-            with storage_errors("readings_partitions"):
-                conn.execute(sql["readings_partitions"], {"months": partition_months_ahead + 2})
+            prepare(conn, storage if storage is not None else StorageSettings())
         finally:
             with storage_errors("migrations_unlock"):
                 conn.execute(sql["migrations_unlock"], {"key": LOCK_KEY})

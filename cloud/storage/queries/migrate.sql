@@ -23,7 +23,3 @@ SELECT version, name, checksum FROM schema_migrations ORDER BY version
 -- name: migrations_record
 INSERT INTO schema_migrations (version, name, checksum)
 VALUES (%(version)s, %(name)s, %(checksum)s)
-
--- name: readings_partitions
--- Monthly readings partitions from last month to `ahead` months after this one.
-SELECT readings_ensure_partitions(now() - interval '1 month', %(months)s)

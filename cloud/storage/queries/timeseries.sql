@@ -1,0 +1,215 @@
+-- How readings are kept over time (cloud/storage/timeseries.py, docs/storage.md):
+-- detection, the plain path's maintenance and the TimescaleDB path's setup.
+
+-- name: timeseries_catalogue
+-- What decides the path: TimescaleDB installed in this database or available to the
+-- server, what `readings` and `readings_hourly` are ('p' partitioned table, 'r' table or
+-- hypertable, 'v' view such as a continuous aggregate), and shared_buffers in bytes.
+SELECT
+    EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS installed,
+    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS available,
+    (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('readings')) AS readings_kind,
+    (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('readings_hourly')) AS rollup_kind,
+    pg_size_bytes(current_setting('shared_buffers')) AS shared_buffers
+
+-- name: partitions_ahead
+-- Monthly partitions from the month holding the retention cutoff (last month at the
+-- earliest) to `ahead` months after this one; returns how many were created. Starting
+-- at the cutoff keeps a short retention from creating a month it would drop at once.
+WITH s AS (
+    SELECT greatest(now() - interval '1 month', now() - %(retention)s::interval) AS start_at
+)
+SELECT readings_ensure_partitions(
+    start_at,
+    %(ahead)s + 1 + (date_trunc('month', start_at AT TIME ZONE 'UTC')
+                     < date_trunc('month', now() AT TIME ZONE 'UTC'))::int
+)
+FROM s
+
+-- name: maintenance_lock_timeout
+-- Dropping a partition locks `readings`; waiting long for that lock would queue every
+-- writer behind it, so a busy table fails the step and the next round tries again.
+SELECT set_config('lock_timeout', %(timeout)s, true)
+
+-- name: rollup_claim
+-- Locks the fold's state; no row means another process is folding right now.
+SELECT true FROM readings_rollup_state FOR UPDATE SKIP LOCKED
+
+-- name: rollup_safe_until
+-- The new watermark: every reading stamped before it is committed, so a fold up to it
+-- misses nothing. received_at is its transaction's start (now()), so a transaction
+-- still open has stamped nothing earlier than its xact_start, and one that ended before
+-- this statement is visible to the next. Must run after the statement that began this
+-- transaction (now() is then earlier than this read of pg_stat_activity). `margin`
+-- covers a writer caught between taking its start time and showing it here. `hidden`
+-- counts sessions whose start this role may not see (see docs/storage.md).
+SELECT
+    least(
+        now() - %(margin)s::interval,
+        min(xact_start) FILTER (WHERE backend_type IS DISTINCT FROM 'autovacuum worker')
+    ) AS until,
+    count(*) FILTER (WHERE query = '<insufficient privilege>') AS hidden
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+
+-- name: rollup_fold
+-- Adds the readings received in [watermark, until) to their hours. Each reading falls
+-- in exactly one such range, so adding is exact (a sum of sums may differ from a fresh
+-- sum in the last bits of a double). Empty when `until` is not past the watermark.
+INSERT INTO readings_hourly AS h
+    (device_id, metric, bucket, value_count, value_sum, value_min, value_max)
+SELECT device_id, metric, date_bin('1 hour', ts, timestamptz '2000-01-01 00:00:00+00'),
+       count(*), sum(value), min(value), max(value)
+FROM readings
+WHERE received_at >= (SELECT watermark FROM readings_rollup_state)
+  AND received_at < %(until)s
+GROUP BY 1, 2, 3
+ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
+    value_count = h.value_count + EXCLUDED.value_count,
+    value_sum = h.value_sum + EXCLUDED.value_sum,
+    value_min = least(h.value_min, EXCLUDED.value_min),
+    value_max = greatest(h.value_max, EXCLUDED.value_max)
+
+-- name: rollup_advance
+-- Never backwards (a wall clock stepped back must not fold a range twice).
+UPDATE readings_rollup_state
+SET watermark = greatest(watermark, %(until)s), folded_at = now()
+
+-- name: retention_drop_partitions
+SELECT readings_drop_partitions(now() - %(retention)s::interval)
+
+-- name: retention_default_rows
+-- Expired rows parked in the DEFAULT partition (a backlog older than any partition).
+DELETE FROM readings_default WHERE ts < now() - %(retention)s::interval
+
+-- name: retention_rollup_rows
+DELETE FROM readings_hourly WHERE bucket < now() - %(retention)s::interval
+
+-- name: timescale_create_extension
+CREATE EXTENSION IF NOT EXISTS timescaledb
+
+-- name: timescale_lock_readings
+-- Ingest waits while readings changes shape; it resumes on the hypertable.
+LOCK TABLE readings IN ACCESS EXCLUSIVE MODE
+
+-- name: timescale_set_aside_partitioned
+ALTER TABLE readings RENAME TO readings_partitioned
+
+-- name: timescale_create_table
+-- Same columns, order, types, NOT NULLs and defaults as the partitioned table.
+CREATE TABLE readings (LIKE readings_partitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+
+-- name: timescale_create_hypertable
+-- Only the (device_id, metric, ts) index below: the default time index would cost
+-- every COPY for queries Anju does not make.
+SELECT create_hypertable(
+    'readings',
+    by_range('ts', %(chunk_interval)s::interval),
+    create_default_indexes => false
+)
+
+-- name: timescale_move_rows
+INSERT INTO readings SELECT * FROM readings_partitioned
+
+-- name: timescale_drop_partitioned
+-- Takes its partitions and their indexes with it.
+DROP TABLE readings_partitioned
+
+-- name: timescale_create_index
+CREATE INDEX readings_device_metric_ts ON readings (device_id, metric, ts)
+
+-- name: timescale_drop_partition_functions
+DROP FUNCTION readings_ensure_partitions(timestamptz, integer),
+              readings_drop_partitions(timestamptz)
+
+-- name: timescale_enable_compression
+-- Segments per device and metric, the way every query filters; ordered by time within.
+ALTER TABLE readings SET (
+    timescaledb.compress,
+    timescaledb.compress_segmentby = 'device_id, metric',
+    timescaledb.compress_orderby = 'ts'
+)
+
+-- name: timescale_set_aside_rollup
+-- The plain rollup table gives way to the continuous aggregate. Rows in it may be older
+-- than any raw reading left to recompute them from, so a non-empty table is kept
+-- under another name rather than dropped.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM readings_hourly) THEN
+        ALTER TABLE readings_hourly RENAME TO readings_hourly_before_timescaledb;
+    ELSE
+        DROP TABLE readings_hourly;
+    END IF;
+    DROP TABLE readings_rollup_state;
+END
+$$
+
+-- name: timescale_create_rollup
+-- The hourly rollup as a continuous aggregate with the plain table's columns, so the
+-- readings API runs the same query on either path. Real-time (materialized_only off):
+-- hours not materialized yet are aggregated from readings when queried.
+CREATE MATERIALIZED VIEW readings_hourly
+WITH (
+    timescaledb.continuous,
+    timescaledb.materialized_only = false,
+    timescaledb.create_group_indexes = false
+) AS
+SELECT device_id,
+       metric,
+       time_bucket(INTERVAL '1 hour', ts) AS bucket,
+       count(*) AS value_count,
+       sum(value) AS value_sum,
+       min(value) AS value_min,
+       max(value) AS value_max
+FROM readings
+GROUP BY device_id, metric, time_bucket(INTERVAL '1 hour', ts)
+WITH NO DATA
+
+-- name: timescale_create_rollup_index
+CREATE INDEX readings_hourly_device_metric_bucket ON readings_hourly (device_id, metric, bucket)
+
+-- name: timescale_rollup_horizon
+-- The real-time aggregate is complete at every hour, so the API reads all of it.
+CREATE OR REPLACE FUNCTION readings_rollup_horizon()
+RETURNS timestamptz
+LANGUAGE sql STABLE AS $$ SELECT timestamptz 'infinity' $$
+
+-- name: timescale_refresh_rollup
+-- Materializes every hour of the readings moved in; cannot run inside a transaction.
+CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)
+
+-- name: timescale_chunk_interval
+-- For chunks created from now on; existing chunks keep theirs.
+SELECT set_chunk_time_interval('readings', %(chunk_interval)s::interval)
+
+-- name: timescale_remove_compression_policy
+SELECT remove_compression_policy('readings', if_exists => true)
+
+-- name: timescale_add_compression_policy
+SELECT add_compression_policy('readings', compress_after => %(compress_after)s::interval)
+
+-- name: timescale_remove_retention_policy
+SELECT remove_retention_policy('readings', if_exists => true)
+
+-- name: timescale_add_retention_policy
+SELECT add_retention_policy('readings', drop_after => %(drop_after)s::interval)
+
+-- name: timescale_remove_rollup_policy
+SELECT remove_continuous_aggregate_policy('readings_hourly', if_exists => true)
+
+-- name: timescale_add_rollup_policy
+-- Refreshes the late-arrival window (plus two hours, so the window always spans the
+-- two buckets a policy needs), leaving the current hour to real-time aggregation.
+SELECT add_continuous_aggregate_policy(
+    'readings_hourly',
+    start_offset => %(start_offset)s::interval,
+    end_offset => INTERVAL '1 hour',
+    schedule_interval => %(schedule)s::interval
+)
+
+-- name: timescale_remove_rollup_retention
+SELECT remove_retention_policy('readings_hourly', if_exists => true)
+
+-- name: timescale_add_rollup_retention
+SELECT add_retention_policy('readings_hourly', drop_after => %(drop_after)s::interval)
