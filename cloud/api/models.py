@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.incidents import IncidentStatus
+from schemas.vocabulary import Metric
+
+Bucket = Literal["raw", "1m", "1h", "1d"]
 
 
 class _Response(BaseModel):
@@ -45,6 +48,44 @@ class IncidentLogEntry(_Response):
 
 class IncidentDetail(IncidentSummary):
     log: list[IncidentLogEntry]
+
+
+class ReadingBucket(_Response):
+    """Statistics of one device's metric over one bucket that holds readings."""
+
+    start: datetime
+    """Where the bucket begins; buckets are counted from the window's ``from``."""
+    count: int
+    min: float
+    avg: float
+    max: float
+
+
+class RawReading(_Response):
+    ts: datetime
+    value: float
+
+
+class ReadingSeries(_Response):
+    """One metric of one device over ``[from, to)``.
+
+    ``buckets`` holds one entry per bucket with readings (empty buckets are left out)
+    unless ``bucket`` is ``raw``; then ``readings`` holds the readings themselves, in
+    time order, at most ``limit`` of them, and ``truncated`` says more were left out.
+    """
+
+    device_id: str
+    metric: Metric
+    bucket: Bucket
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    buckets: list[ReadingBucket]
+    readings: list[RawReading]
+    truncated: bool
+    rollup_until: datetime | None
+    """For ``1h`` and ``1d``: hours before this came from the hourly rollup, which may
+    miss readings that arrived late since the last fold (at most one maintenance
+    interval ago); later hours were aggregated from the readings themselves."""
 
 
 class Health(_Response):

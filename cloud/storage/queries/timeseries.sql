@@ -1,5 +1,6 @@
 -- How readings are kept over time (cloud/storage/timeseries.py, docs/storage.md):
--- detection, the plain path's maintenance and the TimescaleDB path's setup.
+-- detection, the plain path's maintenance, the TimescaleDB path's setup, and the
+-- queries the readings API runs on either.
 
 -- name: timeseries_catalogue
 -- What decides the path: TimescaleDB installed in this database or available to the
@@ -213,3 +214,53 @@ SELECT remove_retention_policy('readings_hourly', if_exists => true)
 
 -- name: timescale_add_rollup_retention
 SELECT add_retention_policy('readings_hourly', drop_after => %(drop_after)s::interval)
+
+-- name: device_known
+SELECT EXISTS (SELECT 1 FROM devices WHERE id = %(device)s)
+
+-- name: rollup_horizon
+-- readings_rollup_horizon() within [start, end] (it may be an infinity): hours of the
+-- window before it are read from the rollup, the rest from readings.
+SELECT least(greatest(readings_rollup_horizon(), %(start)s), %(end)s)
+
+-- name: readings_raw
+-- One more row than asked for, so the caller can tell the answer was cut short.
+SELECT ts, value
+FROM readings
+WHERE device_id = %(device)s AND metric = %(metric)s AND ts >= %(start)s AND ts < %(end)s
+ORDER BY ts
+LIMIT %(limit)s
+
+-- name: readings_buckets_raw
+-- Buckets of `width` counted from `start`, aggregated from readings.
+SELECT date_bin(%(width)s, ts, %(start)s) AS start,
+       count(*) AS count, min(value) AS min, avg(value) AS avg, max(value) AS max
+FROM readings
+WHERE device_id = %(device)s AND metric = %(metric)s AND ts >= %(start)s AND ts < %(end)s
+GROUP BY 1
+ORDER BY 1
+
+-- name: readings_buckets_rollup
+-- Buckets of `width` (whole hours) counted from `start` (a whole hour): hours before
+-- `horizon` from readings_hourly, the rest from readings. Both sides give hourly
+-- count, sum, min and max, which combine exactly into any number of hours.
+WITH hours AS (
+    SELECT bucket, value_count, value_sum, value_min, value_max
+    FROM readings_hourly
+    WHERE device_id = %(device)s AND metric = %(metric)s
+      AND bucket >= %(start)s AND bucket < %(horizon)s
+    UNION ALL
+    SELECT date_bin('1 hour', ts, %(start)s), count(*), sum(value), min(value), max(value)
+    FROM readings
+    WHERE device_id = %(device)s AND metric = %(metric)s
+      AND ts >= %(horizon)s AND ts < %(end)s
+    GROUP BY 1
+)
+SELECT date_bin(%(width)s, bucket, %(start)s) AS start,
+       sum(value_count)::bigint AS count,
+       min(value_min) AS min,
+       sum(value_sum) / sum(value_count) AS avg,
+       max(value_max) AS max
+FROM hours
+GROUP BY 1
+ORDER BY 1
