@@ -6,9 +6,10 @@
     │   ├── StorageUnavailable     transient: connection lost, pool timeout, deadlock;
     │   │                          retry later, and never acknowledge the message
     │   └── MigrationError         a migration file or run failed (carries its name)
-    ├── RegistryError          a community, gateway or device cannot be registered
-    └── IngestError            a message cannot be ingested (carries topic, gateway, batch)
-        └── RejectedPayload        bad input: quarantined, acknowledged, never retried
+    └── RegistryError          a community, gateway or device cannot be registered
+
+Bad ingest input is not an error here: it is quarantined with its reason (see
+``cloud.ingest.writer``).
 
 psycopg errors are translated where they enter (``cloud.storage.database.translate``),
 so callers above the storage layer catch these and never ``psycopg.Error``.
@@ -73,30 +74,3 @@ class RegistryError(CloudError):
         self.entity = entity
         self.key = key
         super().__init__(f"{entity} {key!r}: {message}")
-
-
-class IngestError(CloudError):
-    """A message could not be ingested; carries where it came from and which batch."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        topic: str,
-        gateway: str | None = None,
-        batch: tuple[str, int] | None = None,
-    ) -> None:
-        self.message = message
-        self.topic = topic
-        self.gateway = gateway
-        self.batch = batch
-        parts = [f"{message} on {topic}"]
-        if gateway:
-            parts.append(f"gateway {gateway}")
-        if batch:
-            parts.append(f"batch {batch[0]}/{batch[1]}")
-        super().__init__(", ".join(parts))
-
-
-class RejectedPayload(IngestError):
-    """Input that can never be stored as sent: it is quarantined with ``message`` as reason."""

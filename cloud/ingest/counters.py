@@ -36,6 +36,7 @@ class IngestCounters:
     quarantined: int = 0
     incidents_opened: int = 0
     incidents_joined: int = 0
+    poisoned: int = 0
     storage_errors: int = 0
     broker_errors: int = 0
     failures: int = 0

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cloud.backoff import Backoff
-from cloud.errors import RejectedPayload, SettingsError
+from cloud.errors import SettingsError
 from cloud.ingest.writer import decode_message
 from cloud.rules.drafts import DeviceContext, IncidentType, Priority
 from cloud.rules.emergency import evaluate
@@ -60,10 +60,11 @@ def _batch(gateway: str, community: str = "xijin/fenghuang") -> bytes:
 
 
 def test_decode_message_accepts_a_matching_batch() -> None:
-    address, batch = decode_message(
-        topic_for("xijin/fenghuang", "gw-1", Channel.EVENTS), _batch("gw-1")
-    )
-    assert (address.gateway, batch.batch_seq, len(batch.items)) == ("gw-1", 3, 1)
+    decoded = decode_message(topic_for("xijin/fenghuang", "gw-1", Channel.EVENTS), _batch("gw-1"))
+    assert decoded.rejection is None
+    assert decoded.batch is not None
+    assert (decoded.gateway, decoded.batch.batch_seq, decoded.items) == ("gw-1", 3, 1)
+    assert decoded.carries_events
 
 
 @pytest.mark.parametrize(
@@ -78,9 +79,11 @@ def test_decode_message_accepts_a_matching_batch() -> None:
     ],
 )
 def test_decode_message_rejects_with_a_reason(topic: str, payload: bytes, reason: str) -> None:
-    with pytest.raises(RejectedPayload, match=reason) as caught:
-        decode_message(topic, payload)
-    assert caught.value.topic == topic
+    decoded = decode_message(topic, payload)
+    assert decoded.batch is None
+    assert decoded.rejection is not None
+    assert reason in decoded.rejection
+    assert (decoded.topic, decoded.payload) == (topic, payload)
 
 
 def test_settings_name_the_bad_variable() -> None:

@@ -1,26 +1,39 @@
--- name: gateway_for_ingest
--- The gateway's community path and status, to check a batch's topic and header.
-SELECT c.path AS community, g.status
+-- name: gateways_for_ingest
+-- Each named gateway's community path and status, to check batches' topics and headers.
+SELECT g.id, c.path AS community, g.status
 FROM gateways g
 JOIN communities c ON c.id = g.community_id
-WHERE g.id = %(gateway)s
+WHERE g.id = ANY(%(gateways)s)
 
--- name: record_batch
--- Returns a row only the first time a batch is seen: a resent batch yields none.
+-- name: record_batches
+-- Returns the keys seen for the first time: a resent batch's key is not returned.
 INSERT INTO ingested_batches (gateway_id, spool_epoch, channel, batch_seq, item_count)
-VALUES (%(gateway)s, %(spool_epoch)s, %(channel)s, %(batch_seq)s, %(item_count)s)
+SELECT * FROM unnest(
+    %(gateways)s::text[], %(epochs)s::text[], %(channels)s::text[],
+    %(seqs)s::bigint[], %(counts)s::integer[]
+)
 ON CONFLICT DO NOTHING
-RETURNING received_at
+RETURNING gateway_id, spool_epoch, channel, batch_seq
 
--- name: devices_for_ingest
--- Registration of every device a batch names, with what the rules need to know.
-SELECT d.id, d.gateway_id, d.kind, d.status, d.building, d.unit, g.community_id
+-- name: devices_out_of_place
+-- Of the (device, gateway) pairs a group names, those that may not be stored: the
+-- device is unknown, registered behind another gateway, or not active. Usually none,
+-- so a group costs one round trip here however many devices it names.
+SELECT pair ->> 0 AS device, pair ->> 1 AS gateway, d.gateway_id, d.status
+FROM json_array_elements(%(pairs)s::json) AS pair
+LEFT JOIN devices d ON d.id = pair ->> 0
+WHERE d.id IS NULL OR d.gateway_id <> pair ->> 1 OR d.status <> 'active'
+
+-- name: devices_for_rules
+-- What the rules need to know of the devices whose events a group stores.
+SELECT d.id, d.kind, g.community_id, d.building, d.unit
 FROM devices d
 JOIN gateways g ON g.id = d.gateway_id
 WHERE d.id = ANY(%(devices)s)
 
 -- name: copy_readings
-COPY readings (ts, device_id, metric, value, gateway_id, seq) FROM STDIN (FORMAT BINARY)
+-- Device, metric and ts first: the writer sorts rows as tuples, in index order.
+COPY readings (device_id, metric, ts, value, gateway_id, seq) FROM STDIN (FORMAT BINARY)
 
 -- name: insert_event
 INSERT INTO events (ts, device_id, gateway_id, seq, type, severity, data)
@@ -29,14 +42,25 @@ RETURNING id
 
 -- name: touch_devices
 -- last_seen never moves backwards, nor past the server's clock (a device clock far
--- ahead must not make a silent device look alive).
+-- ahead must not make a silent device look alive), and moves only in steps of at
+-- least %(step_s)s seconds: a row written per device and group would cost more than
+-- the readings' COPY, while offline rules count in minutes. Rows are visited in id
+-- order, so two workers touching the same devices queue rather than deadlock.
 UPDATE devices AS d
-SET last_seen = GREATEST(d.last_seen, LEAST(seen.ts, now()))
-FROM unnest(%(devices)s::text[], %(seen)s::timestamptz[]) AS seen (id, ts)
+SET last_seen = LEAST(seen.ts, now())
+FROM (
+    SELECT key AS id, value::timestamptz AS ts
+    FROM json_each_text(%(seen)s::json)
+    ORDER BY key
+) AS seen
 WHERE d.id = seen.id
+  AND (d.last_seen IS NULL
+       OR LEAST(seen.ts, now()) >= d.last_seen + make_interval(secs => %(step_s)s))
 
--- name: touch_gateway
-UPDATE gateways SET last_seen = now() WHERE id = %(gateway)s
+-- name: touch_gateways
+UPDATE gateways SET last_seen = now()
+WHERE id = ANY(%(gateways)s)
+  AND (last_seen IS NULL OR now() >= last_seen + make_interval(secs => %(step_s)s))
 
 -- name: insert_quarantine
 INSERT INTO quarantine (topic, gateway_id, reason, payload, payload_size)
