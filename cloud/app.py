@@ -43,34 +43,43 @@ async def run_ingest(
     settings: CloudSettings,
     *,
     workers: int = 1,
+    shared: bool | None = None,
     stop: asyncio.Event | None = None,
     counters: IngestCounters | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
     """Run ``workers`` ingest consumers until ``stop`` is set.
 
-    One worker subscribes plainly; several share the MQTT v5 subscription group.
-    The difference matters at a broker restart: Mosquitto 2.0 restores a persistent
-    session's plain subscriptions but not its shared ones, so between the restart
-    and the workers' return it acknowledges and discards what gateways publish to a
-    shared group (measured; see docs/decisions.md). A lone worker loses nothing.
+    With ``shared`` (the default when ``workers`` > 1) the workers join the MQTT v5
+    shared subscription group, as do those of other processes and machines started
+    with it, so adding workers adds throughput; a killed worker's unacknowledged
+    messages wait in its session for its return. Without it a lone worker subscribes
+    plainly. The difference matters at a broker restart: Mosquitto 2.0 restores a
+    persistent session's plain subscriptions but not its shared ones, so between the
+    restart and the workers' return it acknowledges and discards what gateways
+    publish to a shared group (measured; see docs/decisions.md). A lone plain worker
+    loses nothing.
 
     Workers share one connection pool and ``counters`` (a fresh one when not given,
     logged every minute). ``started`` is set once every worker has subscribed: from
     then on the broker keeps messages for them even while they reconnect.
 
-    Raises SettingsError when ``ANJU_MQTT_URL`` is missing, or when several workers
-    are asked of an MQTT 3.1.1 broker, which has no shared subscriptions and would
-    hand every message to every worker.
+    Raises SettingsError when ``ANJU_MQTT_URL`` is missing, when several workers or
+    a shared subscription are asked of an MQTT 3.1.1 broker, which has no shared
+    subscriptions (several plain workers would each get every message), or when
+    several workers are asked not to share.
     """
     broker = settings.broker
     if workers < 1:
         raise SettingsError("--workers", f"{workers} workers", "at least 1")
-    if workers > 1 and not broker.supports_shared_subscriptions:
+    share = workers > 1 if shared is None else shared
+    if workers > 1 and not share:
+        raise SettingsError("--no-shared", f"{workers} workers", "--workers 1, or --shared")
+    if share and not broker.supports_shared_subscriptions:
         raise SettingsError(
             "ANJU_MQTT_URL",
-            f"{workers} workers need shared subscriptions, which MQTT 3.1.1 lacks",
-            "an MQTT v5 broker (?version=5), or --workers 1",
+            "shared subscriptions are not in MQTT 3.1.1",
+            "an MQTT v5 broker (?version=5), or a lone worker without --shared",
         )
     totals = counters if counters is not None else IngestCounters()
     async with open_pool(settings.database_url, name="ingest", max_size=workers + 1) as pool:
@@ -82,7 +91,7 @@ async def run_ingest(
                 writer,
                 totals,
                 client_id=client_id,
-                shared_group=settings.ingest.group if workers > 1 else None,
+                shared_group=settings.ingest.group if share else None,
             )
             for client_id in worker_client_ids(settings, workers)
         ]
@@ -111,6 +120,7 @@ async def run_cloud(
     settings: CloudSettings,
     *,
     workers: int = 1,
+    shared: bool | None = None,
     stop: asyncio.Event | None = None,
     counters: IngestCounters | None = None,
     started: asyncio.Event | None = None,
@@ -138,6 +148,7 @@ async def run_cloud(
             run_ingest(
                 settings,
                 workers=workers,
+                shared=shared,
                 stop=ingest_stop,
                 counters=counters,
                 started=ingest_started,

@@ -38,6 +38,17 @@ Workers = Annotated[
         "subscription (MQTT v5 only for more than one).",
     ),
 ]
+Shared = Annotated[
+    bool | None,
+    typer.Option(
+        "--shared/--no-shared",
+        help="Join the MQTT v5 shared subscription group (ANJU_INGEST_GROUP), so ingest "
+        "processes on several machines split the load. Default: shared with more than "
+        "one worker, plain with one (a plain subscription survives a Mosquitto restart, "
+        "a shared one does not).",
+        show_default=False,
+    ),
+]
 
 
 @app.command(
@@ -74,11 +85,13 @@ def migrate() -> None:
     "ANJU_MQTT_URL=mqtt://127.0.0.1:1883 anju cloud run --workers 2\n\n"
     f"{_ENVIRONMENT} ANJU_API_HOST and ANJU_API_PORT (default 127.0.0.1:8080)."
 )
-def run(workers: Workers = 1) -> None:
+def run(workers: Workers = 1, shared: Shared = None) -> None:
     """Run ingest and the HTTP API in one process until Ctrl-C or SIGTERM."""
     try:
         settings = load_settings()
-        _run_until_signal(lambda stop: run_cloud(settings, workers=workers, stop=stop))
+        _run_until_signal(
+            lambda stop: run_cloud(settings, workers=workers, shared=shared, stop=stop)
+        )
     except CloudError as exc:
         fail(str(exc))
 
@@ -88,16 +101,19 @@ def run(workers: Workers = 1) -> None:
     "ANJU_MQTT_URL=mqtt://broker:1883 anju cloud ingest --workers 4\n\n"
     f"{_ENVIRONMENT}"
 )
-def ingest(workers: Workers = 1) -> None:
+def ingest(workers: Workers = 1, shared: Shared = None) -> None:
     """Run ingest workers only (no API) until Ctrl-C or SIGTERM.
 
-    Workers, here or on other machines, share one MQTT v5 subscription group, so
-    adding workers adds throughput. A message is acknowledged to the broker only after
-    its rows are committed.
+    Workers here share one MQTT v5 subscription group, and so do those of other
+    processes or machines started with --shared, so adding workers adds throughput.
+    Messages are written in groups, one transaction each, and acknowledged to the
+    broker only after their rows are committed.
     """
     try:
         settings = load_settings()
-        _run_until_signal(lambda stop: run_ingest(settings, workers=workers, stop=stop))
+        _run_until_signal(
+            lambda stop: run_ingest(settings, workers=workers, shared=shared, stop=stop)
+        )
     except CloudError as exc:
         fail(str(exc))
 
