@@ -44,6 +44,11 @@ REGISTRY: dict[str, Benchmark] = {
             "benchmarks.edge_spool",
             "durable spool appends (both fsync policies) and drain of a 200-device outage",
         ),
+        Benchmark(
+            "ingest",
+            "benchmarks.ingest",
+            "2 million readings: gateways -> Mosquitto -> anju cloud ingest -> PostgreSQL, vs COPY",
+        ),
     )
 }
 """Every benchmark by name; add one here when its module exists."""

@@ -1,0 +1,348 @@
+"""ingest: readings per second from gateways' MQTT messages to committed rows, end to end.
+
+Everything is real and shares this machine's cores: a Mosquitto broker, a durable
+PostgreSQL server (fsync on), ``anju cloud ingest`` in its own process, and a publisher
+process playing ``--gateways`` gateways, each sealing batches of ``--batch`` readings
+(one poll of its 200 devices x 5 metrics) as the edge does. The clock starts at the
+first publish and stops when ``ingested_batches`` accounts for every reading.
+
+The baseline, measured in the same run into the same table (same partitions, same
+(device_id, metric, ts) index), is the database's own limit for these rows: one binary
+COPY of all of them from one connection, in publish order (``raw_copy_rows_per_s``,
+the figure ``ratio`` divides by) and, for context, sorted as the index is
+(``raw_copy_sorted_rows_per_s``). Afterwards every reading is checked by (device, seq):
+``missing`` should be 0 and ``duplicates`` 0.
+
+The goal (issue 5): at least 300,000 readings/s and at least 0.3x the raw COPY.
+"""
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import psycopg
+
+from anju.services.mosquitto import MosquittoServer
+from anju.services.postgres import PostgresServer, find_postgres_bin
+from benchmarks import Result
+from cloud.registry import register_community, register_device, register_gateway
+from cloud.storage.migrate import apply_migrations
+from schemas.broker import parse_broker_url
+from schemas.topics import Channel, topic_for
+from schemas.vocabulary import DeviceKind, Metric
+from schemas.wire import Reading, TelemetryBatch, encode
+
+NAME = "ingest"
+COMMUNITY = "bench/ingest"
+DEVICES_PER_GATEWAY = 200
+METRICS = (Metric.TEMPERATURE, Metric.CO, Metric.BATTERY, Metric.HEART_RATE, Metric.STEPS)
+_START = datetime(2026, 11, 28, tzinfo=UTC)
+_STALL_S = 30.0
+_POLL_S = 0.02
+_IN_FLIGHT = 32
+_RAW_COPY = (
+    "COPY readings (ts, device_id, metric, value, gateway_id, seq) FROM STDIN (FORMAT BINARY)"
+)
+_RAW_TYPES = ["timestamptz", "text", "text", "float8", "text", "int8"]
+
+
+def _progress(message: str) -> None:
+    """Progress to stderr, so stdout carries only the result."""
+    print(f"[{NAME}] {message}", file=sys.stderr, flush=True)
+
+
+def _gateway(index: int) -> str:
+    return f"gw-{index:03d}"
+
+
+def _device(gateway: int, device: int) -> str:
+    return f"gw-{gateway:03d}-dev-{device:03d}"
+
+
+def _polls(gateway: int, batch: int, count: int) -> Iterator[list[Reading]]:
+    """``count`` batches of ``batch`` readings from one gateway, one poll per second."""
+    per_poll = DEVICES_PER_GATEWAY * len(METRICS)
+    readings: list[Reading] = []
+    tick = 0
+    while count:
+        ts = _START + timedelta(seconds=tick)
+        for device in range(DEVICES_PER_GATEWAY):
+            for m, metric in enumerate(METRICS):
+                readings.append(
+                    Reading(
+                        device=_device(gateway, device),
+                        ts=ts,
+                        seq=tick * len(METRICS) + m,
+                        metric=metric,
+                        value=20.0 + (tick % 50) / 10 + m,
+                    )
+                )
+        tick += 1
+        while len(readings) >= batch and count:
+            yield readings[:batch]
+            del readings[:batch]
+            count -= 1
+        if tick * per_poll > 10**9:
+            raise RuntimeError("runaway generator")
+
+
+def _messages(gateways: int, batch: int, total: int) -> list[tuple[str, bytes]]:
+    """Every message of the run, interleaved across gateways as they would arrive."""
+    per_gateway = total // batch // gateways
+    streams = [
+        [
+            (
+                topic_for(COMMUNITY, _gateway(g), Channel.TELEMETRY),
+                encode(
+                    TelemetryBatch(
+                        gateway=_gateway(g),
+                        community=COMMUNITY,
+                        spool_epoch=f"{g:016x}",
+                        batch_seq=seq,
+                        sent_at=_START,
+                        items=items,
+                    )
+                ),
+            )
+            for seq, items in enumerate(_polls(g, batch, per_gateway), start=1)
+        ]
+        for g in range(gateways)
+    ]
+    return [stream[i] for i in range(per_gateway) for stream in streams]
+
+
+def _rows(messages: list[tuple[str, bytes]]) -> list[tuple[Any, ...]]:
+    from schemas.wire import decode
+
+    rows: list[tuple[Any, ...]] = []
+    for _, payload in messages:
+        batch = decode(payload, TelemetryBatch)
+        rows.extend(
+            (r.ts, r.device, r.metric.value, r.value, batch.gateway, r.seq) for r in batch.items
+        )
+    return rows
+
+
+def _publisher(url: str, gateways: int, batch: int, total: int, pipe: Connection) -> None:
+    """Child process: build the messages, say ready, publish on 'go', report the time."""
+    messages = _messages(gateways, batch, total)
+    pipe.send("ready")
+    pipe.recv()
+    started = time.perf_counter()
+    asyncio.run(_publish(url, messages))
+    pipe.send(time.perf_counter() - started)
+
+
+async def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
+    broker = parse_broker_url(url)
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier="bench-gateways",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        max_inflight_messages=_IN_FLIGHT,
+    ) as client:
+        client.pending_calls_threshold = _IN_FLIGHT * 2
+        slots = asyncio.Semaphore(_IN_FLIGHT)
+
+        async def one(topic: str, payload: bytes) -> None:
+            try:
+                await client.publish(topic, payload, qos=1, timeout=60)
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as group:
+            for topic, payload in messages:
+                await slots.acquire()
+                group.create_task(one(topic, payload))
+
+
+async def _register(url: str, gateways: int) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await register_community(conn, COMMUNITY)
+        for g in range(gateways):
+            await register_gateway(conn, _gateway(g), COMMUNITY)
+            async with conn.transaction():
+                for d in range(DEVICES_PER_GATEWAY):
+                    await register_device(
+                        conn,
+                        _device(g, d),
+                        gateway_id=_gateway(g),
+                        kind=DeviceKind.WEARABLE,
+                        profile_id="anju-wearable-ble",
+                    )
+
+
+def _raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
+    """Rows/s of one binary COPY of ``rows`` into the empty readings table."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings")
+        conn.execute("CHECKPOINT")
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur, cur.copy(_RAW_COPY) as copy:
+            copy.set_types(_RAW_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        elapsed = time.perf_counter() - started
+        conn.execute("TRUNCATE readings")
+        conn.execute("CHECKPOINT")
+    return len(rows) / elapsed
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds this machine spent busy (all cores) since boot, from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ingested(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(sum(item_count), 0) FROM ingested_batches").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait_subscribed(process: subprocess.Popen[str], workers: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"anju cloud ingest exited {process.returncode}; see {log}")
+        if log.read_text().count("subscribed on") >= workers:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"ingest workers did not subscribe within 60 s; see {log}")
+
+
+def run(argv: list[str]) -> Result:
+    parser = argparse.ArgumentParser(prog=f"bench.py {NAME}", description=__doc__)
+    parser.add_argument("--readings", type=int, default=2_000_000, help="readings published")
+    parser.add_argument("--gateways", type=int, default=40, help="gateways publishing")
+    parser.add_argument("--batch", type=int, default=1000, help="readings per message")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="ingest workers in the one ingest process"
+    )
+    args = parser.parse_args(argv)
+    per_message = args.batch * args.gateways
+    total = args.readings // per_message * per_message
+    if total == 0:
+        parser.error("--readings must be at least --batch x --gateways")
+
+    if find_postgres_bin() is None:
+        raise SystemExit("PostgreSQL server binaries not found; run scripts/test once")
+    with (
+        tempfile.TemporaryDirectory(prefix="anju-bench-ingest-") as tmp,
+        PostgresServer(bin_dir=find_postgres_bin()) as pg,
+        MosquittoServer(Path(tmp) / "mqtt") as broker,
+    ):
+        apply_migrations(pg.url)
+        asyncio.run(_register(pg.url, args.gateways))
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("SELECT readings_ensure_partitions(%s, 2)", (_START,))
+        _progress(f"{args.gateways} gateways x {DEVICES_PER_GATEWAY} devices registered")
+
+        messages = _messages(args.gateways, args.batch, total)
+        rows = _rows(messages)
+        del messages
+        raw = _raw_copy(pg.url, rows)
+        rows.sort(key=lambda r: (r[1], r[2], r[0]))
+        raw_sorted = _raw_copy(pg.url, rows)
+        del rows
+        _progress(f"raw binary COPY: {raw:,.0f} rows/s (sorted as the index: {raw_sorted:,.0f})")
+
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        publisher = context.Process(
+            target=_publisher, args=(broker.url, args.gateways, args.batch, total, theirs)
+        )
+        publisher.start()
+        log_path = Path(tmp) / "ingest.log"
+        env = {**os.environ, "ANJU_DATABASE_URL": pg.url, "ANJU_MQTT_URL": broker.url}
+        anju = Path(sys.executable).with_name("anju")
+        with log_path.open("w") as log:
+            ingest = subprocess.Popen(
+                [str(anju), "cloud", "ingest", "--workers", str(args.workers)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        try:
+            _wait_subscribed(ingest, args.workers, log_path)
+            if ours.recv() != "ready":
+                raise RuntimeError("publisher failed to start")
+            _progress(f"publishing {total:,} readings in {total // args.batch:,} messages")
+            with psycopg.connect(pg.url, autocommit=True) as conn:
+                busy_before, ingest_before = _busy_cpu_s(), _process_cpu_s(ingest.pid)
+                started = time.perf_counter()
+                ours.send("go")
+                stored, progressed = 0, started
+                while (now := time.perf_counter()) - progressed < _STALL_S:
+                    if (count := _ingested(conn)) > stored:
+                        stored, progressed = count, now
+                    if stored >= total:
+                        break
+                    time.sleep(_POLL_S)
+                elapsed = time.perf_counter() - started
+                busy = _busy_cpu_s() - busy_before
+                ingest_cpu = _process_cpu_s(ingest.pid) - ingest_before
+                publish_s = float(ours.recv())
+                row = conn.execute(
+                    "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings"
+                ).fetchone()
+                count, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+        finally:
+            ingest.send_signal(signal.SIGTERM)
+            try:
+                ingest.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                ingest.kill()
+            publisher.join(timeout=30)
+            if stored < total:
+                tail = log_path.read_text().splitlines()[-40:]
+                _progress(f"stalled at {stored:,} of {total:,} readings; ingest's log ends:")
+                print("\n".join(tail), file=sys.stderr)
+    rate = total / elapsed
+    _progress(
+        f"end to end: {rate:,.0f} readings/s ({rate / raw:.2f}x raw COPY), "
+        f"publisher done after {publish_s:.2f} s of {elapsed:.2f} s"
+    )
+    return {
+        "benchmark": NAME,
+        "readings": total,
+        "messages": total // args.batch,
+        "readings_per_message": args.batch,
+        "gateways": args.gateways,
+        "devices": args.gateways * DEVICES_PER_GATEWAY,
+        "workers": args.workers,
+        "elapsed_s": round(elapsed, 3),
+        "publish_s": round(publish_s, 3),
+        "readings_per_s": round(rate),
+        "machine_busy_cores": round(busy / elapsed, 2),
+        "ingest_process_cores": round(ingest_cpu / elapsed, 2),
+        "raw_copy_rows_per_s": round(raw),
+        "raw_copy_sorted_rows_per_s": round(raw_sorted),
+        "ratio": round(rate / raw, 3),
+        "duplicates": count - distinct,
+        "missing": total - distinct,
+        "target_readings_per_s": 300_000,
+        "target_ratio": 0.3,
+        "met": rate >= 300_000 and rate / raw >= 0.3 and count == distinct == total,
+    }
