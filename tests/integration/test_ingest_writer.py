@@ -1,0 +1,192 @@
+"""The group writer and the consumer's poison handling against the real database and broker.
+
+``BatchWriter.write`` is called directly with groups built as the consumer builds them
+(``decode_message`` on real payloads), so each test decides exactly which messages
+share a transaction. The poison test runs a real consumer on the session's Mosquitto
+with a writer that fails on one payload, as a fault in our own code would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+import psycopg
+import pytest_asyncio
+from psycopg_pool import AsyncConnectionPool
+
+from cloud.ingest.consumer import IngestConsumer
+from cloud.ingest.counters import BatchOutcome, IngestCounters
+from cloud.ingest.writer import BatchWriter, Decoded, decode_message
+from cloud.registry import register_community, register_device, register_gateway
+from cloud.settings import IngestSettings
+from cloud.storage.pool import open_pool
+from schemas.broker import parse_broker_url
+from schemas.topics import Channel, topic_for
+from schemas.vocabulary import DeviceKind, EventType, Metric, Severity
+from schemas.wire import Event, EventBatch, EventData, Reading, TelemetryBatch, encode
+
+COMMUNITY = "xijin/fenghuang"
+GATEWAY = "gw-writer"
+DEVICE = "gw-writer-band-1"
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await register_community(conn, COMMUNITY)
+        await register_gateway(conn, GATEWAY, COMMUNITY)
+        await register_device(
+            conn, DEVICE, gateway_id=GATEWAY, kind=DeviceKind.WEARABLE, profile_id="anju-band"
+        )
+    async with open_pool(database_url, name="test-writer", max_size=2) as opened:
+        yield opened
+
+
+def telemetry(batch_seq: int, *seqs: int) -> Decoded:
+    now = datetime.now(UTC)
+    batch = TelemetryBatch(
+        gateway=GATEWAY,
+        community=COMMUNITY,
+        spool_epoch="00000000000000bb",
+        batch_seq=batch_seq,
+        sent_at=now,
+        items=[
+            Reading(device=DEVICE, ts=now, seq=seq, metric=Metric.HEART_RATE, value=70.0)
+            for seq in seqs
+        ],
+    )
+    return decode_message(topic_for(COMMUNITY, GATEWAY, Channel.TELEMETRY), encode(batch))
+
+
+def events(batch_seq: int, zone: str) -> Decoded:
+    now = datetime.now(UTC)
+    batch = EventBatch(
+        gateway=GATEWAY,
+        community=COMMUNITY,
+        spool_epoch="00000000000000bb",
+        batch_seq=batch_seq,
+        sent_at=now,
+        items=[
+            Event(
+                device=DEVICE,
+                ts=now,
+                seq=1000 + batch_seq,
+                type=EventType.WEARABLE_OUT_OF_RANGE,
+                severity=Severity.WARNING,
+                data=EventData(zone=zone),
+            )
+        ],
+    )
+    return decode_message(topic_for(COMMUNITY, GATEWAY, Channel.EVENTS), encode(batch))
+
+
+def kinds(outcomes: Sequence[BatchOutcome]) -> list[str]:
+    return [outcome.kind for outcome in outcomes]
+
+
+def rows(database_url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query).fetchall()
+
+
+async def test_a_batch_twice_in_one_group_and_a_resent_one_store_nothing_twice(
+    pool: AsyncConnectionPool[Any], database_url: str
+) -> None:
+    writer = BatchWriter(pool)
+    assert kinds(await writer.write([telemetry(1, 1, 2)])) == ["stored"]
+
+    outcomes = await writer.write([telemetry(2, 3), telemetry(1, 1, 2), telemetry(2, 3)])
+
+    assert kinds(outcomes) == ["stored", "duplicate", "duplicate"]
+    assert rows(database_url, "SELECT seq FROM readings ORDER BY seq") == [(1,), (2,), (3,)]
+    assert rows(database_url, "SELECT count(*) FROM ingested_batches") == [(2,)]
+
+
+async def test_a_value_the_database_refuses_quarantines_only_its_message(
+    pool: AsyncConnectionPool[Any], database_url: str
+) -> None:
+    # JSON carries U+0000 and the wire schema accepts it; PostgreSQL's jsonb refuses it
+    # (SQLSTATE 22P05), which aborts the whole group's transaction.
+    outcomes = await BatchWriter(pool).write(
+        [telemetry(1, 1), events(2, "lobby\u0000"), telemetry(3, 2), events(4, "lobby")]
+    )
+
+    assert kinds(outcomes) == ["stored", "quarantined", "stored", "stored"]
+    assert rows(database_url, "SELECT seq FROM readings ORDER BY seq") == [(1,), (2,)]
+    assert rows(database_url, "SELECT data ->> 'zone' FROM events") == [("lobby",)]
+    reasons = rows(database_url, "SELECT reason FROM quarantine")
+    assert len(reasons) == 1
+    assert "database refused the batch" in reasons[0][0]
+
+
+class FailsOnOnePayload(BatchWriter):
+    """A writer with a fault that one payload triggers, as a bug in our code would."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], poison: bytes) -> None:
+        super().__init__(pool)
+        self.poison = poison
+        self.failures = 0
+
+    async def write(self, group: Sequence[Decoded]) -> list[BatchOutcome]:
+        if any(message.payload == self.poison for message in group):
+            self.failures += 1
+            raise RuntimeError("a fault this payload triggers")
+        return await super().write(group)
+
+
+async def test_a_message_that_keeps_failing_is_quarantined_and_the_rest_flows(
+    pool: AsyncConnectionPool[Any],
+    database_url: str,
+    mqtt_url: str,
+    unique_id: Callable[[str], str],
+) -> None:
+    poison = telemetry(2, 2)
+    writer = FailsOnOnePayload(pool, poison.payload)
+    counters = IngestCounters()
+    settings = IngestSettings(
+        group=unique_id("grp"),
+        client_id=unique_id("ingest"),
+        session_expiry_s=120,
+        backoff_initial_s=0.05,
+        backoff_cap_s=0.2,
+        poison_attempts=3,
+    )
+    consumer = IngestConsumer(
+        parse_broker_url(mqtt_url),
+        settings,
+        writer,
+        counters,
+        client_id=settings.client_id,
+        shared_group=settings.group,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        async with asyncio.timeout(20):
+            await consumer.subscribed.wait()
+        broker = parse_broker_url(mqtt_url)
+        async with aiomqtt.Client(
+            broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
+        ) as client:
+            for message in (telemetry(1, 1), poison, telemetry(3, 3)):
+                await client.publish(message.topic, message.payload, qos=1)
+        deadline = time.monotonic() + 20
+        while counters.messages < 3:
+            assert time.monotonic() < deadline, f"stuck: {counters.snapshot()}"
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    assert counters.poisoned == 1
+    assert writer.failures >= 3
+    assert rows(database_url, "SELECT seq FROM readings ORDER BY seq") == [(1,), (3,)]
+    reasons = rows(database_url, "SELECT reason, payload_size FROM quarantine")
+    assert len(reasons) == 1
+    assert "ingest failed on this message 3 times" in reasons[0][0]
+    assert "a fault this payload triggers" in reasons[0][0]
+    assert reasons[0][1] == len(poison.payload)
