@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
@@ -190,3 +190,36 @@ async def test_a_message_that_keeps_failing_is_quarantined_and_the_rest_flows(
     assert "ingest failed on this message 3 times" in reasons[0][0]
     assert "a fault this payload triggers" in reasons[0][0]
     assert reasons[0][1] == len(poison.payload)
+
+
+async def test_late_and_out_of_order_readings_land_in_their_own_time(
+    pool: AsyncConnectionPool[Any], database_url: str
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    last_month = (now.replace(day=1) - timedelta(days=1)).replace(hour=12)
+    long_ago = now - timedelta(days=400)
+    stamps = [now, long_ago, last_month, now - timedelta(minutes=5)]
+    batch = TelemetryBatch(
+        gateway=GATEWAY,
+        community=COMMUNITY,
+        spool_epoch="00000000000000bb",
+        batch_seq=1,
+        sent_at=now,
+        items=[
+            Reading(device=DEVICE, ts=ts, seq=seq, metric=Metric.HEART_RATE, value=70.0)
+            for seq, ts in enumerate(stamps, start=1)
+        ],
+    )
+    message = decode_message(topic_for(COMMUNITY, GATEWAY, Channel.TELEMETRY), encode(batch))
+
+    assert kinds(await BatchWriter(pool).write([message])) == ["stored"]
+
+    landed = dict(rows(database_url, "SELECT seq, tableoid::regclass::text FROM readings"))
+    assert landed == {
+        1: f"readings_{now:%Y_%m}",
+        2: "readings_default",
+        3: f"readings_{last_month:%Y_%m}",
+        4: f"readings_{stamps[3]:%Y_%m}",
+    }
+    stored = dict(rows(database_url, "SELECT seq, ts FROM readings"))
+    assert [stored[seq] for seq in range(1, 5)] == stamps
