@@ -6,7 +6,8 @@ event that caused it is committed):
 - a device has at most one active (not resolved, not false_alarm) incident of a type;
   a repeat joins it (``event_count`` + 1, an ``incident_events`` row) even when several
   ingest workers race, because a partial unique index arbitrates the opening insert;
-- opening writes an ``incident_log`` row (from ``NULL`` to ``open``) with the actor.
+- opening writes an ``incident_log`` row (from ``NULL`` to ``open``) with the actor,
+  and the webhook deliveries announcing it (the outbox, ``cloud.webhooks.outbox``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cloud.errors import StorageError
 from cloud.rules.drafts import IncidentDraft
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
+from cloud.webhooks.outbox import WebhookEvent, enqueue
 
 SYSTEM_ACTOR: Final = "system"
 
@@ -88,6 +90,7 @@ async def open_or_join(
             sql["link_incident_event"], {"incident_id": incident_id, "event_id": event_id}
         )
     if opened:
+        await enqueue(conn, incident_id=incident_id, event=WebhookEvent.OPENED)
         with storage_errors("log_incident_change"):
             await conn.execute(
                 sql["log_incident_change"],

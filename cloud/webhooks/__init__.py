@@ -1,0 +1,1 @@
+"""Webhooks to property managers' and supervisors' tools: outbox, signing, delivery."""
