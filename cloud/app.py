@@ -25,6 +25,7 @@ from cloud.errors import CloudError, SettingsError, StorageError
 from cloud.ingest.consumer import IngestConsumer
 from cloud.ingest.counters import IngestCounters
 from cloud.ingest.writer import BatchWriter
+from cloud.rules.config import load_rules
 from cloud.settings import CloudSettings, StorageSettings
 from cloud.storage.pool import open_pool
 from cloud.storage.timeseries import maintain
@@ -81,9 +82,10 @@ async def run_ingest(
             "shared subscriptions are not in MQTT 3.1.1",
             "an MQTT v5 broker (?version=5), or a lone worker without --shared",
         )
+    rules = load_rules()
     totals = counters if counters is not None else IngestCounters()
     async with open_pool(settings.database_url, name="ingest", max_size=workers + 1) as pool:
-        writer = BatchWriter(pool, connect_timeout_s=settings.ingest.checkout_timeout_s)
+        writer = BatchWriter(pool, rules, connect_timeout_s=settings.ingest.checkout_timeout_s)
         consumers = [
             IngestConsumer(
                 broker,

@@ -67,23 +67,27 @@ async def open_or_join(
     StorageError when the database refuses.
     """
     sql = queries()
-    with storage_errors("open_or_join_incident"):
+    query = (
+        "open_or_join_incident" if draft.resident_id is None else "open_or_join_resident_incident"
+    )
+    with storage_errors(query):
         cur = await conn.execute(
-            sql["open_or_join_incident"],
+            sql[query],
             {
-                "type": str(draft.type),
+                "type": draft.type,
                 "priority": int(draft.priority),
                 "community_id": draft.community_id,
                 "building": draft.building,
                 "unit": draft.unit,
                 "device_id": draft.device_id,
+                "resident_id": draft.resident_id,
                 "event_id": event_id,
                 "event_ts": event_ts,
             },
         )
         row = await cur.fetchone()
     if row is None:
-        raise StorageError("no incident row returned", query="open_or_join_incident")
+        raise StorageError("no incident row returned", query=query)
     incident_id, status, opened = int(row[0]), str(row[1]), bool(row[2])
     with storage_errors("link_incident_event"):
         await conn.execute(
@@ -99,7 +103,9 @@ async def open_or_join(
                     "from_status": None,
                     "to_status": status,
                     "actor": actor,
-                    "note": f"{draft.cause} from device {draft.device_id}",
+                    "note": f"{draft.cause} from device {draft.device_id}"
+                    if draft.resident_id is None
+                    else f"{draft.cause}: resident {draft.resident_id}",
                 },
             )
     return IncidentOutcome(incident_id, opened)

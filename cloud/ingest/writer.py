@@ -41,8 +41,9 @@ from psycopg_pool import AsyncConnectionPool
 from cloud.errors import StorageError
 from cloud.incidents import open_or_join
 from cloud.ingest.counters import BatchOutcome
+from cloud.rules.config import RuleSet
 from cloud.rules.drafts import DeviceContext
-from cloud.rules.emergency import evaluate
+from cloud.rules.engine import after_opening, evaluate
 from cloud.storage.database import rejects_input, storage_errors
 from cloud.storage.sql import queries
 from schemas.errors import WireError
@@ -176,8 +177,11 @@ class BatchWriter:
     ``connect_timeout_s`` bounds the wait for a pooled connection.
     """
 
-    def __init__(self, pool: AsyncConnectionPool[Any], *, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], rules: RuleSet, *, connect_timeout_s: float = 10.0
+    ) -> None:
         self._pool = pool
+        self._rules = rules
         self._connect_timeout_s = connect_timeout_s
 
     async def write(self, group: Sequence[Decoded]) -> list[BatchOutcome]:
@@ -228,7 +232,7 @@ class BatchWriter:
             if group.events:
                 contexts = await _contexts(conn, group.events)
                 for index, gateway, events in group.events:
-                    stored = await _store_events(conn, gateway, events, contexts)
+                    stored = await _store_events(conn, self._rules, gateway, events, contexts)
                     withheld = group.outcomes[index]
                     quarantined = withheld.quarantined if withheld is not None else 0
                     group.outcomes[index] = replace(stored, quarantined=quarantined)
@@ -406,11 +410,13 @@ async def _copy_readings(
 
 async def _store_events(
     conn: AsyncConnection[Any],
+    rules: RuleSet,
     gateway: str,
     events: Sequence[Event],
     contexts: dict[str, DeviceContext],
 ) -> BatchOutcome:
-    """Insert ``events``, then run the rules on each; incidents open or join as they say."""
+    """Insert ``events``, then run the rules on each; incidents open or join as they say,
+    and an incident opened may bring others (a fire, its residents' evacuation help)."""
     params = [
         {
             "ts": event.ts,
@@ -435,14 +441,15 @@ async def _store_events(
                     break
     opened = joined = 0
     for event, event_id in zip(events, event_ids, strict=True):
-        draft = evaluate(event, contexts[event.device])
-        if draft is None:
-            continue
-        outcome = await open_or_join(conn, draft, event_id=event_id, event_ts=event.ts)
-        if outcome.opened:
-            opened += 1
-        else:
-            joined += 1
+        drafts = await evaluate(conn, rules, event, contexts[event.device])
+        while drafts:
+            draft = drafts.pop(0)
+            outcome = await open_or_join(conn, draft, event_id=event_id, event_ts=event.ts)
+            if outcome.opened:
+                opened += 1
+                drafts.extend(await after_opening(conn, rules, draft))
+            else:
+                joined += 1
     return BatchOutcome(
         "stored", events=len(events), incidents_opened=opened, incidents_joined=joined
     )

@@ -1,9 +1,9 @@
-"""Rules: pure functions from an event and its device's context to an incident draft.
+"""Rules: which events open which incidents, declared in YAML and evaluated at ingest.
 
 Modules:
-    drafts     -- what rules consume and produce (DeviceContext, IncidentDraft, ...)
-    emergency  -- emergency-call rules (fire, SOS, fall, abnormal heart rate)
+    drafts  -- what rules consume and produce (DeviceContext, IncidentDraft, Priority)
+    config  -- the rule file (rules.yaml or ANJU_RULES_FILE), per-community overrides
+    engine  -- evaluation in the ingest transaction, follow-ups, the silence sweep
 
-No rule does I/O; ``cloud.incidents`` turns drafts into incidents in the caller's
-transaction.
+``cloud.incidents`` turns drafts into incidents in the caller's transaction.
 """

@@ -3,18 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
-
-from schemas.vocabulary import EventType
-
-
-class IncidentType(StrEnum):
-    """Kinds of incident; repeats of one type from one device join one incident."""
-
-    FIRE = "fire"
-    SOS = "sos"
-    FALL = "fall"
-    HEART_RATE_ABNORMAL = "heart_rate_abnormal"
+from enum import IntEnum
 
 
 class Priority(IntEnum):
@@ -32,18 +21,24 @@ class DeviceContext:
     device_id: str
     kind: str
     community_id: int
+    community: str
     building: str | None
     unit: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class IncidentDraft:
-    """An incident a rule asks for; where it is, what caused it, how urgent it is."""
+    """An incident a rule asks for; where it is, what caused it, how urgent it is.
 
-    type: IncidentType
+    Its subject is a device (``device_id``) or a resident (``resident_id``): repeats
+    join the subject's active incident of the same type.
+    """
+
+    type: str
     priority: Priority
     community_id: int
     building: str | None
     unit: str | None
-    device_id: str
-    cause: EventType
+    device_id: str | None
+    cause: str
+    resident_id: int | None = None

@@ -12,8 +12,9 @@ from psycopg import AsyncConnection
 from cloud.errors import RegistryError
 from cloud.incidents import open_or_join
 from cloud.registry import register_community, register_device, register_gateway
+from cloud.rules.config import load_rules
 from cloud.rules.drafts import DeviceContext
-from cloud.rules.emergency import evaluate
+from cloud.rules.engine import evaluate
 from schemas.vocabulary import DeviceKind, EventType, Severity
 from schemas.wire import Event
 
@@ -32,7 +33,9 @@ async def _setup(conn: AsyncConnection[tuple[object, ...]]) -> DeviceContext:
         building="3",
         unit="2",
     )
-    return DeviceContext(device.id, device.kind, community.id, device.building, device.unit)
+    return DeviceContext(
+        device.id, device.kind, community.id, COMMUNITY, device.building, device.unit
+    )
 
 
 async def _event(conn: AsyncConnection[tuple[object, ...]], seq: int) -> int:
@@ -57,8 +60,10 @@ async def test_racing_workers_open_one_incident(database_url: str) -> None:
         type=EventType.SMOKE_ALARM,
         severity=Severity.CRITICAL,
     )
-    draft = evaluate(alarm, device)
-    assert draft is not None
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        drafts = await evaluate(conn, load_rules(), alarm, device)
+    assert [(d.type, d.priority) for d in drafts] == [("fire", 1)]
+    draft = drafts[0]
 
     async with (
         await psycopg.AsyncConnection.connect(database_url) as one,

@@ -23,6 +23,7 @@ from cloud.ingest.consumer import IngestConsumer
 from cloud.ingest.counters import BatchOutcome, IngestCounters
 from cloud.ingest.writer import BatchWriter, Decoded, decode_message
 from cloud.registry import register_community, register_device, register_gateway
+from cloud.rules.config import load_rules
 from cloud.settings import IngestSettings
 from cloud.storage.pool import open_pool
 from schemas.broker import parse_broker_url
@@ -97,7 +98,7 @@ def rows(database_url: str, query: str) -> list[tuple[Any, ...]]:
 async def test_a_batch_twice_in_one_group_and_a_resent_one_store_nothing_twice(
     pool: AsyncConnectionPool[Any], database_url: str
 ) -> None:
-    writer = BatchWriter(pool)
+    writer = BatchWriter(pool, load_rules())
     assert kinds(await writer.write([telemetry(1, 1, 2)])) == ["stored"]
 
     outcomes = await writer.write([telemetry(2, 3), telemetry(1, 1, 2), telemetry(2, 3)])
@@ -112,7 +113,7 @@ async def test_a_value_the_database_refuses_quarantines_only_its_message(
 ) -> None:
     # JSON carries U+0000 and the wire schema accepts it; PostgreSQL's jsonb refuses it
     # (SQLSTATE 22P05), which aborts the whole group's transaction.
-    outcomes = await BatchWriter(pool).write(
+    outcomes = await BatchWriter(pool, load_rules()).write(
         [telemetry(1, 1), events(2, "lobby\u0000"), telemetry(3, 2), events(4, "lobby")]
     )
 
@@ -128,7 +129,7 @@ class FailsOnOnePayload(BatchWriter):
     """A writer with a fault that one payload triggers, as a bug in our code would."""
 
     def __init__(self, pool: AsyncConnectionPool[Any], poison: bytes) -> None:
-        super().__init__(pool)
+        super().__init__(pool, load_rules())
         self.poison = poison
         self.failures = 0
 
@@ -212,7 +213,7 @@ async def test_late_and_out_of_order_readings_land_in_their_own_time(
     )
     message = decode_message(topic_for(COMMUNITY, GATEWAY, Channel.TELEMETRY), encode(batch))
 
-    assert kinds(await BatchWriter(pool).write([message])) == ["stored"]
+    assert kinds(await BatchWriter(pool, load_rules()).write([message])) == ["stored"]
 
     landed = dict(rows(database_url, "SELECT seq, tableoid::regclass::text FROM readings"))
     assert landed == {

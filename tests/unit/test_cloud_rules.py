@@ -2,48 +2,121 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from cloud.backoff import Backoff
 from cloud.errors import SettingsError
 from cloud.ingest.writer import decode_message
-from cloud.rules.drafts import DeviceContext, IncidentType, Priority
-from cloud.rules.emergency import evaluate
+from cloud.rules.config import Rule, RulesError, RuleSet, load_rules
+from cloud.rules.engine import in_hours
 from cloud.settings import load_settings
 from schemas.topics import Channel, topic_for
 from schemas.vocabulary import EventType, Severity
 from schemas.wire import Event, EventBatch, encode
-
-DEVICE = DeviceContext("w-1", "wearable", 7, "5", "1")
 
 
 def _event(kind: EventType) -> Event:
     return Event(device="w-1", ts=datetime.now(UTC), seq=1, type=kind, severity=Severity.CRITICAL)
 
 
+def _rules(text: str) -> RuleSet:
+    return RuleSet.model_validate(yaml.safe_load(text))
+
+
+def test_the_packaged_rules_cover_the_plan() -> None:
+    rules = load_rules()
+    triggered = {
+        event: [rule.incident for _, rule in rules.triggered_by(event, "xijin/fenghuang")]
+        for event in EventType
+    }
+    assert triggered[EventType.SMOKE_ALARM] == ["fire", "resident_smoke_alarm"]
+    assert triggered[EventType.WEARABLE_SOS] == ["sos"]
+    assert triggered[EventType.WEARABLE_FALL] == ["fall"]
+    assert triggered[EventType.DOOR_FORCED_OPEN] == ["door_forced_open"]
+    assert triggered[EventType.CAMERA_LINE_CROSSING] == ["tailgating"]
+    assert triggered[EventType.SMOKE_CLEARED] == []
+    assert {rule.device_kind for _, rule in rules.sweeps("xijin/fenghuang")} == {"smoke", "gateway"}
+    priorities = {rule.incident: rule.priority for rule in rules.rules.values()}
+    assert priorities["sos"] == priorities["fall"] == priorities["fire"] == 1
+    assert priorities["heart_rate_abnormal"] == 2
+    assert priorities["inactivity"] == priorities["smoke_detector_offline"] == 3
+
+
+def test_a_community_override_changes_or_disables_a_rule_there_only() -> None:
+    rules = _rules(
+        """
+rules:
+  held: {trigger: door.held_open, kind: at_least, field: duration_s, value: 120,
+         incident: door_held_open, priority: 3}
+  sos: {trigger: wearable.sos, kind: event, incident: sos, priority: 1}
+overrides:
+  xijin/quiet:
+    held: {value: 600}
+    sos: {enabled: false}
+"""
+    )
+    assert rules.for_community("xijin/quiet")["held"].value == 600
+    assert "sos" not in rules.for_community("xijin/quiet")
+    assert rules.for_community("xijin/fenghuang")["held"].value == 120
+    assert [name for name, _ in rules.triggered_by(EventType.WEARABLE_SOS, "xijin/x")] == ["sos"]
+
+
 @pytest.mark.parametrize(
-    ("event_type", "incident_type", "priority"),
+    ("text", "problem"),
     [
-        (EventType.SMOKE_ALARM, IncidentType.FIRE, Priority.CRITICAL),
-        (EventType.WEARABLE_SOS, IncidentType.SOS, Priority.CRITICAL),
-        (EventType.WEARABLE_FALL, IncidentType.FALL, Priority.CRITICAL),
-        (EventType.WEARABLE_HEART_RATE_ABNORMAL, IncidentType.HEART_RATE_ABNORMAL, Priority.URGENT),
+        (
+            "rules: {a: {trigger: door.held_open, kind: at_least, incident: x, priority: 3}}",
+            "needs field, value",
+        ),
+        (
+            "rules: {a: {trigger: nope.event, kind: event, incident: x, priority: 3}}",
+            "rules.a.trigger",
+        ),
+        (
+            "rules: {a: {kind: liveness, device_kind: smoke, after_s: 5,"
+            " trigger: smoke.alarm, incident: x, priority: 3}}",
+            "drop 'trigger'",
+        ),
+        (
+            "rules: {a: {trigger: smoke.alarm, kind: event, incident: x, priority: 1}}\n"
+            "rules: {a: {trigger: smoke.alarm, kind: event, incident: x, priority: 1}}\n"
+            "overrides: {c/d: {b: {}}}",
+            "no rule 'b'",
+        ),
+        ("timezone: Mars/Base\nrules: {}", "unknown time zone"),
     ],
 )
-def test_emergency_events_draft_incidents(
-    event_type: EventType, incident_type: IncidentType, priority: Priority
+def test_a_bad_rule_file_names_the_rule_and_the_problem(
+    tmp_path: Path, text: str, problem: str
 ) -> None:
-    draft = evaluate(_event(event_type), DEVICE)
-    assert draft is not None
-    assert (draft.type, draft.priority, draft.cause) == (incident_type, priority, event_type)
-    assert (draft.community_id, draft.building, draft.unit, draft.device_id) == (7, "5", "1", "w-1")
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(RulesError, match=re.escape(problem)) as caught:
+        load_rules(path)
+    assert str(path) in str(caught.value)
 
 
-@pytest.mark.parametrize("event_type", [EventType.SMOKE_CLEARED, EventType.DOOR_CLOSED])
-def test_other_events_draft_nothing(event_type: EventType) -> None:
-    assert evaluate(_event(event_type), DEVICE) is None
+@pytest.mark.parametrize(
+    ("hours", "local", "inside"),
+    [
+        ("22:00-06:00", time(23, 30), True),
+        ("22:00-06:00", time(5, 59), True),
+        ("22:00-06:00", time(6, 0), False),
+        ("22:00-06:00", time(12, 0), False),
+        ("09:00-17:00", time(9, 0), True),
+        ("09:00-17:00", time(17, 0), False),
+    ],
+)
+def test_closed_hours_may_cross_midnight(hours: str, local: time, inside: bool) -> None:
+    rule = Rule(
+        trigger=EventType.CAMERA_INTRUSION, kind="schedule", hours=hours, incident="x", priority=2
+    )
+    assert in_hours(rule, local) is inside
 
 
 def _batch(gateway: str, community: str = "xijin/fenghuang") -> bytes:

@@ -26,9 +26,10 @@ WHERE d.id IS NULL OR d.gateway_id <> pair ->> 1 OR d.status <> 'active'
 
 -- name: devices_for_rules
 -- What the rules need to know of the devices whose events a group stores.
-SELECT d.id, d.kind, g.community_id, d.building, d.unit
+SELECT d.id, d.kind, g.community_id, c.path, d.building, d.unit
 FROM devices d
 JOIN gateways g ON g.id = d.gateway_id
+JOIN communities c ON c.id = g.community_id
 WHERE d.id = ANY(%(devices)s)
 
 -- name: copy_readings
