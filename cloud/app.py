@@ -26,6 +26,7 @@ from cloud.ingest.consumer import IngestConsumer
 from cloud.ingest.counters import IngestCounters
 from cloud.ingest.writer import BatchWriter
 from cloud.rules.config import load_rules
+from cloud.rules.sweeper import sweep_forever
 from cloud.settings import CloudSettings, StorageSettings
 from cloud.storage.pool import open_pool
 from cloud.storage.timeseries import maintain
@@ -103,6 +104,7 @@ async def run_ingest(
                 for consumer in consumers
             ]
             tasks.append(group.create_task(_log_counters(totals), name="ingest:stats"))
+            tasks.append(group.create_task(sweep_forever(pool, rules), name="ingest:silence"))
             tasks.append(
                 group.create_task(_maintain_storage(pool, settings.storage), name="ingest:storage")
             )

@@ -56,13 +56,14 @@ async def open_or_join(
     conn: AsyncConnection[Any],
     draft: IncidentDraft,
     *,
-    event_id: int,
+    event_id: int | None,
     event_ts: datetime,
     actor: str = SYSTEM_ACTOR,
 ) -> IncidentOutcome:
     """Open the incident ``draft`` describes, or join the device's active one of its type.
 
-    Links the event to the incident either way, and logs the opening. Must run inside
+    Links the event (None for an incident no event caused, such as a silent device)
+    to the incident either way, and logs the opening. Must run inside
     a transaction (the caller's), so the incident commits with its event. Raises
     StorageError when the database refuses.
     """
@@ -89,10 +90,11 @@ async def open_or_join(
     if row is None:
         raise StorageError("no incident row returned", query=query)
     incident_id, status, opened = int(row[0]), str(row[1]), bool(row[2])
-    with storage_errors("link_incident_event"):
-        await conn.execute(
-            sql["link_incident_event"], {"incident_id": incident_id, "event_id": event_id}
-        )
+    if event_id is not None:
+        with storage_errors("link_incident_event"):
+            await conn.execute(
+                sql["link_incident_event"], {"incident_id": incident_id, "event_id": event_id}
+            )
     if opened:
         await enqueue(conn, incident_id=incident_id, event=WebhookEvent.OPENED)
         with storage_errors("log_incident_change"):

@@ -195,3 +195,45 @@ async def register_device(
             key=device_id,
         )
     return device
+
+
+async def register_resident(
+    conn: AsyncConnection[Any],
+    reference: str,
+    *,
+    community_path: str,
+    building: str,
+    unit: str,
+    needs_evacuation_help: bool = False,
+) -> int:
+    """Register where a resident lives (or update it); returns the resident's id.
+
+    ``reference`` is the care provider's own id for the person; no name or health data
+    is stored. Raises RegistryError for an unknown community or empty fields.
+    """
+    for label, text in (("reference", reference), ("building", building), ("unit", unit)):
+        if not 0 < len(text) <= _TEXT_LIMIT:
+            raise RegistryError(
+                f"{label} must be 1-{_TEXT_LIMIT} characters", entity="resident", key=reference
+            )
+    async with conn.transaction():
+        community = await find_community(conn, community_path)
+        if community is None:
+            raise RegistryError(
+                "unknown community; register it first", entity="community", key=community_path
+            )
+        with storage_errors("upsert_resident"):
+            cur = await conn.execute(
+                queries()["upsert_resident"],
+                {
+                    "reference": reference,
+                    "community_id": community.id,
+                    "building": building,
+                    "unit": unit,
+                    "needs_help": needs_evacuation_help,
+                },
+            )
+            row = await cur.fetchone()
+    if row is None:
+        raise RegistryError("no resident row returned", entity="resident", key=reference)
+    return int(row[0])

@@ -66,7 +66,8 @@ async def sweep(conn: AsyncConnection[Any], rules: RuleSet, now: datetime) -> li
     """Incidents for devices and gateways silent past their liveness rule's limit.
 
     Only things seen at least once count: a device never heard from is an installation
-    matter, not a fault. Repeats join the open incident, so sweeping often is harmless.
+    matter, not a fault. A subject with an active incident of the type is skipped, so
+    sweeping often adds nothing; two sweepers racing end in one incident (joined).
     """
     drafts: list[IncidentDraft] = []
     for name, base in rules.rules.items():
@@ -85,7 +86,9 @@ async def sweep(conn: AsyncConnection[Any], rules: RuleSet, now: datetime) -> li
         since = now - timedelta(seconds=shortest)
         if base.device_kind == "gateway":
             with storage_errors("silent_gateways"):
-                cur = await conn.execute(queries()["silent_gateways"], {"since": since})
+                cur = await conn.execute(
+                    queries()["silent_gateways"], {"since": since, "incident": base.incident}
+                )
                 found = [
                     (DeviceContext(g, "gateway", cid, path, None, None), seen)
                     for g, cid, path, seen in await cur.fetchall()
@@ -93,7 +96,8 @@ async def sweep(conn: AsyncConnection[Any], rules: RuleSet, now: datetime) -> li
         else:
             with storage_errors("silent_devices"):
                 cur = await conn.execute(
-                    queries()["silent_devices"], {"kind": str(base.device_kind), "since": since}
+                    queries()["silent_devices"],
+                    {"kind": str(base.device_kind), "since": since, "incident": base.incident},
                 )
                 found = [
                     (DeviceContext(d, k, cid, path, b, u), seen)

@@ -35,3 +35,14 @@ RETURNING id, gateway_id, kind, profile_id, building, unit, status
 
 -- name: device_gateway
 SELECT gateway_id FROM devices WHERE id = %(id)s
+
+-- name: upsert_resident
+INSERT INTO residents (reference, community_id, building, unit, needs_evacuation_help)
+VALUES (%(reference)s, %(community_id)s, %(building)s, %(unit)s, %(needs_help)s)
+ON CONFLICT (reference) DO UPDATE
+SET community_id = EXCLUDED.community_id,
+    building = EXCLUDED.building,
+    unit = EXCLUDED.unit,
+    needs_evacuation_help = EXCLUDED.needs_evacuation_help,
+    status = 'active'
+RETURNING id

@@ -29,13 +29,17 @@ WHERE community_id = %(community_id)s AND building = %(building)s
 ORDER BY id
 
 -- name: silent_devices
--- Active devices of a kind, seen once and silent since before `since`, with what an
--- incident needs to know of each.
+-- Active devices of a kind, seen once and silent since before `since`, that have no
+-- active incident of the rule's type yet, with what an incident needs to know.
 SELECT d.id, d.kind, g.community_id, c.path, d.building, d.unit, d.last_seen
 FROM devices d
 JOIN gateways g ON g.id = d.gateway_id
 JOIN communities c ON c.id = g.community_id
 WHERE d.kind = %(kind)s AND d.status = 'active' AND d.last_seen < %(since)s
+  AND NOT EXISTS (
+      SELECT 1 FROM incidents i
+      WHERE i.device_id = d.id AND i.type = %(incident)s
+        AND i.status NOT IN ('resolved', 'false_alarm'))
 ORDER BY d.id
 
 -- name: silent_gateways
@@ -43,4 +47,8 @@ SELECT g.id, g.community_id, c.path, g.last_seen
 FROM gateways g
 JOIN communities c ON c.id = g.community_id
 WHERE g.status = 'active' AND g.last_seen < %(since)s
+  AND NOT EXISTS (
+      SELECT 1 FROM incidents i
+      WHERE i.device_id = g.id AND i.type = %(incident)s
+        AND i.status NOT IN ('resolved', 'false_alarm'))
 ORDER BY g.id
