@@ -1,0 +1,321 @@
+"""alarm-latency: SOS presses from a gateway to the emergency queue, under telemetry load.
+
+Everything is real and shares this machine's cores: Mosquitto, a durable PostgreSQL,
+``anju cloud run`` (ingest workers and the API in one process), a publisher process
+sending ``--background`` readings/s of telemetry from 20 gateways, and this process,
+which publishes ``--alarms`` SOS events (each its own event batch, from its own
+wearable, as a gateway sends an alarm the moment it is read) and polls the queue
+through the API (``GET /incidents``) every few milliseconds. An alarm's latency runs
+from the start of its publish to the first poll whose answer lists its incident.
+Seen incidents are claimed and resolved through the API, as dispatchers would, so
+the queue stays short. ``lost`` counts alarms never seen within 30 s.
+
+The goal (issue 6): p99 under 250 ms with 20,000 readings/s of background telemetry.
+"""
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import psycopg
+
+from anju.services.mosquitto import MosquittoServer
+from anju.services.ports import free_port
+from anju.services.postgres import PostgresServer, find_postgres_bin
+from benchmarks import Result
+from cloud.registry import register_community, register_device, register_gateway
+from cloud.storage.migrate import apply_migrations
+from schemas.broker import parse_broker_url
+from schemas.topics import Channel, topic_for
+from schemas.vocabulary import DeviceKind, EventType, Metric, Severity
+from schemas.wire import Event, EventBatch, Reading, TelemetryBatch, encode
+
+NAME = "alarm-latency"
+COMMUNITY = "bench/alarms"
+ALARM_GATEWAY = "gw-alarms"
+BACKGROUND_GATEWAYS = 20
+DEVICES_PER_GATEWAY = 200
+READINGS_PER_MESSAGE = 200
+POLL_INTERVAL_S = 0.005
+SETTLE_S = 30.0
+
+
+def _progress(message: str) -> None:
+    print(f"[{NAME}] {message}", file=sys.stderr, flush=True)
+
+
+def _wearable(index: int) -> str:
+    return f"{ALARM_GATEWAY}-wear-{index:04d}"
+
+
+async def _register(url: str, alarms: int) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await register_community(conn, COMMUNITY)
+        await register_gateway(conn, ALARM_GATEWAY, COMMUNITY)
+        async with conn.transaction():
+            for index in range(alarms):
+                await register_device(
+                    conn,
+                    _wearable(index),
+                    gateway_id=ALARM_GATEWAY,
+                    kind=DeviceKind.WEARABLE,
+                    profile_id="anju-wearable-ble",
+                    building=str(1 + index % 8),
+                    unit=f"{100 + index % 30}",
+                )
+        for g in range(BACKGROUND_GATEWAYS):
+            await register_gateway(conn, f"gw-bg-{g:02d}", COMMUNITY)
+            async with conn.transaction():
+                for d in range(DEVICES_PER_GATEWAY):
+                    await register_device(
+                        conn,
+                        f"gw-bg-{g:02d}-dev-{d:03d}",
+                        gateway_id=f"gw-bg-{g:02d}",
+                        kind=DeviceKind.SMOKE,
+                        profile_id="anju-smoke-mb",
+                    )
+
+
+def _background(url: str, rate: int, pipe: Connection) -> None:
+    """Child process: publish ``rate`` readings/s until told to stop; report the count."""
+    asyncio.run(_publish_background(url, rate, pipe))
+
+
+async def _publish_background(url: str, rate: int, pipe: Connection) -> None:
+    broker = parse_broker_url(url)
+    per_second = max(1, rate // READINGS_PER_MESSAGE)
+    seqs = [0] * BACKGROUND_GATEWAYS
+    sent = 0
+    async with aiomqtt.Client(
+        broker.host, broker.port, identifier="bench-background", protocol=aiomqtt.ProtocolVersion.V5
+    ) as client:
+        client.pending_calls_threshold = 1000
+        pipe.send("ready")
+        started = time.monotonic()
+        tick = 0
+        while not pipe.poll():
+            now = datetime.now(UTC)
+            for m in range(per_second):
+                g = (tick * per_second + m) % BACKGROUND_GATEWAYS
+                seqs[g] += 1
+                batch = TelemetryBatch(
+                    gateway=f"gw-bg-{g:02d}",
+                    community=COMMUNITY,
+                    spool_epoch=f"{g:016x}",
+                    batch_seq=seqs[g],
+                    sent_at=now,
+                    items=[
+                        Reading(
+                            device=f"gw-bg-{g:02d}-dev-{i % DEVICES_PER_GATEWAY:03d}",
+                            ts=now + timedelta(microseconds=i),
+                            seq=seqs[g] * READINGS_PER_MESSAGE + i,
+                            metric=Metric.SMOKE_OBSCURATION,
+                            value=0.1,
+                        )
+                        for i in range(READINGS_PER_MESSAGE)
+                    ],
+                )
+                topic = topic_for(COMMUNITY, batch.gateway, Channel.TELEMETRY)
+                await client.publish(topic, encode(batch), qos=1, timeout=30)
+                sent += READINGS_PER_MESSAGE
+                # Spread the second's messages evenly instead of in one burst.
+                target = started + tick + (m + 1) / per_second
+                await asyncio.sleep(max(0.0, target - time.monotonic()))
+            tick += 1
+        elapsed = time.monotonic() - started
+    pipe.send((sent, elapsed))
+
+
+async def _alarms(mqtt_url: str, api: str, count: int, per_s: float) -> tuple[list[float], int]:
+    """Publish ``count`` SOS alarms and return their latencies (ms) and how many were lost."""
+    broker = parse_broker_url(mqtt_url)
+    published: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = asyncio.Event()
+
+    handling: set[asyncio.Task[None]] = set()
+
+    async def poll(http: httpx.AsyncClient) -> None:
+        handled: set[int] = set()
+        while not done.is_set():
+            response = await http.get("/incidents", params={"limit": 500})
+            now = time.time()
+            response.raise_for_status()
+            for incident in response.json():
+                device = incident.get("device_id")
+                if device in published and device not in seen:
+                    seen[device] = now
+                if incident["id"] not in handled and device in seen:
+                    handled.add(incident["id"])
+                    task = asyncio.create_task(_handle(http, incident["id"]))
+                    handling.add(task)
+                    task.add_done_callback(handling.discard)
+            if len(seen) == count:
+                done.set()
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    async with (
+        httpx.AsyncClient(base_url=api, timeout=10) as http,
+        aiomqtt.Client(
+            broker.host, broker.port, identifier=ALARM_GATEWAY, protocol=aiomqtt.ProtocolVersion.V5
+        ) as client,
+    ):
+        poller = asyncio.create_task(poll(http))
+        started = time.monotonic()
+        for index in range(count):
+            device = _wearable(index)
+            now = datetime.now(UTC)
+            batch = EventBatch(
+                gateway=ALARM_GATEWAY,
+                community=COMMUNITY,
+                spool_epoch="a1a1a1a1a1a1a1a1",
+                batch_seq=index + 1,
+                sent_at=now,
+                items=[
+                    Event(
+                        device=device,
+                        ts=now,
+                        seq=1,
+                        type=EventType.WEARABLE_SOS,
+                        severity=Severity.CRITICAL,
+                    )
+                ],
+            )
+            payload = encode(batch)
+            published[device] = time.time()
+            await client.publish(
+                topic_for(COMMUNITY, ALARM_GATEWAY, Channel.EVENTS), payload, qos=1, timeout=30
+            )
+            await asyncio.sleep(max(0.0, started + (index + 1) / per_s - time.monotonic()))
+        try:
+            await asyncio.wait_for(done.wait(), timeout=SETTLE_S)
+        except TimeoutError:
+            done.set()
+        await poller
+        await asyncio.gather(*handling)
+    latencies = [(seen[d] - published[d]) * 1000 for d in seen]
+    return latencies, count - len(seen)
+
+
+async def _handle(http: httpx.AsyncClient, incident_id: int) -> None:
+    """Claim and close a seen incident, as a dispatcher would, keeping the queue short."""
+    await http.post(f"/incidents/{incident_id}/claim", json={"actor": "bench-dispatcher"})
+    await http.post(
+        f"/incidents/{incident_id}/resolve",
+        json={"actor": "bench-dispatcher", "outcome": "false_alarm", "notes": "benchmark"},
+    )
+
+
+def _wait_ready(process: subprocess.Popen[bytes], log: Path, api: str, workers: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"anju cloud run exited {process.returncode}; see {log}")
+        if log.read_text(errors="replace").count("subscribed on") >= workers:
+            try:
+                if httpx.get(f"{api}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    raise RuntimeError(f"anju cloud run not ready within 60 s; see {log}")
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def run(argv: list[str]) -> Result:
+    parser = argparse.ArgumentParser(prog=f"bench.py {NAME}", description=__doc__)
+    parser.add_argument("--alarms", type=int, default=1000, help="SOS alarms published")
+    parser.add_argument("--rate", type=float, default=50.0, help="alarms per second")
+    parser.add_argument(
+        "--background", type=int, default=20_000, help="telemetry readings per second"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="ingest workers")
+    args = parser.parse_args(argv)
+
+    bin_dir = find_postgres_bin()
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL server binaries not found; run scripts/test once")
+    with (
+        tempfile.TemporaryDirectory(prefix="anju-bench-alarms-") as tmp,
+        PostgresServer(bin_dir=bin_dir) as pg,
+        MosquittoServer(Path(tmp) / "mqtt") as broker,
+    ):
+        apply_migrations(pg.url)
+        asyncio.run(_register(pg.url, args.alarms))
+        _progress(f"{args.alarms} wearables and {BACKGROUND_GATEWAYS} background gateways")
+        port = free_port()
+        api = f"http://127.0.0.1:{port}"
+        log_path = Path(tmp) / "cloud.log"
+        env = {
+            **os.environ,
+            "ANJU_DATABASE_URL": pg.url,
+            "ANJU_MQTT_URL": broker.url,
+            "ANJU_API_PORT": str(port),
+        }
+        anju = Path(sys.executable).with_name("anju")
+        with log_path.open("wb") as log:
+            cloud = subprocess.Popen(
+                [str(anju), "cloud", "run", "--workers", str(args.workers)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        background = context.Process(target=_background, args=(broker.url, args.background, theirs))
+        try:
+            _wait_ready(cloud, log_path, api, args.workers)
+            background.start()
+            if ours.recv() != "ready":
+                raise RuntimeError("background publisher failed to start")
+            time.sleep(2.0)  # let the background flow settle before the first alarm
+            _progress(f"{args.background:,} readings/s flowing; publishing alarms")
+            latencies, lost = asyncio.run(_alarms(broker.url, api, args.alarms, args.rate))
+            ours.send("stop")
+            sent, elapsed = ours.recv()
+            with psycopg.connect(pg.url) as conn:
+                row = conn.execute("SELECT count(*) FROM readings").fetchone()
+                stored = int(row[0]) if row else 0
+        finally:
+            background.join(timeout=30)
+            cloud.send_signal(signal.SIGTERM)
+            try:
+                cloud.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                cloud.kill()
+            if cloud.returncode not in (0, None, -signal.SIGTERM):
+                _progress(f"anju cloud run exited {cloud.returncode}")
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p99 = _percentile(latencies, 0.99) if latencies else float("nan")
+    _progress(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, lost {lost}; {sent / elapsed:,.0f} readings/s")
+    return {
+        "benchmark": NAME,
+        "alarms": args.alarms,
+        "alarms_per_s": args.rate,
+        "background_readings_per_s": round(sent / elapsed),
+        "background_readings_stored": stored,
+        "p50_ms": round(p50, 1),
+        "p90_ms": round(_percentile(latencies, 0.9), 1) if latencies else None,
+        "p99_ms": round(p99, 1),
+        "max_ms": round(max(latencies), 1) if latencies else None,
+        "lost": lost,
+        "poll_interval_ms": POLL_INTERVAL_S * 1000,
+        "target_p99_ms": 250,
+        "met": lost == 0 and p99 < 250,
+    }
