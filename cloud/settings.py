@@ -13,17 +13,27 @@ naming the variable and the form it expects, before any connection is tried.
 - ``ANJU_STORAGE_*``: how readings are kept over time, see ``StorageSettings`` (the
   variable of each field is its name in capitals after the prefix, for example
   ``ANJU_STORAGE_RETENTION_DAYS``)
+- ``ANJU_WEBHOOK_*``: how webhooks are delivered, see ``WebhookSettings`` (for example
+  ``ANJU_WEBHOOK_ALLOW_PRIVATE``; docs/webhooks.md)
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Final, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cloud.errors import SettingsError
 from schemas.broker import BrokerAddress, parse_broker_url
@@ -36,6 +46,102 @@ MQTT_URL_FORM: Final = "mqtt://[user[:password]@]host[:port][?version=5|3.1.1]"
 
 _M = TypeVar("_M", bound=BaseModel)
 _MQTT_NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+STANDARD_WEBHOOKS_RETRY_SCHEDULE_S: Final = (
+    5.0,
+    5 * 60.0,
+    30 * 60.0,
+    2 * 3600.0,
+    5 * 3600.0,
+    10 * 3600.0,
+    14 * 3600.0,
+    20 * 3600.0,
+    24 * 3600.0,
+)
+"""The Standard Webhooks example schedule after the immediate first attempt: 5 s, 5 min,
+30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (ten attempts over about 75 hours)."""
+
+
+class WebhookSettings(BaseModel):
+    """How webhook deliveries are sent and retried (``cloud.webhooks``, docs/webhooks.md).
+
+    Raises SettingsError, naming the variable, for a schedule that is empty, negative or
+    longer than 100 attempts.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
+    """Longest one attempt may take, connecting included, before it counts as failed."""
+    allow_private: bool = False
+    """Send to any address, private, loopback and link-local ones included (tests, or a
+    closed network). Off, such URLs are refused when subscribed and again when sent."""
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    """Networks allowed even though they are not public, such as ``10.20.0.0/16`` for a
+    property manager's tools on a private link; everything else non-public stays refused."""
+    retry_schedule_s: tuple[float, ...] = STANDARD_WEBHOOKS_RETRY_SCHEDULE_S
+    """Delays after each failed attempt; a delivery gets one more attempt than delays
+    (the first is immediate), then becomes a dead letter."""
+    jitter: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    """Each delay is stretched by a random fraction up to this, so endpoints that failed
+    together are not retried together."""
+    max_retry_after_s: Annotated[float, Field(ge=0)] = 24 * 3600.0
+    """Longest ``Retry-After`` honoured; a receiver asking for more gets this."""
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """Longest a delivery worker sleeps before looking for due deliveries again."""
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 20
+    """Deliveries one worker claims at once and sends concurrently."""
+    lease_margin_s: Annotated[float, Field(gt=0)] = 30.0
+    """A claimed delivery is not due again until ``timeout_s`` plus this has passed, so
+    a worker that died mid-send is replaced without a live one being doubled."""
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts before a delivery is dead-lettered: the first plus one per delay."""
+        return len(self.retry_schedule_s) + 1
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claim keeps a delivery from other workers."""
+        return self.timeout_s + self.lease_margin_s
+
+    @field_validator("allowed_networks", "retry_schedule_s", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, tuple | list):
+            try:
+                return tuple(
+                    v if not isinstance(v, str) else ipaddress.ip_network(v, strict=False)
+                    for v in value
+                )
+            except ValueError as exc:
+                raise SettingsError(
+                    "ANJU_WEBHOOK_ALLOWED_NETWORKS",
+                    str(exc),
+                    "comma-separated networks such as 10.20.0.0/16,fd00::/8",
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _schedule(self) -> Self:
+        schedule = self.retry_schedule_s
+        if not schedule or len(schedule) > 99 or any(d < 0 for d in schedule):
+            raise SettingsError(
+                "ANJU_WEBHOOK_RETRY_SCHEDULE_S",
+                f"{','.join(f'{d:g}' for d in schedule) or 'nothing'} is not a schedule",
+                "1 to 99 comma-separated delays in seconds, none negative",
+            )
+        return self
 
 
 class IngestSettings(BaseModel):
@@ -140,6 +246,7 @@ class CloudSettings(BaseModel):
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @property
     def broker(self) -> BrokerAddress:
@@ -201,11 +308,18 @@ def load_settings(
     }
     ingest = _validate(IngestSettings, ingest_vars, env, {})
     storage = _validate(StorageSettings, _STORAGE_VARIABLES, env, {})
+    webhooks = _validate(WebhookSettings, _WEBHOOK_VARIABLES, env, {})
     return _validate(
         CloudSettings,
         top_vars,
         env,
-        {"database_url": database_url, "mqtt": mqtt, "ingest": ingest, "storage": storage},
+        {
+            "database_url": database_url,
+            "mqtt": mqtt,
+            "ingest": ingest,
+            "storage": storage,
+            "webhooks": webhooks,
+        },
     )
 
 
@@ -218,6 +332,24 @@ _STORAGE_VARIABLES: Final = {
     "partition_months_ahead": ("ANJU_STORAGE_PARTITION_MONTHS_AHEAD", "whole months, 1-24"),
     "ingest_rows_per_s": ("ANJU_STORAGE_INGEST_ROWS_PER_S", "readings per second, at least 1"),
     "chunk_interval_h": ("ANJU_STORAGE_CHUNK_INTERVAL_H", "whole hours, 1-720"),
+}
+
+_WEBHOOK_VARIABLES: Final = {
+    "timeout_s": ("ANJU_WEBHOOK_TIMEOUT_S", "seconds, more than 0 and at most 120"),
+    "allow_private": ("ANJU_WEBHOOK_ALLOW_PRIVATE", "1 or 0"),
+    "allowed_networks": (
+        "ANJU_WEBHOOK_ALLOWED_NETWORKS",
+        "comma-separated networks such as 10.20.0.0/16,fd00::/8",
+    ),
+    "retry_schedule_s": (
+        "ANJU_WEBHOOK_RETRY_SCHEDULE_S",
+        "comma-separated delays in seconds, such as 5,300,1800",
+    ),
+    "jitter": ("ANJU_WEBHOOK_JITTER", "a fraction, 0-0.5"),
+    "max_retry_after_s": ("ANJU_WEBHOOK_MAX_RETRY_AFTER_S", "seconds, at least 0"),
+    "poll_interval_s": ("ANJU_WEBHOOK_POLL_INTERVAL_S", "seconds, more than 0 and at most 60"),
+    "batch_size": ("ANJU_WEBHOOK_BATCH_SIZE", "deliveries per worker at once, 1-1000"),
+    "lease_margin_s": ("ANJU_WEBHOOK_LEASE_MARGIN_S", "seconds, more than 0"),
 }
 
 

@@ -10,6 +10,11 @@
 -- transaction as the incident change they announce, and delivery workers take due
 -- rows with FOR UPDATE SKIP LOCKED. A row that used up its attempts is a dead letter
 -- (status 'dead') until replayed.
+--
+-- A worker claims a row by giving it a fresh claim_token, counting the attempt and
+-- pushing next_attempt_at past the longest a send may take (a lease), all in one short
+-- transaction; it records the outcome only if the token is still its own. A worker that
+-- dies mid-send leaves the row pending, due again when its lease runs out.
 
 CREATE TABLE webhook_subscriptions (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -43,11 +48,19 @@ CREATE TABLE webhook_deliveries (
     next_attempt_at   timestamptz NOT NULL DEFAULT now(),
     last_status_code  integer,
     last_error        text,
+    last_attempt_at   timestamptz,
+    claim_token       uuid,
     created_at        timestamptz NOT NULL DEFAULT now(),
     delivered_at      timestamptz
 );
+COMMENT ON COLUMN webhook_deliveries.message_id IS
+    'the webhook-id header: the same on every attempt and replay, receivers dedupe on it';
+COMMENT ON COLUMN webhook_deliveries.claim_token IS
+    'set by each claim; an outcome is recorded only by the claim that holds it';
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (subscription_id, created_at)
     WHERE status = 'dead';
 CREATE INDEX webhook_deliveries_incident ON webhook_deliveries (incident_id);
+CREATE INDEX webhook_deliveries_subscription ON webhook_deliveries (subscription_id, id)
+    WHERE status = 'pending';

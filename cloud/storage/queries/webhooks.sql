@@ -42,3 +42,142 @@ WHERE s.status = 'active'
   AND (cardinality(s.event_types) = 0 OR %(event_type)s::text = ANY (s.event_types))
   AND (cardinality(s.incident_types) = 0 OR incident.type = ANY (s.incident_types))
   AND incident.priority <= s.max_priority
+
+-- name: claim_webhook_deliveries
+-- Take up to %(limit)s due deliveries for one worker: each gets a fresh claim token, its
+-- attempt counted and a lease (next_attempt_at pushed %(lease_s)s seconds ahead) in this
+-- one short statement, so no other worker sees it as due while it is being sent.
+-- SKIP LOCKED lets workers claiming at the same moment take different rows instead of
+-- waiting on each other. Returns each row's body as stored (the bytes that are signed)
+-- and its subscription's URL, secrets and status.
+WITH due AS (
+    SELECT d.id FROM webhook_deliveries d
+    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+SET attempts = d.attempts + 1,
+    claim_token = gen_random_uuid(),
+    last_attempt_at = now(),
+    next_attempt_at = now() + make_interval(secs => %(lease_s)s)
+FROM due, webhook_subscriptions s
+WHERE d.id = due.id AND s.id = d.subscription_id
+RETURNING d.id, d.message_id, d.subscription_id, d.attempts, d.claim_token,
+          d.payload::text AS body, s.url, s.secrets, s.status AS subscription_status
+
+-- name: record_webhook_delivered
+-- The receiver answered 2xx. Only the claim holding %(claim_token)s may record.
+UPDATE webhook_deliveries
+SET status = 'delivered', delivered_at = now(), last_status_code = %(status_code)s,
+    last_error = NULL, claim_token = NULL
+WHERE id = %(id)s AND claim_token = %(claim_token)s AND status = 'pending'
+
+-- name: record_webhook_retry
+-- The attempt failed and another is due after %(delay_s)s seconds.
+UPDATE webhook_deliveries
+SET last_status_code = %(status_code)s, last_error = %(error)s, claim_token = NULL,
+    next_attempt_at = now() + make_interval(secs => %(delay_s)s)
+WHERE id = %(id)s AND claim_token = %(claim_token)s AND status = 'pending'
+
+-- name: record_webhook_dead
+-- The last attempt failed (or the endpoint is gone): a dead letter until replayed.
+UPDATE webhook_deliveries
+SET status = 'dead', last_status_code = %(status_code)s, last_error = %(error)s,
+    claim_token = NULL
+WHERE id = %(id)s AND claim_token = %(claim_token)s AND status = 'pending'
+
+-- name: disable_webhook_subscription
+-- Stop sending to a subscription, and dead-letter its pending deliveries (a claim in
+-- flight loses its token, so its outcome is not recorded). Returns no row when there
+-- is no such subscription.
+WITH sub AS (
+    UPDATE webhook_subscriptions
+    SET status = 'disabled', disabled_reason = %(reason)s, updated_at = now()
+    WHERE id = %(id)s
+    RETURNING id
+), dead AS (
+    UPDATE webhook_deliveries d
+    SET status = 'dead', claim_token = NULL,
+        last_error = 'subscription disabled: ' || %(reason)s::text
+    FROM sub
+    WHERE d.subscription_id = sub.id AND d.status = 'pending'
+    RETURNING d.id
+)
+SELECT sub.id, (SELECT count(*) FROM dead) AS dead_lettered FROM sub
+
+-- name: enable_webhook_subscription
+UPDATE webhook_subscriptions
+SET status = 'active', disabled_reason = NULL, updated_at = now()
+WHERE id = %(id)s
+RETURNING id
+
+-- name: find_community_nodes
+-- Nodes of the community tree with this path (a city and a street may share a name).
+SELECT id, tier, path FROM communities
+WHERE path = %(path)s AND (%(tier)s::text IS NULL OR tier = %(tier)s::text)
+ORDER BY id
+
+-- name: insert_webhook_subscription
+INSERT INTO webhook_subscriptions
+    (community_id, url, description, event_types, incident_types, max_priority, secrets)
+VALUES (%(community_id)s, %(url)s, %(description)s, %(event_types)s, %(incident_types)s,
+        %(max_priority)s, ARRAY[%(secret)s::text])
+RETURNING id
+
+-- name: list_webhook_subscriptions
+-- Subscriptions with their node's path and tier; never their secrets, only how many.
+SELECT s.id, c.path AS community, c.tier, s.url, s.description, s.event_types,
+       s.incident_types, s.max_priority, s.status, s.disabled_reason,
+       cardinality(s.secrets) AS secret_count, s.created_at, s.updated_at
+FROM webhook_subscriptions s JOIN communities c ON c.id = s.community_id
+WHERE (%(id)s::bigint IS NULL OR s.id = %(id)s::bigint)
+  AND (%(status)s::text IS NULL OR s.status = %(status)s::text)
+ORDER BY s.id
+
+-- name: webhook_subscription_secrets
+SELECT secrets FROM webhook_subscriptions WHERE id = %(id)s FOR UPDATE
+
+-- name: set_webhook_subscription_secrets
+UPDATE webhook_subscriptions SET secrets = %(secrets)s, updated_at = now()
+WHERE id = %(id)s
+
+-- name: list_webhook_deliveries
+-- Deliveries newest first, optionally of one status and one subscription; pages go
+-- on below %(before_id)s.
+SELECT id, message_id, subscription_id, incident_id, event_type, status, attempts,
+       next_attempt_at, last_attempt_at, last_status_code, last_error, created_at,
+       delivered_at
+FROM webhook_deliveries
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(subscription_id)s::bigint IS NULL OR subscription_id = %(subscription_id)s::bigint)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: webhook_delivery_for_replay
+SELECT d.status, s.status AS subscription_status
+FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+WHERE d.id = %(id)s
+FOR UPDATE OF d
+
+-- name: replay_webhook_delivery
+-- Due again now, with a fresh set of attempts and the same message_id (webhook-id),
+-- so a receiver that did get an earlier attempt recognises the repeat.
+UPDATE webhook_deliveries
+SET status = 'pending', attempts = 0, next_attempt_at = now(), claim_token = NULL,
+    delivered_at = NULL
+WHERE id = %(id)s
+
+-- name: replay_webhook_subscription_dead
+-- Every dead letter of one subscription due again now (created at or after %(since)s
+-- when given), each keeping its message_id. Returns the rows replayed.
+UPDATE webhook_deliveries
+SET status = 'pending', attempts = 0, next_attempt_at = now(), claim_token = NULL
+WHERE subscription_id = %(subscription_id)s AND status = 'dead'
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+RETURNING id
+
+-- name: webhook_subscription_status
+SELECT status FROM webhook_subscriptions WHERE id = %(id)s

@@ -1,0 +1,63 @@
+"""Errors of the webhook package, each naming the subscription, delivery or URL concerned.
+
+    CloudError
+    └── WebhookError                 a webhook operation was refused
+        ├── UnsafeUrl                    a URL is not http(s), does not resolve, or
+        │                                resolves to an address the SSRF policy refuses
+        ├── InvalidSecret                a secret is not ``whsec_`` + base64 of 24-64 bytes
+        ├── SubscriptionNotFound         no subscription with this id
+        ├── DeliveryNotFound             no delivery with this id
+        ├── CommunityNotFound            no node of the community tree with this path
+        └── ReplayRefused                the delivery is pending already, or its
+                                         subscription is disabled
+
+Failed sends are not errors: they are outcomes recorded on the delivery row.
+"""
+
+from __future__ import annotations
+
+from cloud.errors import CloudError
+
+
+class WebhookError(CloudError):
+    """Base of the errors raised by ``cloud.webhooks``."""
+
+
+class UnsafeUrl(WebhookError):
+    """``url`` may not be called: ``reason`` says why (a scheme, DNS, or an address)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"webhook URL {url!r} refused: {reason}")
+
+
+class InvalidSecret(WebhookError):
+    """A signing secret is malformed; the message never contains the secret itself."""
+
+
+class SubscriptionNotFound(WebhookError):
+    def __init__(self, subscription_id: int) -> None:
+        self.subscription_id = subscription_id
+        super().__init__(f"no webhook subscription {subscription_id}")
+
+
+class DeliveryNotFound(WebhookError):
+    def __init__(self, delivery_id: int) -> None:
+        self.delivery_id = delivery_id
+        super().__init__(f"no webhook delivery {delivery_id}")
+
+
+class CommunityNotFound(WebhookError):
+    def __init__(self, path: str, reason: str = "no such node of the community tree") -> None:
+        self.path = path
+        super().__init__(f"community {path!r}: {reason}")
+
+
+class ReplayRefused(WebhookError):
+    """``subject`` (a delivery or a subscription's dead letters) cannot be replayed now."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        self.subject = subject
+        self.reason = reason
+        super().__init__(f"{subject} cannot be replayed: {reason}")
