@@ -7,7 +7,8 @@ event that caused it is committed):
   a repeat joins it (``event_count`` + 1, an ``incident_events`` row) even when several
   ingest workers race, because a partial unique index arbitrates the opening insert;
 - opening writes an ``incident_log`` row (from ``NULL`` to ``open``) with the actor,
-  and the webhook deliveries announcing it (the outbox, ``cloud.webhooks.outbox``).
+  the webhook deliveries announcing it (the outbox, ``cloud.webhooks.outbox``) and
+  its escalation timer (``cloud.queue.timers``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any, Final
 from psycopg import AsyncConnection
 
 from cloud.errors import StorageError
+from cloud.queue.timers import arm_unclaimed
 from cloud.rules.drafts import IncidentDraft
+from cloud.settings import QueueSettings
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
 from cloud.webhooks.outbox import WebhookEvent, enqueue
@@ -59,12 +62,14 @@ async def open_or_join(
     event_id: int | None,
     event_ts: datetime,
     actor: str = SYSTEM_ACTOR,
+    queue: QueueSettings | None = None,
 ) -> IncidentOutcome:
     """Open the incident ``draft`` describes, or join the device's active one of its type.
 
     Links the event (None for an incident no event caused, such as a silent device)
-    to the incident either way, and logs the opening. Must run inside
-    a transaction (the caller's), so the incident commits with its event. Raises
+    to the incident either way, logs the opening and arms its unclaimed timer with
+    ``queue``'s limits (the defaults when ``None``). Must run inside a transaction (the
+    caller's), so the incident commits with its event. Raises
     StorageError when the database refuses.
     """
     sql = queries()
@@ -97,6 +102,7 @@ async def open_or_join(
             )
     if opened:
         await enqueue(conn, incident_id=incident_id, event=WebhookEvent.OPENED)
+        await arm_unclaimed(conn, incident_id, queue or QueueSettings())
         with storage_errors("log_incident_change"):
             await conn.execute(
                 sql["log_incident_change"],

@@ -15,6 +15,8 @@ naming the variable and the form it expects, before any connection is tried.
   ``ANJU_STORAGE_RETENTION_DAYS``)
 - ``ANJU_WEBHOOK_*``: how webhooks are delivered, see ``WebhookSettings`` (for example
   ``ANJU_WEBHOOK_ALLOW_PRIVATE``; docs/webhooks.md)
+- ``ANJU_QUEUE_*``: escalation limits of the emergency queue, see ``QueueSettings``
+  (for example ``ANJU_QUEUE_P1_UNCLAIMED_S``; docs/emergency-queue.md)
 """
 
 from __future__ import annotations
@@ -231,6 +233,75 @@ class StorageSettings(BaseModel):
         return self
 
 
+class QueueSettings(BaseModel):
+    """When the emergency queue escalates an incident (docs/emergency-queue.md).
+
+    An incident is *unclaimed* past ``pN_unclaimed_s`` after it opened and
+    *unacknowledged* past ``pN_unacknowledged_s`` after it opened (the resident's wait,
+    which is what the telecare figures measure), for its priority N. P1's 60 s and
+    180 s are the telecare industry's: 97.5% of calls answered within 60 s, 99% within
+    180 s. Raises SettingsError, naming the variable, when a limit is out of order.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    p1_unclaimed_s: Annotated[float, Field(gt=0)] = 60.0
+    p1_unacknowledged_s: Annotated[float, Field(gt=0)] = 180.0
+    p2_unclaimed_s: Annotated[float, Field(gt=0)] = 120.0
+    """P2 is sustained abnormal vitals: urgent, but minutes rather than seconds."""
+    p2_unacknowledged_s: Annotated[float, Field(gt=0)] = 300.0
+    p3_unclaimed_s: Annotated[float, Field(gt=0)] = 300.0
+    """P3 is long inactivity and device faults: a check on someone, not a rescue."""
+    p3_unacknowledged_s: Annotated[float, Field(gt=0)] = 900.0
+    repeat_s: Annotated[float, Field(gt=0)] = 60.0
+    """How often an escalated incident escalates again while its condition is unmet;
+    also the least time a late claimer gets to reach the resident before the
+    unacknowledged timer fires."""
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """Longest an escalation worker sleeps before looking for due timers again (it
+    sleeps less when a known timer is due sooner)."""
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Due timers one worker fires in one transaction at most."""
+
+    def unclaimed_s(self, priority: int) -> float:
+        """The unclaimed limit of ``priority`` (1-3); raises ValueError for another."""
+        return (self.p1_unclaimed_s, self.p2_unclaimed_s, self.p3_unclaimed_s)[
+            _priority_index(priority)
+        ]
+
+    def unacknowledged_s(self, priority: int) -> float:
+        """The unacknowledged limit of ``priority`` (1-3); raises ValueError for another."""
+        return (self.p1_unacknowledged_s, self.p2_unacknowledged_s, self.p3_unacknowledged_s)[
+            _priority_index(priority)
+        ]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        for priority in (1, 2, 3):
+            if self.unacknowledged_s(priority) < self.unclaimed_s(priority):
+                raise SettingsError(
+                    f"ANJU_QUEUE_P{priority}_UNACKNOWLEDGED_S",
+                    f"{self.unacknowledged_s(priority)} s is shorter than "
+                    f"ANJU_QUEUE_P{priority}_UNCLAIMED_S ({self.unclaimed_s(priority)} s)",
+                    "at least the unclaimed limit: both count from the opening",
+                )
+        for priority in (2, 3):
+            if self.unclaimed_s(priority) < self.unclaimed_s(priority - 1):
+                raise SettingsError(
+                    f"ANJU_QUEUE_P{priority}_UNCLAIMED_S",
+                    f"{self.unclaimed_s(priority)} s is shorter than the more urgent "
+                    f"ANJU_QUEUE_P{priority - 1}_UNCLAIMED_S ({self.unclaimed_s(priority - 1)} s)",
+                    "limits that grow as priority falls",
+                )
+        return self
+
+
+def _priority_index(priority: int) -> int:
+    if priority not in (1, 2, 3):
+        raise ValueError(f"priority {priority} is not 1, 2 or 3")
+    return priority - 1
+
+
 class CloudSettings(BaseModel):
     """Everything ``anju cloud run`` and ``anju cloud ingest`` need.
 
@@ -247,6 +318,7 @@ class CloudSettings(BaseModel):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
 
     @property
     def broker(self) -> BrokerAddress:
@@ -309,6 +381,7 @@ def load_settings(
     ingest = _validate(IngestSettings, ingest_vars, env, {})
     storage = _validate(StorageSettings, _STORAGE_VARIABLES, env, {})
     webhooks = _validate(WebhookSettings, _WEBHOOK_VARIABLES, env, {})
+    queue = _validate(QueueSettings, _QUEUE_VARIABLES, env, {})
     return _validate(
         CloudSettings,
         top_vars,
@@ -319,6 +392,7 @@ def load_settings(
             "ingest": ingest,
             "storage": storage,
             "webhooks": webhooks,
+            "queue": queue,
         },
     )
 
@@ -332,6 +406,20 @@ _STORAGE_VARIABLES: Final = {
     "partition_months_ahead": ("ANJU_STORAGE_PARTITION_MONTHS_AHEAD", "whole months, 1-24"),
     "ingest_rows_per_s": ("ANJU_STORAGE_INGEST_ROWS_PER_S", "readings per second, at least 1"),
     "chunk_interval_h": ("ANJU_STORAGE_CHUNK_INTERVAL_H", "whole hours, 1-720"),
+}
+
+_QUEUE_VARIABLES: Final = {
+    **{
+        f"p{priority}_{kind}_s": (
+            f"ANJU_QUEUE_P{priority}_{kind.upper()}_S",
+            "seconds after the opening, more than 0",
+        )
+        for priority in (1, 2, 3)
+        for kind in ("unclaimed", "unacknowledged")
+    },
+    "repeat_s": ("ANJU_QUEUE_REPEAT_S", "seconds between repeated escalations, more than 0"),
+    "poll_interval_s": ("ANJU_QUEUE_POLL_INTERVAL_S", "seconds, more than 0 and at most 60"),
+    "batch_size": ("ANJU_QUEUE_BATCH_SIZE", "timers per transaction, 1-10000"),
 }
 
 _WEBHOOK_VARIABLES: Final = {

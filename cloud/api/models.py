@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.incidents import IncidentStatus
+from cloud.queue.states import Outcome
 from schemas.vocabulary import Metric
 
 Bucket = Literal["raw", "1m", "1h", "1d"]
@@ -34,6 +35,18 @@ class IncidentSummary(_Response):
     event_count: int
     first_event_ts: datetime | None
     """When the event that opened the incident happened (device or gateway time)."""
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    """When the claimant got in contact with the resident."""
+    dispatched_to: str | None = None
+    dispatched_at: datetime | None = None
+    closed_at: datetime | None = None
+    """When it was resolved (or closed as a false alarm)."""
+    outcome: Outcome | None = None
+    escalation_level: int = 0
+    """How many times it escalated (left unclaimed or unacknowledged past its limit)."""
+    escalated_at: datetime | None = None
 
 
 class IncidentLogEntry(_Response):
@@ -46,8 +59,18 @@ class IncidentLogEntry(_Response):
     note: str
 
 
+class IncidentNote(_Response):
+    """A dispatcher's note; never sent in webhooks."""
+
+    id: int
+    at: datetime
+    author: str
+    text: str
+
+
 class IncidentDetail(IncidentSummary):
     log: list[IncidentLogEntry]
+    notes: list[IncidentNote] = []
 
 
 class ReadingBucket(_Response):
@@ -92,3 +115,47 @@ class Health(_Response):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unavailable"]
     detail: str = ""
+
+
+# Requests of the emergency queue. There is no authentication yet: the dispatcher names
+# themself in ``actor``; API keys with roles and scopes (DESIGN section 9) will replace it.
+
+Actor = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
+"""The dispatcher acting, as they are known to the team (a login name)."""
+Note = Annotated[str, Field(max_length=4000)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ClaimRequest(_Request):
+    actor: Actor
+
+
+class AcknowledgeRequest(_Request):
+    """The claimant is in contact with the resident."""
+
+    actor: Actor
+    note: Note = ""
+
+
+class DispatchRequest(_Request):
+    actor: Actor
+    dispatched_to: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+    """Who was sent: a care team, a neighbour warden, an ambulance reference."""
+    note: Note = ""
+
+
+class ResolveRequest(_Request):
+    """``outcome`` ``false_alarm`` closes the incident as ``false_alarm``; the others
+    as ``resolved``."""
+
+    actor: Actor
+    outcome: Outcome
+    notes: Note = ""
+
+
+class NoteRequest(_Request):
+    actor: Actor
+    text: Annotated[str, Field(min_length=1, max_length=4000, pattern=r"\S")]
