@@ -1,0 +1,297 @@
+"""Managing webhooks: subscriptions and their secrets, dead letters and replays.
+
+Functions over a connection (autocommit, as the API's pool gives them); those that
+take several statements run them in one transaction of their own. Secrets leave
+these functions exactly twice: when a subscription is created and when a secret is
+rotated in; listings say only how many a subscription holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row, dict_row
+
+from cloud.storage.database import storage_errors
+from cloud.storage.sql import queries
+from cloud.webhooks.errors import (
+    CommunityNotFound,
+    DeliveryNotFound,
+    ReplayRefused,
+    SubscriptionNotFound,
+)
+from cloud.webhooks.outbox import WebhookEvent
+from cloud.webhooks.signing import generate_secret
+from cloud.webhooks.ssrf import AddressPolicy, resolve
+
+MAX_SECRETS: Final = 3
+"""Secrets a subscription signs with at most; rotating past this drops the oldest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription as listed: never its secrets, only how many it signs with."""
+
+    id: int
+    community: str
+    tier: str
+    url: str
+    description: str
+    event_types: list[str]
+    incident_types: list[str]
+    max_priority: int
+    status: str
+    disabled_reason: str | None
+    secret_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row: ``message_id`` is the ``webhook-id`` every attempt carries."""
+
+    id: int
+    message_id: str
+    subscription_id: int
+    incident_id: int | None
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+async def create_subscription(
+    conn: AsyncConnection[Any],
+    *,
+    community: str,
+    url: str,
+    policy: AddressPolicy,
+    tier: str | None = None,
+    description: str = "",
+    event_types: Sequence[WebhookEvent] = (),
+    incident_types: Sequence[str] = (),
+    max_priority: int = 3,
+) -> tuple[Subscription, str]:
+    """Subscribe ``url`` to the incidents of ``community``'s subtree; return it and its
+    new secret (shown this once).
+
+    ``community`` is a node's path (``xijin/fenghuang``, ``xijin``, ``ningguo``);
+    ``tier`` picks one when a city and a street share a name. Empty filters let
+    everything through; ``max_priority`` 1 means P1 only. Raises UnsafeUrl when the
+    URL is not http(s) or its host resolves to an address ``policy`` refuses,
+    CommunityNotFound for an unknown or ambiguous path, StorageError when the
+    database refuses.
+    """
+    await resolve(url, policy)
+    community_id = await _community_id(conn, community, tier)
+    secret = generate_secret()
+    with storage_errors("insert_webhook_subscription"):
+        cur = await conn.execute(
+            queries()["insert_webhook_subscription"],
+            {
+                "community_id": community_id,
+                "url": url,
+                "description": description,
+                "event_types": [str(event) for event in event_types],
+                "incident_types": list(incident_types),
+                "max_priority": max_priority,
+                "secret": secret,
+            },
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return await get_subscription(conn, int(row[0])), secret
+
+
+async def _community_id(conn: AsyncConnection[Any], path: str, tier: str | None) -> int:
+    with storage_errors("find_community_nodes"):
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(queries()["find_community_nodes"], {"path": path, "tier": tier})
+        nodes = await cur.fetchall()
+    if not nodes:
+        raise CommunityNotFound(path)
+    if len(nodes) > 1:
+        tiers = " and ".join(str(node["tier"]) for node in nodes)
+        raise CommunityNotFound(path, f"names both a {tiers}; give the tier")
+    return int(nodes[0]["id"])
+
+
+async def list_subscriptions(
+    conn: AsyncConnection[Any], *, status: str | None = None
+) -> list[Subscription]:
+    """Every subscription (of one ``status`` when given), oldest first."""
+    return await _subscriptions(conn, subscription_id=None, status=status)
+
+
+async def get_subscription(conn: AsyncConnection[Any], subscription_id: int) -> Subscription:
+    """One subscription; raises SubscriptionNotFound."""
+    found = await _subscriptions(conn, subscription_id=subscription_id, status=None)
+    if not found:
+        raise SubscriptionNotFound(subscription_id)
+    return found[0]
+
+
+async def _subscriptions(
+    conn: AsyncConnection[Any], *, subscription_id: int | None, status: str | None
+) -> list[Subscription]:
+    with storage_errors("list_webhook_subscriptions"):
+        cur = conn.cursor(row_factory=class_row(Subscription))
+        await cur.execute(
+            queries()["list_webhook_subscriptions"], {"id": subscription_id, "status": status}
+        )
+        return await cur.fetchall()
+
+
+async def disable_subscription(
+    conn: AsyncConnection[Any], subscription_id: int, *, reason: str
+) -> int:
+    """Stop sending to a subscription; return how many pending deliveries became dead
+    letters (replayable once it is enabled again). Raises SubscriptionNotFound."""
+    with storage_errors("disable_webhook_subscription"):
+        cur = await conn.execute(
+            queries()["disable_webhook_subscription"], {"id": subscription_id, "reason": reason}
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise SubscriptionNotFound(subscription_id)
+    return int(row[1])
+
+
+async def enable_subscription(
+    conn: AsyncConnection[Any], subscription_id: int, *, policy: AddressPolicy
+) -> Subscription:
+    """Send to a disabled subscription again (its dead letters stay dead until
+    replayed). Checks its URL against ``policy`` again; raises UnsafeUrl or
+    SubscriptionNotFound."""
+    current = await get_subscription(conn, subscription_id)
+    await resolve(current.url, policy)
+    with storage_errors("enable_webhook_subscription"):
+        await conn.execute(queries()["enable_webhook_subscription"], {"id": subscription_id})
+    return await get_subscription(conn, subscription_id)
+
+
+async def rotate_secret(conn: AsyncConnection[Any], subscription_id: int) -> str:
+    """Add a new secret and return it; deliveries are signed with it *and* the old ones
+    (at most ``MAX_SECRETS``, the oldest dropped), so the receiver can switch at its
+    own pace. ``retire_old_secrets`` ends the overlap. Raises SubscriptionNotFound."""
+    secret = generate_secret()
+    async with conn.transaction():
+        current = await _secrets(conn, subscription_id)
+        updated = [*current, secret][-MAX_SECRETS:]
+        await _set_secrets(conn, subscription_id, updated)
+    return secret
+
+
+async def retire_old_secrets(conn: AsyncConnection[Any], subscription_id: int) -> int:
+    """Keep only the newest secret; return how many were dropped. Raises
+    SubscriptionNotFound."""
+    async with conn.transaction():
+        current = await _secrets(conn, subscription_id)
+        await _set_secrets(conn, subscription_id, current[-1:])
+    return len(current) - 1
+
+
+async def _secrets(conn: AsyncConnection[Any], subscription_id: int) -> list[str]:
+    with storage_errors("webhook_subscription_secrets"):
+        cur = await conn.execute(queries()["webhook_subscription_secrets"], {"id": subscription_id})
+        row = await cur.fetchone()
+    if row is None:
+        raise SubscriptionNotFound(subscription_id)
+    return list(row[0])
+
+
+async def _set_secrets(
+    conn: AsyncConnection[Any], subscription_id: int, secrets: list[str]
+) -> None:
+    with storage_errors("set_webhook_subscription_secrets"):
+        await conn.execute(
+            queries()["set_webhook_subscription_secrets"],
+            {"id": subscription_id, "secrets": secrets},
+        )
+
+
+async def list_deliveries(
+    conn: AsyncConnection[Any],
+    *,
+    status: str | None = None,
+    subscription_id: int | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[Delivery]:
+    """Deliveries newest first; ``status='dead'`` lists the dead letters. Pass the last
+    id seen as ``before_id`` for the next page."""
+    with storage_errors("list_webhook_deliveries"):
+        cur = conn.cursor(row_factory=class_row(Delivery))
+        await cur.execute(
+            queries()["list_webhook_deliveries"],
+            {
+                "status": status,
+                "subscription_id": subscription_id,
+                "before_id": before_id,
+                "limit": limit,
+            },
+        )
+        return await cur.fetchall()
+
+
+async def replay_delivery(conn: AsyncConnection[Any], delivery_id: int) -> None:
+    """Make a dead (or delivered) delivery due now with fresh attempts and the same
+    ``webhook-id``.
+
+    Raises DeliveryNotFound, or ReplayRefused when it is pending already or its
+    subscription is disabled (enable it first).
+    """
+    sql = queries()
+    async with conn.transaction():
+        with storage_errors("webhook_delivery_for_replay"):
+            cur = await conn.execute(sql["webhook_delivery_for_replay"], {"id": delivery_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise DeliveryNotFound(delivery_id)
+        status, subscription_status = row
+        if status == "pending":
+            raise ReplayRefused(f"webhook delivery {delivery_id}", "it is pending already")
+        if subscription_status != "active":
+            raise ReplayRefused(
+                f"webhook delivery {delivery_id}", "its subscription is disabled; enable it first"
+            )
+        with storage_errors("replay_webhook_delivery"):
+            await conn.execute(sql["replay_webhook_delivery"], {"id": delivery_id})
+
+
+async def replay_dead_letters(
+    conn: AsyncConnection[Any], subscription_id: int, *, since: datetime | None = None
+) -> int:
+    """Make every dead letter of a subscription (created at or after ``since``) due now,
+    each with fresh attempts and its own ``webhook-id``; return how many.
+
+    Raises SubscriptionNotFound, or ReplayRefused when the subscription is disabled.
+    """
+    sql = queries()
+    async with conn.transaction():
+        with storage_errors("webhook_subscription_status"):
+            cur = await conn.execute(sql["webhook_subscription_status"], {"id": subscription_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise SubscriptionNotFound(subscription_id)
+        if row[0] != "active":
+            raise ReplayRefused(
+                f"the dead letters of subscription {subscription_id}",
+                "the subscription is disabled; enable it first",
+            )
+        with storage_errors("replay_webhook_subscription_dead"):
+            cur = await conn.execute(
+                sql["replay_webhook_subscription_dead"],
+                {"subscription_id": subscription_id, "since": since},
+            )
+    return cur.rowcount
