@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from cloud.api.routes import health, incidents, queue, readings
+from cloud.api.routes import health, incidents, queue, readings, webhooks
 from cloud.errors import StorageError, StorageUnavailable
 from cloud.settings import CloudSettings
 from cloud.storage.pool import open_pool
@@ -37,6 +37,7 @@ def create_app(settings: CloudSettings, *, pool_size: int = 8) -> FastAPI:
     app.include_router(incidents.router)
     app.include_router(queue.router)
     app.include_router(readings.router)
+    app.include_router(webhooks.router)
     app.add_exception_handler(StorageError, _storage_error)
     return app
 

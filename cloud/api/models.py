@@ -159,3 +159,104 @@ class ResolveRequest(_Request):
 class NoteRequest(_Request):
     actor: Actor
     text: Annotated[str, Field(min_length=1, max_length=4000, pattern=r"\S")]
+
+
+# Webhooks (cloud.webhooks, docs/webhooks.md): subscriptions and their deliveries.
+
+WebhookEventName = Literal[
+    "incident.opened",
+    "incident.claimed",
+    "incident.acknowledged",
+    "incident.dispatched",
+    "incident.resolved",
+    "incident.escalated",
+]
+"""The values of ``cloud.webhooks.outbox.WebhookEvent``."""
+
+
+class WebhookSubscriptionRequest(_Request):
+    """Subscribe ``url`` to the incidents of a node of the community tree and below it.
+
+    Empty ``event_types`` and ``incident_types`` let everything through;
+    ``max_priority`` 1 means P1 incidents only.
+    """
+
+    community: Annotated[str, Field(min_length=1, max_length=65)]
+    """A node's path: ``xijin/fenghuang`` (community), ``xijin`` (street), ``ningguo`` (city)."""
+    tier: Literal["city", "street", "community"] | None = None
+    """Needed only when a city and a street share the name."""
+    url: Annotated[str, Field(min_length=8, max_length=2048)]
+    description: Annotated[str, Field(max_length=200)] = ""
+    event_types: list[WebhookEventName] = Field(default_factory=list, max_length=6)
+    incident_types: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=50
+    )
+    max_priority: Annotated[int, Field(ge=1, le=3)] = 3
+
+
+class WebhookSubscription(_Response):
+    """A subscription as listed: its secrets are never shown again, only counted."""
+
+    id: int
+    community: str
+    tier: str
+    url: str
+    description: str
+    event_types: list[str]
+    incident_types: list[str]
+    max_priority: int
+    status: Literal["active", "disabled"]
+    disabled_reason: str | None
+    secret_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookSubscriptionCreated(WebhookSubscription):
+    secret: str
+    """The signing secret (``whsec_…``), shown this once: store it with the receiver."""
+
+
+class WebhookSecret(_Response):
+    subscription_id: int
+    secret: str
+    """The new signing secret, shown this once. Deliveries are signed with it and with
+    the previous ones until those are retired."""
+
+
+class WebhookSecretsRetired(_Response):
+    subscription_id: int
+    retired: int
+
+
+class WebhookDisableRequest(_Request):
+    reason: Annotated[str, Field(min_length=1, max_length=200)] = "disabled by an operator"
+
+
+class WebhookSubscriptionDisabled(_Response):
+    subscription: WebhookSubscription
+    dead_lettered: int
+    """Pending deliveries that became dead letters (replay them after enabling)."""
+
+
+class WebhookDelivery(_Response):
+    """One delivery; ``message_id`` is the ``webhook-id`` header of every attempt."""
+
+    id: int
+    message_id: str
+    subscription_id: int
+    incident_id: int | None
+    event_type: str
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    next_attempt_at: datetime
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class WebhookReplay(_Response):
+    replayed: int
+    """Deliveries made due again now, each keeping its ``webhook-id``."""

@@ -27,9 +27,7 @@ def test_default_schedule_is_the_standard_webhooks_one() -> None:
     settings = WebhookSettings()
     # Immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
     assert settings.max_attempts == 10
-    delays = [
-        retry_delay(settings, attempts=n, uniform=_no_jitter) for n in range(1, 10)
-    ]
+    delays = [retry_delay(settings, attempts=n, uniform=_no_jitter) for n in range(1, 10)]
     assert delays == [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
     assert retry_delay(settings, attempts=10, uniform=_no_jitter) is None
     assert sum(STANDARD_WEBHOOKS_RETRY_SCHEDULE_S) / 3600 == pytest.approx(75 + 35 / 60 + 5 / 3600)
@@ -52,7 +50,9 @@ def test_retry_after_wins_only_when_longer_and_is_capped() -> None:
 def test_retry_after_parses_seconds_and_http_dates() -> None:
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     assert parse_retry_after("120", now=now) == 120
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=90), usegmt=True), now=now) == 90
+    assert (
+        parse_retry_after(format_datetime(now + timedelta(seconds=90), usegmt=True), now=now) == 90
+    )
     assert parse_retry_after(format_datetime(now - timedelta(hours=1), usegmt=True), now=now) == 0
     assert parse_retry_after("soon", now=now) is None
     assert parse_retry_after("-5", now=now) is None

@@ -38,9 +38,7 @@ def test_signature_is_hmac_sha256_of_id_timestamp_body_golden() -> None:
 
 def test_reference_library_verifies_our_headers() -> None:
     secret = generate_secret()
-    headers = signed_headers(
-        [secret], message_id="msg_1", timestamp=int(time.time()), body=BODY
-    )
+    headers = signed_headers([secret], message_id="msg_1", timestamp=int(time.time()), body=BODY)
     assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
     assert Webhook(secret).verify(BODY, headers) == {
         "type": "incident.opened",
