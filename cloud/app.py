@@ -30,6 +30,7 @@ from cloud.rules.sweeper import sweep_forever
 from cloud.settings import CloudSettings, StorageSettings
 from cloud.storage.pool import open_pool
 from cloud.storage.timeseries import maintain
+from cloud.webhooks.delivery import run_delivery_workers
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,10 @@ async def run_cloud(
             name="ingest",
         )
         group.create_task(_api_started(server, api, api_started), name="api:started")
+        group.create_task(
+            run_delivery_workers(settings.database_url, settings.webhooks, stop=ingest_stop),
+            name="webhooks",
+        )
         if started is not None:
             group.create_task(_all_set([api_started, ingest_started], started), name="started")
         await _wait(stop)

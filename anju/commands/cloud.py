@@ -12,6 +12,7 @@ from cloud.app import run_cloud, run_ingest
 from cloud.errors import CloudError
 from cloud.settings import load_settings
 from cloud.storage.migrate import apply_migrations
+from cloud.webhooks.delivery import run_delivery_workers
 
 app = typer.Typer(
     help="The cloud tier: database migrations, ingest workers and the incident API. "
@@ -113,6 +114,47 @@ def ingest(workers: Workers = 1, shared: Shared = None) -> None:
         settings = load_settings()
         _run_until_signal(
             lambda stop: run_ingest(settings, workers=workers, shared=shared, stop=stop)
+        )
+    except CloudError as exc:
+        fail(str(exc))
+
+
+WebhookWorkers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        "-w",
+        min=1,
+        help="Webhook delivery workers in this process. Any number may run here and in "
+        "other processes: each claims due deliveries with FOR UPDATE SKIP LOCKED and a "
+        "lease, so none is sent by two workers at once.",
+    ),
+]
+
+
+@app.command(
+    epilog="Example: ANJU_DATABASE_URL=postgresql://anju@db:5432/anju "
+    "anju cloud webhooks --workers 2\n\n"
+    "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname), "
+    "ANJU_WEBHOOK_TIMEOUT_S (default 15), ANJU_WEBHOOK_ALLOW_PRIVATE (0; 1 lets webhooks "
+    "reach private and loopback addresses), ANJU_WEBHOOK_ALLOWED_NETWORKS (none), "
+    "ANJU_WEBHOOK_RETRY_SCHEDULE_S (Standard Webhooks: 5,300,1800,7200,18000,36000,"
+    "50400,72000,86400), ANJU_WEBHOOK_POLL_INTERVAL_S (1), ANJU_WEBHOOK_BATCH_SIZE (20); "
+    "docs/webhooks.md."
+)
+def webhooks(workers: WebhookWorkers = 1) -> None:
+    """Run webhook delivery workers only (no API, no ingest) until Ctrl-C or SIGTERM.
+
+    Each sends due outbox deliveries signed the Standard Webhooks way, retries failures
+    on the schedule, disables an endpoint that answers 410 and dead-letters what runs
+    out of attempts. `anju cloud run` runs one such worker too.
+    """
+    try:
+        settings = load_settings(require_mqtt=False)
+        _run_until_signal(
+            lambda stop: run_delivery_workers(
+                settings.database_url, settings.webhooks, workers=workers, stop=stop
+            )
         )
     except CloudError as exc:
         fail(str(exc))
