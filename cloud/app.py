@@ -25,6 +25,7 @@ from cloud.errors import CloudError, SettingsError, StorageError
 from cloud.ingest.consumer import IngestConsumer
 from cloud.ingest.counters import IngestCounters
 from cloud.ingest.writer import BatchWriter
+from cloud.queue.escalation import EscalationWorker
 from cloud.rules.config import load_rules
 from cloud.rules.sweeper import sweep_forever
 from cloud.settings import CloudSettings, StorageSettings
@@ -121,6 +122,29 @@ async def run_ingest(
                 task.cancel()
 
 
+async def run_escalation(
+    settings: CloudSettings, *, workers: int = 1, stop: asyncio.Event | None = None
+) -> None:
+    """Run ``workers`` escalation workers (``cloud.queue.escalation``) until ``stop`` is set.
+
+    Workers here and in other processes take due timers with ``FOR UPDATE SKIP LOCKED``,
+    so any number may run and none fires a timer twice; cancelling one mid-round rolls
+    its round back for another to fire. Raises SettingsError when ``workers`` < 1.
+    """
+    if workers < 1:
+        raise SettingsError("--workers", f"{workers} workers", "at least 1")
+    async with open_pool(settings.database_url, name="escalation", max_size=workers) as pool:
+        escalators = [
+            EscalationWorker(pool, settings.queue, name=f"escalation-{index}")
+            for index in range(workers)
+        ]
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(worker.run(), name=worker.name) for worker in escalators]
+            await _wait(stop)
+            for task in tasks:
+                task.cancel()
+
+
 async def run_cloud(
     settings: CloudSettings,
     *,
@@ -130,7 +154,8 @@ async def run_cloud(
     counters: IngestCounters | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Run ingest and the API (on ``settings.api_host:api_port``) until ``stop`` is set.
+    """Run ingest, escalation and the API (on ``settings.api_host:api_port``) until
+    ``stop`` is set.
 
     ``started`` is set once the API accepts connections and every ingest worker has
     subscribed. Raises CloudError when the
@@ -165,6 +190,7 @@ async def run_cloud(
             run_delivery_workers(settings.database_url, settings.webhooks, stop=ingest_stop),
             name="webhooks",
         )
+        group.create_task(run_escalation(settings, stop=ingest_stop), name="escalation")
         if started is not None:
             group.create_task(_all_set([api_started, ingest_started], started), name="started")
         await _wait(stop)

@@ -1,4 +1,5 @@
-"""``anju cloud``: migrate the database, run the cloud tier, or run ingest workers alone."""
+"""``anju cloud``: migrate the database, run the cloud tier, or run ingest or escalation
+workers alone."""
 
 import asyncio
 import signal
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 
 from anju.commands.common import fail
-from cloud.app import run_cloud, run_ingest
+from cloud.app import run_cloud, run_escalation, run_ingest
 from cloud.errors import CloudError
 from cloud.settings import load_settings
 from cloud.storage.migrate import apply_migrations
@@ -115,6 +116,42 @@ def ingest(workers: Workers = 1, shared: Shared = None) -> None:
         _run_until_signal(
             lambda stop: run_ingest(settings, workers=workers, shared=shared, stop=stop)
         )
+    except CloudError as exc:
+        fail(str(exc))
+
+
+EscalationWorkers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        "-w",
+        min=1,
+        help="Escalation workers in this process. Any number may run here and in other "
+        "processes: each takes due timers with FOR UPDATE SKIP LOCKED, so none fires twice.",
+    ),
+]
+
+
+@app.command(
+    epilog="Example: ANJU_DATABASE_URL=postgresql://anju@db:5432/anju "
+    "anju cloud escalate --workers 2\n\n"
+    "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname), "
+    "ANJU_QUEUE_P1_UNCLAIMED_S (default 60), ANJU_QUEUE_P1_UNACKNOWLEDGED_S (180), "
+    "ANJU_QUEUE_P2_* (120, 300), ANJU_QUEUE_P3_* (300, 900), ANJU_QUEUE_REPEAT_S (60), "
+    "ANJU_QUEUE_POLL_INTERVAL_S (1), ANJU_QUEUE_BATCH_SIZE (100); docs/emergency-queue.md."
+)
+def escalate(workers: EscalationWorkers = 1) -> None:
+    """Run emergency-queue escalation workers only (no API, no ingest) until Ctrl-C or
+    SIGTERM.
+
+    An incident left unclaimed or unacknowledged past its priority's limit gets one
+    step more urgent, a log row and an incident.escalated webhook, and again every
+    ANJU_QUEUE_REPEAT_S until a dispatcher claims or acknowledges it. `anju cloud run`
+    runs one such worker too.
+    """
+    try:
+        settings = load_settings(require_mqtt=False)
+        _run_until_signal(lambda stop: run_escalation(settings, workers=workers, stop=stop))
     except CloudError as exc:
         fail(str(exc))
 
