@@ -88,7 +88,12 @@ async def run_ingest(
     rules = load_rules()
     totals = counters if counters is not None else IngestCounters()
     async with open_pool(settings.database_url, name="ingest", max_size=workers + 1) as pool:
-        writer = BatchWriter(pool, rules, connect_timeout_s=settings.ingest.checkout_timeout_s)
+        writer = BatchWriter(
+            pool,
+            rules,
+            queue=settings.queue,
+            connect_timeout_s=settings.ingest.checkout_timeout_s,
+        )
         consumers = [
             IngestConsumer(
                 broker,
@@ -106,7 +111,9 @@ async def run_ingest(
                 for consumer in consumers
             ]
             tasks.append(group.create_task(_log_counters(totals), name="ingest:stats"))
-            tasks.append(group.create_task(sweep_forever(pool, rules), name="ingest:silence"))
+            tasks.append(
+                group.create_task(sweep_forever(pool, rules, settings.queue), name="ingest:silence")
+            )
             tasks.append(
                 group.create_task(_maintain_storage(pool, settings.storage), name="ingest:storage")
             )
@@ -154,12 +161,12 @@ async def run_cloud(
     counters: IngestCounters | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Run ingest, escalation and the API (on ``settings.api_host:api_port``) until
-    ``stop`` is set.
+    """Run ingest (with the rules and the silence sweep), escalation, webhook delivery
+    and the API (on ``settings.api_host:api_port``) until ``stop`` is set.
 
     ``started`` is set once the API accepts connections and every ingest worker has
-    subscribed. Raises CloudError when the
-    API cannot bind its address, SettingsError as ``run_ingest`` does.
+    subscribed. Raises CloudError when the API cannot bind its address, SettingsError
+    as ``run_ingest`` does.
     """
     config = uvicorn.Config(
         create_app(settings),

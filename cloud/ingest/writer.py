@@ -44,6 +44,7 @@ from cloud.ingest.counters import BatchOutcome
 from cloud.rules.config import RuleSet
 from cloud.rules.drafts import DeviceContext
 from cloud.rules.engine import after_opening, evaluate
+from cloud.settings import QueueSettings
 from cloud.storage.database import rejects_input, storage_errors
 from cloud.storage.sql import queries
 from schemas.errors import WireError
@@ -174,14 +175,21 @@ class BatchWriter:
     """Stores groups of ingest messages through a connection pool; see the module docstring.
 
     The pool's connections must be in autocommit mode (transactions are explicit).
+    ``queue`` times the escalation of incidents the rules open (its defaults when None);
     ``connect_timeout_s`` bounds the wait for a pooled connection.
     """
 
     def __init__(
-        self, pool: AsyncConnectionPool[Any], rules: RuleSet, *, connect_timeout_s: float = 10.0
+        self,
+        pool: AsyncConnectionPool[Any],
+        rules: RuleSet,
+        *,
+        queue: QueueSettings | None = None,
+        connect_timeout_s: float = 10.0,
     ) -> None:
         self._pool = pool
         self._rules = rules
+        self._queue = queue
         self._connect_timeout_s = connect_timeout_s
 
     async def write(self, group: Sequence[Decoded]) -> list[BatchOutcome]:
@@ -232,7 +240,9 @@ class BatchWriter:
             if group.events:
                 contexts = await _contexts(conn, group.events)
                 for index, gateway, events in group.events:
-                    stored = await _store_events(conn, self._rules, gateway, events, contexts)
+                    stored = await _store_events(
+                        conn, self._rules, self._queue, gateway, events, contexts
+                    )
                     withheld = group.outcomes[index]
                     quarantined = withheld.quarantined if withheld is not None else 0
                     group.outcomes[index] = replace(stored, quarantined=quarantined)
@@ -411,6 +421,7 @@ async def _copy_readings(
 async def _store_events(
     conn: AsyncConnection[Any],
     rules: RuleSet,
+    queue: QueueSettings | None,
     gateway: str,
     events: Sequence[Event],
     contexts: dict[str, DeviceContext],
@@ -444,7 +455,9 @@ async def _store_events(
         drafts = await evaluate(conn, rules, event, contexts[event.device])
         while drafts:
             draft = drafts.pop(0)
-            outcome = await open_or_join(conn, draft, event_id=event_id, event_ts=event.ts)
+            outcome = await open_or_join(
+                conn, draft, event_id=event_id, event_ts=event.ts, queue=queue
+            )
             if outcome.opened:
                 opened += 1
                 drafts.extend(await after_opening(conn, rules, draft))
