@@ -25,12 +25,6 @@ QUEUE = QueueSettings()
 
 
 @pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[AsyncConnection[Any]]:
-    async with await AsyncConnection.connect(database_url, autocommit=True) as connection:
-        yield connection
-
-
-@pytest_asyncio.fixture
 async def site(conn: AsyncConnection[Any]) -> Site:
     return await make_site(conn)
 

@@ -10,7 +10,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -36,12 +36,6 @@ FAST = QueueSettings(
     repeat_s=0.6,
     poll_interval_s=0.2,
 )
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[AsyncConnection[Any]]:
-    async with await AsyncConnection.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 @pytest_asyncio.fixture

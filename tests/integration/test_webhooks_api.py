@@ -19,17 +19,10 @@ from tests.integration.webhook_support import (
     community,
     fast_settings,
     open_incidents,
-    running_receiver,
     running_workers,
     verify,
     wait_until,
 )
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as running:
-        yield running
 
 
 @pytest_asyncio.fixture

@@ -8,10 +8,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
 from psycopg import AsyncConnection
 
 from tests.integration.webhook_support import (
@@ -23,16 +21,9 @@ from tests.integration.webhook_support import (
     deliveries,
     fast_settings,
     open_incidents,
-    running_receiver,
     running_workers,
     wait_until,
 )
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as running:
-        yield running
 
 
 async def test_a_worker_process_and_in_process_workers_share_the_outbox(

@@ -4,11 +4,9 @@ letters and replay, concurrent workers, restarts, and what a payload may carry."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest_asyncio
 from psycopg import AsyncConnection
 
 from cloud.webhooks.outbox import WebhookEvent, enqueue
@@ -31,23 +29,10 @@ from tests.integration.webhook_support import (
     open_incidents,
     parse,
     run_then_kill,
-    running_receiver,
     running_workers,
     verify,
     wait_until,
 )
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as running:
-        yield running
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[AsyncConnection[Any]]:
-    async with await AsyncConnection.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 async def test_500s_then_200_deliver_each_once_with_one_webhook_id(

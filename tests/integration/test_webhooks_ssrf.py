@@ -5,10 +5,8 @@ address with the URL's own host name kept."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest_asyncio
 from psycopg import AsyncConnection
 
 from tests.integration.webhook_support import (
@@ -19,23 +17,10 @@ from tests.integration.webhook_support import (
     deliveries,
     fast_settings,
     open_incidents,
-    running_receiver,
     running_workers,
     verify,
     wait_until,
 )
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with running_receiver() as running:
-        yield running
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[AsyncConnection[Any]]:
-    async with await AsyncConnection.connect(database_url, autocommit=True) as connection:
-        yield connection
 
 
 async def test_a_loopback_url_is_refused_at_every_attempt_without_the_allowance(
