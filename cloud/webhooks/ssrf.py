@@ -7,9 +7,11 @@ into a way to reach internal services. ``resolve`` therefore refuses:
 
 - schemes other than ``http`` and ``https``;
 - hosts that do not resolve;
-- hosts with *any* address that is loopback, private, link-local, multicast,
-  reserved, unspecified or otherwise not globally routable (IPv4-mapped IPv6
-  addresses are judged by their IPv4 address);
+- hosts with *any* address that is loopback, private, link-local, site-local,
+  multicast, reserved, unspecified or otherwise not globally routable; an IPv6
+  address carrying an IPv4 one (IPv4-mapped, 6to4, Teredo) is also judged by the
+  IPv4 address it leads to, because a host with such a tunnel delivers there, and
+  the standard library's verdict on these ranges differs between Python releases;
 
 unless ``ANJU_WEBHOOK_ALLOW_PRIVATE`` is set, or the address lies in one of
 ``ANJU_WEBHOOK_ALLOWED_NETWORKS``. It runs when a subscription is created and again
@@ -60,7 +62,20 @@ class AddressPolicy:
         if any(judged in network for network in self.allowed_networks):
             return None
         kind = _non_public_kind(judged)
+        if kind is None and isinstance(judged, ipaddress.IPv6Address):
+            for embedded in _tunnelled_ipv4(judged):
+                inner = _non_public_kind(embedded)
+                if inner is not None:
+                    return f"{address} leads to {embedded}, a {inner} address"
         return None if kind is None else f"{address} is a {kind} address"
+
+
+def _tunnelled_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo
+    return ()
 
 
 def _non_public_kind(address: IPAddress) -> str | None:
@@ -71,6 +86,8 @@ def _non_public_kind(address: IPAddress) -> str | None:
         return "loopback"
     if address.is_link_local:
         return "link-local"
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "site-local"
     if address.is_multicast:
         return "multicast"
     if address.is_reserved:
@@ -94,13 +111,15 @@ class Target:
         """The URL to request, extra headers and request extensions.
 
         With resolved addresses the URL names the first one, the ``Host`` header keeps
-        the original name and, for https, so does TLS (SNI and certificate check).
+        the original name and, for https, so does TLS (SNI and certificate check). The
+        name goes on the wire in its ASCII form (``xn--`` labels for an international
+        name, brackets round an IPv6 literal), as HTTP headers and SNI require.
         """
         if not self.addresses:
             return self.url, {}, {}
-        host = self.url.host
+        host = self.url.raw_host.decode("ascii")
         port = self.url.port
-        host_header = host if port is None else f"{_bracketed(host)}:{port}"
+        host_header = _bracketed(host) if port is None else f"{_bracketed(host)}:{port}"
         extensions = {"sni_hostname": host} if self.url.scheme == "https" else {}
         return (
             self.url.copy_with(host=str(self.addresses[0])),
