@@ -159,12 +159,27 @@ class DeliveryWorker:
             # Enqueued while the subscription was being disabled: never send it.
             attempt = Attempt(None, "subscription disabled")
         else:
-            attempt = await self.sender.send(
-                url=delivery.url,
-                secrets=delivery.secrets,
-                message_id=delivery.message_id,
-                body=delivery.body.encode(),
-            )
+            try:
+                attempt = await self.sender.send(
+                    url=delivery.url,
+                    secrets=delivery.secrets,
+                    message_id=delivery.message_id,
+                    body=delivery.body.encode(),
+                )
+            except Exception as exc:
+                # The outer edge of this delivery's task: an unforeseen failure is this
+                # delivery's failed attempt (retried, then a dead letter), never a crash
+                # of the TaskGroup, which would cancel the batch's other sends mid-flight
+                # (sent, unrecorded, so sent again) and claim this row again forever.
+                self.counters.errors += 1
+                log.exception(
+                    "%s: delivery %d (%s) to %s failed unexpectedly",
+                    self.name,
+                    delivery.id,
+                    delivery.message_id,
+                    delivery.url,
+                )
+                attempt = Attempt(None, f"{type(exc).__name__}: {exc}")
         try:
             await self._record(delivery, attempt)
         except StorageError as exc:
