@@ -147,8 +147,10 @@ class EscalationWorker:
     """Fires due timers round after round until cancelled.
 
     Several may share ``pool``; each round checks out a connection for its one
-    transaction. A failed round (the database unavailable) is logged and retried with
-    capped, jittered backoff. ``fired`` counts the escalations this worker committed.
+    transaction. A failed round (the database unavailable, or any unforeseen error) is
+    logged, counted in ``errors`` and retried with capped, jittered backoff: its
+    transaction rolled back, so its timers are still due. ``fired`` counts the
+    escalations this worker committed.
     """
 
     def __init__(self, pool: Pool, settings: QueueSettings, *, name: str = "escalation") -> None:
@@ -156,6 +158,7 @@ class EscalationWorker:
         self.settings = settings
         self.name = name
         self.fired = 0
+        self.errors = 0
         self._backoff = Backoff(initial=min(0.5, settings.poll_interval_s), cap=30.0)
 
     async def run(self) -> None:
@@ -164,8 +167,15 @@ class EscalationWorker:
             try:
                 delay = await self.round()
             except (StorageError, psycopg.Error) as exc:
+                self.errors += 1
                 delay = self._backoff.next_delay()
                 log.warning("%s: round failed, next in %.1f s: %s", self.name, delay, exc)
+            except Exception:
+                # The outer loop of a long-lived task: an escaping error would stop every
+                # escalation and, through the TaskGroup, the rest of ``anju cloud run``.
+                self.errors += 1
+                delay = self._backoff.next_delay()
+                log.exception("%s: round failed unexpectedly, next in %.1f s", self.name, delay)
             else:
                 self._backoff.reset()
             await asyncio.sleep(delay)
