@@ -17,10 +17,11 @@ from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from cloud.errors import CloudError
 from schemas.vocabulary import DeviceKind, EventType
+from schemas.wire import EventData
 
 RULES_FILE_VAR: Final = "ANJU_RULES_FILE"
 
@@ -72,6 +73,15 @@ class Rule(BaseModel):
             raise ValueError("a liveness rule is swept, not triggered: drop 'trigger'")
         if self.kind == "schedule" and self.hours is None and not self.zones:
             raise ValueError("a schedule rule needs hours, zones or both")
+        if self.hours is not None:
+            for part in self.hours.split("-"):
+                try:
+                    time.fromisoformat(part)
+                except ValueError:
+                    raise ValueError(f"hours {self.hours!r}: {part} is not a time of day") from None
+        if self.field is not None and self.field not in EventData.__struct_fields__:
+            known = ", ".join(EventData.__struct_fields__)
+            raise ValueError(f"field {self.field!r} is not in event data ({known})")
 
     @cached_property
     def closed_hours(self) -> tuple[time, time] | None:
@@ -83,10 +93,12 @@ class Rule(BaseModel):
 
 
 class Evacuation(BaseModel):
-    """The incidents a fire opens for residents of its building who need help."""
+    """The incidents a fire opens for residents of its building who need help:
+    ``after`` names the rule whose incidents are fires."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    after: str = "fire"
     incident: str = "evacuation_assistance"
     priority: Annotated[int, Field(ge=1, le=3)] = 1
 
@@ -100,6 +112,7 @@ class RuleSet(BaseModel):
     rules: dict[str, Rule]
     evacuation: Evacuation = Evacuation()
     overrides: dict[str, dict[str, dict[str, Any]]] = {}
+    _merged: dict[str, Mapping[str, Rule]] = PrivateAttr(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -111,6 +124,10 @@ class RuleSet(BaseModel):
         return value
 
     def model_post_init(self, context: Any, /) -> None:
+        if self.evacuation.after not in self.rules:
+            raise ValueError(
+                f"evacuation follows rule {self.evacuation.after!r}, which is not there"
+            )
         for community, changes in self.overrides.items():
             for name, change in changes.items():
                 if name not in self.rules:
@@ -124,7 +141,18 @@ class RuleSet(BaseModel):
 
     def for_community(self, community: str) -> Mapping[str, Rule]:
         """The rules as they apply in ``community`` (its overrides merged, disabled ones out)."""
-        return _merged(self, community)
+        found = self._merged.get(community)
+        if found is None:
+            changes = self.overrides.get(community, {})
+            rules = {
+                name: Rule.model_validate({**rule.model_dump(), **changes[name]})
+                if name in changes
+                else rule
+                for name, rule in self.rules.items()
+            }
+            found = {name: rule for name, rule in rules.items() if rule.enabled}
+            self._merged[community] = found
+        return found
 
     def triggered_by(self, event: EventType, community: str) -> list[tuple[str, Rule]]:
         """The enabled rules of ``community`` that react to ``event``, in file order."""
@@ -133,25 +161,6 @@ class RuleSet(BaseModel):
     def sweeps(self, community: str) -> list[tuple[str, Rule]]:
         """The enabled liveness rules of ``community``."""
         return [(n, r) for n, r in self.for_community(community).items() if r.kind == "liveness"]
-
-
-_MERGED: dict[tuple[int, str], Mapping[str, Rule]] = {}
-
-
-def _merged(ruleset: RuleSet, community: str) -> Mapping[str, Rule]:
-    key = (id(ruleset), community)
-    found = _MERGED.get(key)
-    if found is None:
-        changes = ruleset.overrides.get(community, {})
-        rules = {
-            name: Rule.model_validate({**rule.model_dump(), **changes[name]})
-            if name in changes
-            else rule
-            for name, rule in ruleset.rules.items()
-        }
-        found = {name: rule for name, rule in rules.items() if rule.enabled}
-        _MERGED[key] = found
-    return found
 
 
 def load_rules(path: Path | None = None) -> RuleSet:

@@ -54,6 +54,7 @@ rules:
   held: {trigger: door.held_open, kind: at_least, field: duration_s, value: 120,
          incident: door_held_open, priority: 3}
   sos: {trigger: wearable.sos, kind: event, incident: sos, priority: 1}
+evacuation: {after: sos}
 overrides:
   xijin/quiet:
     held: {value: 600}
@@ -83,12 +84,25 @@ overrides:
             "drop 'trigger'",
         ),
         (
-            "rules: {a: {trigger: smoke.alarm, kind: event, incident: x, priority: 1}}\n"
-            "rules: {a: {trigger: smoke.alarm, kind: event, incident: x, priority: 1}}\n"
+            "rules: {fire: {trigger: smoke.alarm, kind: event, incident: x, priority: 1}}\n"
             "overrides: {c/d: {b: {}}}",
             "no rule 'b'",
         ),
         ("timezone: Mars/Base\nrules: {}", "unknown time zone"),
+        (
+            "rules: {fire: {trigger: camera.intrusion, kind: schedule, hours: '18:00-24:00',"
+            " incident: x, priority: 2}}",
+            "24:00 is not a time of day",
+        ),
+        (
+            "rules: {fire: {trigger: door.held_open, kind: at_least, field: duraton_s,"
+            " value: 1, incident: x, priority: 3}}",
+            "field 'duraton_s' is not in event data",
+        ),
+        (
+            "rules: {sos: {trigger: wearable.sos, kind: event, incident: sos, priority: 1}}",
+            "evacuation follows rule 'fire', which is not there",
+        ),
     ],
 )
 def test_a_bad_rule_file_names_the_rule_and_the_problem(
