@@ -76,7 +76,7 @@ class EventData(_Wire, kw_only=True, frozen=True, omit_defaults=True):
     threshold: float | None = None
     zone: str | None = None
     channel: int | None = None
-    count: int | None = None
+    count: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     card_hash: str | None = None
     door: str | None = None
     duration_s: float | None = None

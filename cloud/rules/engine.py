@@ -10,7 +10,7 @@ finds devices and gateways silent past their rule's limit; it runs on a timer.
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, Final
 
 from psycopg import AsyncConnection
 
@@ -19,6 +19,10 @@ from cloud.rules.drafts import DeviceContext, IncidentDraft, Priority
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
 from schemas.wire import Event
+
+SWEEP_LIMIT: Final = 500
+"""Subjects one liveness rule opens incidents for per sweep round, so a city-wide outage
+is taken in bounded transactions."""
 
 
 async def evaluate(
@@ -39,7 +43,7 @@ async def after_opening(
 ) -> list[IncidentDraft]:
     """Incidents that an incident just opened brings: for a fire, evacuation help for
     every registered resident of the building who needs it."""
-    if draft.type != rules.rules["fire"].incident or draft.building is None:
+    if draft.type != rules.rules[rules.evacuation.after].incident or draft.building is None:
         return []
     with storage_errors("residents_needing_evacuation_help"):
         cur = await conn.execute(
@@ -66,8 +70,10 @@ async def sweep(conn: AsyncConnection[Any], rules: RuleSet, now: datetime) -> li
     """Incidents for devices and gateways silent past their liveness rule's limit.
 
     Only things seen at least once count: a device never heard from is an installation
-    matter, not a fault. A subject with an active incident of the type is skipped, so
-    sweeping often adds nothing; two sweepers racing end in one incident (joined).
+    matter, not a fault. One incident per silence: a subject with an incident of the
+    type opened since it fell silent is skipped, even once that incident was closed;
+    devices behind a silent gateway are the gateway's incident. At most
+    ``SWEEP_LIMIT`` subjects per rule and round; the next round takes the rest.
     """
     drafts: list[IncidentDraft] = []
     for name, base in rules.rules.items():
@@ -87,7 +93,8 @@ async def sweep(conn: AsyncConnection[Any], rules: RuleSet, now: datetime) -> li
         if base.device_kind == "gateway":
             with storage_errors("silent_gateways"):
                 cur = await conn.execute(
-                    queries()["silent_gateways"], {"since": since, "incident": base.incident}
+                    queries()["silent_gateways"],
+                    {"since": since, "incident": base.incident, "limit": SWEEP_LIMIT},
                 )
                 found = [
                     (DeviceContext(g, "gateway", cid, path, None, None), seen)
@@ -97,7 +104,12 @@ async def sweep(conn: AsyncConnection[Any], rules: RuleSet, now: datetime) -> li
             with storage_errors("silent_devices"):
                 cur = await conn.execute(
                     queries()["silent_devices"],
-                    {"kind": str(base.device_kind), "since": since, "incident": base.incident},
+                    {
+                        "kind": str(base.device_kind),
+                        "since": since,
+                        "incident": base.incident,
+                        "limit": SWEEP_LIMIT,
+                    },
                 )
                 found = [
                     (DeviceContext(d, k, cid, path, b, u), seen)
@@ -137,7 +149,7 @@ async def _holds(
     if rule.kind == "burst":
         assert rule.count is not None
         assert rule.within_s is not None
-        return await _count(conn, event, device.device_id, rule.within_s) >= rule.count
+        return await _burst(conn, event, device.device_id, rule.within_s) >= rule.count
     if rule.kind == "schedule":
         return (event.data.zone is not None and event.data.zone in rule.zones) or in_hours(
             rule, event.ts.astimezone(rules.zone).time()
@@ -157,15 +169,15 @@ def in_hours(rule: Rule, local: time) -> bool:
     return start <= local < end if start <= end else local >= start or local < end
 
 
-async def _count(conn: AsyncConnection[Any], event: Event, device: str, within_s: float) -> int:
-    with storage_errors("events_in_window"):
+async def _burst(conn: AsyncConnection[Any], event: Event, device: str, within_s: float) -> int:
+    with storage_errors("burst_around"):
         cur = await conn.execute(
-            queries()["events_in_window"],
+            queries()["burst_around"],
             {
                 "device": device,
                 "type": str(event.type),
-                "since": event.ts - timedelta(seconds=within_s),
-                "until": event.ts,
+                "at": event.ts,
+                "within": timedelta(seconds=within_s),
             },
         )
         row = await cur.fetchone()

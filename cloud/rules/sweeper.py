@@ -14,7 +14,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from cloud.errors import StorageError
 from cloud.incidents import open_or_join
@@ -32,16 +32,17 @@ async def sweep_once(
     pool: AsyncConnectionPool[Any], rules: RuleSet, queue: QueueSettings | None = None
 ) -> int:
     """Open the incidents the liveness rules call for now, their escalation timed by
-    ``queue`` (its defaults when None); return how many."""
+    ``queue`` (its defaults when None); return how many were opened (not joined)."""
     now = datetime.now(UTC)
+    opened = 0
     with storage_errors("sweep"):
         async with pool.connection(timeout=30) as conn, conn.transaction():
-            drafts = await sweep(conn, rules, now)
-            for draft in drafts:
-                await open_or_join(conn, draft, event_id=None, event_ts=now, queue=queue)
-    for draft in drafts:
-        log.warning("%s: %s %s", draft.type, draft.device_id, draft.cause)
-    return len(drafts)
+            for draft in await sweep(conn, rules, now):
+                incident = await open_or_join(conn, draft, event_id=None, event_ts=now, queue=queue)
+                if incident.opened:
+                    opened += 1
+                    log.warning("%s: %s %s", draft.type, draft.device_id, draft.cause)
+    return opened
 
 
 async def sweep_forever(
@@ -50,11 +51,14 @@ async def sweep_forever(
     queue: QueueSettings | None = None,
     every_s: float = SWEEP_EVERY_S,
 ) -> None:
-    """Sweep every ``every_s`` seconds (jittered) until cancelled; failures are logged
-    and the next round tries again."""
+    """Sweep every ``every_s`` seconds (jittered) until cancelled. A failure is logged
+    and the next round tries again: an unforeseen one must not end the ingest process
+    this task runs in."""
     while True:
         try:
             await sweep_once(pool, rules, queue)
-        except (StorageError, PoolTimeout) as exc:
+        except StorageError as exc:
             log.warning("silence sweep failed, next round retries: %s", exc)
+        except Exception:
+            log.exception("silence sweep failed unexpectedly; next round retries")
         await asyncio.sleep(every_s * random.uniform(0.9, 1.1))

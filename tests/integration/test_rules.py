@@ -7,6 +7,7 @@ inside the ingest transaction exactly as in production, windows counted over the
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,9 @@ import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
-from cloud.ingest.writer import BatchWriter, decode_message
+from cloud.ingest.writer import BatchWriter, Decoded, decode_message
+from cloud.queue import transitions
+from cloud.queue.states import Outcome
 from cloud.registry import (
     register_community,
     register_device,
@@ -27,9 +30,10 @@ from cloud.registry import (
 )
 from cloud.rules.config import RuleSet, load_rules
 from cloud.rules.sweeper import sweep_once
+from cloud.settings import QueueSettings
 from cloud.storage.pool import open_pool
 from schemas.topics import Channel, topic_for
-from schemas.vocabulary import EVENT_SEVERITY, DeviceKind, EventType
+from schemas.vocabulary import EVENT_SEVERITY, DeviceKind, EventType, Severity
 from schemas.wire import Event, EventBatch, EventData, encode
 
 COMMUNITY = "xijin/fenghuang"
@@ -289,7 +293,7 @@ async def test_a_smoke_test_in_a_residents_home_opens_nothing(
     assert incidents(database_url) == []
 
 
-async def test_silent_smoke_detectors_and_gateways_past_their_limit(
+async def test_a_silent_smoke_detector_is_one_incident_per_silence(
     pool: AsyncConnectionPool[Any], database_url: str
 ) -> None:
     now = datetime.now(UTC)
@@ -301,11 +305,95 @@ async def test_silent_smoke_detectors_and_gateways_past_their_limit(
         )
         # Never seen: an installation matter, not a fault.
         conn.execute("UPDATE devices SET last_seen = NULL WHERE id = 'smoke-3-302'")
-        conn.execute("UPDATE gateways SET last_seen = %s", [now - timedelta(minutes=6)])
+        conn.execute("UPDATE gateways SET last_seen = %s", [now])
 
-    assert await sweep_once(pool, load_rules()) == 2
+    assert await sweep_once(pool, load_rules()) == 1
     assert await sweep_once(pool, load_rules()) == 0
-    assert [row[:3] for row in incidents(database_url)] == [
-        ("gateway_offline", 3, GATEWAY),
-        ("smoke_detector_offline", 3, "smoke-4-401"),
+    rows = incidents(database_url)
+    assert [row[:3] for row in rows] == [("smoke_detector_offline", 3, "smoke-4-401")]
+
+    # Closed by a dispatcher while the detector is still silent: not opened again.
+    async with pool.connection() as conn:
+        (incident_id,) = await (await conn.execute("SELECT id FROM incidents")).fetchone() or (0,)
+        await transitions.claim(conn, incident_id, actor="d-1", settings=QueueSettings())
+        await transitions.resolve(conn, incident_id, actor="d-1", outcome=Outcome.FALSE_ALARM)
+    assert await sweep_once(pool, load_rules()) == 0
+
+    # Heard from after that incident, then silent again: a new silence, a new incident.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE incidents SET opened_at = %s", [now - timedelta(minutes=20)])
+        conn.execute(
+            "UPDATE devices SET last_seen = %s WHERE id = 'smoke-4-401'",
+            [now - timedelta(minutes=6)],
+        )
+    assert await sweep_once(pool, load_rules()) == 1
+
+
+async def test_a_silent_gateway_is_one_incident_not_one_per_device_behind_it(
+    pool: AsyncConnectionPool[Any], database_url: str
+) -> None:
+    silent = datetime.now(UTC) - timedelta(minutes=10)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE devices SET last_seen = %s", [silent])
+        conn.execute("UPDATE gateways SET last_seen = %s", [silent])
+
+    assert await sweep_once(pool, load_rules()) == 1
+    assert [row[:3] for row in incidents(database_url)] == [("gateway_offline", 3, GATEWAY)]
+
+
+async def test_a_late_event_completes_a_burst(
+    pool: AsyncConnectionPool[Any], database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    await store(
+        pool,
+        *[
+            one("door-1", EventType.ACCESS_DENIED, now + timedelta(seconds=s))
+            for s in (10, 20, 30, 40)
+        ],
+    )
+    assert incidents(database_url) == []
+    # The first denial of the five arrives last (a gateway's backlog).
+    await store(pool, one("door-1", EventType.ACCESS_DENIED, now + timedelta(seconds=5)))
+    assert [row[:3] for row in incidents(database_url)] == [("access_denied_burst", 3, "door-1")]
+
+
+async def test_two_workers_naming_the_same_devices_in_opposite_orders_both_commit(
+    pool: AsyncConnectionPool[Any], database_url: str
+) -> None:
+    def batch(devices: list[str]) -> Decoded:
+        now = datetime.now(UTC)
+        return decode_message(
+            topic_for(COMMUNITY, GATEWAY, Channel.EVENTS),
+            encode(
+                EventBatch(
+                    gateway=GATEWAY,
+                    community=COMMUNITY,
+                    spool_epoch="00000000000000dd",
+                    batch_seq=next(_batch_seq),
+                    sent_at=now,
+                    items=[
+                        Event(
+                            device=device,
+                            ts=now,
+                            seq=next(_event_seq),
+                            type=EventType.DOOR_FORCED_OPEN,
+                            severity=Severity.CRITICAL,
+                        )
+                        for device in devices
+                    ],
+                )
+            ),
+        )
+
+    async with open_pool(database_url, name="test-rules-2", max_size=2) as other:
+        for _ in range(5):
+            one_way = BatchWriter(pool, load_rules()).write([batch(["door-1", "cam-1"])])
+            other_way = BatchWriter(other, load_rules()).write([batch(["cam-1", "door-1"])])
+            results = await asyncio.gather(one_way, other_way)
+            assert [[o.kind for o in r] for r in results] == [["stored"], ["stored"]]
+    rows = incidents(database_url)
+    assert [(row[0], row[2], row[4]) for row in rows] == [
+        ("door_forced_open", "cam-1", 10),
+        ("door_forced_open", "door-1", 10),
     ]

@@ -1,13 +1,21 @@
--- name: events_in_window
--- Events of one type at one device in (since, until], this transaction's included.
-SELECT count(*) FROM events
-WHERE device_id = %(device)s AND type = %(type)s AND ts > %(since)s AND ts <= %(until)s
+-- name: burst_around
+-- The most events of one type at one device that fit in one window of `within`
+-- holding the event at `at`: windows start at each event in [at - within, at] and
+-- reach `within` ahead, so an event arriving late completes a burst as well as one
+-- arriving last. This transaction's events are included.
+SELECT coalesce(max(n), 0) FROM (
+    SELECT ts, count(*) OVER (ORDER BY ts RANGE BETWEEN CURRENT ROW AND %(within)s FOLLOWING) AS n
+    FROM events
+    WHERE device_id = %(device)s AND type = %(type)s
+      AND ts >= %(at)s - %(within)s AND ts <= %(at)s + %(within)s
+) AS windows
+WHERE ts <= %(at)s
 
 -- name: door_traffic
 -- People a door's cameras saw cross its line, and access grants of the door, in
 -- (since, until]. A crossing event's count defaults to one person.
 SELECT
-    (SELECT coalesce(sum(coalesce((data ->> 'count')::integer, 1)), 0) FROM events
+    (SELECT coalesce(sum(coalesce((data ->> 'count')::bigint, 1)), 0) FROM events
      WHERE type = 'camera.line_crossing' AND data ->> 'door' = %(door)s
        AND ts > %(since)s AND ts <= %(until)s) AS crossings,
     (SELECT count(*) FROM events
@@ -29,26 +37,30 @@ WHERE community_id = %(community_id)s AND building = %(building)s
 ORDER BY id
 
 -- name: silent_devices
--- Active devices of a kind, seen once and silent since before `since`, that have no
--- active incident of the rule's type yet, with what an incident needs to know.
+-- Active devices of a kind, seen once and silent since before `since`, with no
+-- incident of the rule's type opened since they fell silent (one per silence, even
+-- once a dispatcher closed it), behind an active gateway that is itself heard from
+-- (a silent gateway is one incident, not one per device behind it).
 SELECT d.id, d.kind, g.community_id, c.path, d.building, d.unit, d.last_seen
 FROM devices d
 JOIN gateways g ON g.id = d.gateway_id
 JOIN communities c ON c.id = g.community_id
 WHERE d.kind = %(kind)s AND d.status = 'active' AND d.last_seen < %(since)s
+  AND g.status = 'active' AND g.last_seen >= %(since)s
   AND NOT EXISTS (
       SELECT 1 FROM incidents i
-      WHERE i.device_id = d.id AND i.type = %(incident)s
-        AND i.status NOT IN ('resolved', 'false_alarm'))
+      WHERE i.device_id = d.id AND i.type = %(incident)s AND i.opened_at > d.last_seen)
 ORDER BY d.id
+LIMIT %(limit)s
 
 -- name: silent_gateways
+-- Active gateways silent since before `since`, once per silence.
 SELECT g.id, g.community_id, c.path, g.last_seen
 FROM gateways g
 JOIN communities c ON c.id = g.community_id
 WHERE g.status = 'active' AND g.last_seen < %(since)s
   AND NOT EXISTS (
       SELECT 1 FROM incidents i
-      WHERE i.device_id = g.id AND i.type = %(incident)s
-        AND i.status NOT IN ('resolved', 'false_alarm'))
+      WHERE i.device_id = g.id AND i.type = %(incident)s AND i.opened_at > g.last_seen)
 ORDER BY g.id
+LIMIT %(limit)s
