@@ -27,7 +27,7 @@ message at a time, and only the message at fault is quarantined.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -42,7 +42,7 @@ from cloud.errors import StorageError
 from cloud.incidents import open_or_join
 from cloud.ingest.counters import BatchOutcome
 from cloud.rules.config import RuleSet
-from cloud.rules.drafts import DeviceContext
+from cloud.rules.drafts import DeviceContext, IncidentDraft
 from cloud.rules.engine import after_opening, evaluate
 from cloud.settings import QueueSettings
 from cloud.storage.database import rejects_input, storage_errors
@@ -59,6 +59,10 @@ QUARANTINE_PAYLOAD_LIMIT: Final = 64 * 1024
 _READING_TYPES: Final = ("text", "text", "timestamptz", "float8", "text", "int8")
 """Column types of ``copy_readings``, in its column order (device, metric, ts first, so
 rows sorted as tuples follow the (device_id, metric, ts) index)."""
+
+_CONFLICTS: Final = frozenset({"40P01", "40001"})
+"""Deadlock detected, serialization failure: another transaction won, retrying helps."""
+_CONFLICT_ATTEMPTS: Final = 3
 
 Batch = TelemetryBatch | EventBatch
 BatchKey = tuple[str, str, str, int]
@@ -199,7 +203,7 @@ class BatchWriter:
         is unreachable or fails for a reason that is not the input's fault.
         """
         try:
-            return await self._store(group)
+            return await self._store_retrying(group)
         except StorageError as exc:
             if not rejects_input(exc):
                 raise
@@ -209,6 +213,19 @@ class BatchWriter:
                 )
                 return [outcome for message in group for outcome in await self.write([message])]
             return await self.quarantine(group[0], f"database refused the batch: {exc.message}")
+
+    async def _store_retrying(self, group: Sequence[Decoded]) -> list[BatchOutcome]:
+        """``_store``, tried again at once when the database chose it as a deadlock or
+        serialization victim: the transaction rolled back whole, and giving up would cost
+        a reconnect and the redelivery of every unacknowledged message."""
+        for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            try:
+                return await self._store(group)
+            except StorageError as exc:
+                if exc.sqlstate not in _CONFLICTS or attempt == _CONFLICT_ATTEMPTS:
+                    raise
+                log.info("group of %d lost a conflict (%s); trying again", len(group), exc)
+        raise AssertionError("unreachable")
 
     async def quarantine(self, message: Decoded, reason: str) -> list[BatchOutcome]:
         """Quarantine ``message`` alone with ``reason``, in a transaction of its own."""
@@ -238,14 +255,7 @@ class BatchWriter:
             await _insert_quarantine(conn, group.quarantine)
             await _copy_readings(conn, group.readings)
             if group.events:
-                contexts = await _contexts(conn, group.events)
-                for index, gateway, events in group.events:
-                    stored = await _store_events(
-                        conn, self._rules, self._queue, gateway, events, contexts
-                    )
-                    withheld = group.outcomes[index]
-                    quarantined = withheld.quarantined if withheld is not None else 0
-                    group.outcomes[index] = replace(stored, quarantined=quarantined)
+                await _store_events(conn, self._rules, self._queue, group)
             # Last, so the rows this writes (shared with other workers' groups) stay
             # locked only for the commit.
             await _touch(conn, group)
@@ -419,15 +429,58 @@ async def _copy_readings(
 
 
 async def _store_events(
-    conn: AsyncConnection[Any],
-    rules: RuleSet,
-    queue: QueueSettings | None,
-    gateway: str,
-    events: Sequence[Event],
-    contexts: dict[str, DeviceContext],
-) -> BatchOutcome:
-    """Insert ``events``, then run the rules on each; incidents open or join as they say,
-    and an incident opened may bring others (a fire, its residents' evacuation help)."""
+    conn: AsyncConnection[Any], rules: RuleSet, queue: QueueSettings | None, group: _Group
+) -> None:
+    """Insert the group's events, run the rules on each, then open or join the incidents
+    they call for, and those an opened incident brings (a fire, its residents'
+    evacuation help).
+
+    Incidents are taken in one order for every worker (device subjects, then resident
+    subjects, each by id and type), so two workers whose groups name the same devices
+    wait for each other instead of deadlocking on the incidents' unique indexes.
+    """
+    contexts = await _contexts(conn, group.events)
+    drafts: list[tuple[int, IncidentDraft, int, datetime]] = []
+    for index, gateway, events in group.events:
+        event_ids = await _insert_events(conn, gateway, events)
+        for event, event_id in zip(events, event_ids, strict=True):
+            for draft in await evaluate(conn, rules, event, contexts[event.device]):
+                drafts.append((index, draft, event_id, event.ts))
+        withheld = group.outcomes[index]
+        quarantined = withheld.quarantined if withheld is not None else 0
+        group.outcomes[index] = BatchOutcome("stored", events=len(events), quarantined=quarantined)
+    opened: Counter[int] = Counter()
+    joined: Counter[int] = Counter()
+    while drafts:
+        follow_ups: list[tuple[int, IncidentDraft, int, datetime]] = []
+        for index, draft, event_id, ts in sorted(drafts, key=lambda d: _subject(d[1])):
+            incident = await open_or_join(conn, draft, event_id=event_id, event_ts=ts, queue=queue)
+            if incident.opened:
+                opened[index] += 1
+                follow_ups.extend(
+                    (index, extra, event_id, ts)
+                    for extra in await after_opening(conn, rules, draft)
+                )
+            else:
+                joined[index] += 1
+        drafts = follow_ups
+    for index in opened.keys() | joined.keys():
+        stored = group.outcomes[index]
+        assert stored is not None
+        group.outcomes[index] = replace(
+            stored, incidents_opened=opened[index], incidents_joined=joined[index]
+        )
+
+
+def _subject(draft: IncidentDraft) -> tuple[int, str, str]:
+    if draft.resident_id is not None:
+        return (1, f"{draft.resident_id:020d}", draft.type)
+    return (0, draft.device_id or "", draft.type)
+
+
+async def _insert_events(
+    conn: AsyncConnection[Any], gateway: str, events: Sequence[Event]
+) -> list[int]:
     params = [
         {
             "ts": event.ts,
@@ -450,31 +503,22 @@ async def _store_events(
                     event_ids.append(int(row[0]))
                 if not cur.nextset():
                     break
-    opened = joined = 0
-    for event, event_id in zip(events, event_ids, strict=True):
-        drafts = await evaluate(conn, rules, event, contexts[event.device])
-        while drafts:
-            draft = drafts.pop(0)
-            outcome = await open_or_join(
-                conn, draft, event_id=event_id, event_ts=event.ts, queue=queue
-            )
-            if outcome.opened:
-                opened += 1
-                drafts.extend(await after_opening(conn, rules, draft))
-            else:
-                joined += 1
-    return BatchOutcome(
-        "stored", events=len(events), incidents_opened=opened, incidents_joined=joined
-    )
+    return event_ids
 
 
 async def _touch(conn: AsyncConnection[Any], group: _Group) -> None:
     if group.latest:
-        seen = {device: group.latest[device] for device in sorted(group.latest)}
+        devices = sorted(group.latest)
+        seen = {device: group.latest[device] for device in devices}
         with storage_errors("touch_devices"):
             await conn.execute(
                 queries()["touch_devices"],
-                {"seen": msgspec.json.encode(seen).decode(), "step_s": LAST_SEEN_STEP_S},
+                {
+                    "seen": msgspec.json.encode(seen).decode(),
+                    # Device ids match the wire's Identifier pattern: no quoting needed.
+                    "ids": "{" + ",".join(devices) + "}",
+                    "step_s": LAST_SEEN_STEP_S,
+                },
             )
     if group.gateways:
         with storage_errors("touch_gateways"):

@@ -45,23 +45,34 @@ RETURNING id
 -- last_seen never moves backwards, nor past the server's clock (a device clock far
 -- ahead must not make a silent device look alive), and moves only in steps of at
 -- least %(step_s)s seconds: a row written per device and group would cost more than
--- the readings' COPY, while offline rules count in minutes. Rows are visited in id
--- order, so two workers touching the same devices queue rather than deadlock.
-UPDATE devices AS d
-SET last_seen = LEAST(seen.ts, now())
-FROM (
-    SELECT key AS id, value::timestamptz AS ts
+-- the readings' COPY, while offline rules count in minutes. Only rows due a step are
+-- locked, in id order and SKIP LOCKED: a row another worker is touching is left to it,
+-- so workers never wait on each other here, let alone deadlock. The id array (sorted,
+-- ids need no quoting) lets the primary key find the rows.
+WITH seen AS (
+    SELECT key AS id, LEAST(value::timestamptz, now()) AS ts
     FROM json_each_text(%(seen)s::json)
-    ORDER BY key
-) AS seen
-WHERE d.id = seen.id
-  AND (d.last_seen IS NULL
-       OR LEAST(seen.ts, now()) >= d.last_seen + make_interval(secs => %(step_s)s))
+),
+due AS (
+    SELECT d.id, seen.ts
+    FROM devices d
+    JOIN seen ON seen.id = d.id
+    WHERE d.id = ANY(%(ids)s::text[])
+      AND (d.last_seen IS NULL OR seen.ts >= d.last_seen + make_interval(secs => %(step_s)s))
+    ORDER BY d.id
+    FOR NO KEY UPDATE OF d SKIP LOCKED
+)
+UPDATE devices AS d SET last_seen = due.ts FROM due WHERE d.id = due.id
 
 -- name: touch_gateways
-UPDATE gateways SET last_seen = now()
-WHERE id = ANY(%(gateways)s)
-  AND (last_seen IS NULL OR now() >= last_seen + make_interval(secs => %(step_s)s))
+WITH due AS (
+    SELECT id FROM gateways
+    WHERE id = ANY(%(gateways)s)
+      AND (last_seen IS NULL OR now() >= last_seen + make_interval(secs => %(step_s)s))
+    ORDER BY id
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE gateways AS g SET last_seen = now() FROM due WHERE g.id = due.id
 
 -- name: insert_quarantine
 INSERT INTO quarantine (topic, gateway_id, reason, payload, payload_size)
