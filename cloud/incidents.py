@@ -30,6 +30,13 @@ from cloud.webhooks.outbox import WebhookEvent, enqueue
 
 SYSTEM_ACTOR: Final = "system"
 
+_UPSERTS: Final = {
+    "device": "open_or_join_incident",
+    "resident": "open_or_join_resident_incident",
+    "building": "open_or_join_building_incident",
+}
+"""The statement that opens or joins an incident of each scope (see IncidentDraft)."""
+
 
 class IncidentStatus(StrEnum):
     """``open → claimed → acknowledged → dispatched → resolved`` or ``false_alarm``."""
@@ -64,7 +71,8 @@ async def open_or_join(
     actor: str = SYSTEM_ACTOR,
     queue: QueueSettings | None = None,
 ) -> IncidentOutcome:
-    """Open the incident ``draft`` describes, or join the device's active one of its type.
+    """Open the incident ``draft`` describes, or join its subject's active one of its type
+    (the device's, the resident's or the building's, by ``draft.scope``).
 
     Links the event (None for an incident no event caused, such as a silent device)
     to the incident either way, logs the opening and arms its unclaimed timer with
@@ -73,9 +81,7 @@ async def open_or_join(
     StorageError when the database refuses.
     """
     sql = queries()
-    query = (
-        "open_or_join_incident" if draft.resident_id is None else "open_or_join_resident_incident"
-    )
+    query = _UPSERTS[draft.scope]
     with storage_errors(query):
         cur = await conn.execute(
             sql[query],

@@ -435,9 +435,9 @@ async def _store_events(
     they call for, and those an opened incident brings (a fire, its residents'
     evacuation help).
 
-    Incidents are taken in one order for every worker (device subjects, then resident
-    subjects, each by id and type), so two workers whose groups name the same devices
-    wait for each other instead of deadlocking on the incidents' unique indexes.
+    Incidents are taken in one order for every worker (by scope, subject and type), so
+    two workers whose groups name the same devices wait for each other instead of
+    deadlocking on the incidents' unique indexes.
     """
     contexts = await _contexts(conn, group.events)
     drafts: list[tuple[int, IncidentDraft, int, datetime]] = []
@@ -472,10 +472,12 @@ async def _store_events(
         )
 
 
-def _subject(draft: IncidentDraft) -> tuple[int, str, str]:
-    if draft.resident_id is not None:
-        return (1, f"{draft.resident_id:020d}", draft.type)
-    return (0, draft.device_id or "", draft.type)
+def _subject(draft: IncidentDraft) -> tuple[str, str, str]:
+    if draft.scope == "resident":
+        return ("resident", f"{draft.resident_id:020d}", draft.type)
+    if draft.scope == "building":
+        return ("building", f"{draft.community_id:020d}/{draft.building}", draft.type)
+    return ("device", draft.device_id or "", draft.type)
 
 
 async def _insert_events(

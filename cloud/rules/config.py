@@ -55,6 +55,8 @@ class Rule(BaseModel):
     zones: tuple[str, ...] = ()
     device_kind: DeviceKind | Literal["gateway"] | None = None
     after_s: Annotated[float, Field(gt=0)] | None = None
+    per: Literal["device", "building"] = "device"
+    """What repeats join on: the device's incident, or its building's (a fire)."""
 
     def model_post_init(self, context: Any, /) -> None:
         needs: dict[str, tuple[str, ...]] = {

@@ -30,8 +30,9 @@ class DeviceContext:
 class IncidentDraft:
     """An incident a rule asks for; where it is, what caused it, how urgent it is.
 
-    Its subject is a device (``device_id``) or a resident (``resident_id``): repeats
-    join the subject's active incident of the same type.
+    Its subject is a device (``device_id``), a resident (``resident_id``) or, with
+    ``per_building``, the device's building: repeats join the subject's active incident
+    of the same type.
     """
 
     type: str
@@ -42,3 +43,13 @@ class IncidentDraft:
     device_id: str | None
     cause: str
     resident_id: int | None = None
+    per_building: bool = False
+
+    @property
+    def scope(self) -> str:
+        """What the incident is about: ``device``, ``resident`` or ``building``."""
+        if self.resident_id is not None:
+            return "resident"
+        if self.per_building and self.building is not None:
+            return "building"
+        return "device"

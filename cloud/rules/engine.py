@@ -133,6 +133,7 @@ def _draft(rule: Rule, device: DeviceContext, cause: str) -> IncidentDraft:
         unit=device.unit,
         device_id=device.device_id,
         cause=cause,
+        per_building=rule.per == "building",
     )
 
 

@@ -273,16 +273,19 @@ async def test_a_fire_brings_evacuation_help_for_each_resident_who_needs_it(
         ("resident_smoke_alarm", 1, "care-a", "301", 1),
     ]
 
-    # A repeat joins the fire; a second detector in the building opens its own fire
-    # incident, whose evacuation help joins the residents' open ones.
+    # A repeat and a second detector of the building join the one fire, which brings no
+    # new evacuation help; a fire in building 4 is its own.
     await store(pool, one("smoke-3-301", EventType.SMOKE_ALARM))
     await store(pool, one("smoke-3-302", EventType.SMOKE_ALARM))
+    await store(pool, one("smoke-4-401", EventType.SMOKE_ALARM))
     assert incidents(database_url) == [
-        ("evacuation_assistance", 1, "care-a", "301", 2),
-        ("evacuation_assistance", 1, "care-b", "305", 2),
-        ("fire", 1, "smoke-3-301", "301", 2),
-        ("fire", 1, "smoke-3-302", "302", 1),
+        ("evacuation_assistance", 1, "care-a", "301", 1),
+        ("evacuation_assistance", 1, "care-b", "305", 1),
+        ("evacuation_assistance", 1, "care-d", "401", 1),
+        ("fire", 1, "smoke-3-301", "301", 3),
+        ("fire", 1, "smoke-4-401", "401", 1),
         ("resident_smoke_alarm", 1, "care-a", "301", 2),
+        ("resident_smoke_alarm", 1, "care-d", "401", 1),
     ]
 
 

@@ -32,14 +32,35 @@ VALUES (%(incident_id)s, %(from_status)s, %(to_status)s, %(actor)s, %(note)s)
 -- As open_or_join_incident, for incidents about a resident (evacuation help, a smoke
 -- alarm in their home): incidents_one_active_per_resident_type arbitrates.
 INSERT INTO incidents (
-    type, priority, community_id, building, unit, device_id, resident_id,
+    type, priority, community_id, building, unit, device_id, resident_id, scope,
     event_count, first_event_id, last_event_at
 )
 VALUES (
     %(type)s, %(priority)s, %(community_id)s, %(building)s, %(unit)s, NULL, %(resident_id)s,
-    1, %(event_id)s, %(event_ts)s
+    'resident', 1, %(event_id)s, %(event_ts)s
 )
 ON CONFLICT (resident_id, type) WHERE status NOT IN ('resolved', 'false_alarm')
+DO UPDATE SET
+    event_count = incidents.event_count + 1,
+    priority = LEAST(incidents.priority, EXCLUDED.priority),
+    last_event_at = GREATEST(incidents.last_event_at, EXCLUDED.last_event_at),
+    updated_at = now()
+RETURNING id, status, (xmax = 0) AS opened
+
+-- name: open_or_join_building_incident
+-- As open_or_join_incident, for incidents about a whole building (a fire): the first
+-- alarm opens it, naming its device; alarms from any device of the building join it.
+-- incidents_one_active_per_building_type arbitrates.
+INSERT INTO incidents (
+    type, priority, community_id, building, unit, device_id, scope,
+    event_count, first_event_id, last_event_at
+)
+VALUES (
+    %(type)s, %(priority)s, %(community_id)s, %(building)s, %(unit)s, %(device_id)s,
+    'building', 1, %(event_id)s, %(event_ts)s
+)
+ON CONFLICT (community_id, building, type)
+    WHERE scope = 'building' AND status NOT IN ('resolved', 'false_alarm')
 DO UPDATE SET
     event_count = incidents.event_count + 1,
     priority = LEAST(incidents.priority, EXCLUDED.priority),
