@@ -27,7 +27,7 @@ message at a time, and only the message at fault is quarantined.
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -63,6 +63,7 @@ rows sorted as tuples follow the (device_id, metric, ts) index)."""
 _CONFLICTS: Final = frozenset({"40P01", "40001"})
 """Deadlock detected, serialization failure: another transaction won, retrying helps."""
 _CONFLICT_ATTEMPTS: Final = 3
+_LOGGED_KINDS_KEPT: Final = 10_000
 
 Batch = TelemetryBatch | EventBatch
 BatchKey = tuple[str, str, str, int]
@@ -149,6 +150,9 @@ class _Quarantine:
     gateway: str | None
     reason: str
     payload: bytes
+    kind: str = ""
+    """The same for every repeat of one problem (a device unknown behind a gateway): the
+    first is logged, the rest only counted."""
 
 
 @dataclass(slots=True)
@@ -163,8 +167,10 @@ class _Group:
     gateways: set[str] = field(default_factory=set)
 
     def reject(self, index: int, message: Decoded, reason: str) -> None:
-        log.warning("quarantining message on %s: %s", message.topic, reason)
-        self.quarantine.append(_Quarantine(message.topic, message.gateway, reason, message.payload))
+        kind = f"{message.gateway or message.topic}: {reason.split(' (', 1)[0][:80]}"
+        self.quarantine.append(
+            _Quarantine(message.topic, message.gateway, reason, message.payload, kind)
+        )
         self.outcomes[index] = BatchOutcome("quarantined", quarantined=1)
 
     def seen(self, items: Iterable[Reading | Event]) -> None:
@@ -194,6 +200,7 @@ class BatchWriter:
         self._pool = pool
         self._rules = rules
         self._queue = queue
+        self._logged: OrderedDict[str, None] = OrderedDict()
         self._connect_timeout_s = connect_timeout_s
 
     async def write(self, group: Sequence[Decoded]) -> list[BatchOutcome]:
@@ -259,8 +266,22 @@ class BatchWriter:
             # Last, so the rows this writes (shared with other workers' groups) stay
             # locked only for the commit.
             await _touch(conn, group)
+        for row in group.quarantine:
+            self._log_once(row)
         duplicate = BatchOutcome("duplicate")
         return [outcome or duplicate for outcome in group.outcomes]
+
+    def _log_once(self, row: _Quarantine) -> None:
+        """Log the first quarantine of each kind; repeats (an unknown device reporting
+        every second) are only counted, in ``IngestCounters.quarantined``."""
+        if row.kind in self._logged:
+            return
+        self._logged[row.kind] = None
+        while len(self._logged) > _LOGGED_KINDS_KEPT:
+            self._logged.popitem(last=False)
+        log.warning(
+            "quarantined on %s: %s (repeats are counted, not logged)", row.topic, row.reason
+        )
 
 
 def _batch(message: Decoded) -> Batch:
@@ -393,9 +414,10 @@ def _split(index: int, message: Decoded, misplaced: _Misplaced, group: _Group) -
         else:
             problem = f"device {device!r} is {status}"
         reason = f"{problem} ({len(items)} items of batch {batch.spool_epoch}/{batch.batch_seq})"
-        log.warning("quarantined %d items of device %s: %s", len(items), device, reason)
         kept = encode(msgspec.structs.replace(batch, items=items))
-        group.quarantine.append(_Quarantine(message.topic, gateway, reason, kept))
+        group.quarantine.append(
+            _Quarantine(message.topic, gateway, reason, kept, f"{gateway}: {problem}")
+        )
     group.seen(accepted)
     if accepted:
         group.gateways.add(gateway)

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiomqtt
 import psycopg
+import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
@@ -224,3 +225,29 @@ async def test_late_and_out_of_order_readings_land_in_their_own_time(
     }
     stored = dict(rows(database_url, "SELECT seq, ts FROM readings"))
     assert [stored[seq] for seq in range(1, 5)] == stamps
+
+
+async def test_an_unknown_device_is_logged_once_and_quarantined_every_time(
+    pool: AsyncConnectionPool[Any], database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = BatchWriter(pool, load_rules())
+    for batch_seq in (1, 2, 3):
+        now = datetime.now(UTC)
+        batch = TelemetryBatch(
+            gateway=GATEWAY,
+            community=COMMUNITY,
+            spool_epoch="00000000000000bb",
+            batch_seq=batch_seq,
+            sent_at=now,
+            items=[
+                Reading(device=DEVICE, ts=now, seq=batch_seq, metric=Metric.HEART_RATE, value=70),
+                Reading(device="ghost-9", ts=now, seq=batch_seq, metric=Metric.HEART_RATE, value=1),
+            ],
+        )
+        message = decode_message(topic_for(COMMUNITY, GATEWAY, Channel.TELEMETRY), encode(batch))
+        assert [o.quarantined for o in await writer.write([message])] == [1]
+
+    assert rows(database_url, "SELECT count(*) FROM quarantine") == [(3,)]
+    assert rows(database_url, "SELECT count(*) FROM readings") == [(3,)]
+    ghosts = [r for r in caplog.records if "ghost-9" in r.getMessage()]
+    assert len(ghosts) == 1
