@@ -26,7 +26,8 @@ _ENVIRONMENT = (
     "ANJU_MQTT_URL (mqtt://[user[:password]@]host[:port][?version=5|3.1.1]), "
     "ANJU_INGEST_GROUP (MQTT v5 shared-subscription group, default anju-ingest), "
     "ANJU_INGEST_CLIENT_ID (client id prefix, default anju-ingest-HOSTNAME; worker N "
-    "connects as PREFIX-N), ANJU_STORAGE_* (how readings are kept over time: retention, "
+    "connects as PREFIX-N), ANJU_RULES_FILE (incident rules; default the packaged "
+    "rules.yaml, docs/rules.md), ANJU_STORAGE_* (how readings are kept over time: retention, "
     "rollup, TimescaleDB or partitions; docs/storage.md)."
 )
 
@@ -61,12 +62,12 @@ Shared = Annotated[
     "settings (docs/storage.md)."
 )
 def migrate() -> None:
-    """Apply the database migrations not applied yet, each once, in order, then set up
-    how readings are kept over time.
+    """Apply the database migrations not applied yet, then set up readings' storage.
 
-    Readings go into a TimescaleDB hypertable with compression, retention and an
-    hourly continuous aggregate when the server offers TimescaleDB, else into monthly
-    partitions with an hourly rollup table that ingest keeps up to date. Safe to run
+    Each migration is applied once, in order. Readings go into a TimescaleDB
+    hypertable with compression, retention and an hourly continuous aggregate when the
+    server offers TimescaleDB, else into monthly partitions with an hourly rollup table
+    that ingest keeps up to date. Safe to run
     from several processes at once: they take turns and the later ones find nothing
     to do. Run it again after changing an ANJU_STORAGE_* setting. Prints the
     migrations applied now.
@@ -88,7 +89,12 @@ def migrate() -> None:
     f"{_ENVIRONMENT} ANJU_API_HOST and ANJU_API_PORT (default 127.0.0.1:8080)."
 )
 def run(workers: Workers = 1, shared: Shared = None) -> None:
-    """Run ingest and the HTTP API in one process until Ctrl-C or SIGTERM."""
+    """Run the whole cloud tier in one process until Ctrl-C or SIGTERM.
+
+    Ingest with the rules and the silence sweep, escalation, webhook delivery and the
+    HTTP API: enough for a small site. Larger ones run `anju cloud ingest`, `escalate`
+    and `webhooks` as separate processes, as many of each as they need.
+    """
     try:
         settings = load_settings()
         _run_until_signal(
@@ -141,8 +147,7 @@ EscalationWorkers = Annotated[
     "ANJU_QUEUE_POLL_INTERVAL_S (1), ANJU_QUEUE_BATCH_SIZE (100); docs/emergency-queue.md."
 )
 def escalate(workers: EscalationWorkers = 1) -> None:
-    """Run emergency-queue escalation workers only (no API, no ingest) until Ctrl-C or
-    SIGTERM.
+    """Run emergency-queue escalation workers only, until Ctrl-C or SIGTERM.
 
     An incident left unclaimed or unacknowledged past its priority's limit gets one
     step more urgent, a log row and an incident.escalated webhook, and again every
