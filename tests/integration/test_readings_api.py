@@ -35,16 +35,19 @@ class Site:
 
 
 def _readings(now: datetime) -> list[tuple[datetime, str, str, float]]:
-    """Three days up to ``now``: a reading about every 150 s per device and metric."""
+    """Three days up to ``now``: a reading about every 150 s per device and metric, and
+    one at ``now`` itself, so the current hour has readings even a second after it
+    began (without it the tests failed in the first minutes of every hour)."""
     rng = random.Random(7)
     rows = []
     ts = now - timedelta(days=3)
-    while ts < now:
+    while True:
         for device in (DEVICE, OTHER):
             for metric in ("temperature_c", "co_ppm"):
                 rows.append((ts, device, metric, round(rng.gauss(20, 8), 4)))
-        ts += timedelta(seconds=rng.randrange(100, 200))
-    return rows
+        if ts == now:
+            return rows
+        ts = min(now, ts + timedelta(seconds=rng.randrange(100, 200)))
 
 
 @pytest_asyncio.fixture
