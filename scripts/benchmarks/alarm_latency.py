@@ -35,6 +35,7 @@ from anju.services.mosquitto import MosquittoServer
 from anju.services.ports import free_port
 from anju.services.postgres import PostgresServer, find_postgres_bin
 from benchmarks import Result
+from benchmarks.processes import wait_subscribed
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.storage.migrate import apply_migrations
 from schemas.broker import parse_broker_url
@@ -218,19 +219,11 @@ async def _handle(http: httpx.AsyncClient, incident_id: int) -> None:
     )
 
 
-def _wait_ready(process: subprocess.Popen[bytes], log: Path, api: str, workers: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"anju cloud run exited {process.returncode}; see {log}")
-        if log.read_text(errors="replace").count("subscribed on") >= workers:
-            try:
-                if httpx.get(f"{api}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.1)
-    raise RuntimeError(f"anju cloud run not ready within 60 s; see {log}")
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -280,7 +273,7 @@ def run(argv: list[str]) -> Result:
         ours, theirs = context.Pipe()
         background = context.Process(target=_background, args=(broker.url, args.background, theirs))
         try:
-            _wait_ready(cloud, log_path, api, args.workers)
+            wait_subscribed(cloud, log_path, args.workers, ready=lambda: _healthy(api))
             background.start()
             if ours.recv() != "ready":
                 raise RuntimeError("background publisher failed to start")

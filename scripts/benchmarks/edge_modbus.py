@@ -32,7 +32,8 @@ from typing import Any
 
 from anju.services.mosquitto import MosquittoServer
 from benchmarks import Result
-from benchmarks.modbus_load.child import Child, ChildError, cpu_seconds
+from benchmarks.modbus_load.child import Child, ChildError
+from benchmarks.processes import cpu_seconds
 from edge.modbus_plan import PlannedRead, plan_reads
 from edge.normalise import polled_points
 from schemas.profile import DeviceProfile, load_profile

@@ -37,6 +37,7 @@ import psycopg
 from anju.services.mosquitto import MosquittoServer
 from anju.services.postgres import PostgresServer, find_postgres_bin
 from benchmarks import Result
+from benchmarks.processes import busy_cpu_seconds, cpu_seconds, wait_subscribed
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.storage.migrate import apply_migrations
 from schemas.broker import parse_broker_url
@@ -201,34 +202,9 @@ def _raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
     return len(rows) / elapsed
 
 
-def _busy_cpu_s() -> float:
-    """CPU seconds this machine spent busy (all cores) since boot, from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    ticks = [int(f) for f in fields]
-    idle = ticks[3] + ticks[4]
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _ingested(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT coalesce(sum(item_count), 0) FROM ingested_batches").fetchone()
     return int(row[0]) if row else 0
-
-
-def _wait_subscribed(process: subprocess.Popen[str], workers: int, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"anju cloud ingest exited {process.returncode}; see {log}")
-        if log.read_text().count("subscribed on") >= workers:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"ingest workers did not subscribe within 60 s; see {log}")
 
 
 def run(argv: list[str]) -> Result:
@@ -282,15 +258,14 @@ def run(argv: list[str]) -> Result:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                text=True,
             )
         try:
-            _wait_subscribed(ingest, args.workers, log_path)
+            wait_subscribed(ingest, log_path, args.workers)
             if ours.recv() != "ready":
                 raise RuntimeError("publisher failed to start")
             _progress(f"publishing {total:,} readings in {total // args.batch:,} messages")
             with psycopg.connect(pg.url, autocommit=True) as conn:
-                busy_before, ingest_before = _busy_cpu_s(), _process_cpu_s(ingest.pid)
+                busy_before, ingest_before = busy_cpu_seconds(), cpu_seconds(ingest.pid)
                 started = time.perf_counter()
                 ours.send("go")
                 stored, progressed = 0, started
@@ -301,8 +276,8 @@ def run(argv: list[str]) -> Result:
                         break
                     time.sleep(_POLL_S)
                 elapsed = time.perf_counter() - started
-                busy = _busy_cpu_s() - busy_before
-                ingest_cpu = _process_cpu_s(ingest.pid) - ingest_before
+                busy = busy_cpu_seconds() - busy_before
+                ingest_cpu = cpu_seconds(ingest.pid) - ingest_before
                 publish_s = float(ours.recv())
                 row = conn.execute(
                     "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings"
