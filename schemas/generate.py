@@ -5,12 +5,18 @@ The Python types are the source of truth; the JSON files exist for outside tools
 they can be read without running Python. A test compares them with a fresh render,
 so a change to a type that is not regenerated fails CI.
 
+Descriptions come from docstrings, and libraries disagree on how to tidy them (msgspec
+0.23 began removing docstring indentation, 0.22 kept it). Every description is therefore
+reflowed here, one line per paragraph, so the files depend on the words alone and not
+on the installed version's idea of whitespace.
+
     python -m schemas.generate           # rewrite the files
     python -m schemas.generate --check   # exit 1 and list the files that are stale
 """
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,9 +34,37 @@ SUFFIX = ".schema.json"
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+
+
+def reflow(text: str) -> str:
+    """Text with each paragraph on one line and single spaces, paragraphs a blank line apart."""
+    paragraphs = (" ".join(part.split()) for part in _PARAGRAPH_BREAK.split(text))
+    return "\n\n".join(part for part in paragraphs if part)
+
+
+def _reflow_descriptions(node: Any) -> Any:
+    """A copy of a schema whose every ``description`` string is reflowed."""
+    if isinstance(node, dict):
+        return {
+            key: reflow(value)
+            if key == "description" and isinstance(value, str)
+            else _reflow_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_reflow_descriptions(item) for item in node]
+    return node
+
+
 def _document(stem: str, title: str, schema: dict[str, Any]) -> str:
-    """A schema as committed: dialect, id and title added, keys sorted, newline-terminated."""
-    document = {**schema, "$schema": _DIALECT, "$id": f"urn:anju:schemas:{stem}", "title": title}
+    """A schema as committed: descriptions reflowed, dialect, id and title added, keys sorted."""
+    document = {
+        **_reflow_descriptions(schema),
+        "$schema": _DIALECT,
+        "$id": f"urn:anju:schemas:{stem}",
+        "title": title,
+    }
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 

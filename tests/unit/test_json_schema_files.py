@@ -4,16 +4,30 @@ Outside tools read schemas/json/ instead of the Python types, so a stale file or
 that accepts what the types refuse would mislead them.
 """
 
+import inspect
 import json
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from schemas.generate import JSON_DIR, SUFFIX, main, render_schemas, stale_files, write_schemas
+import schemas.profile
+import schemas.wire
+from schemas.generate import (
+    JSON_DIR,
+    SUFFIX,
+    main,
+    reflow,
+    render_schemas,
+    stale_files,
+    write_schemas,
+)
 from schemas.vocabulary import EventType, Metric, Severity
 from schemas.wire import Event, EventBatch, EventData, Reading, TelemetryBatch, encode
 
@@ -62,6 +76,53 @@ def test_rendering_is_deterministic_and_tidy() -> None:
         assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert document["$id"] == f"urn:anju:schemas:{name.removesuffix(SUFFIX)}"
         assert document["title"].startswith("Anju ")
+
+
+def _documented_types() -> list[type]:
+    """Every struct and model whose docstring becomes a description in a schema file."""
+    return [
+        value
+        for module in (schemas.wire, schemas.profile)
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, msgspec.Struct | BaseModel)
+        and value.__module__ == module.__name__
+        and value.__doc__
+    ]
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        pytest.param(lambda doc: inspect.cleandoc(doc), id="indentation removed"),
+        pytest.param(
+            lambda doc: textwrap.indent(inspect.cleandoc(doc), " " * 8).lstrip(),
+            id="indented deeper",
+        ),
+        pytest.param(
+            lambda doc: "\n\n    ".join(
+                textwrap.fill(part, 30, break_long_words=False, break_on_hyphens=False)
+                for part in inspect.cleandoc(doc).split("\n\n")
+            ),
+            id="wrapped narrow and indented",
+        ),
+    ],
+)
+def test_rendering_ignores_docstring_whitespace(
+    monkeypatch: pytest.MonkeyPatch, rewrite: Any
+) -> None:
+    """Libraries tidy docstrings differently (msgspec 0.23 dedents them, 0.22 did not)."""
+    before = render_schemas()
+    documented = _documented_types()
+    assert len(documented) > 10
+    for cls in documented:
+        monkeypatch.setattr(cls, "__doc__", rewrite(cls.__doc__))
+    assert render_schemas() == before
+
+
+def test_reflow_keeps_paragraphs_and_words() -> None:
+    text = "First line\n    goes on.\n  \n\tSecond   paragraph\n\n\n"
+    assert reflow(text) == "First line goes on.\n\nSecond paragraph"
 
 
 def test_check_reports_stale_and_leftover_files(tmp_path: Path) -> None:
