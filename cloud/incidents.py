@@ -1,5 +1,9 @@
 """Incidents: opened from rule drafts, joined by repeats, every state change logged.
 
+Rules (``cloud.rules``) produce ``IncidentDraft``s; this module turns them into rows.
+It sits below the rules and above the queue: it imports neither ``cloud.rules`` nor
+anything that imports it back.
+
 Guarantees, inside the caller's transaction (so an incident exists exactly when the
 event that caused it is committed):
 
@@ -15,14 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
+from enum import IntEnum
 from typing import Any, Final
 
 from psycopg import AsyncConnection
 
 from cloud.errors import StorageError
 from cloud.queue.timers import arm_unclaimed
-from cloud.rules.drafts import IncidentDraft
 from cloud.settings import QueueSettings
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
@@ -38,20 +41,41 @@ _UPSERTS: Final = {
 """The statement that opens or joins an incident of each scope (see IncidentDraft)."""
 
 
-class IncidentStatus(StrEnum):
-    """``open → claimed → acknowledged → dispatched → resolved`` or ``false_alarm``."""
+class Priority(IntEnum):
+    """1 is the most urgent; the dispatch queue is ordered by it."""
 
-    OPEN = "open"
-    CLAIMED = "claimed"
-    ACKNOWLEDGED = "acknowledged"
-    DISPATCHED = "dispatched"
-    RESOLVED = "resolved"
-    FALSE_ALARM = "false_alarm"
+    CRITICAL = 1
+    URGENT = 2
+    ROUTINE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentDraft:
+    """An incident a rule asks for; where it is, what caused it, how urgent it is.
+
+    Its subject is a device (``device_id``), a resident (``resident_id``) or, with
+    ``per_building``, the device's building: repeats join the subject's active incident
+    of the same type.
+    """
+
+    type: str
+    priority: Priority
+    community_id: int
+    building: str | None
+    unit: str | None
+    device_id: str | None
+    cause: str
+    resident_id: int | None = None
+    per_building: bool = False
 
     @property
-    def active(self) -> bool:
-        """Whether repeats still join the incident (it is neither resolved nor false)."""
-        return self not in (IncidentStatus.RESOLVED, IncidentStatus.FALSE_ALARM)
+    def scope(self) -> str:
+        """What the incident is about: ``device``, ``resident`` or ``building``."""
+        if self.resident_id is not None:
+            return "resident"
+        if self.per_building and self.building is not None:
+            return "building"
+        return "device"
 
 
 @dataclass(frozen=True, slots=True)

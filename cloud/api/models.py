@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.incidents import IncidentStatus
-from cloud.queue.states import Outcome
+from cloud.incidents import Priority
+from cloud.queue.states import IncidentStatus, Outcome
+from cloud.webhooks.outbox import WebhookEvent
 from schemas.vocabulary import Metric
 
 Bucket = Literal["raw", "1m", "1h", "1d"]
@@ -163,22 +164,14 @@ class NoteRequest(_Request):
 
 # Webhooks (cloud.webhooks, docs/webhooks.md): subscriptions and their deliveries.
 
-WebhookEventName = Literal[
-    "incident.opened",
-    "incident.claimed",
-    "incident.acknowledged",
-    "incident.dispatched",
-    "incident.resolved",
-    "incident.escalated",
-]
-"""The values of ``cloud.webhooks.outbox.WebhookEvent``."""
-
 
 class WebhookSubscriptionRequest(_Request):
     """Subscribe ``url`` to the incidents of a node of the community tree and below it.
 
     Empty ``event_types`` and ``incident_types`` let everything through;
-    ``max_priority`` 1 means P1 incidents only.
+    ``max_priority`` 1 means P1 incidents only. Incident types are the ``incident``
+    names of the rules the cloud runs with, checked by ``cloud.webhooks.filters``
+    (they are data, so this schema cannot list them).
     """
 
     community: Annotated[str, Field(min_length=1, max_length=65)]
@@ -187,11 +180,11 @@ class WebhookSubscriptionRequest(_Request):
     """Needed only when a city and a street share the name."""
     url: Annotated[str, Field(min_length=8, max_length=2048)]
     description: Annotated[str, Field(max_length=200)] = ""
-    event_types: list[WebhookEventName] = Field(default_factory=list, max_length=6)
+    event_types: list[WebhookEvent] = Field(default_factory=list, max_length=len(WebhookEvent))
     incident_types: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=50
     )
-    max_priority: Annotated[int, Field(ge=1, le=3)] = 3
+    max_priority: Annotated[int, Field(ge=min(Priority), le=max(Priority))] = 3
 
 
 class WebhookSubscription(_Response):

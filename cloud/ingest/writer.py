@@ -39,10 +39,10 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.errors import StorageError
-from cloud.incidents import open_or_join
+from cloud.incidents import IncidentDraft, open_or_join
 from cloud.ingest.counters import BatchOutcome
 from cloud.rules.config import RuleSet
-from cloud.rules.drafts import DeviceContext, IncidentDraft
+from cloud.rules.context import DeviceContext
 from cloud.rules.engine import after_opening, evaluate
 from cloud.settings import QueueSettings
 from cloud.storage.database import rejects_input, storage_errors

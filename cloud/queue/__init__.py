@@ -7,6 +7,6 @@ and escalation workers raise the ones left waiting (docs/emergency-queue.md).
 - ``timers``: arming and cancelling the escalation timers;
 - ``escalation``: the workers that fire due timers.
 
-This package ``__init__`` imports nothing, so ``cloud.incidents`` may use ``timers``
-while ``transitions`` uses ``cloud.incidents``.
+``cloud.incidents`` opens incidents and arms their first timer here; nothing in this
+package imports ``cloud.incidents`` back (``IncidentStatus`` lives in ``states``).
 """

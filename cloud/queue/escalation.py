@@ -31,8 +31,8 @@ from psycopg import AsyncConnection
 
 from cloud.backoff import Backoff
 from cloud.errors import StorageError
-from cloud.incidents import IncidentStatus
 from cloud.queue import timers
+from cloud.queue.states import IncidentStatus
 from cloud.queue.timers import TimerKind
 from cloud.settings import QueueSettings
 from cloud.storage.database import storage_errors

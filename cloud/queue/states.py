@@ -16,8 +16,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cloud.incidents import IncidentStatus
 from cloud.queue.errors import AlreadyClaimed, NotClaimant, TransitionRefused
+
+
+class IncidentStatus(StrEnum):
+    """``open → claimed → acknowledged → dispatched → resolved`` or ``false_alarm``."""
+
+    OPEN = "open"
+    CLAIMED = "claimed"
+    ACKNOWLEDGED = "acknowledged"
+    DISPATCHED = "dispatched"
+    RESOLVED = "resolved"
+    FALSE_ALARM = "false_alarm"
+
+    @property
+    def active(self) -> bool:
+        """Whether repeats still join the incident (it is neither resolved nor false)."""
+        return self not in (IncidentStatus.RESOLVED, IncidentStatus.FALSE_ALARM)
 
 
 class Action(StrEnum):

@@ -20,10 +20,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from cloud.incidents import IncidentStatus
 from cloud.queue import timers
 from cloud.queue.errors import IncidentNotFound
-from cloud.queue.states import Action, Current, Outcome, next_status
+from cloud.queue.states import Action, Current, IncidentStatus, Outcome, next_status
 from cloud.queue.timers import TimerKind
 from cloud.settings import QueueSettings
 from cloud.storage.database import storage_errors

@@ -125,6 +125,24 @@ class RuleSet(BaseModel):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
+    @property
+    def incident_types(self) -> frozenset[str]:
+        """Every incident type this rule set can open.
+
+        Disabled rules count (an override may enable one for a community, and a rule's
+        incidents outlive turning it off), and so do the names overrides give and the
+        incident a fire brings for residents who need help to leave.
+        """
+        names = {rule.incident for rule in self.rules.values()}
+        names.update(
+            str(change["incident"])
+            for changes in self.overrides.values()
+            for change in changes.values()
+            if "incident" in change
+        )
+        names.add(self.evacuation.incident)
+        return frozenset(names)
+
     def model_post_init(self, context: Any, /) -> None:
         if self.evacuation.after not in self.rules:
             raise ValueError(

@@ -14,8 +14,9 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 
+from cloud.incidents import IncidentDraft, Priority
 from cloud.rules.config import Rule, RuleSet
-from cloud.rules.drafts import DeviceContext, IncidentDraft, Priority
+from cloud.rules.context import DeviceContext
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
 from schemas.wire import Event

@@ -5,6 +5,8 @@
         ├── UnsafeUrl                    a URL is not http(s), does not resolve, or
         │                                resolves to an address the SSRF policy refuses
         ├── InvalidSecret                a secret is not ``whsec_`` + base64 of 24-64 bytes
+        ├── InvalidFilter                a subscription filter names an event type,
+        │                                incident type or priority that does not exist
         ├── SubscriptionNotFound         no subscription with this id
         ├── DeliveryNotFound             no delivery with this id
         ├── CommunityNotFound            no node of the community tree with this path
@@ -34,6 +36,17 @@ class UnsafeUrl(WebhookError):
 
 class InvalidSecret(WebhookError):
     """A signing secret is malformed; the message never contains the secret itself."""
+
+
+class InvalidFilter(WebhookError):
+    """Filter ``field`` holds a name that never matches (``problem``); ``valid`` lists
+    the names it may hold, so the message alone is enough to fix the request."""
+
+    def __init__(self, field: str, problem: str, valid: str) -> None:
+        self.field = field
+        self.problem = problem
+        self.valid = valid
+        super().__init__(f"{field}: {problem}; valid: {valid}")
 
 
 class SubscriptionNotFound(WebhookError):

@@ -24,7 +24,7 @@ from cloud.webhooks.errors import (
     ReplayRefused,
     SubscriptionNotFound,
 )
-from cloud.webhooks.outbox import WebhookEvent
+from cloud.webhooks.filters import FilterVocabulary
 from cloud.webhooks.signing import generate_secret
 from cloud.webhooks.ssrf import AddressPolicy, resolve
 
@@ -76,9 +76,10 @@ async def create_subscription(
     community: str,
     url: str,
     policy: AddressPolicy,
+    vocabulary: FilterVocabulary,
     tier: str | None = None,
     description: str = "",
-    event_types: Sequence[WebhookEvent] = (),
+    event_types: Sequence[str] = (),
     incident_types: Sequence[str] = (),
     max_priority: int = 3,
 ) -> tuple[Subscription, str]:
@@ -87,11 +88,16 @@ async def create_subscription(
 
     ``community`` is a node's path (``xijin/fenghuang``, ``xijin``, ``ningguo``);
     ``tier`` picks one when a city and a street share a name. Empty filters let
-    everything through; ``max_priority`` 1 means P1 only. Raises UnsafeUrl when the
-    URL is not http(s) or its host resolves to an address ``policy`` refuses,
-    CommunityNotFound for an unknown or ambiguous path, StorageError when the
-    database refuses.
+    everything through; ``max_priority`` 1 means P1 only. Filters are checked against
+    ``vocabulary`` (the incident types of the rules the cloud runs with), because a
+    name nothing emits would never match. Raises InvalidFilter for such a name,
+    UnsafeUrl when the URL is not http(s) or its host resolves to an address
+    ``policy`` refuses, CommunityNotFound for an unknown or ambiguous path,
+    StorageError when the database refuses.
     """
+    vocabulary.check(
+        event_types=event_types, incident_types=incident_types, max_priority=max_priority
+    )
     await resolve(url, policy)
     community_id = await _community_id(conn, community, tier)
     secret = generate_secret()

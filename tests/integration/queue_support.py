@@ -11,9 +11,8 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from cloud.incidents import open_or_join
+from cloud.incidents import IncidentDraft, Priority, open_or_join
 from cloud.registry import register_community
-from cloud.rules.drafts import IncidentDraft, Priority
 from cloud.settings import QueueSettings
 
 COMMUNITY = "xijin/fenghuang"

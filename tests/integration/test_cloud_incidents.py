@@ -13,7 +13,7 @@ from cloud.errors import RegistryError
 from cloud.incidents import open_or_join
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.rules.config import load_rules
-from cloud.rules.drafts import DeviceContext
+from cloud.rules.context import DeviceContext
 from cloud.rules.engine import evaluate
 from schemas.vocabulary import DeviceKind, EventType, Severity
 from schemas.wire import Event

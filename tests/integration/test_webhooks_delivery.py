@@ -9,6 +9,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from cloud.api.routes.webhooks import filter_vocabulary
+from cloud.rules.config import load_rules
 from cloud.webhooks.outbox import WebhookEvent, enqueue
 from cloud.webhooks.ssrf import AddressPolicy
 from cloud.webhooks.subscriptions import (
@@ -69,7 +71,11 @@ async def test_signatures_verify_with_either_secret_after_rotation(
     await community(conn)
     policy = AddressPolicy(allow_private=True)
     subscription, first = await create_subscription(
-        conn, community="xijin", url=receiver.url, policy=policy
+        conn,
+        community="xijin",
+        url=receiver.url,
+        policy=policy,
+        vocabulary=filter_vocabulary(load_rules()),
     )
     assert subscription.tier == "street"
     assert subscription.secret_count == 1

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cloud.errors import SettingsError
-from cloud.incidents import IncidentStatus
 from cloud.queue.errors import AlreadyClaimed, NotClaimant, TransitionRefused
-from cloud.queue.states import Action, Current, Outcome, next_status
+from cloud.queue.states import Action, Current, IncidentStatus, Outcome, next_status
 from cloud.settings import QueueSettings, load_settings
 
 S = IncidentStatus

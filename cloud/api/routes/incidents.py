@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 
 from cloud.api.deps import ConnectionDep
 from cloud.api.models import IncidentDetail, IncidentLogEntry, IncidentNote, IncidentSummary
-from cloud.incidents import IncidentStatus
+from cloud.queue.states import IncidentStatus
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
 

@@ -4,8 +4,10 @@
 Property managers' tools subscribe here, rotate their secrets, see dead letters
 (``GET /webhooks/deliveries?status=dead``) and replay them. A URL is checked against
 the SSRF policy (``ANJU_WEBHOOK_ALLOW_PRIVATE``, ``ANJU_WEBHOOK_ALLOWED_NETWORKS``) when
-it is subscribed or enabled: a refused URL answers 422 with the reason. There is no
-authentication yet; API keys with roles and scopes come later.
+it is subscribed or enabled: a refused URL answers 422 with the reason. So does a
+filter naming an event type, incident type or priority that does not exist (the
+incident types are those of the rules the app was created with), listing the valid
+names. There is no authentication yet; API keys with roles and scopes come later.
 """
 
 from __future__ import annotations
@@ -29,16 +31,19 @@ from cloud.api.models import (
     WebhookSubscriptionDisabled,
     WebhookSubscriptionRequest,
 )
+from cloud.incidents import Priority
+from cloud.rules.config import RuleSet
 from cloud.settings import CloudSettings
 from cloud.webhooks import subscriptions
 from cloud.webhooks.errors import (
     CommunityNotFound,
     DeliveryNotFound,
+    InvalidFilter,
     ReplayRefused,
     SubscriptionNotFound,
     UnsafeUrl,
 )
-from cloud.webhooks.outbox import WebhookEvent
+from cloud.webhooks.filters import FilterVocabulary
 from cloud.webhooks.ssrf import AddressPolicy
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -56,6 +61,22 @@ def get_address_policy(request: Request) -> AddressPolicy:
 PolicyDep = Annotated[AddressPolicy, Depends(get_address_policy)]
 
 
+def filter_vocabulary(rules: RuleSet) -> FilterVocabulary:
+    """The names subscription filters may hold in a cloud running ``rules``."""
+    return FilterVocabulary(
+        incident_types=rules.incident_types,
+        priorities=frozenset(int(priority) for priority in Priority),
+    )
+
+
+def get_filter_vocabulary(request: Request) -> FilterVocabulary:
+    """The vocabulary ``create_app`` built from the rules it loaded."""
+    return cast(FilterVocabulary, request.app.state.filter_vocabulary)
+
+
+VocabularyDep = Annotated[FilterVocabulary, Depends(get_filter_vocabulary)]
+
+
 @contextmanager
 def _refusals() -> Iterator[None]:
     """The webhook package's refusals as HTTP answers."""
@@ -63,7 +84,7 @@ def _refusals() -> Iterator[None]:
         yield
     except (SubscriptionNotFound, DeliveryNotFound) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except (UnsafeUrl, CommunityNotFound) as exc:
+    except (UnsafeUrl, CommunityNotFound, InvalidFilter) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except ReplayRefused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
@@ -90,12 +111,16 @@ async def list_subscriptions(
     responses={
         status.HTTP_422_UNPROCESSABLE_CONTENT: {
             "description": "The URL is refused (scheme, DNS, or a non-public address), "
-            "or the community is unknown"
+            "the community is unknown, or a filter names an event type, incident type "
+            "or priority that does not exist (the answer lists the valid ones)"
         }
     },
 )
 async def create_subscription(
-    conn: ConnectionDep, policy: PolicyDep, body: WebhookSubscriptionRequest
+    conn: ConnectionDep,
+    policy: PolicyDep,
+    vocabulary: VocabularyDep,
+    body: WebhookSubscriptionRequest,
 ) -> WebhookSubscriptionCreated:
     """Subscribe a URL; the answer holds the signing secret, which is never shown again."""
     with _refusals():
@@ -106,9 +131,10 @@ async def create_subscription(
             url=body.url,
             policy=policy,
             description=body.description,
-            event_types=[WebhookEvent(name) for name in body.event_types],
+            event_types=body.event_types,
             incident_types=body.incident_types,
             max_priority=body.max_priority,
+            vocabulary=vocabulary,
         )
     return WebhookSubscriptionCreated.model_validate(
         {**_subscription(created).model_dump(), "secret": secret}
