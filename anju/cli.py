@@ -5,8 +5,29 @@ from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
+from typer.core import TyperOption
 
 from anju.commands import cloud, demo, device, edge, profile, sim
+
+
+def _hide_flag_types() -> None:
+    """Show no value type beside flags in the help panels.
+
+    A flag takes no value, yet typer 0.29's rich panels print ``<bool>`` beside every
+    one (``--help`` included), which reads as if ``--verbose <bool>`` wanted an
+    argument. Its plain help already leaves flags out; this makes the panels agree.
+    ``tests/unit/test_cli_help.py`` walks every command and fails should a typer
+    upgrade bring the type back; one that renames the method fails this import.
+    """
+    typed = TyperOption.display_type_rich
+
+    def display_type_rich(option: TyperOption, ctx: typer.Context) -> str | None:
+        return None if option.is_flag else typed(option, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+
+_hide_flag_types()
 
 root = typer.Typer(
     name="anju",

@@ -155,6 +155,8 @@ def _apply_pending(conn: psycopg.Connection[TupleRow], migrations: list[Migratio
             raise MigrationError(
                 error.message, migration=migration.name, sqlstate=error.sqlstate
             ) from exc
-        log.info("applied migration %s", migration.name)
+        # Debug, not info: the callers report the names returned (anju cloud migrate
+        # prints them), and at info every name would be shown twice.
+        log.debug("applied migration %s", migration.name)
         applied.append(migration.name)
     return applied
