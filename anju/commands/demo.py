@@ -14,13 +14,17 @@ from rich.console import Console
 from anju.commands.common import fail, profile_root
 from anju.demo import BrokerChoice, DemoSummary, run_demo, summary_json
 from anju.services import ServiceError
+from cloud.errors import SettingsError
 from schemas.errors import SchemaError
 from schemas.profile import load_profiles
 
 EPILOG = (
     "Uses ANJU_DATABASE_URL and ANJU_MQTT_URL when set; otherwise starts an embedded "
     "PostgreSQL and Mosquitto (or an in-process Python broker when Mosquitto is not "
-    "installed). Nothing needs root or pre-installed services.\n\n"
+    "installed). Nothing needs root or pre-installed services. Every other ANJU_* "
+    "variable of `anju cloud run` applies too (ANJU_API_PORT, ANJU_WEBHOOK_*, "
+    "ANJU_QUEUE_*); without any ANJU_QUEUE_* the escalation limits are a sixth of the "
+    "defaults, so a short run shows escalations.\n\n"
     "Examples:\n\n"
     "  anju demo                       # watch it live; Ctrl-C to stop\n\n"
     "  anju demo --duration 40 --summary-json /tmp/s.json   # unattended, exit 0 on success"
@@ -38,7 +42,9 @@ def demo(
         Path | None,
         typer.Option(
             "--summary-json",
-            help="Write counts (devices, readings stored, events, incidents) and the "
+            help="Write counts (devices, readings stored, events, incidents, escalations), "
+            "the egress doors the fire released (doors_released of egress_doors), the "
+            "fire's incident as it stood at the end, webhook deliveries by status and the "
             "alarm's end-to-end latency in ms to this file.",
         ),
     ] = None,
@@ -84,6 +90,8 @@ def demo(
         )
     except ServiceError as exc:
         fail(f"could not start a local service: {exc}")
+    except SettingsError as exc:
+        fail(str(exc))
     data = summary_json(summary)
     console.print_json(json.dumps(data))
     if summary_json_path is not None:
@@ -93,6 +101,11 @@ def demo(
         console.print("stopped early by a signal")
     elif summary.alarm_latency_ms is None:
         fail("the smoke alarm never reached the emergency queue")
+    elif summary.doors_released < summary.egress_doors:
+        fail(
+            f"the fire released {summary.doors_released} of its building's "
+            f"{summary.egress_doors} egress doors"
+        )
 
 
 async def _until_signalled(

@@ -1,0 +1,148 @@
+"""A property manager's webhook receiver, for trying Anju's webhooks against the demo.
+
+It does what a real receiver must (docs/webhooks.md, "Verifying"): subscribe and keep
+the secret, verify each request's signature on the raw bytes with the reference
+Standard Webhooks library, drop repeats by ``webhook-id``, and answer 2xx at once. To
+be usable against a demo that is only starting, it waits for the API to answer before
+subscribing. Run it beside ``anju demo`` (docs/webhooks.md, "Trying it with the demo")::
+
+    python examples/webhook_receiver.py --api http://127.0.0.1:8080 --listen 127.0.0.1:9000
+
+Needs ``standardwebhooks`` (``scripts/demo`` installs it); everything else is the
+standard library. Stops on Ctrl-C or SIGTERM.
+"""
+
+import argparse
+import json
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Lock, Thread
+from typing import Any, ClassVar
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+PATH = "/anju"
+
+
+def wait_for_api(api: str, within_s: float) -> None:
+    """Return once ``GET /health`` answers 200; exit with a message after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit(f"no answer from {api}/health within {within_s:g} s")
+        time.sleep(0.2)
+
+
+def subscribe(api: str, community: str, url: str) -> dict[str, Any]:
+    """``POST /webhooks/subscriptions``; the answer holds the secret, shown this once."""
+    body = json.dumps(
+        {"community": community, "url": url, "description": "examples/webhook_receiver.py"}
+    ).encode()
+    request = urllib.request.Request(
+        f"{api}/webhooks/subscriptions",
+        data=body,
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            created: dict[str, Any] = json.load(response)
+            return created
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        sys.exit(
+            f"subscribing {url} was refused ({exc.code}): {detail}\n"
+            "A receiver on this machine is a loopback address, which Anju refuses unless "
+            "the cloud runs with ANJU_WEBHOOK_ALLOWED_NETWORKS=127.0.0.1/32 "
+            "(or ANJU_WEBHOOK_ALLOW_PRIVATE=1)."
+        )
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Verifies, deduplicates and prints each delivery; answers 204, or 401 when forged."""
+
+    webhook: ClassVar[Webhook]
+    seen: ClassVar[set[str]] = set()
+    seen_lock: ClassVar[Lock] = Lock()
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        try:
+            event = self.webhook.verify(raw, headers)
+        except WebhookVerificationError as exc:
+            print(f"REJECTED a request that failed verification: {exc}", flush=True)
+            self._answer(401)
+            return
+        message_id = headers["webhook-id"]
+        with self.seen_lock:
+            repeat = message_id in self.seen
+            self.seen.add(message_id)
+        self._answer(204)
+        if repeat:
+            print(f"repeat of {message_id}, dropped", flush=True)
+            return
+        data = event["data"]
+        location = data["location"]
+        print(
+            f"verified {event['type']}: incident {data['incident_id']} {data['incident_type']} "
+            f"P{data['priority']} {data['status']}, {location['community']} building "
+            f"{location['building']} ({message_id})",
+            flush=True,
+        )
+
+    def _answer(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the verified deliveries are the output."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--api", default="http://127.0.0.1:8080", help="Anju's API")
+    parser.add_argument(
+        "--listen", default="127.0.0.1:9000", help="HOST:PORT to receive on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--community",
+        default="xijin/fenghuang",
+        help="community, street or city to subscribe to (default %(default)s)",
+    )
+    parser.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for the API (default 120)"
+    )
+    args = parser.parse_args()
+    host, _, port = args.listen.rpartition(":")
+    server = ThreadingHTTPServer((host, int(port)), Receiver)
+    Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://{args.listen}{PATH}"
+    wait_for_api(args.api.rstrip("/"), args.wait)
+    subscription = subscribe(args.api.rstrip("/"), args.community, url)
+    Receiver.webhook = Webhook(subscription["secret"])
+    print(
+        f"subscription {subscription['id']}: {args.community} -> {url}; "
+        "waiting for deliveries (Ctrl-C to stop)",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

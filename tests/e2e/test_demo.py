@@ -1,0 +1,116 @@
+"""``anju demo`` end to end, as a visitor and a property manager run it.
+
+The walk of docs/webhooks.md ("Trying it with the demo"): the receiver of examples/
+waits for the demo's API, subscribes through it and verifies what arrives with the
+reference Standard Webhooks library; the demo runs as a child process with the
+environment ``anju cloud run`` reads (here on the suite's database and broker, with
+shorter escalation limits). Its summary must show the fire's doors released, the
+incident as it stood at the end (escalated, since nobody claims it) and the webhooks
+delivered; the receiver must have verified them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from anju.demo_sites import ALARM_DEVICE_ID, egress_doors, site_device
+from anju.services.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+DURATION_S = 20
+
+
+def test_the_demo_releases_the_doors_escalates_and_sends_signed_webhooks(
+    database_url: str, mqtt_url: str, unique_id: Callable[[str], str], tmp_path: Path
+) -> None:
+    api = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "ANJU_DATABASE_URL": database_url,
+        "ANJU_MQTT_URL": mqtt_url,
+        "ANJU_API_PORT": api.rsplit(":", 1)[1],
+        "ANJU_INGEST_CLIENT_ID": unique_id("demo"),
+        "ANJU_INGEST_GROUP": unique_id("demo-group"),
+        "ANJU_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "ANJU_QUEUE_P1_UNCLAIMED_S": "3",
+        "ANJU_QUEUE_REPEAT_S": "3",
+    }
+    summary_path = tmp_path / "summary.json"
+    receiver_path = tmp_path / "receiver.out"
+    with receiver_path.open("w", encoding="utf-8") as receiver_out:
+        receiver = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "webhook_receiver.py"),
+                "--api",
+                api,
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+            ],
+            stdout=receiver_out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            demo = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "anju.cli",
+                    "demo",
+                    "--duration",
+                    str(DURATION_S),
+                    "--alarm-after",
+                    "3",
+                    "--summary-json",
+                    str(summary_path),
+                ],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=DURATION_S + 90,
+            )
+        finally:
+            receiver.terminate()
+            receiver.wait(timeout=10)
+    output = demo.stdout + demo.stderr
+    assert demo.returncode == 0, output
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+
+    doors = egress_doors(site_device(ALARM_DEVICE_ID))
+    assert summary["egress_doors"] == len(doors) >= 1
+    assert summary["doors_released"] == len(doors), output
+    for door in doors:
+        assert f"egress door {door.device_id} released" in output
+
+    incident = summary["incident"]
+    assert (incident["type"], incident["device_id"], incident["status"]) == (
+        "fire",
+        ALARM_DEVICE_ID,
+        "open",
+    )
+    assert incident["escalation_level"] >= 2, "unclaimed for over 6 s with a 3 s limit"
+    escalations = [entry for entry in incident["log"] if entry["actor"] == "escalation"]
+    assert len(escalations) == incident["escalation_level"]
+    assert summary["escalations"] >= incident["escalation_level"]
+    assert summary["escalation_limits"].startswith("P1 unclaimed after 3 s, again every 3 s")
+
+    deliveries = summary["webhook_deliveries"]
+    assert summary["webhook_subscriptions"] == 1
+    assert deliveries["delivered"] >= 1 + 2, deliveries
+    assert deliveries["dead"] == 0
+    received = receiver_path.read_text(encoding="utf-8")
+    assert "REJECTED" not in received
+    verified = [line for line in received.splitlines() if line.startswith("verified ")]
+    assert len(verified) >= deliveries["delivered"], received
+    assert f"verified incident.opened: incident {incident['id']} fire" in received
+    assert f"verified incident.escalated: incident {incident['id']} fire" in received
