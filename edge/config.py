@@ -127,11 +127,25 @@ def parse_config(document: Any, source: str) -> GatewayConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        key += _device_named(document, first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             model = DeviceConfig if first["loc"][0] == "devices" else GatewayConfig
             message = f"unknown key; allowed keys here are {', '.join(model.model_fields)}"
         raise ConfigError(source, key, message) from None
+
+
+def _device_named(document: dict[str, Any], loc: tuple[int | str, ...]) -> str:
+    """`` (device ID)`` when the fault is inside a device entry that has an id, so an
+    installer with forty devices finds the one at fault without counting entries."""
+    if len(loc) < 2 or loc[0] != "devices" or not isinstance(loc[1], int):
+        return ""
+    devices = document.get("devices")
+    if not isinstance(devices, list) or loc[1] >= len(devices):
+        return ""
+    entry = devices[loc[1]]
+    device_id = entry.get("id") if isinstance(entry, dict) else None
+    return f" (device {device_id})" if isinstance(device_id, str) and device_id else ""
 
 
 def load_config(path: Path) -> GatewayConfig:

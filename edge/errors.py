@@ -6,6 +6,7 @@
     ├── DeviceError          talking to one device failed (device, address)
     │   ├── DeviceTimeout        no answer within the timeout
     │   ├── DeviceUnreachable    no connection to the device or its bus
+    │   ├── DeviceDisconnected   the device closed the connection during a request
     │   └── DeviceRejected       the device answered with a protocol exception
     ├── UplinkError          the broker connection failed or a publish was not acknowledged
     │   └── PublishRefused       (uplink.py) the broker answered a publish with a failure code
@@ -20,6 +21,8 @@
 
 Errors used by one module only live beside it; this is the one tree they share.
 """
+
+from typing import ClassVar
 
 
 class EdgeError(Exception):
@@ -37,10 +40,19 @@ class ConfigError(EdgeError):
 class AddressError(EdgeError):
     def __init__(self, address: str, problem: str) -> None:
         self.address = address
+        self.problem = problem
         super().__init__(f"device address {address!r}: {problem}")
 
 
 class DeviceError(EdgeError):
+    """Talking to one device failed; ``kind`` names the fault counter it adds to.
+
+    Every protocol's driver raises these, so the core counts faults, decides when a
+    device is offline and reports why the same way for all of them.
+    """
+
+    kind: ClassVar[str] = "error"
+
     def __init__(self, address: str, problem: str) -> None:
         self.address = address
         self.problem = problem
@@ -48,15 +60,28 @@ class DeviceError(EdgeError):
 
 
 class DeviceTimeout(DeviceError):
-    pass
+    kind = "timeout"
 
 
 class DeviceUnreachable(DeviceError):
-    pass
+    kind = "unreachable"
+
+
+class DeviceDisconnected(DeviceError):
+    """The connection was made, then closed from the device's side before it answered.
+
+    Not a timeout: it is known at once, and its causes (a reboot, a device that serves
+    one client at a time and has one, a firewall resetting the connection) are not the
+    wiring, unit id or line settings a silent device suggests.
+    """
+
+    kind = "disconnected"
 
 
 class DeviceRejected(DeviceError):
     """A Modbus exception response; ``code`` is the exception code (2: illegal address)."""
+
+    kind = "exception"
 
     def __init__(self, address: str, problem: str, code: int) -> None:
         self.code = code

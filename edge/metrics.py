@@ -14,7 +14,8 @@ name                                        type     labels
 ==========================================  =======  =============================
 polls_total, polls_answered_total           counter  device
 poll_faults_total                           counter  device, kind (timeout,
-                                                     exception, unreachable)
+                                                     exception, unreachable,
+                                                     disconnected, internal)
 device_online                               gauge    device
 bus_overruns_total                          counter  bus
 spool_depth_batches                         gauge    lane

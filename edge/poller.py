@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from edge.addresses import DeviceAddress
 from edge.drivers.modbus import ModbusBus
-from edge.errors import DeviceError, DeviceRejected, DeviceTimeout
+from edge.errors import DeviceError
 from edge.modbus_plan import PlannedRead, RawValue, decode_point, plan_reads
 from edge.normalise import DeviceNormaliser, polled_points
 from schemas.profile import DeviceProfile
@@ -178,13 +178,7 @@ class BusPoller:
         return True
 
     def _miss(self, device: PolledDevice, exc: DeviceError, ts: datetime) -> None:
-        kind = (
-            "timeout"
-            if isinstance(exc, DeviceTimeout)
-            else "exception"
-            if isinstance(exc, DeviceRejected)
-            else "unreachable"
-        )
+        kind = exc.kind
         device.faults[kind] += 1
         device.misses += 1
         if device.misses == 1:

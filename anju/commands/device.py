@@ -24,7 +24,13 @@ from rich.table import Table
 
 from anju.commands.common import TABLE_CODES, JsonOption, ProfilesOption, fail, profile_root
 from edge.addresses import DeviceAddress, parse_address
-from edge.errors import DeviceRejected, DeviceTimeout, DeviceUnreachable, EdgeError
+from edge.errors import (
+    DeviceDisconnected,
+    DeviceRejected,
+    DeviceTimeout,
+    DeviceUnreachable,
+    EdgeError,
+)
 from edge.probe import (
     BlockRead,
     DeviceReading,
@@ -39,6 +45,7 @@ from edge.probe import (
 )
 from schemas.errors import ProfileError
 from schemas.profile import DeviceProfile, ModbusTable, ValueType, load_profiles
+from schemas.vocabulary import Protocol
 
 app = typer.Typer(
     help="Check devices on site: read one through its profile, write a setting, scan a bus.\n\n"
@@ -94,7 +101,8 @@ _SUGGESTION_BASIS = (
     "  anju device test --profile anju-door-mb "
     "--address 'modbus-tcp://10.0.0.7:502?unit=2' --json\n\n"
     "A Modbus exception 2 (illegal data address) usually means the profile does not fit the "
-    "device; a timeout means a wrong unit id, baud rate, parity or A/B wiring.",
+    "device; a timeout means a wrong unit id, baud rate, parity or A/B wiring; a connection "
+    "closed by the device, that it restarted or that another client holds its only connection.",
 )
 def device_test(
     profile_id: ProfileOption,
@@ -339,6 +347,13 @@ def _explain(exc: EdgeError, profile: DeviceProfile, device: DeviceAddress) -> s
     """The error, and on a second line what an installer should check next."""
     if isinstance(exc, DeviceUnreachable):
         hint = "is the device or converter powered, and the host and port (or serial path) right?"
+    elif isinstance(exc, DeviceDisconnected) and device.protocol is Protocol.MODBUS_TCP:
+        hint = (
+            "the device, or its RTU-to-TCP converter, may have restarted, or it serves one "
+            "client at a time and another master (a SCADA, a second gateway, a stale session) "
+            "holds that connection; a firewall resetting connections does the same. Check "
+            f"what else connects to {device.bus}"
+        )
     elif isinstance(exc, DeviceTimeout):
         hint = (
             f"no answer from unit {device.unit}: check the unit id, baud rate, parity and A/B "

@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final
-from urllib.parse import parse_qsl, urlsplit
 
 import typer
 
 from anju.commands.common import profile_root
+from edge.addresses import DeviceAddress, parse_address
+from edge.errors import AddressError
 from edge.modbus_plan import decode_registers, encode_value
 from firmware_sim import ScenarioError, SimServerError
 from firmware_sim.modbus_server import ModbusDeviceModel, ModbusRtuSimServer, ModbusSimServer
@@ -34,10 +35,9 @@ from firmware_sim.register_device import RegisterDevice
 from firmware_sim.scenario import Step, load_scenario, run_scenario
 from schemas.errors import ProfileError
 from schemas.profile import DeviceProfile, ModbusAddress, ModbusTable, Point, load_profiles
-from schemas.vocabulary import Metric
+from schemas.vocabulary import Metric, Protocol
 
 __all__ = [
-    "ListenAddress",
     "app",
     "describe_points",
     "parse_listen_url",
@@ -46,6 +46,7 @@ __all__ = [
 
 _TICK_S: Final = 1.0
 _WATCH_S: Final = 0.1
+_SERVED: Final = (Protocol.MODBUS_TCP, Protocol.MODBUS_RTU)
 
 app = typer.Typer(
     help="Simulated devices that speak the real protocol bytes.\n\n"
@@ -60,85 +61,23 @@ app = typer.Typer(
     "--alarm-after 10 --duration 60\n\n"
     "  anju sim device --profile anju-smoke-mb "
     "--listen 'modbus-rtu:///tmp/ttyA?baud=9600&parity=N&unit=3'\n\n"
-    "  anju sim run --scenario fire-drill.yaml --listen 'modbus-tcp://127.0.0.1:5020'\n\n"
+    "  anju sim run --scenario examples/fire-drill.yaml --listen 'modbus-tcp://127.0.0.1:5020'\n\n"
     "Then poll it, for example: mbpoll -m tcp -p 5020 -a 1 -t 3 -r 1 -c 5 127.0.0.1",
     no_args_is_help=True,
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ListenAddress:
-    """Where a simulated device serves, parsed from a device address URL.
+def parse_listen_url(url: str) -> DeviceAddress:
+    """Where to serve: ``modbus-tcp://HOST:PORT?unit=N`` or ``modbus-rtu:///dev/X?...&unit=N``.
 
-    ``scheme`` is ``modbus-tcp`` (``host``, ``port``) or ``modbus-rtu`` (``path``,
-    ``baud``, ``parity``); ``unit`` is the Modbus unit id the device answers.
+    Parsed by ``edge.addresses`` as a listening address (port 0: any free port), with
+    one shorthand of its own: a bare absolute path (``/dev/pts/3``) is a serial line
+    with the defaults. Raises AddressError naming the URL and what to fix.
     """
-
-    scheme: str
-    unit: int
-    host: str = ""
-    port: int = 0
-    path: str = ""
-    baud: int = 9600
-    parity: str = "N"
-
-
-_SCHEMES: Final = ("modbus-tcp", "modbus-rtu")
-_QUERY_KEYS: Final = {"modbus-tcp": {"unit"}, "modbus-rtu": {"unit", "baud", "parity"}}
-
-
-def _int_param(name: str, text: str, low: int, high: int, url: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} in {url!r} is not a number") from None
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value} in {url!r} is outside {low}-{high}")
-    return value
-
-
-def parse_listen_url(url: str) -> ListenAddress:
-    """Parse ``modbus-tcp://HOST:PORT?unit=N`` or ``modbus-rtu:///dev/X?baud=B&parity=P&unit=N``.
-
-    A bare absolute path (``/dev/pts/3``) is a serial line with the defaults. ``unit``
-    defaults to 1, ``baud`` to 9600 and ``parity`` to N; port 0 asks for any free
-    port. Raises ``ValueError`` with a message naming the URL and what to fix.
-    """
-    if url.startswith("/"):
-        url = f"modbus-rtu://{url}"
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise ValueError(
-            f"{url!r}: scheme must be one of {', '.join(_SCHEMES)}, "
-            "for example modbus-tcp://127.0.0.1:5020?unit=1"
-        )
-    query: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in _QUERY_KEYS[parts.scheme]:
-            allowed = ", ".join(sorted(_QUERY_KEYS[parts.scheme]))
-            raise ValueError(f"{url!r}: unknown parameter {key!r} (allowed: {allowed})")
-        query[key] = value
-    unit = _int_param("unit", query.get("unit", "1"), 1, 247, url)
-    if parts.scheme == "modbus-tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"{url!r}: the port must be a number 0-65535") from None
-        if not parts.hostname or port is None:
-            raise ValueError(f"{url!r}: give host and port, as in modbus-tcp://127.0.0.1:5020")
-        if parts.path not in ("", "/"):
-            raise ValueError(f"{url!r}: a modbus-tcp address has no path")
-        return ListenAddress(scheme=parts.scheme, unit=unit, host=parts.hostname, port=port)
-    if parts.netloc or not parts.path:
-        raise ValueError(
-            f"{url!r}: give the serial device as an absolute path after three slashes, "
-            "as in modbus-rtu:///dev/ttyUSB0?baud=9600"
-        )
-    parity = query.get("parity", "N").upper()
-    if parity not in ("N", "E", "O"):
-        raise ValueError(f"{url!r}: parity must be N, E or O")
-    baud = _int_param("baud", query.get("baud", "9600"), 300, 4_000_000, url)
-    return ListenAddress(scheme=parts.scheme, unit=unit, path=parts.path, baud=baud, parity=parity)
+    address = parse_address(f"modbus-rtu://{url}" if url.startswith("/") else url, listening=True)
+    if address.protocol not in _SERVED:
+        raise AddressError(url, "anju sim serves modbus-tcp:// and modbus-rtu:// addresses only")
+    return address
 
 
 _PLAUSIBLE: Final[Mapping[Metric, float]] = {
@@ -311,10 +250,10 @@ def _no_tick() -> None:
 
 
 def _make_server(
-    devices: Mapping[int, ModbusDeviceModel], address: ListenAddress, listen: str
+    devices: Mapping[int, ModbusDeviceModel], address: DeviceAddress, listen: str
 ) -> ModbusSimServer | ModbusRtuSimServer:
     try:
-        if address.scheme == "modbus-tcp":
+        if address.protocol is Protocol.MODBUS_TCP:
             return ModbusSimServer(devices, host=address.host, port=address.port)
         return ModbusRtuSimServer(
             devices, path=address.path, baudrate=address.baud, parity=address.parity
@@ -323,10 +262,10 @@ def _make_server(
         raise typer.BadParameter(f"{listen!r}: {exc}", param_hint="--listen") from None
 
 
-def _parse_listen(listen: str) -> ListenAddress:
+def _parse_listen(listen: str) -> DeviceAddress:
     try:
         return parse_listen_url(listen)
-    except ValueError as exc:
+    except AddressError as exc:
         raise typer.BadParameter(str(exc), param_hint="--listen") from None
 
 
@@ -544,7 +483,7 @@ _SCENARIO_EXAMPLE: Final = (
     "count), fault_reboot (offline_s), fault_clear; count is optional (default: until "
     "fault_clear).\n\n"
     "Example:\n\n"
-    "  anju sim run --scenario fire-drill.yaml --listen 'modbus-tcp://127.0.0.1:5020'"
+    "  anju sim run --scenario examples/fire-drill.yaml --listen 'modbus-tcp://127.0.0.1:5020'"
 )
 
 

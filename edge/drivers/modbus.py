@@ -4,17 +4,25 @@ One ``ModbusBus`` per physical bus (a TCP endpoint or a serial line) holds one c
 and one lock: RS-485 is half duplex and many TCP converters serve one request at a
 time, so every request on a bus waits its turn. pymodbus' own retries are off; the
 poller decides what a miss means for a device.
+
+A connection the device closes or resets while a request waits is reported at once,
+as DeviceDisconnected. pymodbus learns of it (its ``trace_connect`` callback says so)
+but leaves the request waiting out its timeout, which would then read as a silent
+device and send an installer to check RS-485 wiring on a TCP link. pymodbus also
+drops a TCP connection itself when an answer cannot be decoded; a connection that
+ends after part of an answer arrived is therefore reported as a bad response.
 """
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from edge.addresses import DeviceAddress
-from edge.errors import DeviceRejected, DeviceTimeout, DeviceUnreachable
+from edge.errors import DeviceDisconnected, DeviceRejected, DeviceTimeout, DeviceUnreachable
 from edge.modbus_plan import PlannedRead
 from schemas.profile import ModbusTable
 from schemas.vocabulary import Protocol
@@ -40,6 +48,11 @@ class ModbusBus:
         self._lock = asyncio.Lock()
         self._address = address
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        # Resolved when the current connection ends other than by close(); one per
+        # connection, made by _on_connection when pymodbus reports it made.
+        self._lost: asyncio.Future[None] | None = None
+        # Whether any bytes came back on this connection since the last request went out.
+        self._heard = False
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         # pymodbus clients bind to the running event loop when created, so the bus
@@ -47,7 +60,12 @@ class ModbusBus:
         address, timeout_s = self._address, self._timeout_s
         if address.protocol is Protocol.MODBUS_TCP:
             return AsyncModbusTcpClient(
-                address.host, port=address.port, timeout=timeout_s, retries=0
+                address.host,
+                port=address.port,
+                timeout=timeout_s,
+                retries=0,
+                trace_packet=self._on_packet,
+                trace_connect=self._on_connection,
             )
         return AsyncModbusSerialClient(
             address.path,
@@ -55,7 +73,22 @@ class ModbusBus:
             parity=address.parity,
             timeout=timeout_s,
             retries=0,
+            trace_packet=self._on_packet,
+            trace_connect=self._on_connection,
         )
+
+    def _on_connection(self, connected: bool) -> None:
+        """pymodbus' trace_connect: called when a connection is made and when it is lost."""
+        if connected:
+            self._lost = asyncio.get_running_loop().create_future()
+            self._heard = False
+        elif self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def _on_packet(self, sending: bool, packet: bytes) -> bytes:
+        """pymodbus' trace_packet: called with every frame sent and every chunk received."""
+        self._heard = not sending
+        return packet
 
     def close(self) -> None:
         if self._client is not None:
@@ -78,9 +111,9 @@ class ModbusBus:
     async def read(self, read: PlannedRead, unit: int) -> list[int] | list[bool]:
         """Execute one planned read against ``unit``; returns registers or bits.
 
-        Raises DeviceTimeout, DeviceUnreachable or DeviceRejected (with the Modbus
-        exception code, or code 0 for an answer with fewer bits or registers than
-        asked), each naming the bus, unit and address.
+        Raises DeviceTimeout, DeviceUnreachable, DeviceDisconnected or DeviceRejected
+        (with the Modbus exception code, or code 0 for an answer that cannot be decoded
+        or has fewer bits or registers than asked), each naming the bus, unit and address.
         """
         where = f"{self.name} unit {unit} {read.table} {read.start}+{read.count}"
         async with self._lock:
@@ -91,9 +124,8 @@ class ModbusBus:
                 ModbusTable.INPUT_REGISTER: client.read_input_registers,
                 ModbusTable.HOLDING_REGISTER: client.read_holding_registers,
             }
-            response = await self._call(
-                where, calls[read.table](read.start, count=read.count, device_id=unit)
-            )
+            request = partial(calls[read.table], read.start, count=read.count, device_id=unit)
+            response = await self._call(where, request)
         if read.table.is_bit_table:
             # pymodbus pads bits to whole bytes, so more is normal; fewer is a short answer.
             bits = [bool(bit) for bit in response.bits[: read.count]]
@@ -111,10 +143,10 @@ class ModbusBus:
         async with self._lock:
             client = await self._ensure_connected(where)
             if len(values) == 1:
-                call = client.write_register(start, values[0], device_id=unit)
+                request = partial(client.write_register, start, values[0], device_id=unit)
             else:
-                call = client.write_registers(start, values, device_id=unit)
-            await self._call(where, call)
+                request = partial(client.write_registers, start, values, device_id=unit)
+            await self._call(where, request)
 
     async def write_coils(self, address: int, values: list[bool], unit: int) -> None:
         """Write coils (function 5 for one, 15 for several)."""
@@ -122,19 +154,42 @@ class ModbusBus:
         async with self._lock:
             client = await self._ensure_connected(where)
             if len(values) == 1:
-                call = client.write_coil(address, values[0], device_id=unit)
+                request = partial(client.write_coil, address, values[0], device_id=unit)
             else:
-                call = client.write_coils(address, values, device_id=unit)
-            await self._call(where, call)
+                request = partial(client.write_coils, address, values, device_id=unit)
+            await self._call(where, request)
 
-    async def _call(self, where: str, call: Awaitable[ModbusPDU]) -> ModbusPDU:
+    async def _call(self, where: str, request: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        """Send ``request()`` on the connection just made; its answer, or a typed error.
+
+        The request races the end of the connection: when the connection ends,
+        pymodbus neither answers nor fails the request; it only reports the end.
+        """
+        lost = self._lost
+        assert lost is not None, "pymodbus reports every connection made, before any request"
+        call = asyncio.ensure_future(_awaited(request))
         try:
-            response = await asyncio.wait_for(call, self._timeout_s * 2)
+            done, _ = await asyncio.wait(
+                (call, lost), timeout=self._timeout_s * 2, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            call.cancel()  # a no-op once it is done
+        if call not in done and lost not in done:
+            raise DeviceTimeout(where, f"no answer within {self._timeout_s:g} s")
+        if call not in done:
+            # pymodbus would reconnect on its own; closing leaves that to the next request.
+            self.close()
+            if self._heard:
+                raise DeviceRejected(where, "bad response: could not be decoded", code=0)
+            raise self._disconnected(where)
+        try:
+            response = call.result()
         except (TimeoutError, ModbusIOException):
             raise DeviceTimeout(where, f"no answer within {self._timeout_s:g} s") from None
-        except ConnectionException as exc:
+        except ConnectionException:
+            # pymodbus found no connection: it ended between connecting and sending.
             self.close()
-            raise DeviceUnreachable(where, f"connection lost: {exc}") from None
+            raise self._disconnected(where) from None
         except ModbusException as exc:
             raise DeviceRejected(where, f"bad response: {exc}", code=0) from None
         if response.isError():
@@ -142,3 +197,14 @@ class ModbusBus:
             name = _EXCEPTION_NAMES.get(code, "unknown exception")
             raise DeviceRejected(where, f"Modbus exception {code} ({name})", code=code)
         return response
+
+    def _disconnected(self, where: str) -> DeviceDisconnected:
+        if self._address.protocol is Protocol.MODBUS_TCP:
+            return DeviceDisconnected(where, "connection closed by the device")
+        return DeviceDisconnected(where, "serial port failed and was closed (adapter unplugged?)")
+
+
+async def _awaited(request: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
+    """``await request()`` as one coroutine, so that pymodbus raising before it returns an
+    awaitable (no connection) reaches the caller as the task's exception."""
+    return await request()

@@ -8,6 +8,7 @@ keep serving the healthy devices on a bus that has a dead one.
 
 import asyncio
 import math
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ import pytest
 
 from edge.addresses import DeviceAddress, parse_address
 from edge.drivers.modbus import ModbusBus
-from edge.errors import DeviceRejected, DeviceTimeout
+from edge.errors import DeviceDisconnected, DeviceRejected, DeviceTimeout
 from edge.modbus_plan import plan_reads
 from edge.normalise import polled_points
 from edge.poller import BusPoller, PolledDevice, read_points
@@ -160,6 +161,77 @@ async def test_exception_and_garbled_frame_are_typed_errors(serve: Callable[...,
             assert (await read_points(bus, 1, plan))["battery"] == 100
         finally:
             bus.close()
+
+
+@pytest.mark.parametrize("how", ["on accepting", "on the request", "with a reset"])
+async def test_a_connection_the_device_closes_is_reported_at_once(how: str) -> None:
+    """A device that reboots, or serves one client and has one, closes the connection.
+
+    That is known the moment it happens: no waiting out the (long) timeout, and no
+    DeviceTimeout, whose advice is for a silent device on a serial line.
+    """
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if how != "on accepting":
+            await reader.read(256)
+        if how == "with a reset":
+            linger = struct.pack("ii", 1, 0)  # on, 0 s: close() sends RST, not FIN
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    (read,) = plan_reads(SMOKE, polled_points(SMOKE))
+    loop = asyncio.get_running_loop()
+    async with server:
+        bus = ModbusBus(parse_address(f"modbus-tcp://127.0.0.1:{port}?unit=3"), timeout_s=5.0)
+        started = loop.time()
+        try:
+            with pytest.raises(DeviceDisconnected) as caught:
+                await bus.read(read, 3)
+        finally:
+            bus.close()
+    assert loop.time() - started < 1.0
+    assert str(caught.value) == (
+        f"tcp://127.0.0.1:{port} unit 3 input_register 0+5: connection closed by the device"
+    )
+
+
+async def test_an_answer_pymodbus_cannot_decode_is_a_bad_response_not_a_closed_connection() -> None:
+    """pymodbus drops a TCP connection whose answer it cannot decode; the device did not."""
+    (read,) = plan_reads(SMOKE, polled_points(SMOKE))
+    loop = asyncio.get_running_loop()
+    async with tcp_server({1: SmokeDetector()}) as (server, url_for):
+        bus = ModbusBus(parse_address(url_for(1)), timeout_s=5.0)
+        try:
+            server.faults(1).garble(count=1)
+            started = loop.time()
+            with pytest.raises(DeviceRejected, match=r"unit 1 input_register 0\+5: bad response"):
+                await bus.read(read, 1)
+            assert loop.time() - started < 1.0
+            assert len(await bus.read(read, 1)) == 5
+        finally:
+            bus.close()
+
+
+async def test_a_serial_line_that_goes_away_is_reported_at_once() -> None:
+    """The USB adapter unplugged mid-request: here, the pseudo-terminal pair torn down."""
+    (read,) = plan_reads(SMOKE, polled_points(SMOKE))
+    loop = asyncio.get_running_loop()
+    with PtyPair() as pty:
+        async with ModbusRtuSimServer({1: SmokeDetector()}, path=pty.a) as server:
+            bus = ModbusBus(parse_address(f"modbus-rtu://{pty.b}?unit=1"), timeout_s=5.0)
+            try:
+                assert len(await bus.read(read, 1)) == 5
+                server.faults(1).drop()
+                started = loop.time()
+                loop.call_later(0.2, pty.stop)
+                with pytest.raises(DeviceDisconnected) as caught:
+                    await bus.read(read, 1)
+            finally:
+                bus.close()
+    assert loop.time() - started < 2.0
+    assert caught.value.problem == "serial port failed and was closed (adapter unplugged?)"
 
 
 class Recorder:

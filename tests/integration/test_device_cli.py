@@ -283,6 +283,50 @@ async def test_unknown_profile_and_bad_address_are_refused_before_any_io() -> No
     assert "runs backwards" in bad_units.stderr
 
 
+async def test_device_that_closes_the_connection_is_reported_at_once_with_a_tcp_hint() -> None:
+    """A device that accepts a connection and closes it: a reboot, or its one slot taken."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    async with server:
+        started = loop.time()
+        run = await anju(
+            "device", "test", "--profile", "anju-smoke-mb",
+            "--address", f"modbus-tcp://127.0.0.1:{port}?unit=7", "--timeout", "30",
+        )  # fmt: skip
+        elapsed_s = loop.time() - started
+    assert run.code == 1
+    assert (
+        f"tcp://127.0.0.1:{port} unit 7 input_register 0+5: connection closed by the device"
+        in run.stderr
+    )
+    assert "another master (a SCADA, a second gateway, a stale session)" in run.stderr
+    assert "wiring" not in run.stderr
+    assert "baud" not in run.stderr
+    assert elapsed_s < 15, "reported when the device closed, not after the 30 s timeout"
+
+
+async def test_address_with_a_parameter_its_scheme_lacks_names_it_and_the_valid_ones() -> None:
+    misspelt = await anju(
+        "device", "test", "--address", "modbus-tcp://127.0.0.1:5020?unti=7",
+        "--profile", "anju-smoke-mb",
+    )  # fmt: skip
+    serial_setting_on_tcp = await anju(
+        "device", "test", "--address", "modbus-tcp://127.0.0.1:5020?unit=7&baud=9600",
+        "--profile", "anju-smoke-mb", "--json",
+    )  # fmt: skip
+    assert misspelt.code != 0
+    assert "unknown parameter 'unti'; valid parameters: unit" in misspelt.stderr
+    assert serial_setting_on_tcp.code != 0
+    assert serial_setting_on_tcp.json()["error"].endswith(
+        "parameter 'baud' does not apply to modbus-tcp addresses; valid parameters: unit"
+    )
+
+
 # -- against a Modbus server built with another library ---------------------------------
 
 

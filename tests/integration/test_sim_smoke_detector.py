@@ -24,11 +24,14 @@ from pymodbus.pdu import ModbusPDU
 from typer.testing import CliRunner
 
 from anju.commands import sim as sim_commands
-from anju.commands.sim import ListenAddress, parse_listen_url
+from anju.commands.sim import parse_listen_url
+from edge.addresses import DeviceAddress
+from edge.errors import AddressError
 from firmware_sim import IllegalDataAddress, IllegalDataValue, SimServerError
 from firmware_sim.modbus_server import ModbusRtuSimServer, ModbusSimServer
 from firmware_sim.models import SIMULATED_MODELS, get_model
 from firmware_sim.smoke_detector import SmokeDetector, Status
+from schemas.vocabulary import Protocol
 
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_ADDRESS = 0x02
@@ -430,19 +433,20 @@ async def test_rtu_over_a_pseudo_terminal(pty_pair: tuple[str, str]) -> None:
     [
         (
             "modbus-tcp://127.0.0.1:5020?unit=3",
-            ListenAddress(scheme="modbus-tcp", unit=3, host="127.0.0.1", port=5020),
+            DeviceAddress(Protocol.MODBUS_TCP, unit=3, host="127.0.0.1", port=5020),
         ),
         (
             "modbus-tcp://127.0.0.1:0",
-            ListenAddress(scheme="modbus-tcp", unit=1, host="127.0.0.1", port=0),
+            DeviceAddress(Protocol.MODBUS_TCP, unit=1, host="127.0.0.1", port=0),
         ),
         (
             "modbus-rtu:///dev/ttyUSB0?baud=19200&parity=e&unit=7",
-            ListenAddress(scheme="modbus-rtu", unit=7, path="/dev/ttyUSB0", baud=19200, parity="E"),
+            DeviceAddress(Protocol.MODBUS_RTU, unit=7, path="/dev/ttyUSB0", baud=19200, parity="E"),
         ),
+        ("/dev/pts/3", DeviceAddress(Protocol.MODBUS_RTU, unit=1, path="/dev/pts/3")),
     ],
 )
-def test_listen_url_parses(url: str, expected: ListenAddress) -> None:
+def test_listen_url_parses(url: str, expected: DeviceAddress) -> None:
     assert parse_listen_url(url) == expected
 
 
@@ -450,17 +454,23 @@ def test_listen_url_parses(url: str, expected: ListenAddress) -> None:
     ("url", "complaint"),
     [
         ("tcp://127.0.0.1:5020", "scheme"),
-        ("modbus-tcp://127.0.0.1", "host and port"),
+        ("modbus-tcp://127.0.0.1", "give the port to serve on"),
         ("modbus-tcp://127.0.0.1:99999", "port"),
-        ("modbus-tcp://127.0.0.1:5020?unit=0", "unit=0"),
-        ("modbus-tcp://127.0.0.1:5020?unit=x", "not a number"),
+        (
+            "modbus-tcp://127.0.0.1:5020?unit=0",
+            "unit must be a whole number from 1 to 247, not '0'",
+        ),
+        ("modbus-tcp://127.0.0.1:5020?unit=x", "not 'x'"),
         ("modbus-tcp://127.0.0.1:5020?slave=1", "unknown parameter 'slave'"),
+        ("modbus-tcp://127.0.0.1:5020?baud=9600", "'baud' does not apply to modbus-tcp"),
         ("modbus-rtu://dev/ttyUSB0", "three slashes"),
         ("modbus-rtu:///dev/ttyUSB0?parity=X", "parity"),
+        ("/dev/pts/3?unit=2&unit=3", "given twice"),
+        ("osdp:///dev/ttyUSB1", "anju sim serves modbus-tcp:// and modbus-rtu://"),
     ],
 )
 def test_bad_listen_url_says_what_is_wrong(url: str, complaint: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(complaint)):
+    with pytest.raises(AddressError, match=re.escape(complaint)):
         parse_listen_url(url)
 
 
