@@ -40,7 +40,11 @@ def test_good_config_loads(tmp_path: Path) -> None:
         (("gw-fh-01", "GW 01"), "gateway", "should match pattern"),
         (("xijin/fenghuang", "fenghuang"), "community", "should match pattern"),
         (("mqtt://127.0.0.1:1883", "http://broker"), "broker", "expected mqtt://"),
-        (("unit=2", "unit=999"), "devices.0.address (device fh-b3-smoke-01)", "unit must be a whole number"),
+        (
+            ("unit=2", "unit=999"),
+            "devices.0.address (device fh-b3-smoke-01)",
+            "unit must be a whole number",
+        ),
         (
             ("unit=2", "unti=7"),
             "devices.0.address (device fh-b3-smoke-01)",
@@ -51,7 +55,11 @@ def test_good_config_loads(tmp_path: Path) -> None:
             "devices.0.address (device fh-b3-smoke-01)",
             "parameter 'baud' does not apply to modbus-tcp addresses; valid parameters: unit",
         ),
-        (("    building", "    floor"), "devices.0.floor (device fh-b3-smoke-01)", "allowed keys here are id, profile"),
+        (
+            ("    building", "    floor"),
+            "devices.0.floor (device fh-b3-smoke-01)",
+            "allowed keys here are id, profile",
+        ),
         (("broker:", "brokr:"), "brokr", "allowed keys here are gateway"),
     ],
 )
