@@ -1,4 +1,4 @@
-"""Anju's cloud tier: ingest, storage, rules, incidents and the API (DESIGN.md sections 6-7).
+"""Anju's cloud tier: ingest, storage, rules, incidents and the API (docs/design.md sections 6-7).
 
 Modules:
     settings      -- typed settings read from ``ANJU_*`` environment variables

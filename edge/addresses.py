@@ -1,4 +1,4 @@
-"""Device addresses as URLs (DESIGN.md section 11); the one parser of them.
+"""Device addresses as URLs (docs/design.md section 12); the one parser of them.
 
 Each scheme takes its own parameters and no others. Passing over a misspelt
 ``?unti=7`` would poll unit 1, on an RS-485 line another device; so a parameter the

@@ -1,4 +1,4 @@
-"""Carries out commands from the cloud (DESIGN.md section 3) and keeps their audit log.
+"""Carries out commands from the cloud (docs/design.md section 3) and keeps their audit log.
 
 A command arrives on ``cmd/{id}`` and its outcome leaves on ``cmd-result/{id}``; the
 uplink does the MQTT, this module decides what happens. ``CommandProcessor.handle``

@@ -1,6 +1,6 @@
 """The gateway's durable spool: sealed batches on disk, waiting for the broker's PUBACK.
 
-What it guarantees (DESIGN.md section 8):
+What it guarantees (docs/design.md section 8):
 
 - An item is on disk before it can be sent: every ``add_events``/``add_readings`` call is
   one SQLite transaction, committed before the call returns, and only committed items

@@ -1,4 +1,4 @@
-"""Device profiles (DESIGN.md section 5): one declarative YAML file per device model.
+"""Device profiles (docs/design.md section 5): one declarative YAML file per device model.
 
 A profile keeps the protocol's addressing (register, GATT characteristic, serial
 record field) apart from the neutral description of a point (metric, scale, offset,

@@ -1,4 +1,4 @@
-"""MQTT topic names of DESIGN.md section 3: ``anju/v1/{street}/{community}/{gateway}/...``.
+"""MQTT topic names of docs/design.md section 3: ``anju/v1/{street}/{community}/{gateway}/...``.
 
 The community path holds exactly one '/', so every topic of a kind has the same number
 of levels and one wildcard subscription (``anju/v1/+/+/+/telemetry``) covers the city.

@@ -1,6 +1,6 @@
 """The fixed vocabulary of the device schema: kinds, metrics with units, event types.
 
-Names are part of the wire contract (DESIGN.md section 4); adding one is a schema
+Names are part of the wire contract (docs/design.md section 4); adding one is a schema
 change, renaming one is a breaking change.
 """
 

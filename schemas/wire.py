@@ -1,4 +1,4 @@
-"""Wire payloads of DESIGN.md section 3, as msgspec structs.
+"""Wire payloads of docs/design.md section 3, as msgspec structs.
 
 msgspec was chosen over pydantic for these after measuring decode and validation of a
 100-item batch with both (docs/decisions.md): the cloud decodes every batch of every

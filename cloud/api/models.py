@@ -119,7 +119,7 @@ class Health(_Response):
 
 
 # Requests of the emergency queue. There is no authentication yet: the dispatcher names
-# themself in ``actor``; API keys with roles and scopes (DESIGN section 9) will replace it.
+# themself in ``actor``; API keys with roles and scopes (docs/design.md section 9) will replace it.
 
 Actor = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
 """The dispatcher acting, as they are known to the team (a login name)."""

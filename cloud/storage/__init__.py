@@ -8,7 +8,7 @@ Modules:
     timeseries -- how readings are kept over time: TimescaleDB or partitions, the
                   hourly rollup, retention (docs/storage.md)
 
-Schema (DESIGN.md section 6) as of this slice: communities, gateways, devices,
+Schema (docs/design.md section 6) as of this slice: communities, gateways, devices,
 readings (range-partitioned by month plus a DEFAULT partition, or a TimescaleDB
 hypertable), readings_hourly (a table folded by the maintenance round, or a
 continuous aggregate), ingested_batches, events, incidents, incident_events,

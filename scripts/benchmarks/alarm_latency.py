@@ -10,7 +10,7 @@ from the start of its publish to the first poll whose answer lists its incident.
 Seen incidents are claimed and resolved through the API, as dispatchers would, so
 the queue stays short. ``lost`` counts alarms never seen within 30 s.
 
-The goal (issue 6): p99 under 250 ms with 20,000 readings/s of background telemetry.
+The goal: p99 under 250 ms with 20,000 readings/s of background telemetry.
 """
 
 import argparse

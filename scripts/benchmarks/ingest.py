@@ -13,7 +13,7 @@ the figure ``ratio`` divides by) and, for context, sorted as the index is
 (``raw_copy_sorted_rows_per_s``). Afterwards every reading is checked by (device, seq):
 ``missing`` should be 0 and ``duplicates`` 0.
 
-The goal (issue 5): at least 300,000 readings/s and at least 0.3x the raw COPY.
+The goal: at least 300,000 readings/s and at least 0.3x the raw COPY.
 """
 
 import argparse

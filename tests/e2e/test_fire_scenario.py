@@ -1,4 +1,4 @@
-"""The fire scenario of issue 6, through every layer, each of them real.
+"""The fire scenario, through every layer, each of them real.
 
 Building 3 of Fenghuang has a smoke detector in its stairwell and four registered
 residents nearby: two elderly people in building 3 who need help to leave, one in

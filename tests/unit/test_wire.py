@@ -1,4 +1,4 @@
-"""The wire contract of DESIGN.md section 3: payload encoding, strict decoding, topics."""
+"""The wire contract of docs/design.md section 3: payload encoding, strict decoding, topics."""
 
 import json
 from datetime import UTC, datetime, timedelta
