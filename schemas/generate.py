@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from schemas import SCHEMA_VERSION
-from schemas.profile import DeviceProfile
+from schemas.addressing import families
+from schemas.profile import DeviceProfile, Point
 from schemas.wire import WIRE_TYPES
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
@@ -79,9 +82,58 @@ def render_schemas() -> dict[str, str]:
         for stem, wire_type in WIRE_TYPES.items()
     }
     files[f"device_profile{SUFFIX}"] = _document(
-        "device_profile", "Anju device profile", DeviceProfile.model_json_schema()
+        "device_profile", "Anju device profile", profile_schema()
     )
     return files
+
+
+def profile_schema() -> dict[str, Any]:
+    """The profile model's schema with every registered addressing family written in.
+
+    Points and profiles take their family's keys in validators, not as fields (any
+    module may register a family), so pydantic's schema lacks them. Here each
+    family's point model becomes an optional property of a point, exactly one of
+    which it must have; its settings model an optional property of the profile; and
+    the profile's protocol picks the family its points and settings must use.
+    """
+    addressing = families()
+    sections = {family.key: family.settings for family in addressing if family.settings}
+    models: list[type[BaseModel]] = [
+        DeviceProfile,
+        Point,
+        *(family.point for family in addressing),
+        *sections.values(),
+    ]
+    refs, combined = models_json_schema(
+        [(model, "validation") for model in models], ref_template="#/$defs/{model}"
+    )
+    ref = {model: refs[(model, "validation")] for model in models}
+    defs: dict[str, Any] = combined["$defs"]
+    profile: dict[str, Any] = defs.pop(ref[DeviceProfile]["$ref"].removeprefix("#/$defs/"))
+    point: dict[str, Any] = defs[ref[Point]["$ref"].removeprefix("#/$defs/")]
+    point["properties"].update({family.key: ref[family.point] for family in addressing})
+    point["oneOf"] = [{"required": [family.key]} for family in addressing]
+    profile["properties"].update({key: ref[model] for key, model in sections.items()})
+    profile["properties"]["protocol"]["enum"] = sorted(
+        protocol for family in addressing for protocol in family.protocols
+    )
+    profile["allOf"] = [
+        {
+            "if": {
+                "properties": {"protocol": {"enum": sorted(family.protocols)}},
+                "required": ["protocol"],
+            },
+            "then": {
+                "properties": {
+                    "points": {"items": {"required": [family.key]}},
+                    **{key: False for key in sections if key != family.key},
+                },
+                **({"required": [family.key]} if family.settings_required else {}),
+            },
+        }
+        for family in addressing
+    ]
+    return {**profile, "$defs": defs}
 
 
 def stale_files(directory: Path = JSON_DIR) -> list[str]:

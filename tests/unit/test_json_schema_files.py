@@ -6,6 +6,7 @@ that accepts what the types refuse would mislead them.
 
 import inspect
 import json
+import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 
 import schemas.profile
 import schemas.wire
+from schemas.addressing import families
 from schemas.generate import (
     JSON_DIR,
     SUFFIX,
@@ -80,9 +82,10 @@ def test_rendering_is_deterministic_and_tidy() -> None:
 
 def _documented_types() -> list[type]:
     """Every struct and model whose docstring becomes a description in a schema file."""
+    addressing = {sys.modules[family.point.__module__] for family in families()}
     return [
         value
-        for module in (schemas.wire, schemas.profile)
+        for module in (schemas.wire, schemas.profile, *addressing)
         for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, msgspec.Struct | BaseModel)

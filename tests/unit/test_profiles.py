@@ -8,18 +8,25 @@ import copy
 import json
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import reduce
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import jsonschema
 import pytest
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 from typer.testing import CliRunner
 
 from anju.commands.profile import app
+from schemas import addressing
 from schemas.errors import ProfileError
-from schemas.profile import ActionName, DeviceProfile, ModbusTable, load_profile, load_profiles
+from schemas.generate import profile_schema
+from schemas.profile import ActionName, DeviceProfile, load_profile, load_profiles
+from schemas.protocols.modbus import ModbusAddress, ModbusTable
+from schemas.protocols.osdp import OsdpAddress
+from schemas.protocols.serial import SerialAddress, SerialSettings
 from schemas.vocabulary import DeviceKind, Metric, Protocol
 
 ROOT = Path(__file__).resolve().parents[2] / "device_profiles"
@@ -56,6 +63,9 @@ BASE: dict[str, Any] = {
 }
 
 
+BATTERY = {"service": "180f", "characteristic": "2a19", "access": "read", "decoder": "uint8"}
+
+
 def _write(directory: Path, name: str, document: Any) -> Path:
     path = directory / name
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
@@ -66,6 +76,13 @@ def _changed(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     document = copy.deepcopy(BASE)
     change(document)
     return document
+
+
+def _readdressed(document: dict[str, Any], index: int, **address: object) -> None:
+    """Point ``index`` of ``document`` addressed by ``address`` instead of by Modbus."""
+    point = document["points"][index]
+    del point["modbus"]
+    point.update(address)
 
 
 def _checksum(body: str) -> str:
@@ -91,11 +108,11 @@ def test_each_shipped_profile_loads_on_its_own(path: Path) -> None:
 
 def test_door_profile_reports_open_and_locked() -> None:
     door = load_profile(ROOT / "door" / "anju-door-mb.yaml")
-    assert door.protocol is Protocol.MODBUS_RTU
+    assert door.protocol == Protocol.MODBUS_RTU
     assert {p.metric for p in door.points} >= {Metric.DOOR_OPEN, Metric.DOOR_LOCKED}
     writable = {p.name for p in door.points if p.writable}
     assert writable == {"held_open_limit", "unlock_pulse"}
-    tables = {point.modbus.table for point in door.points if point.writable and point.modbus}
+    tables = {point.address_as(ModbusAddress).table for point in door.points if point.writable}
     assert tables == {ModbusTable.HOLDING_REGISTER}
 
 
@@ -105,7 +122,7 @@ def test_polled_occurrence_rules_name_a_sequence(path: Path) -> None:
     would raise the event again. Serial devices push each record once."""
     profile = load_profile(path)
     for rule in profile.events:
-        if rule.mode == "occurrence" and profile.protocol is not Protocol.SERIAL:
+        if rule.mode == "occurrence" and profile.protocol != Protocol.SERIAL:
             assert rule.sequence is not None, f"{path.name}: {rule.type} needs a sequence"
 
 
@@ -115,8 +132,8 @@ def test_modbus_points_do_not_overlap(path: Path) -> None:
     profile = load_profile(path)
     taken: dict[tuple[ModbusTable, int], str] = {}
     for point in profile.points:
-        address = point.modbus
-        if address is None or address.bit is not None:
+        address = point.address
+        if not isinstance(address, ModbusAddress) or address.bit is not None:
             continue
         for register in range(address.address, address.address + address.type.registers):
             other = taken.setdefault((address.table, register), point.name)
@@ -126,14 +143,15 @@ def test_modbus_points_do_not_overlap(path: Path) -> None:
 def test_camera_record_examples_have_correct_checksums() -> None:
     path = ROOT / "camera" / "anju-camera-serial.yaml"
     camera = load_profile(path)
-    assert camera.serial is not None
+    serial = camera.settings_as(SerialSettings)
+    assert serial is not None
     examples = re.findall(
         r"^#\s+\$([A-Z0-9]+)((?:,[^*]*)?)\*([0-9A-F]{2})$", path.read_text(), re.M
     )
     assert len(examples) >= 5
     for record, fields, checksum in examples:
         assert _checksum(record + fields) == checksum, f"${record}{fields}"
-        assert len(fields.split(",")) - 1 == len(camera.serial.records[record])
+        assert len(fields.split(",")) - 1 == len(serial.records[record])
 
 
 # --- broken profiles --------------------------------------------------------------
@@ -160,17 +178,44 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], object], str, str]] = [
     (
         "missing-address",
         lambda d: d["points"][4].pop("modbus"),
-        "(top level)",
-        "points[4] (limit): a modbus-tcp profile addresses points with 'modbus' (found none)",
+        "points.4",
+        "give exactly one address, one of ble, modbus, osdp, serial (found none)",
+    ),
+    (
+        "two-addresses",
+        lambda d: d["points"][4].update(ble=BATTERY),
+        "points.4",
+        "give exactly one address, one of ble, modbus, osdp, serial (found ble, modbus)",
     ),
     (
         "wrong-address-family",
-        lambda d: d["points"][4].update(
-            ble={"service": "180f", "characteristic": "2a19", "access": "read", "decoder": "uint8"}
-        ),
+        lambda d: _readdressed(d, 4, ble=BATTERY),
         "(top level)",
-        "points[4] (limit): a modbus-tcp profile addresses points with 'modbus' "
-        "(found ['modbus', 'ble'])",
+        "points[4] (limit): a modbus-tcp profile addresses points with 'modbus' (found 'ble')",
+    ),
+    (
+        "error-in-another-family-address",
+        lambda d: _readdressed(d, 4, ble=BATTERY | {"service": "x"}),
+        "points.4.ble.service",
+        "String should match pattern",
+    ),
+    (
+        "settings-of-another-family",
+        lambda d: d.update(serial={"records": {"PCNT": ["count"]}}),
+        "serial",
+        "a modbus-tcp profile has no 'serial' section; its settings go under 'modbus'",
+    ),
+    (
+        "bad-settings-field",
+        lambda d: d.update(modbus={"max_gap": 126}),
+        "modbus.max_gap",
+        "Input should be less than or equal to 125",
+    ),
+    (
+        "required-settings-missing",
+        lambda d: d.update(protocol="serial"),
+        "serial",
+        "Field required",
     ),
     (
         "rule-point-missing",
@@ -227,6 +272,12 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], object], str, str]] = [
         "Input should be less than or equal to 65535",
     ),
     (
+        "zero-scale",
+        lambda d: d["points"][1].update(scale=0),
+        "points.1.scale",
+        "scale must not be 0",
+    ),
+    (
         "unknown-event-type",
         lambda d: d["events"][0].update(type="door.opened"),
         "events.0.type",
@@ -260,13 +311,33 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], object], str, str]] = [
         "unknown-protocol",
         lambda d: d.update(protocol="zigbee"),
         "protocol",
-        "Input should be 'modbus-rtu'",
+        "protocol 'zigbee' has no point addressing; known: ble, modbus-rtu, modbus-tcp, osdp, "
+        "serial",
     ),
     (
-        "osdp-has-no-addressing",
+        "points-of-another-protocol",
         lambda d: d.update(protocol="osdp"),
         "(top level)",
-        "protocol osdp has no point addressing yet",
+        "points[0] (status): a osdp profile addresses points with 'osdp' (found 'modbus')",
+    ),
+    (
+        "serial-field-not-in-records",
+        lambda d: d.update(
+            protocol="serial",
+            serial={"records": {"EVT": ["code"]}},
+            points=[{"name": "code", "serial": {"record": "EVT", "field": "zone"}}],
+            events=[],
+        ),
+        "(top level)",
+        "points[0] (code): record EVT has no field 'zone' in serial.records",
+    ),
+    (
+        "osdp-input-without-index",
+        lambda d: d.update(
+            protocol="osdp", points=[{"name": "door", "osdp": {"reply": "input_status"}}], events=[]
+        ),
+        "points.0.osdp",
+        "reply input_status needs 'index', the input or output number",
     ),
     (
         "bad-id",
@@ -494,3 +565,182 @@ def test_action_on_a_read_only_point_is_refused(tmp_path: Path) -> None:
     expected = r"actions\.reset_alarm: point 'battery' is not writable"
     with pytest.raises(ProfileError, match=expected):
         load_profile(path)
+
+
+# --- addressing families ------------------------------------------------------------
+
+
+class ToyAddress(BaseModel):
+    """A protocol invented here: a point is a channel number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channel: Annotated[int, Field(ge=1, le=8)]
+
+
+class ToySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channels: Annotated[int, Field(ge=1, le=8)] = 8
+
+
+def _channels_exist(profile: DeviceProfile) -> None:
+    settings = profile.settings_as(ToySettings) or ToySettings()
+    for index, point in enumerate(profile.points):
+        if point.address_as(ToyAddress).channel > settings.channels:
+            raise ValueError(f"points[{index}] ({point.name}): no such channel")
+
+
+TOY: dict[str, Any] = {
+    "id": "test-toy",
+    "kind": "smoke",
+    "protocol": "toy-bus",
+    "manufacturer": "Test",
+    "model": "T-0",
+    "toy": {"channels": 2},
+    "points": [
+        {"name": "obscuration", "metric": "smoke.obscuration_pct_per_m", "toy": {"channel": 1}},
+        {"name": "temperature", "metric": "temperature_c", "scale": 0.1, "toy": {"channel": 2}},
+    ],
+}
+
+
+@pytest.fixture
+def toy() -> Iterator[None]:
+    """The toy protocol registered for one test, the way a protocol's module registers."""
+    addressing.register(
+        addressing.Addressing(
+            key="toy",
+            protocols=frozenset({"toy-bus"}),
+            point=ToyAddress,
+            settings=ToySettings,
+            check=_channels_exist,
+        )
+    )
+    yield
+    addressing.unregister("toy")
+
+
+@pytest.mark.usefixtures("toy")
+def test_a_new_protocol_plugs_in_without_editing_the_profile_model(tmp_path: Path) -> None:
+    profile = load_profile(_write(tmp_path, "test-toy.yaml", TOY))
+
+    assert profile.protocol == "toy-bus"
+    assert [point.address_key for point in profile.points] == ["toy", "toy"]
+    assert profile.point("temperature").address_as(ToyAddress) == ToyAddress(channel=2)
+    assert profile.settings_as(ToySettings) == ToySettings(channels=2)
+    dumped = profile.model_dump(mode="json")
+    assert dumped["toy"] == {"channels": 2}
+    assert dumped["points"][1]["toy"] == {"channel": 2}
+    assert DeviceProfile.model_validate(dumped) == profile
+
+
+@pytest.mark.usefixtures("toy")
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        pytest.param(
+            lambda d: d["points"][1]["toy"].update(channel=9),
+            "points.1.toy.channel",
+            "Input should be less than or equal to 8",
+            id="address-field",
+        ),
+        pytest.param(
+            lambda d: d["toy"].update(channels=1),
+            "(top level)",
+            "points[1] (temperature): no such channel",
+            id="family-check",
+        ),
+        pytest.param(
+            lambda d: d["points"][0].update(toy={"channel": 1}, modbus={"table": "coil"}),
+            "points.0",
+            "give exactly one address, one of ble, modbus, osdp, serial, toy (found modbus, toy)",
+            id="two-addresses",
+        ),
+        pytest.param(
+            lambda d: d.update(ble={}),
+            "ble",
+            "a toy-bus profile has no 'ble' section; its settings go under 'toy'",
+            id="settings-of-another-family",
+        ),
+    ],
+)
+def test_a_new_protocol_names_the_field_in_errors(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], field: str, problem: str
+) -> None:
+    document = copy.deepcopy(TOY)
+    change(document)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(_write(tmp_path, "test-toy.yaml", document))
+    assert caught.value.field == field
+    assert problem in caught.value.problem
+
+
+@pytest.mark.usefixtures("toy")
+def test_a_new_protocol_is_in_the_json_schema_and_the_cli(tmp_path: Path) -> None:
+    schema = profile_schema()
+    jsonschema.Draft202012Validator(schema).validate(TOY)
+    wrong = copy.deepcopy(TOY)
+    wrong["points"][0] = {"name": "obscuration", "ble": BATTERY}
+    assert not jsonschema.Draft202012Validator(schema).is_valid(wrong)
+
+    (tmp_path / "smoke").mkdir()
+    _write(tmp_path / "smoke", "test-toy.yaml", TOY)
+    shown = runner.invoke(app, ["show", "test-toy", "--profiles", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "toy channel=2" in shown.stdout
+
+
+def test_an_unregistered_protocol_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile(_write(tmp_path, "test-toy.yaml", TOY))
+    assert caught.value.field == "protocol"
+    assert "protocol 'toy-bus' has no point addressing" in caught.value.problem
+
+
+def test_register_refuses_a_taken_key_or_protocol() -> None:
+    with pytest.raises(ValueError, match="addressing key 'modbus' is already registered"):
+        addressing.register(
+            addressing.Addressing(key="modbus", protocols=frozenset({"toy-bus"}), point=ToyAddress)
+        )
+    with pytest.raises(ValueError, match="protocol 'serial' is already addressed by 'serial'"):
+        addressing.register(
+            addressing.Addressing(
+                key="toy", protocols=frozenset({"toy-bus", "serial"}), point=ToyAddress
+            )
+        )
+    assert "toy" not in {family.key for family in addressing.families()}
+    with pytest.raises(ValueError, match=r"known: ble, modbus-rtu, modbus-tcp, osdp, serial$"):
+        addressing.for_protocol("toy-bus")
+
+
+def test_asking_for_another_family_names_the_point_or_profile() -> None:
+    door = load_profile(ROOT / "door" / "anju-door-mb.yaml")
+    with pytest.raises(
+        ValueError, match="point 'status' has a 'modbus' address, not a SerialAddress"
+    ):
+        door.point("status").address_as(SerialAddress)
+    with pytest.raises(ValueError, match="anju-door-mb speaks modbus-rtu, whose settings are not"):
+        door.settings_as(SerialSettings)
+
+
+def test_osdp_profile_loads(tmp_path: Path) -> None:
+    document = {
+        "id": "test-reader",
+        "kind": "door",
+        "protocol": "osdp",
+        "manufacturer": "Test",
+        "model": "R-1",
+        "points": [
+            {"name": "card", "osdp": {"reply": "card_read"}},
+            {
+                "name": "door_open",
+                "metric": "door.open",
+                "osdp": {"reply": "input_status", "index": 0},
+            },
+        ],
+        "events": [{"type": "door.forced_open", "point": "door_open", "when": {"equals": 1}}],
+    }
+    reader = load_profile(_write(tmp_path, "test-reader.yaml", document))
+    assert reader.point("door_open").address_as(OsdpAddress) == OsdpAddress(
+        reply="input_status", index=0
+    )
+    assert reader.settings is None
