@@ -3,13 +3,17 @@
 A simulator here *is* the device, written from its datasheet (its register map), never
 from Anju's device profiles: when a profile and a device disagree, the tests that read
 a simulator through the edge drivers catch it. For that reason this package imports
-nothing of ``edge`` or ``cloud`` and reads no profile file.
+nothing of ``edge`` or ``cloud``, encodes register values on its own and reads no
+profile file. The one device laid out from a profile (``profile_device``) is a
+stand-in for rehearsals, and checks no profile.
 
 Modules:
 
 - ``smoke_detector``: the SD-MB100 smoke detector, a pure model and register image.
 - ``door_controller``: the AC-MB210 single-door access controller, likewise.
 - ``register_device``: a plain register table for any Modbus profile without a model.
+- ``profile_device``: lays out a ``register_device`` from a profile the caller loaded.
+- ``register_encoding``: how a typed value sits in 16-bit registers (byte and word order).
 - ``modbus_server``: hosts models behind a Modbus TCP (or RTU serial) server.
 - ``faults``: per-unit fault injection (drop, delay, garble, exception, reboot).
 - ``models``: the registry from profile id to simulated model.

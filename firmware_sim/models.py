@@ -1,7 +1,8 @@
 """Which simulated device answers for which device profile id.
 
 Profile ids are plain strings here: the simulators never read profile files (see the
-package docstring), so this table is the only place a profile id meets a simulator.
+package docstring), so this table is the only place a profile id meets a dedicated
+simulator.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 It knows nothing of profiles or engineering units: the caller gives the four tables
 (coils, discrete inputs, input registers, holding registers) as address -> value,
 says which coils and holding registers a master may write, and changes values with
-the setters. ``anju sim device`` builds one from a device profile when the profile id
-has no dedicated model; a dedicated model (``SmokeDetector``, ``DoorController``) is
-better wherever behaviour matters, because this device has none.
+the setters. ``profile_device`` builds one from a device profile for ``anju sim
+device`` when the profile id has no dedicated model; a dedicated model
+(``SmokeDetector``, ``DoorController``) is better wherever behaviour matters, because
+this device has none.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ The simulators themselves live in ``firmware_sim``; this module parses the comma
 line, serves one device (or a scenario's devices) and reports what happens to them.
 
 A profile id with a dedicated simulator gets it; any other Modbus profile gets a
-``RegisterDevice`` laid out from the profile (this layer may read profiles, the
-simulators may not), so an installer can rehearse any Modbus model.
+register table laid out from the profile by ``firmware_sim.profile_device``, so an
+installer can rehearse any Modbus model. This layer loads the profile files; the
+simulators read none.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import struct
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,22 +27,16 @@ import typer
 from anju.commands.common import profile_root
 from edge.addresses import DeviceAddress, parse_address
 from edge.errors import AddressError
-from edge.modbus_plan import decode_registers, encode_value
 from firmware_sim import ScenarioError, SimServerError
 from firmware_sim.modbus_server import ModbusDeviceModel, ModbusRtuSimServer, ModbusSimServer
 from firmware_sim.models import SIMULATED_MODELS, get_model
-from firmware_sim.register_device import RegisterDevice
+from firmware_sim.profile_device import describe_points, register_device_for_profile
 from firmware_sim.scenario import Step, load_scenario, run_scenario
 from schemas.errors import ProfileError
-from schemas.profile import DeviceProfile, ModbusAddress, ModbusTable, Point, load_profiles
-from schemas.vocabulary import Metric, Protocol
+from schemas.profile import load_profiles
+from schemas.vocabulary import Protocol
 
-__all__ = [
-    "app",
-    "describe_points",
-    "parse_listen_url",
-    "register_device_for_profile",
-]
+__all__ = ["app", "parse_listen_url"]
 
 _TICK_S: Final = 1.0
 _WATCH_S: Final = 0.1
@@ -78,129 +72,6 @@ def parse_listen_url(url: str) -> DeviceAddress:
     if address.protocol not in _SERVED:
         raise AddressError(url, "anju sim serves modbus-tcp:// and modbus-rtu:// addresses only")
     return address
-
-
-_PLAUSIBLE: Final[Mapping[Metric, float]] = {
-    Metric.BATTERY: 100.0,
-    Metric.TEMPERATURE: 21.0,
-    Metric.HEART_RATE: 72.0,
-    Metric.RSSI: -60.0,
-}
-_TRUE: Final = ("1", "true", "on", "yes")
-_FALSE: Final = ("0", "false", "off", "no")
-
-
-def _modbus_points(profile: DeviceProfile) -> list[tuple[Point, ModbusAddress]]:
-    return [(point, point.modbus) for point in profile.points if point.modbus is not None]
-
-
-def _parse_bool(name: str, text: str) -> bool:
-    if text.lower() in _TRUE:
-        return True
-    if text.lower() in _FALSE:
-        return False
-    raise ValueError(f"{name}={text!r}: give true or false")
-
-
-def register_device_for_profile(
-    profile: DeviceProfile, settings: Mapping[str, str] | None = None
-) -> RegisterDevice:
-    """A ``RegisterDevice`` with every register and bit the profile's points use.
-
-    Values start at a plausible reading for the point's metric (a full battery, 21 °C)
-    or 0, encoded with the point's type, scale and word and byte order; ``settings``
-    (point name -> engineering value, ``true``/``false`` for bits) override them.
-    Writable points are writable. Raises ``ValueError`` naming the point for a
-    non-Modbus profile, an unknown point name, or a value its type cannot hold.
-    """
-    points = _modbus_points(profile)
-    if not points:
-        raise ValueError(
-            f"profile {profile.id} speaks {profile.protocol}; anju sim serves Modbus profiles"
-        )
-    wanted = dict(settings or {})
-    unknown = sorted(set(wanted) - {point.name for point, _ in points})
-    if unknown:
-        names = ", ".join(point.name for point, _ in points)
-        raise ValueError(f"profile {profile.id} has no point {unknown[0]!r} (points: {names})")
-    bits: dict[ModbusTable, dict[int, bool]] = {
-        ModbusTable.COIL: {},
-        ModbusTable.DISCRETE_INPUT: {},
-    }
-    words: dict[ModbusTable, dict[int, int]] = {
-        ModbusTable.INPUT_REGISTER: {},
-        ModbusTable.HOLDING_REGISTER: {},
-    }
-    writable: dict[ModbusTable, set[int]] = {
-        ModbusTable.COIL: set(),
-        ModbusTable.HOLDING_REGISTER: set(),
-    }
-    # Whole-register values first, then single bits, so a bit point set by name lands
-    # in a status word that its own point left at 0.
-    ordered = sorted(points, key=lambda pair: pair[1].bit is not None)
-    for point, address in ordered:
-        text = wanted.get(point.name)
-        span = range(address.address, address.address + address.type.registers)
-        if address.table.is_bit_table:
-            on = False if text is None else _parse_bool(point.name, text)
-            bits[address.table][address.address] = on
-        elif address.bit is not None:
-            table = words[address.table]
-            word = table.setdefault(address.address, 0)
-            if text is not None:
-                mask = 1 << address.bit
-                on = _parse_bool(point.name, text)
-                table[address.address] = word | mask if on else word & ~mask
-        else:
-            value = (
-                float(text)
-                if text is not None
-                else _PLAUSIBLE.get(point.metric, 0.0)
-                if point.metric is not None
-                else 0.0
-            )
-            try:
-                encoded = encode_value(value, point)
-            except (struct.error, OverflowError):
-                raise ValueError(
-                    f"{point.name}={value:g} does not fit its {address.type} register"
-                ) from None
-            words[address.table].update(zip(span, encoded, strict=True))
-        if point.writable and address.table in writable:
-            writable[address.table].update(span)
-    return RegisterDevice(
-        model=f"{profile.model} (register table from profile {profile.id})",
-        coils=bits[ModbusTable.COIL],
-        discrete_inputs=bits[ModbusTable.DISCRETE_INPUT],
-        input_registers=words[ModbusTable.INPUT_REGISTER],
-        holding_registers=words[ModbusTable.HOLDING_REGISTER],
-        writable_coils=writable[ModbusTable.COIL],
-        writable_holding_registers=writable[ModbusTable.HOLDING_REGISTER],
-    )
-
-
-def describe_points(device: RegisterDevice, profile: DeviceProfile) -> dict[str, str]:
-    """Every point's engineering value as the device reports it now, by point name."""
-    tables: dict[ModbusTable, Callable[[], Mapping[int, int]] | Callable[[], Mapping[int, bool]]]
-    tables = {
-        ModbusTable.COIL: device.coils,
-        ModbusTable.DISCRETE_INPUT: device.discrete_inputs,
-        ModbusTable.INPUT_REGISTER: device.input_registers,
-        ModbusTable.HOLDING_REGISTER: device.holding_registers,
-    }
-    shown: dict[str, str] = {}
-    for point, address in _modbus_points(profile):
-        image = tables[address.table]()
-        if address.table.is_bit_table:
-            shown[point.name] = str(bool(image[address.address]))
-            continue
-        span = range(address.address, address.address + address.type.registers)
-        raw = decode_registers([int(image[a]) for a in span], address)
-        if isinstance(raw, bool):
-            shown[point.name] = str(raw)
-        else:
-            shown[point.name] = f"{raw * point.scale + point.offset:g}"
-    return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +111,7 @@ def _resolve(profile_id: str, settings: Mapping[str, str]) -> _Served:
     try:
         device = register_device_for_profile(profile, settings)
     except ValueError as exc:
-        hint = "--set" if settings and profile.modbus is not None else "--profile"
+        hint = "--set" if settings and profile.protocol in _SERVED else "--profile"
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     return _Served(device, device.model, lambda: describe_points(device, profile), _no_tick, None)
 

@@ -1,4 +1,7 @@
-"""The generic register device and `anju sim device` for profiles without a dedicated simulator."""
+"""The generic register device and `anju sim device` for profiles without a dedicated simulator.
+
+The layout from a profile is tested where it lives, in tests/unit/test_sim_profile_device.py.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +17,9 @@ from typer.testing import CliRunner
 
 from anju.commands import sim as sim_commands
 from anju.commands.common import profile_root
-from anju.commands.sim import describe_points, register_device_for_profile
 from firmware_sim import IllegalDataAddress
 from firmware_sim.modbus_server import ModbusSimServer
 from firmware_sim.register_device import RegisterDevice
-from schemas.profile import load_profiles
 
 ILLEGAL_ADDRESS = 0x02
 
@@ -78,29 +79,6 @@ async def test_served_over_tcp_with_coils() -> None:
             assert (await client.read_coils(5, count=1, device_id=9)).exception_code == 2
         finally:
             client.close()
-
-
-def test_profile_layout_with_settings() -> None:
-    door = load_profiles(profile_root())["anju-door-mb"]
-    device = register_device_for_profile(
-        door, {"door_open": "true", "serial_number": "70000", "held_open_limit": "30"}
-    )
-    inputs = device.input_registers()
-    assert inputs[0] == 0x0001
-    assert (inputs[2], inputs[3]) == (1, 70000 - 65536)
-    assert device.holding_registers() == {100: 30, 101: 0}
-    device.write_holding_registers(100, [45])
-    shown = describe_points(device, door)
-    assert shown["door_open"] == "True"
-    assert shown["held_open_limit"] == "45"
-    smoke = load_profiles(profile_root())["anju-smoke-mb"]
-    plausible = describe_points(register_device_for_profile(smoke), smoke)
-    assert plausible["battery"] == "100"
-    assert plausible["temperature"] == "21"
-    with pytest.raises(ValueError, match="no point 'nope'"):
-        register_device_for_profile(door, {"nope": "1"})
-    with pytest.raises(ValueError, match="does not fit"):
-        register_device_for_profile(door, {"event_count": "70000"})
 
 
 def _cli() -> typer.Typer:
@@ -168,3 +146,22 @@ def test_sim_device_set_needs_a_register_table(profile_dir: Path) -> None:
     )
     assert result.exit_code == 2
     assert "dedicated" in result.output
+
+
+def test_sim_device_bad_set_value_names_the_point(profile_dir: Path) -> None:
+    result = CliRunner().invoke(
+        _cli(),
+        [
+            "sim",
+            "device",
+            "--profile",
+            "test-smoke-generic",
+            "--listen",
+            "modbus-tcp://127.0.0.1:0",
+            "--set",
+            "co=lots",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--set" in result.output
+    assert "co='lots': give a number" in result.output
