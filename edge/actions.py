@@ -1,16 +1,16 @@
 """Performs a profile's actions (unlock, fire release, alarm reset) on a device.
 
 Commands from the cloud and local rules both come here, so a door is unlocked the
-same way whoever asks. The write goes through the device's bus and so waits its
-turn behind the poller's requests (one request in flight per bus).
+same way whoever asks, and whatever protocol drives it: an action is a write of a
+value to a writable point, which the device's bus (its driver) carries out. The write
+waits its turn behind the bus's other requests (one request in flight per bus).
 """
 
 from dataclasses import dataclass
 
-from edge.drivers.modbus import ModbusBus
+from edge.devices import AgentDevice
+from edge.drivers.contract import Bus
 from edge.errors import EdgeError
-from edge.modbus_plan import encode_value
-from edge.poller import PolledDevice
 from schemas.profile import Action, ActionName
 
 
@@ -33,11 +33,11 @@ class Performed:
 class DeviceActions:
     """The agent's devices by id, with the bus each one is reached through."""
 
-    def __init__(self, devices: dict[str, tuple[ModbusBus, PolledDevice]]) -> None:
+    def __init__(self, devices: dict[str, tuple[Bus, AgentDevice]]) -> None:
         self._devices = devices
 
-    def device(self, device_id: str) -> PolledDevice:
-        """The polled device called ``device_id``; raises ActionError if there is none."""
+    def device(self, device_id: str) -> AgentDevice:
+        """The device called ``device_id``; raises ActionError if there is none."""
         try:
             return self._devices[device_id][1]
         except KeyError:
@@ -64,13 +64,5 @@ class DeviceActions:
         bus, device = self._devices[device_id]
         point = device.profile.point(action.point)
         written = action.value if value is None else value
-        modbus = point.modbus
-        if modbus is None:
-            raise ActionError(device_id, f"point {point.name} has no Modbus address")
-        if modbus.table.is_bit_table:
-            await bus.write_coils(modbus.address, [bool(written)], device.address.unit)
-        else:
-            await bus.write_registers(
-                modbus.address, encode_value(written, point), device.address.unit
-            )
+        await bus.write(device, point, written)
         return Performed(device_id, name, point.name, written)

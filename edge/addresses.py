@@ -27,6 +27,10 @@ device is found by its MAC alone. Only Modbus has a driver yet; the others parse
 so that an installer gets one kind of error for every address, and a future driver
 finds the settings it needs.
 
+A driver that brings a protocol of its own registers its scheme with
+``register_scheme``: its addresses are ``SCHEME://NAME?unit=N``, NAME being whatever
+names the device or its bus to that driver (a host, a serial path, an id).
+
 ``parse_address(url, listening=True)`` reads where a simulator serves instead: the
 port must be given and may be 0 (any free port), and the unit is 1-247, as unit 0 is
 the broadcast address no device answers.
@@ -50,7 +54,7 @@ _OSDP_BAUDS: Final = {str(rate): rate for rate in (9600, 19200, 38400, 57600, 11
 _T = TypeVar("_T")
 _MAC: Final = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
 
-PARAMETERS: Final[dict[Protocol, tuple[str, ...]]] = {
+PARAMETERS: Final[dict[str, tuple[str, ...]]] = {
     Protocol.MODBUS_TCP: ("unit",),
     Protocol.MODBUS_RTU: ("unit", "baud", "parity"),
     Protocol.SERIAL: ("baud", "parity", "bytesize", "stopbits"),
@@ -59,7 +63,24 @@ PARAMETERS: Final[dict[Protocol, tuple[str, ...]]] = {
 }
 """The query parameters each scheme takes; any other is an error."""
 
-_EVERY_PARAMETER: Final = frozenset(name for names in PARAMETERS.values() for name in names)
+_BUILT_IN: Final = frozenset(PARAMETERS)
+_PLUGIN_PARAMETERS: Final = ("unit",)
+_SCHEME: Final = re.compile(r"[a-z][a-z0-9-]{1,31}")
+
+
+def register_scheme(scheme: str) -> None:
+    """Accept ``SCHEME://NAME?unit=N`` addresses, for a driver of a protocol of its own."""
+    if not _SCHEME.fullmatch(scheme):
+        raise ValueError(f"scheme {scheme!r}: lower-case letters, digits and '-', 2-32 long")
+    if scheme in PARAMETERS:
+        raise ValueError(f"scheme {scheme!r} is already known")
+    PARAMETERS[scheme] = _PLUGIN_PARAMETERS
+
+
+def unregister_scheme(scheme: str) -> None:
+    """Forget a scheme added by ``register_scheme`` (built-in ones stay)."""
+    if scheme not in _BUILT_IN:
+        PARAMETERS.pop(scheme, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +93,8 @@ class DeviceAddress:
     for keep their defaults.
     """
 
-    protocol: Protocol
+    protocol: str
+    """The scheme: a ``Protocol`` for the built-in ones, or a registered scheme."""
     host: str = ""
     port: int = 0
     path: str = ""
@@ -106,7 +128,9 @@ class DeviceAddress:
             return f"serial://{self.path}?{line}&{framing}"
         if self.protocol is Protocol.OSDP:
             return f"osdp://{self.path}?address={self.unit}&baud={self.baud}"
-        return f"ble://{self.host}"
+        if self.protocol is Protocol.BLE:
+            return f"ble://{self.host}"
+        return f"{self.protocol}://{self.host}?unit={self.unit}"
 
 
 def parse_address(url: str, *, listening: bool = False) -> DeviceAddress:
@@ -119,16 +143,19 @@ def parse_address(url: str, *, listening: bool = False) -> DeviceAddress:
         parts = urlsplit(url)
     except ValueError as exc:
         raise AddressError(url, f"not a URL: {exc}") from None
-    try:
-        protocol = Protocol(parts.scheme)
-    except ValueError:
-        known = ", ".join(f"{p}://" for p in Protocol)
-        raise AddressError(url, f"unknown scheme {parts.scheme!r}; use one of {known}") from None
+    if parts.scheme not in PARAMETERS:
+        known = ", ".join(f"{p}://" for p in PARAMETERS)
+        raise AddressError(url, f"unknown scheme {parts.scheme!r}; use one of {known}")
+    protocol = Protocol(parts.scheme) if parts.scheme in _BUILT_IN else parts.scheme
     if parts.fragment:
         raise AddressError(url, f"unexpected #{parts.fragment}; a device address has no fragment")
     query = _query(url, protocol, parts.query)
     if protocol is Protocol.MODBUS_TCP:
         return _tcp(url, parts, query, listening=listening)
+    if protocol not in _BUILT_IN:
+        if not parts.netloc or parts.path not in ("", "/"):
+            raise AddressError(url, f"expected {protocol}://NAME?unit=N")
+        return DeviceAddress(protocol, host=parts.netloc, unit=_unit(url, query, listening=False))
     if protocol is Protocol.BLE:
         mac = parts.netloc.upper()
         if not _MAC.fullmatch(mac) or parts.path not in ("", "/"):
@@ -155,7 +182,7 @@ def parse_address(url: str, *, listening: bool = False) -> DeviceAddress:
     )
 
 
-def _query(url: str, protocol: Protocol, text: str) -> dict[str, str]:
+def _query(url: str, protocol: str, text: str) -> dict[str, str]:
     """The query's parameters by name, each one the scheme takes, given once, with a value."""
     valid = PARAMETERS[protocol]
     takes = f"valid parameters: {', '.join(valid)}" if valid else f"a {protocol} address takes none"
@@ -165,7 +192,7 @@ def _query(url: str, protocol: Protocol, text: str) -> dict[str, str]:
         if name not in valid:
             if not name:
                 problem = "an empty parameter (a stray & or =)"
-            elif name in _EVERY_PARAMETER:
+            elif any(name in names for names in PARAMETERS.values()):
                 problem = f"parameter {name!r} does not apply to {protocol} addresses"
             else:
                 problem = f"unknown parameter {name!r}"

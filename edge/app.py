@@ -1,4 +1,4 @@
-"""Wires the gateway agent together: pollers per bus, the spool, the uplink, commands.
+"""Wires the gateway agent together: a bus per wire, the spool, the uplink, commands.
 
 The only module of the agent that starts tasks. ``Agent`` is built from a validated
 config and the loaded profiles, so every configuration fault is reported before any
@@ -11,19 +11,23 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from edge.actions import DeviceActions
 from edge.commands import AUDIT_FILE, CommandProcessor
 from edge.config import GatewayConfig
-from edge.drivers.modbus import ModbusBus
+from edge.devices import AgentDevice
+from edge.drivers.contract import DriverOptions, DriverUnavailable, StreamingBus
+from edge.drivers.registry import driver_for
 from edge.errors import ConfigError
 from edge.local_rules import FireLinkage
 from edge.metrics import EdgeCollector, build_registry, serve_metrics
 from edge.poller import BusPoller, PolledDevice
 from edge.spool import Spool, SpoolError
+from edge.streams import StreamPump
 from edge.uplink import Uplink
+from schemas.addressing import for_protocol
 from schemas.profile import DeviceProfile
-from schemas.vocabulary import Protocol
 from schemas.wire import Event, Reading
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,6 @@ PRODUCERS_STOP_S = 10.0
 """Longest wait for a poll (or a door release) in progress when the agent stops."""
 RELOAD_GRACE_S = 1.0
 """Time for a reload command's result to go out before the agent stops to reload."""
-_MODBUS = (Protocol.MODBUS_TCP, Protocol.MODBUS_RTU)
 HELD_EVENTS_MAX = 10_000
 """Events kept in memory while the spool cannot store them, retried before each add."""
 _DROP_LOG_INTERVAL_S = 60.0
@@ -74,40 +77,12 @@ class Agent:
         self._spool_failing = False
         self._drops_logged_at: float | None = None
         self._drops_unlogged = 0
-        by_bus: dict[str, list[PolledDevice]] = defaultdict(list)
-        addresses = {}
-        for index, device in enumerate(config.devices):
-            key = f"devices.{index}"
-            profile = profiles.get(device.profile)
-            if profile is None:
-                known = ", ".join(sorted(profiles)) or "none"
-                raise ConfigError(
-                    source, f"{key}.profile", f"no profile {device.profile!r}; known: {known}"
-                )
-            address = device.parsed_address
-            if profile.protocol not in _MODBUS:
-                raise ConfigError(
-                    source, f"{key}.profile", f"{profile.protocol} devices have no driver yet"
-                )
-            if address.protocol not in _MODBUS:
-                raise ConfigError(
-                    source,
-                    f"{key}.address",
-                    f"a {profile.protocol} device needs a modbus-tcp:// or modbus-rtu:// address",
-                )
-            interval = device.poll_interval_s or profile.poll_interval_s
-            by_bus[address.bus].append(PolledDevice(device.id, profile, address, interval))
-            addresses[address.bus] = address
-        self.pollers = [
-            BusPoller(
-                ModbusBus(addresses[bus], timeout_s=config.modbus_timeout_s),
-                devices,
-                self._accept,
-                offline_after=config.offline_after_misses,
-                offline_retry_max_s=config.offline_retry_max_s,
-            )
-            for bus, devices in by_bus.items()
-        ]
+        self.pollers: list[BusPoller] = []
+        self.pumps: list[StreamPump] = []
+        self.unavailable: dict[str, AgentDevice] = {}
+        """Devices whose protocol has no driver that can run here; offline from start."""
+        self._unavailable_because: dict[str, str] = {}
+        self._open_buses(self._configured_devices(profiles, source))
         normalisers = {device.device_id: device.normaliser for device in self.devices}
         self.spool = Spool(
             config.state_dir / SPOOL_FILE,
@@ -123,11 +98,14 @@ class Agent:
         )
         for device_id, normaliser in normalisers.items():
             normaliser.seq = self.spool.last_seq(device_id)
+        now = datetime.now(UTC)
+        for device_id, reason in self._unavailable_because.items():
+            self._spool_events(self.unavailable[device_id].lost(reason, now))
         self.actions = DeviceActions(
             {
-                device.device_id: (poller.bus, device)
-                for poller in self.pollers
-                for device in poller.devices
+                device.device_id: (runner.bus, device)
+                for runner in self._runners
+                for device in runner.devices
             }
         )
         self.commands = CommandProcessor(
@@ -137,7 +115,7 @@ class Agent:
             audit_path=config.state_dir / AUDIT_FILE,
             agent_version=AGENT_VERSION,
             profiles=profiles.values(),
-            polled_buses=[poller.bus.name for poller in self.pollers],
+            polled_buses=[runner.bus.name for runner in self._runners],
         )
         self.linkage = FireLinkage(
             self.actions, config.devices, normalisers, emit=self._emit_local, source=source
@@ -153,7 +131,9 @@ class Agent:
         )
         self.metrics = build_registry(
             EdgeCollector(
+                devices=lambda: self.devices,
                 pollers=lambda: self.pollers,
+                pumps=lambda: self.pumps,
                 spool=self.spool,
                 uplink=self.uplink,
                 linkage=self.linkage,
@@ -163,9 +143,81 @@ class Agent:
             community=config.community,
         )
 
+    def _configured_devices(
+        self, profiles: dict[str, DeviceProfile], source: str
+    ) -> list[AgentDevice]:
+        """The config's devices with their profiles; raises ConfigError for a mismatch."""
+        devices: list[AgentDevice] = []
+        for index, device in enumerate(self.config.devices):
+            key = f"devices.{index}"
+            profile = profiles.get(device.profile)
+            if profile is None:
+                known = ", ".join(sorted(profiles)) or "none"
+                raise ConfigError(
+                    source, f"{key}.profile", f"no profile {device.profile!r}; known: {known}"
+                )
+            address = device.parsed_address
+            family = for_protocol(profile.protocol)
+            if address.protocol not in family.protocols:
+                schemes = " or ".join(f"{p}://" for p in sorted(family.protocols))
+                raise ConfigError(
+                    source,
+                    f"{key}.address",
+                    f"{device.id} is a {profile.protocol} device ({profile.id}): its address "
+                    f"must be {schemes}, not {address.protocol}://",
+                )
+            interval = device.poll_interval_s or profile.poll_interval_s
+            devices.append(PolledDevice(device.id, profile, address, interval))
+        return devices
+
+    def _open_buses(self, devices: list[AgentDevice]) -> None:
+        """One bus per shared wire or socket, opened by its protocol's driver.
+
+        A device whose protocol has no driver that can run here is reported once and
+        kept offline with the reason; every other device runs.
+        """
+        by_bus: dict[tuple[str, str], list[AgentDevice]] = defaultdict(list)
+        for device in devices:
+            by_bus[(device.address.protocol, device.address.bus)].append(device)
+        options = DriverOptions(timeout_s=self.config.device_timeout_s)
+        for (protocol, bus_name), members in by_bus.items():
+            try:
+                bus = driver_for(protocol).open(members[0].address, members, options)
+            except DriverUnavailable as exc:
+                log.error(
+                    "%d device(s) on %s will stay offline: %s (%s)",
+                    len(members),
+                    bus_name,
+                    exc.reason,
+                    ", ".join(device.device_id for device in members),
+                )
+                for device in members:
+                    self.unavailable[device.device_id] = device
+                    self._unavailable_because[device.device_id] = f"unavailable: {exc.reason}"
+                continue
+            if isinstance(bus, StreamingBus):
+                self.pumps.append(StreamPump(bus, members, self._accept))
+            else:
+                polled = [device for device in members if isinstance(device, PolledDevice)]
+                self.pollers.append(
+                    BusPoller(
+                        bus,
+                        polled,
+                        self._accept,
+                        offline_after=self.config.offline_after_misses,
+                        offline_retry_max_s=self.config.offline_retry_max_s,
+                    )
+                )
+
     @property
-    def devices(self) -> list[PolledDevice]:
-        return [device for poller in self.pollers for device in poller.devices]
+    def _runners(self) -> list[BusPoller | StreamPump]:
+        return [*self.pollers, *self.pumps]
+
+    @property
+    def devices(self) -> list[AgentDevice]:
+        """Every configured device: polled, streaming and those without a driver."""
+        running = [device for runner in self._runners for device in runner.devices]
+        return [*running, *self.unavailable.values()]
 
     def _accept(self, readings: list[Reading], events: list[Event]) -> None:
         """A poll's output: the fire linkage sees it first, then it joins the spool.
@@ -302,8 +354,8 @@ class Agent:
             async with asyncio.TaskGroup() as tasks:
                 uplink = tasks.create_task(self.uplink.run(draining), name="uplink")
                 producers = [
-                    tasks.create_task(poller.run(polling_stop), name=f"poll {poller.bus.name}")
-                    for poller in self.pollers
+                    tasks.create_task(runner.run(polling_stop), name=f"bus {runner.bus.name}")
+                    for runner in self._runners
                 ]
                 producers.append(
                     tasks.create_task(self.linkage.run(polling_stop), name="fire linkage")
@@ -321,6 +373,6 @@ class Agent:
             # "started" lines make the next start report them as interrupted.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.commands.close(), timeout=COMMAND_CLOSE_S)
-            for poller in self.pollers:
-                poller.bus.close()
+            for runner in self._runners:
+                runner.bus.close()
             self.spool.close()

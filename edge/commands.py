@@ -1,4 +1,4 @@
-"""Carries out commands from the cloud (docs/design.md section 3) and keeps their audit log.
+"""Carries out commands from the cloud (docs/design.md section 3) and records them.
 
 A command arrives on ``cmd/{id}`` and its outcome leaves on ``cmd-result/{id}``; the
 uplink does the MQTT, this module decides what happens. ``CommandProcessor.handle``
@@ -28,59 +28,38 @@ that retries, a gateway that restarts):
   command that changes something ends at its expiry at the latest: a door does not
   open after the moment the cloud said the unlock stops making sense.
 
-The audit log is JSON lines (``commands.jsonl`` in the state directory, mode 0600),
-each written, flushed and fsynced before the command goes on. It is read whole at
-start; when it has grown past ``CommandLimits.audit_rotate_lines`` lines or
-``audit_rotate_bytes`` bytes (and the results it still keeps fill no more than half
-of that) it is rotated there: the old file becomes
-``commands.jsonl.1`` (older generations move up to ``.{audit_generations}``, the
-oldest beyond that is removed, with a warning) and the new file starts with the lines
-of the results still kept, so no door unlock's record is ever dropped silently::
+Each delivery, and the ``started`` line of a command that changes something, is
+recorded in the audit log, ``commands.jsonl`` in the state directory; its format,
+fsync and rotation are in ``edge/audit.py``. This module reads it at start to keep the
+results it still holds and to record the commands a restart cut off, and a rotation
+starts the new log with the lines of those results.
 
-    {"at": "...Z", "id": "c-17", "name": "unlock_door", "device": "fh-b3-door-01",
-     "args": {"seconds": 7}, "outcome": "ok", "detail": "unlocked fh-b3-door-01 for 7 s",
-     "kept_until": "...Z", "result": {...the CommandResult exactly as sent...}}
-
-``outcome`` is ``started``, ``ok``, ``failed`` (accepted, but the device, reload or scan
-failed), ``refused`` (not carried out, ``detail`` says why) or ``repeat`` (an id seen
-before; ``result`` is what was sent again). ``name``, ``device`` and ``kept_until`` are
-null where they do not apply (a malformed payload is not kept: it has no trustworthy
-id); ``result`` is null on ``started`` lines.
-
-Errors (all ``EdgeError``):
+Errors (all ``EdgeError``; AuditError, for an audit log that cannot be read or written,
+is in ``edge/audit.py``):
 
 CommandError
-├── CommandRefused   a command that is not carried out; ``handle`` turns it into a result
-└── AuditError       the audit log cannot be read or written (path, problem)
+└── CommandRefused   a command that is not carried out; ``handle`` turns it into a result
 """
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 
 import msgspec
 
 from edge.actions import ActionError, DeviceActions
 from edge.addresses import DeviceAddress, parse_address
+from edge.audit import AuditError, AuditLine, AuditLog, Outcome, StoredLine, encode_line
+from edge.drivers.contract import Driver, DriverOptions, ScanHit
+from edge.drivers.registry import driver_for
 from edge.errors import EdgeError
-from edge.probe import (
-    MODBUS_PROTOCOLS,
-    PointError,
-    ScanHit,
-    encode_for_write,
-    parse_units,
-    scan_units,
-)
 from schemas.errors import SchemaError, WireError
 from schemas.profile import Action, ActionName, DeviceProfile
-from schemas.vocabulary import Protocol
 from schemas.wire import ArgValue, Command, CommandName, CommandResult, decode, encode
 
 log = logging.getLogger(__name__)
@@ -107,37 +86,6 @@ class CommandRefused(CommandError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-class AuditError(CommandError):
-    """The audit log cannot be read or written."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"command audit log {path}: {problem}")
-
-
-class Outcome(StrEnum):
-    STARTED = "started"
-    OK = "ok"
-    FAILED = "failed"
-    REFUSED = "refused"
-    REPEAT = "repeat"
-
-
-class AuditLine(msgspec.Struct, kw_only=True, frozen=True):
-    """One line of the audit log (see the module docstring)."""
-
-    at: datetime
-    id: str
-    name: str | None
-    device: str | None
-    args: dict[str, ArgValue]
-    outcome: Outcome
-    detail: str
-    kept_until: datetime | None
-    result: msgspec.Raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +160,6 @@ _INTERRUPTED = (
     "unknown (send a new command with a new id to try again)"
 )
 _REPEATED = "seen before: the first result was sent again, nothing was done"
-_LINE_ENCODER = msgspec.json.Encoder()
-_LINE_DECODER = msgspec.json.Decoder(AuditLine)
 
 
 def _utc_now() -> datetime:
@@ -256,7 +202,13 @@ class CommandProcessor:
         self._gateway = gateway
         self._actions = actions
         self._reload = reload
-        self._path = audit_path
+        self._audit = AuditLog(
+            audit_path,
+            timeout_s=limits.audit_timeout_s,
+            rotate_lines=limits.audit_rotate_lines,
+            rotate_bytes=limits.audit_rotate_bytes,
+            generations=limits.audit_generations,
+        )
         self._agent_version = agent_version
         self._profiles = list(profiles)
         self._polled_buses = frozenset(polled_buses)
@@ -265,7 +217,6 @@ class CommandProcessor:
         self._started_monotonic = time.monotonic()
         self._kept: dict[str, _Kept] = {}
         self._running: dict[str, asyncio.Task[bytes]] = {}
-        self._audit_lock = asyncio.Lock()
         self._commands: dict[CommandName, Callable[[Command], _Run]] = {
             CommandName.UNLOCK_DOOR: self._unlock_door,
             CommandName.RESET_ALARM: self._reset_alarm,
@@ -276,13 +227,17 @@ class CommandProcessor:
         self.outcomes: Counter[Outcome] = Counter()
         self.audit_failures = 0
         self.internal_errors = 0
-        self.unreadable_audit_lines = 0
         self._load()
 
     @property
     def kept(self) -> int:
         """How many command ids are remembered with their result."""
         return len(self._kept)
+
+    @property
+    def unreadable_audit_lines(self) -> int:
+        """How many audit log lines the start skipped as unreadable."""
+        return self._audit.unreadable_lines
 
     async def handle(self, command_id: str, payload: bytes) -> bytes:
         """Decide, carry out and audit one command; returns the encoded CommandResult.
@@ -360,7 +315,7 @@ class CommandProcessor:
         timeout_detail = f"did not finish within {timeout_s:g} s"
         if command.name in _CHANGES_SOMETHING:
             try:
-                await self._write(self._line(command, Outcome.STARTED, "", None))
+                await self._audit.write(self._line(command, Outcome.STARTED, "", None))
             except AuditError as exc:
                 done = _Done(False, f"not carried out: {exc}", {})
                 return await self._finish(command, Outcome.REFUSED, done)
@@ -471,11 +426,8 @@ class CommandProcessor:
         limit = self._limits.max_unlock_s
         if not 1 <= value <= limit:
             raise CommandRefused(f"unlock_door: seconds must be 1-{limit}, not {value:g}")
-        profile = self._actions.device(device_id).profile
-        try:
-            encode_for_write(profile, action.point, float(value))
-        except PointError as exc:
-            raise CommandRefused(f"unlock_door: seconds {value:g}: {exc.problem}") from None
+        if value != int(value):
+            raise CommandRefused(f"unlock_door: seconds must be whole, not {value:g}")
         return float(value)
 
     def _reset_alarm(self, command: Command) -> _Run:
@@ -504,82 +456,89 @@ class CommandProcessor:
 
     def _scan(self, command: Command) -> _Run:
         bus_arg = command.args.get("bus")
-        units_arg = command.args.get("units", ALL_UNITS)
+        candidates_arg = command.args.get("units", ALL_UNITS)
         if not isinstance(bus_arg, str):
             raise CommandRefused(
-                "scan needs a bus: a modbus-tcp:// or modbus-rtu:// URL, or the id of a device "
-                "on the bus"
+                "scan needs a bus: an address URL such as modbus-tcp://HOST:PORT, or the id "
+                "of a device on the bus"
             )
-        if not isinstance(units_arg, str):
-            raise CommandRefused(f"scan: units must be a list such as 1-10,15, not {units_arg!r}")
+        if not isinstance(candidates_arg, str):
+            raise CommandRefused(
+                f"scan: units must be a list such as 1-10,15, not {candidates_arg!r}"
+            )
+        address = self._scan_address(bus_arg)
         try:
-            units = parse_units(units_arg)
+            driver = driver_for(address.protocol)
+            candidates = driver.candidates(candidates_arg)
         except EdgeError as exc:
             raise CommandRefused(f"scan: {exc}") from None
-        address = self._scan_address(bus_arg)
 
         async def run() -> _Done:
-            return await self._run_scan(address, units, units_arg)
+            return await self._run_scan(driver, address, candidates, candidates_arg)
 
         return run
 
     def _scan_address(self, bus: str) -> DeviceAddress:
         """The bus to scan: a URL, or the bus of one of the gateway's devices.
 
-        A serial line is refused when the agent polls it: named by a device id it
-        always is, named by URL when it is one of ``polled_buses``.
+        A bus the agent runs is refused unless it is a network endpoint (which the scan
+        reaches over a connection of its own): named by a device id it always is, named
+        by URL when it is one of ``polled_buses``. A second master on a serial line
+        garbles the agent's frames and its own.
         """
         by_device = "://" not in bus
         try:
             address = self._actions.device(bus).address if by_device else parse_address(bus)
         except EdgeError as exc:
             raise CommandRefused(f"scan: {exc}") from None
-        if address.protocol not in MODBUS_PROTOCOLS:
-            raise CommandRefused(f"scan: {bus} is not a Modbus bus; only Modbus can be scanned")
-        polled = by_device or address.bus in self._polled_buses
-        if address.protocol is Protocol.MODBUS_RTU and polled:
+        in_use = by_device or address.bus in self._polled_buses
+        if in_use and not address.bus.startswith("tcp://"):
             raise CommandRefused(
                 f"scan: this gateway polls {address.bus}, and a second master on a serial "
-                "line garbles both; scan it on site with the agent stopped "
-                "(anju device scan modbus)"
+                "line garbles both; scan it on site with the agent stopped (anju device scan)"
             )
         return address
 
-    async def _run_scan(self, address: DeviceAddress, units: list[int], units_arg: str) -> _Done:
-        hits: list[ScanHit] = []
-        last_unit = 0
+    async def _run_scan(
+        self, driver: Driver, address: DeviceAddress, candidates: list[str], asked: str
+    ) -> _Done:
+        hits: list[tuple[str, ScanHit]] = []
+        last = ""
 
-        def progress(unit: int, hit: ScanHit | None) -> None:
-            nonlocal last_unit
-            last_unit = unit
+        def progress(candidate: str, hit: ScanHit | None) -> None:
+            nonlocal last
+            last = candidate
             if hit is not None:
-                hits.append(hit)
+                hits.append((candidate, hit))
 
         limit_s = self._limits.scan_max_s
         finished = True
         try:
             async with asyncio.timeout(limit_s):
-                await scan_units(
+                await driver.scan(
                     address,
-                    units,
-                    profiles=self._profiles,
-                    timeout_s=self._limits.scan_unit_s,
-                    on_progress=progress,
+                    candidates,
+                    self._profiles,
+                    DriverOptions(timeout_s=self._limits.scan_unit_s),
+                    progress,
                 )
         except TimeoutError:
             finished = False
         data: Data = {
             "bus": address.bus,
-            "units": units_arg,
-            "found": ",".join(str(hit.unit) for hit in hits),
+            "units": asked,
+            "found": ",".join(candidate for candidate, _ in hits),
             "suggested": ";".join(
-                f"{hit.unit}={'|'.join(hit.suggestions)}" for hit in hits if hit.suggestions
+                f"{candidate}={'|'.join(hit.suggestions)}"
+                for candidate, hit in hits
+                if hit.suggestions
             ),
         }
         if not finished:
-            detail = f"stopped after {limit_s:g} s at unit {last_unit}; data holds what was found"
+            detail = f"stopped after {limit_s:g} s at {last}; data holds what was found"
             return _Done(False, detail, data)
-        return _Done(True, f"{len(hits)} of {len(units)} units answered on {address.bus}", data)
+        answered = f"{len(hits)} of {len(candidates)} answered on {address.bus}"
+        return _Done(True, answered, data)
 
     # -- results, repeats and the audit log ------------------------------------------
 
@@ -678,67 +637,22 @@ class CommandProcessor:
         and the cloud still needs to hear about it.
         """
         try:
-            await self._write(line)
+            await self._audit.write(line)
         except AuditError as exc:
             self.audit_failures += 1
-            log.error("%s; lost line: %s", exc, _LINE_ENCODER.encode(line).decode())
-
-    async def _write(self, line: AuditLine) -> None:
-        """Append ``line`` and fsync it; raises AuditError if that fails or takes too long."""
-        data = _LINE_ENCODER.encode(line) + b"\n"
-        timeout_s = self._limits.audit_timeout_s
-        async with self._audit_lock:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await asyncio.to_thread(self._append, data)
-            except TimeoutError:
-                raise AuditError(self._path, f"not written within {timeout_s:g} s") from None
-
-    def _append(self, data: bytes) -> None:
-        created = not self._path.exists()
-        try:
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "ab") as audit:
-                audit.write(data)
-                audit.flush()
-                os.fsync(audit.fileno())
-            if created:
-                # The new file's directory entry must reach the disk too, or a power cut
-                # could lose the whole log.
-                directory = os.open(self._path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(directory)
-                finally:
-                    os.close(directory)
-        except OSError as exc:
-            raise AuditError(self._path, f"cannot write: {exc.strerror or exc}") from None
+            log.error("%s; lost line: %s", exc, encode_line(line).decode())
 
     def _load(self) -> None:
         """Keep the results the log still holds; record commands cut off by a restart.
 
-        Rotates the log when it has grown past the limits (see the module docstring).
+        The lines of the results kept are the ones a rotation carries into the new log.
         """
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            text = self._path.read_bytes() if self._path.exists() else b""
-        except OSError as exc:
-            raise AuditError(self._path, f"cannot read: {exc.strerror or exc}") from None
-        if text and not text.endswith(b"\n"):
-            # A line torn by a power cut: end it, so the next line starts cleanly.
-            self._append(b"\n")
+        snapshot = self._audit.read()
         now = self._clock()
         started: dict[str, AuditLine] = {}
-        verdicts: dict[str, bytes] = {}
-        lines = text.splitlines()
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = _LINE_DECODER.decode(raw)
-            except msgspec.DecodeError as exc:
-                self.unreadable_audit_lines += 1
-                log.warning("%s line %d skipped: %s", self._path, number, exc)
-                continue
+        verdicts: dict[str, StoredLine] = {}
+        for stored in snapshot.lines:
+            line = stored.line
             if line.kept_until is None or line.kept_until <= now:
                 continue
             if line.outcome is Outcome.STARTED:
@@ -746,8 +660,8 @@ class CommandProcessor:
             elif line.outcome is not Outcome.REPEAT:
                 started.pop(line.id, None)
                 self._kept[line.id] = _Kept(bytes(line.result), line.kept_until)
-                verdicts[line.id] = raw
-        added: list[bytes] = []
+                verdicts[line.id] = stored
+        added: list[AuditLine] = []
         for command_id, line in started.items():
             if command_id in self._kept or line.kept_until is None:
                 continue
@@ -760,81 +674,6 @@ class CommandProcessor:
                 detail=_INTERRUPTED,
                 result=msgspec.Raw(result),
             )
-            added.append(_LINE_ENCODER.encode(interrupted) + b"\n")
+            added.append(interrupted)
             log.warning("command %s (%s) was interrupted by a restart", command_id, line.name)
-        limits = self._limits
-        if len(lines) > limits.audit_rotate_lines or len(text) > limits.audit_rotate_bytes:
-            fresh = b"".join([verdicts[command_id] + b"\n" for command_id in verdicts] + added)
-            # Only when that shrinks the log by half: a log of nothing but kept results
-            # would otherwise be rotated at every start, pushing real history out.
-            small = (
-                fresh.count(b"\n") <= limits.audit_rotate_lines // 2
-                and len(fresh) <= limits.audit_rotate_bytes // 2
-            )
-            if not small:
-                log.warning(
-                    "%s has %d lines, %d bytes, but the results it still keeps fill half "
-                    "the rotation limits; not rotated",
-                    self._path,
-                    len(lines),
-                    len(text),
-                )
-            elif self._rotate(fresh, len(lines), len(text)):
-                return
-        if added:
-            self._append(b"".join(added))
-
-    def _rotate(self, fresh: bytes, line_count: int, size: int) -> bool:
-        """Move the log to ``.1`` (older ones up a generation) and start it with ``fresh``.
-
-        The new log is written to a temporary file and fsynced, the old one hard-linked
-        to ``.1``, then the new one renamed over it and the folder fsynced: at every
-        moment ``commands.jsonl`` holds either the whole old log or the whole new one.
-        A crash half way leaves at worst a copy of the old log in two generations.
-        Returns False, with the old log in place, if the rotation failed.
-        """
-        path, generations = self._path, max(1, self._limits.audit_generations)
-
-        def rotated(generation: int) -> Path:
-            return path.with_name(f"{path.name}.{generation}")
-
-        temporary = path.with_name(f"{path.name}.new")
-        try:
-            oldest = rotated(generations)
-            if oldest.exists():
-                log.warning(
-                    "%s: removing %s, the oldest of %d rotated audit logs",
-                    path,
-                    oldest,
-                    generations,
-                )
-                oldest.unlink()
-            for generation in range(generations - 1, 0, -1):
-                if rotated(generation).exists():
-                    rotated(generation).rename(rotated(generation + 1))
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as new:
-                new.write(fresh)
-                new.flush()
-                os.fsync(new.fileno())
-            os.link(path, rotated(1))
-            temporary.replace(path)
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        except OSError as exc:
-            # The log still holds everything (the old log is only ever replaced whole);
-            # a log that cannot be rotated must not stop the gateway from starting.
-            log.error("%s: cannot rotate: %s; it keeps growing", path, exc.strerror or exc)
-            return False
-        log.info(
-            "%s rotated to %s (%d lines, %d bytes); the new log starts with %d kept results",
-            path,
-            rotated(1),
-            line_count,
-            size,
-            fresh.count(b"\n"),
-        )
-        return True
+        self._audit.resume(snapshot, verdicts.values(), added)

@@ -83,7 +83,10 @@ class GatewayConfig(BaseModel):
         default=None, description="Folder of device profiles; default: the bundled ones."
     )
     telemetry_linger_s: Annotated[float, Field(ge=0, le=60)] = 0.5
-    modbus_timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    device_timeout_s: Annotated[float, Field(gt=0, le=30)] = Field(
+        default=1.0,
+        description="How long one request to a device may wait for its answer, every protocol.",
+    )
     offline_after_misses: Annotated[int, Field(ge=1, le=100)] = 3
     offline_retry_max_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0,

@@ -8,15 +8,17 @@
     │   ├── DeviceUnreachable    no connection to the device or its bus
     │   ├── DeviceDisconnected   the device closed the connection during a request
     │   └── DeviceRejected       the device answered with a protocol exception
+    ├── PointError           a point that does not exist, cannot be written, or cannot
+    │                        hold a value (checked before anything is sent)
     ├── UplinkError          the broker connection failed or a publish was not acknowledged
     │   └── PublishRefused       (uplink.py) the broker answered a publish with a failure code
     ├── SpoolError           (spool.py) the spool file cannot be used (path)
     ├── ActionError          (actions.py) an action the device or its profile lacks
     ├── CommandError         (commands.py)
-    │   ├── CommandRefused       a command refused with its reason
-    │   └── AuditError           the command audit log cannot be read or written
-    ├── ProbeError           (probe.py) an installer's read, write or scan that cannot run
-    │   ├── UnsupportedProfile, PointError, UnitListError
+    │   └── CommandRefused       a command refused with its reason
+    ├── AuditError           (audit.py) the command audit log cannot be read or written
+    ├── ProbeError           (drivers/modbus/probe.py) an installer's read or scan
+    │   ├── UnsupportedProfile, UnitListError
     └── MetricsError         (metrics.py) the metrics endpoint cannot serve
 
 Errors used by one module only live beside it; this is the one tree they share.
@@ -86,6 +88,18 @@ class DeviceRejected(DeviceError):
     def __init__(self, address: str, problem: str, code: int) -> None:
         self.code = code
         super().__init__(address, problem)
+
+
+class PointError(EdgeError):
+    """A point that does not exist, cannot be written, or cannot hold a value."""
+
+    def __init__(self, profile_id: str, point: str, problem: str, *, address: str = "") -> None:
+        self.profile_id = profile_id
+        self.point = point
+        self.address = address
+        self.problem = problem
+        where = f" at {address}" if address else ""
+        super().__init__(f"point {point!r} of {profile_id}{where}: {problem}")
 
 
 class UplinkError(EdgeError):

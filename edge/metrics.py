@@ -17,7 +17,11 @@ poll_faults_total                           counter  device, kind (timeout,
                                                      exception, unreachable,
                                                      disconnected, internal)
 device_online                               gauge    device
+device_offline_info                         gauge    device, protocol, reason
+                                                     (1 per offline device)
 bus_overruns_total                          counter  bus
+bus_restarts_total                          counter  bus (streaming buses)
+unknown_device_records_total                counter  bus (streaming buses)
 spool_depth_batches                         gauge    lane
 spool_oldest_unsent_age_seconds             gauge    (0 when nothing waits)
 telemetry_dropped_total                     counter  (readings evicted by budget)
@@ -39,8 +43,10 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from edge.devices import AgentDevice
 from edge.errors import EdgeError
 from edge.poller import BusPoller
+from edge.streams import StreamPump
 from edge.uplink import UplinkState
 from schemas.topics import Channel
 
@@ -130,23 +136,28 @@ def _name(name: str) -> str:
 
 
 class EdgeCollector:
-    """A Prometheus collector over the agent's pollers, spool, uplink and fire linkage.
+    """A Prometheus collector over the agent's devices, buses, spool, uplink and linkage.
 
-    ``pollers`` is called at each scrape, so pollers the agent adds after a config
-    reload show up without a new collector. Any part may be None (not running yet,
-    or not built on this gateway); its metrics are then left out.
+    ``devices``, ``pollers`` and ``pumps`` are called at each scrape, so what the agent
+    adds after a config reload shows up without a new collector. Any other part may be
+    None (not running yet, or not built on this gateway); its metrics are then left out.
+    Device metrics are the same for every protocol: the core keeps them, not drivers.
     """
 
     def __init__(
         self,
         *,
-        pollers: Callable[[], Sequence[BusPoller]],
+        devices: Callable[[], Sequence[AgentDevice]],
+        pollers: Callable[[], Sequence[BusPoller]] = tuple,
+        pumps: Callable[[], Sequence[StreamPump]] = tuple,
         spool: SpoolView | None = None,
         uplink: UplinkView | None = None,
         linkage: LinkageView | None = None,
         intake: IntakeView | None = None,
     ) -> None:
+        self._devices = devices
         self._pollers = pollers
+        self._pumps = pumps
         self._intake = intake
         self._spool = spool
         self._uplink = uplink
@@ -154,7 +165,8 @@ class EdgeCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family from the current state (prometheus-client calls it)."""
-        yield from self._polling(self._pollers())
+        yield from self._polling(self._devices())
+        yield from self._buses(self._pollers(), self._pumps())
         if self._spool is not None:
             yield from self._spooled(self._spool)
         if self._uplink is not None:
@@ -165,10 +177,14 @@ class EdgeCollector:
             yield from self._taken_in(self._intake)
 
     @staticmethod
-    def _polling(pollers: Sequence[BusPoller]) -> Iterable[Metric]:
-        polls = CounterMetricFamily(_name("polls"), "Polls of a device.", labels=["device"])
+    def _polling(devices: Sequence[AgentDevice]) -> Iterable[Metric]:
+        polls = CounterMetricFamily(
+            _name("polls"), "Reads of a device (records, for streaming ones).", labels=["device"]
+        )
         answered = CounterMetricFamily(
-            _name("polls_answered"), "Polls the device answered.", labels=["device"]
+            _name("polls_answered"),
+            "Reads the device answered (records handled, for streaming ones).",
+            labels=["device"],
         )
         faults = CounterMetricFamily(
             _name("poll_faults"),
@@ -183,21 +199,46 @@ class EdgeCollector:
             "Values a device sent that were not finite numbers (dropped).",
             labels=["device"],
         )
+        offline = GaugeMetricFamily(
+            _name("device_offline_info"),
+            "1 for each offline device, with why (a driver unavailable here included).",
+            labels=["device", "protocol", "reason"],
+        )
+        for device in devices:
+            polls.add_metric([device.device_id], device.polls)
+            answered.add_metric([device.device_id], device.answered)
+            online.add_metric([device.device_id], 1.0 if device.online else 0.0)
+            rejected.add_metric([device.device_id], device.normaliser.rejected_values)
+            for kind, count in sorted(device.faults.items()):
+                faults.add_metric([device.device_id, kind], count)
+            if not device.online:
+                labels = [device.device_id, device.profile.protocol, device.offline_reason]
+                offline.add_metric(labels, 1.0)
+        return [polls, answered, faults, online, rejected, offline]
+
+    @staticmethod
+    def _buses(pollers: Sequence[BusPoller], pumps: Sequence[StreamPump]) -> Iterable[Metric]:
         overruns = CounterMetricFamily(
             _name("bus_overruns"),
             "Polls that started a whole interval late because the bus was busy.",
             labels=["bus"],
         )
+        restarts = CounterMetricFamily(
+            _name("bus_restarts"),
+            "Times a streaming bus stopped on an unforeseen error and was started again.",
+            labels=["bus"],
+        )
+        unknown = CounterMetricFamily(
+            _name("unknown_device_records"),
+            "Records a streaming bus received from devices not in the config (ignored).",
+            labels=["bus"],
+        )
         for poller in pollers:
             overruns.add_metric([poller.bus.name], poller.overruns)
-            for device in poller.devices:
-                polls.add_metric([device.device_id], device.polls)
-                answered.add_metric([device.device_id], device.answered)
-                online.add_metric([device.device_id], 1.0 if device.online else 0.0)
-                rejected.add_metric([device.device_id], device.normaliser.rejected_values)
-                for kind, count in sorted(device.faults.items()):
-                    faults.add_metric([device.device_id, kind], count)
-        return [polls, answered, faults, online, rejected, overruns]
+        for pump in pumps:
+            restarts.add_metric([pump.bus.name], pump.restarts)
+            unknown.add_metric([pump.bus.name], pump.unknown_records)
+        return [overruns, restarts, unknown]
 
     @staticmethod
     def _spooled(spool: SpoolView) -> Iterable[Metric]:

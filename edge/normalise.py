@@ -18,13 +18,10 @@ from typing import Any, get_args
 
 import msgspec
 
-from edge.modbus_plan import RawValue
+from edge.drivers.contract import RawValue, Sample
 from schemas.profile import Condition, DeviceProfile, EventRule, Point
 from schemas.vocabulary import EVENT_SEVERITY, EventType, Metric
 from schemas.wire import Event, EventData, Reading
-
-Sample = Mapping[str, RawValue | str]
-"""Raw values of one read of a device, by point name (serial records give strings)."""
 
 SEQUENCE_WRAP_WINDOW = 256
 """A record counter that decreases is taken as wrapped (a new record) only if it went

@@ -1,4 +1,4 @@
-"""Polls the Modbus devices of one bus, one request at a time, each on its own interval.
+"""Polls the devices of one bus, one request at a time, each on its own interval.
 
 Each device gets a random phase within its interval, so 200 detectors configured
 alike do not all fire in the same millisecond. A device that misses
@@ -18,58 +18,25 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from edge.addresses import DeviceAddress
-from edge.drivers.modbus import ModbusBus
+from edge.devices import AgentDevice, Sink
+from edge.drivers.contract import PolledBus
 from edge.errors import DeviceError
-from edge.modbus_plan import PlannedRead, RawValue, decode_point, plan_reads
-from edge.normalise import DeviceNormaliser, polled_points
-from schemas.profile import DeviceProfile
-from schemas.vocabulary import EventType
-from schemas.wire import Event, EventData, Reading
 
 log = logging.getLogger(__name__)
-
-Sink = Callable[[list[Reading], list[Event]], None]
 
 OFFLINE_RETRY_MIN_S = 1.0
 
 
-async def read_points(bus: ModbusBus, unit: int, plan: list[PlannedRead]) -> dict[str, RawValue]:
-    """Run every read of ``plan`` against ``unit`` and decode the points they cover."""
-    values: dict[str, RawValue] = {}
-    for read in plan:
-        block = await bus.read(read, unit)
-        for point in read.points:
-            values[point.name] = decode_point(read, block, point)
-    return values
-
-
 @dataclass
-class PolledDevice:
-    """A configured device with its profile, read plan and normaliser."""
+class PolledDevice(AgentDevice):
+    """A device read on its interval by its bus's poller."""
 
-    device_id: str
-    profile: DeviceProfile
-    address: DeviceAddress
-    interval_s: float
-    normaliser: DeviceNormaliser = field(init=False)
-    plan: list[PlannedRead] = field(init=False)
     next_due: float = 0.0
     misses: int = 0
-    online: bool = True
-    polls: int = 0
-    answered: int = 0
-    faults: Counter[str] = field(default_factory=Counter)
-
-    def __post_init__(self) -> None:
-        self.normaliser = DeviceNormaliser(self.device_id, self.profile)
-        self.normaliser.poll_interval_s = self.interval_s
-        self.plan = plan_reads(self.profile, polled_points(self.profile))
 
 
 class BusPoller:
@@ -77,7 +44,7 @@ class BusPoller:
 
     def __init__(
         self,
-        bus: ModbusBus,
+        bus: PolledBus,
         devices: list[PolledDevice],
         sink: Sink,
         *,
@@ -159,19 +126,12 @@ class BusPoller:
         device.polls += 1
         ts = datetime.now(UTC)
         try:
-            sample = await read_points(self.bus, device.address.unit, device.plan)
+            sample = await self.bus.read(device)
         except DeviceError as exc:
             self._miss(device, exc, ts)
             return False
         device.answered += 1
-        events: list[Event] = []
-        if not device.online:
-            device.online = True
-            log.info("%s answers again", device.device_id)
-            # It may have rebooted: its record counters may have restarted and a hold
-            # timer would count the time it was silent.
-            device.normaliser.device_restarted()
-            events.append(device.normaliser.event(EventType.DEVICE_ONLINE, ts))
+        events = device.heard(ts)
         device.misses = 0
         readings, fired = device.normaliser.normalise(sample, ts)
         self._sink(readings, events + fired)
@@ -184,9 +144,4 @@ class BusPoller:
         if device.misses == 1:
             log.warning("%s: %s", device.device_id, exc)
         if device.online and device.misses >= self._offline_after:
-            device.online = False
-            log.warning("%s offline after %d missed polls", device.device_id, device.misses)
-            offline = device.normaliser.event(
-                EventType.DEVICE_OFFLINE, ts, EventData(reason=f"{kind}: {exc.problem}")
-            )
-            self._sink([], [offline])
+            self._sink([], device.lost(f"{kind}: {exc.problem}", ts))

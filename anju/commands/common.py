@@ -7,7 +7,6 @@ from typing import Annotated, NoReturn
 import typer
 
 import schemas
-from schemas.profile import ModbusTable
 
 ProfilesOption = Annotated[
     Path | None,
@@ -20,14 +19,6 @@ ProfilesOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-
-TABLE_CODES = {
-    ModbusTable.COIL: "coil",
-    ModbusTable.DISCRETE_INPUT: "DI",
-    ModbusTable.INPUT_REGISTER: "IR",
-    ModbusTable.HOLDING_REGISTER: "HR",
-}
-"""Short names of the Modbus tables, as installers' tools print them."""
 
 
 def profile_root() -> Path:

@@ -15,19 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from anju.commands.common import TABLE_CODES, JsonOption, ProfilesOption, fail, profile_root
+from anju.commands.common import JsonOption, ProfilesOption, fail, profile_root
 from schemas.errors import ProfileError
-from schemas.profile import (
-    BleAddress,
-    Condition,
-    DeviceProfile,
-    EventRule,
-    ModbusAddress,
-    Point,
-    SerialAddress,
-    load_profile,
-    load_profiles,
-)
+from schemas.profile import Condition, DeviceProfile, EventRule, Point, load_profile, load_profiles
+from schemas.protocols.ble import BleAddress
+from schemas.protocols.modbus import ModbusAddress
+from schemas.protocols.serial import SerialAddress
 from schemas.vocabulary import EVENT_SEVERITY, METRIC_UNITS
 
 app = typer.Typer(
@@ -250,17 +243,26 @@ def _scaling(point: Point) -> str:
 
 
 def _address(point: Point) -> str:
-    """A point's address the way a technician reads it off a register map or GATT table."""
-    if point.modbus is not None:
-        return _modbus_address(point.modbus)
-    if point.ble is not None:
-        return _ble_address(point.ble)
-    assert point.serial is not None, "DeviceProfile gives every point exactly one address"
-    return _serial_address(point.serial)
+    """A point's address the way a technician reads it off a register map or GATT table.
+
+    Other families (OSDP, or one added later) are shown as their fields, so a new
+    protocol's profiles can be shown without this command learning it first.
+    """
+    address = point.address
+    if isinstance(address, ModbusAddress):
+        return _modbus_address(address)
+    if isinstance(address, BleAddress):
+        return _ble_address(address)
+    if isinstance(address, SerialAddress):
+        return _serial_address(address)
+    fields = ", ".join(
+        f"{k}={v}" for k, v in address.model_dump(mode="json", exclude_none=True).items()
+    )
+    return f"{point.address_key} {fields}"
 
 
 def _modbus_address(address: ModbusAddress) -> str:
-    text = f"{TABLE_CODES[address.table]} {address.address}"
+    text = f"{address.table.code} {address.address}"
     if address.bit is not None:
         return f"{text} bit {address.bit}"
     if address.table.is_bit_table:

@@ -11,7 +11,7 @@ pseudo-terminals, first as fast as the lines go (to find the shortest cycle) and
 at the profile's interval.
 
 Request counts with and without coalescing come from the agent's own read planner
-(``edge.modbus_plan.plan_reads``) on the benchmark profile and on the shipped door and
+(``edge.drivers.modbus.plan.plan_reads``) on the benchmark profile and on the shipped door and
 smoke profiles; the issue asks coalescing to cut requests at least threefold there.
 """
 
@@ -34,7 +34,7 @@ from anju.services.mosquitto import MosquittoServer
 from benchmarks import Result
 from benchmarks.modbus_load.child import Child, ChildError
 from benchmarks.processes import cpu_seconds
-from edge.modbus_plan import PlannedRead, plan_reads
+from edge.drivers.modbus.plan import PlannedRead, plan_reads
 from edge.normalise import polled_points
 from schemas.profile import DeviceProfile, load_profile
 

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from edge.addresses import DeviceAddress, parse_address
-from edge.drivers.modbus import ModbusBus
+from edge.drivers.modbus.bus import ModbusBus
+from edge.drivers.modbus.plan import plan_reads
 from edge.errors import DeviceDisconnected, DeviceRejected, DeviceTimeout
-from edge.modbus_plan import plan_reads
 from edge.normalise import polled_points
-from edge.poller import BusPoller, PolledDevice, read_points
+from edge.poller import BusPoller, PolledDevice
 from firmware_sim.modbus_server import ModbusRtuSimServer, ModbusSimServer
 from firmware_sim.pty_pair import PtyPair
 from firmware_sim.register_device import RegisterDevice
@@ -119,7 +119,9 @@ async def test_every_type_decodes_over_the_wire(serve: Callable[..., Any]) -> No
         address = parse_address(url_for(7))
         bus = ModbusBus(address, timeout_s=1.0)
         try:
-            values = await read_points(bus, address.unit, plan_reads(EVERY_TYPE))
+            every_point = PolledDevice("every", EVERY_TYPE, address, 1.0)
+            every_point.points = tuple(EVERY_TYPE.points)
+            values = await bus.read(every_point)
         finally:
             bus.close()
     assert values.keys() == EVERY_TYPE_VALUES.keys()
@@ -135,7 +137,7 @@ async def test_coalesced_poll_is_one_request_on_the_wire(serve: Callable[..., An
         bus = ModbusBus(address, timeout_s=1.0)
         try:
             before = server.faults(1).stats.requests
-            sample = await read_points(bus, 1, device.plan)
+            sample = await bus.read(device)
             requests = server.faults(1).stats.requests - before
         finally:
             bus.close()
@@ -147,18 +149,18 @@ async def test_coalesced_poll_is_one_request_on_the_wire(serve: Callable[..., An
 async def test_exception_and_garbled_frame_are_typed_errors(serve: Callable[..., Any]) -> None:
     async with serve({1: SmokeDetector()}) as (server, url_for):
         address = parse_address(url_for(1))
-        plan = plan_reads(SMOKE, polled_points(SMOKE))
+        device = PolledDevice("sd-1", SMOKE, address, interval_s=1.0)
         bus = ModbusBus(address, timeout_s=0.3)
         try:
             server.faults(1).exception(4, count=1)
             with pytest.raises(DeviceRejected) as rejected:
-                await read_points(bus, 1, plan)
+                await bus.read(device)
             assert rejected.value.code == 4
             assert "unit 1" in str(rejected.value)
             server.faults(1).garble(count=1)
             with pytest.raises((DeviceTimeout, DeviceRejected)):
-                await read_points(bus, 1, plan)
-            assert (await read_points(bus, 1, plan))["battery"] == 100
+                await bus.read(device)
+            assert (await bus.read(device))["battery"] == 100
         finally:
             bus.close()
 
@@ -188,7 +190,7 @@ async def test_a_connection_the_device_closes_is_reported_at_once(how: str) -> N
         started = loop.time()
         try:
             with pytest.raises(DeviceDisconnected) as caught:
-                await bus.read(read, 3)
+                await bus.read_block(read, 3)
         finally:
             bus.close()
     assert loop.time() - started < 1.0
@@ -207,9 +209,9 @@ async def test_an_answer_pymodbus_cannot_decode_is_a_bad_response_not_a_closed_c
             server.faults(1).garble(count=1)
             started = loop.time()
             with pytest.raises(DeviceRejected, match=r"unit 1 input_register 0\+5: bad response"):
-                await bus.read(read, 1)
+                await bus.read_block(read, 1)
             assert loop.time() - started < 1.0
-            assert len(await bus.read(read, 1)) == 5
+            assert len(await bus.read_block(read, 1)) == 5
         finally:
             bus.close()
 
@@ -222,12 +224,12 @@ async def test_a_serial_line_that_goes_away_is_reported_at_once() -> None:
         async with ModbusRtuSimServer({1: SmokeDetector()}, path=pty.a) as server:
             bus = ModbusBus(parse_address(f"modbus-rtu://{pty.b}?unit=1"), timeout_s=5.0)
             try:
-                assert len(await bus.read(read, 1)) == 5
+                assert len(await bus.read_block(read, 1)) == 5
                 server.faults(1).drop()
                 started = loop.time()
                 loop.call_later(0.2, pty.stop)
                 with pytest.raises(DeviceDisconnected) as caught:
-                    await bus.read(read, 1)
+                    await bus.read_block(read, 1)
             finally:
                 bus.close()
     assert loop.time() - started < 2.0
@@ -389,9 +391,9 @@ async def test_short_bit_answer_is_rejected() -> None:
         try:
             server.faults(1).garble(count=1)
             with pytest.raises(DeviceRejected, match="answered 8 bits") as rejected:
-                await bus.read(read, 1)
+                await bus.read_block(read, 1)
             assert "unit 1" in str(rejected.value)
-            assert await bus.read(read, 1) == [True] * 10
+            assert await bus.read_block(read, 1) == [True] * 10
         finally:
             bus.close()
 

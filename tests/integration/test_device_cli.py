@@ -5,6 +5,11 @@ firmware_sim (pymodbus underneath, like Anju's own driver), and a server built w
 another Modbus library, pyModbusTCP, whose registers are filled by hand from the
 register map in device_profiles/smoke/anju-smoke-mb.yaml. The second is the check
 that matters: it proves Anju decodes what a device it did not write holds.
+
+The last tests run the command in this process with a BLE driver defined here and
+registered with ``edge.drivers.registry``: the commands reach drivers only through
+the registry, so a driver with the installer hooks works in them unchanged, and one
+without is refused with the reason.
 """
 
 from __future__ import annotations
@@ -14,17 +19,34 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pyModbusTCP.server import DataBank, ModbusServer
+from typer.testing import CliRunner
 
+from anju.cli import root
 from anju.services.ports import free_port, wait_for_port
+from edge.addresses import DeviceAddress
+from edge.drivers.contract import (
+    DeviceSpec,
+    Driver,
+    DriverOptions,
+    PolledBus,
+    Probe,
+    ProbedPoint,
+    ProfileCheck,
+    RawRead,
+    ScanHit,
+    ScanProgress,
+)
+from edge.drivers.registry import registered
 from firmware_sim.modbus_server import ModbusSimServer
 from firmware_sim.smoke_detector import SmokeDetector
+from schemas.profile import DeviceProfile
 
 ANJU = [sys.executable, "-m", "anju.cli"]
 CLI_TIMEOUT_S = 60
@@ -112,7 +134,7 @@ async def test_device_test_shows_decoded_values_labels_and_events() -> None:
     assert "0x" not in run.stdout, "raw registers only with --raw"
 
 
-async def test_device_test_json_is_one_object_with_reads_points_and_events() -> None:
+async def test_device_test_json_is_one_object_with_requests_points_and_events() -> None:
     async with ModbusSimServer({1: _detector()}) as sim:
         address = sim.url_for(1)
         run = await anju(
@@ -121,6 +143,7 @@ async def test_device_test_json_is_one_object_with_reads_points_and_events() -> 
     assert run.code == 0, run.stderr
     document = run.json()
     assert document["profile"] == "anju-smoke-mb"
+    assert document["driver"] == "modbus"
     assert document["address"] == address
     assert document["elapsed_ms"] > 0
     points = _points(document)
@@ -128,21 +151,20 @@ async def test_device_test_json_is_one_object_with_reads_points_and_events() -> 
     assert points["obscuration"]["value"] == 4.12
     assert points["obscuration"]["unit"] == "%/m"
     assert points["obscuration"]["metric"] == "smoke.obscuration_pct_per_m"
-    assert points["temperature"]["registers"] == [0xFFC9]
+    assert points["temperature"]["where"] == "IR 2 s16"
+    assert points["temperature"]["raw_text"] == "0xFFC9"
     assert points["temperature"]["raw"] == -55
     assert points["temperature"]["value"] == -5.5
     assert points["temperature"]["unit"] == "°C"
-    assert points["serial_number"]["registers"] == [0x1234, 0x5678]
+    assert points["serial_number"]["where"] == "IR 10-11 u32"
+    assert points["serial_number"]["raw_text"] == "0x1234 0x5678"
     assert points["serial_number"]["value"] == 0x12345678
     assert points["alarm_threshold"]["value"] == 3.5
     assert points["alarm_threshold"]["writable"] is True
-    reads = [(r["table"], r["start"], r["count"]) for r in document["reads"]]
-    assert reads == [
-        ("input_register", 0, 5),
-        ("input_register", 10, 2),
-        ("holding_register", 100, 2),
-    ]
-    assert document["reads"][0]["registers"] == [0x0001, 412, 0xFFC9, 17, 88]
+    requests = [request["request"] for request in document["requests"]]
+    assert requests == ["input_register 0+5", "input_register 10+2", "holding_register 100+2"]
+    assert document["requests"][0]["response"] == "0x0001 0x019C 0xFFC9 0x0011 0x0058"
+    assert document["requests"][2]["points"] == ["alarm_threshold", "alarm_reset"]
     assert [(e["type"], e["severity"]) for e in document["events"]] == [("smoke.alarm", "critical")]
     assert document["events"][0]["data"]["value"] == 4.12
 
@@ -207,13 +229,18 @@ async def test_device_write_refusals_name_the_point_or_register() -> None:
 
 async def test_device_scan_finds_units_and_suggests_the_smoke_profile() -> None:
     async with ModbusSimServer({1: SmokeDetector(), 3: _detector()}) as sim:
+        unit_3 = sim.url_for(3)
         as_json = await anju("device", "scan", "modbus", "--address", sim.url, "--json")
         as_text = await anju("device", "scan", "modbus", "--address", sim.url, "--units", "1-5")
     assert as_json.code == 0, as_json.stderr
     document = as_json.json()
-    assert document["units_tried"] == 247
-    found = {hit["unit"]: hit for hit in document["found"]}
-    assert sorted(found) == [1, 3]
+    assert (document["driver"], document["tried"]) == ("modbus", 247)
+    found = {hit["candidate"]: hit for hit in document["found"]}
+    assert sorted(found) == ["1", "3"]
+    assert found["3"]["address"] == unit_3
+    assert found["3"]["detail"] == "HR 0: Modbus exception 2 (illegal data address)", (
+        "a refusal proves a device as well as registers do"
+    )
     for hit in found.values():
         assert hit["suggested"] == ["anju-smoke-mb"]
         checks = {check["profile"]: check for check in hit["checks"]}
@@ -224,7 +251,8 @@ async def test_device_scan_finds_units_and_suggests_the_smoke_profile() -> None:
     assert "2 of 5 units answered" in as_text.stdout
     assert "anju-smoke-mb" in as_text.stdout
     assert "every read it plans succeeds" in " ".join(as_text.stdout.split())
-    assert "scanning unit" not in as_text.stdout, "no progress bar without a terminal"
+    assert unit_3 in as_text.stdout, "an address to paste into anju device test"
+    assert "trying unit" not in as_text.stdout, "no progress bar without a terminal"
 
 
 async def test_dead_address_exits_1_naming_the_address() -> None:
@@ -453,8 +481,10 @@ def test_every_value_type_decodes_from_a_foreign_server(
     assert points["f32_little_words"]["value"] == 21.5
     assert points["f32_little_words"]["unit"] == "°C"
     assert points["s16_scaled"]["value"] == 25.5
-    assert points["relay"]["bits"] == [1]
-    assert points["u32_little_words"]["registers"] == [0x5E00, 0xB2D0]
+    assert (points["relay"]["where"], points["relay"]["raw_text"]) == ("coil 5", "1")
+    assert (points["bit_set"]["where"], points["bit_set"]["raw_text"]) == ("HR 10 bit 3", "0x0008")
+    assert points["u32_little_words"]["where"] == "IR 4-5 u32, words little"
+    assert points["u32_little_words"]["raw_text"] == "0x5E00 0xB2D0"
 
 
 def test_writes_reach_a_foreign_server(
@@ -486,3 +516,153 @@ def test_writes_reach_a_foreign_server(
     assert read_only.code == 1
     assert "point 'door_contact' of test-types-mb" in read_only.stderr
     assert "does not mark it writable" in read_only.stderr
+
+
+# -- a driver of another protocol, registered in this process ---------------------------
+
+BAND = "ble://AA:BB:CC:DD:EE:01"
+
+
+class HooklessBle(Driver):
+    """A BLE driver that runs devices but offers neither installer hook."""
+
+    name = "ble"
+    protocols = frozenset({"ble"})
+
+    def open(
+        self, address: DeviceAddress, devices: Sequence[DeviceSpec], options: DriverOptions
+    ) -> PolledBus:
+        raise NotImplementedError("the commands never open a bus")
+
+
+class BandBle(HooklessBle):
+    """A care band in SOS (alert flags 1) at BAND, and nothing else in the air."""
+
+    def __init__(self) -> None:
+        self.probed: list[str] = []
+
+    async def probe(self, device: DeviceSpec, options: DriverOptions) -> Probe:
+        self.probed = [point.name for point in device.points]
+        return Probe(
+            points=(
+                ProbedPoint("heart_rate", 72, "characteristic 2a37 bpm", "0x16 0x48"),
+                ProbedPoint("rr_interval", 830, "characteristic 2a37 rr", "0x16 0x48 0x3e 0x03"),
+                ProbedPoint("battery", 64, "characteristic 2a19", "0x40"),
+                ProbedPoint("alert_flags", 1, "characteristic 7a1e0002", "0x01"),
+                ProbedPoint("steps", 4711, "characteristic 7a1e0003", "0x67 0x12 0x00 0x00"),
+            ),
+            requests=(RawRead("read 2a19", "0x40", ("battery",)),),
+        )
+
+    def candidates(self, text: str) -> list[str]:
+        return text.upper().split(",") if text else [BAND.removeprefix("ble://")]
+
+    async def scan(
+        self,
+        address: DeviceAddress,
+        candidates: Sequence[str],
+        profiles: Sequence[DeviceProfile],
+        options: DriverOptions,
+        progress: ScanProgress,
+    ) -> list[ScanHit]:
+        hits = []
+        for mac in candidates:
+            hit = None
+            if f"ble://{mac}" == BAND:
+                checks = tuple(
+                    ProfileCheck(profile.id, profile.protocol == "ble", "advertises 180d")
+                    for profile in profiles
+                )
+                hit = ScanHit(mac, replace(address, host=mac), "advertising, RSSI -61", checks)
+                hits.append(hit)
+            progress(mac, hit)
+        return hits
+
+
+def _in_process(*args: str) -> Run:
+    result = CliRunner().invoke(root, list(args), env={"COLUMNS": "200", "ANJU_PROFILE_DIR": None})
+    return Run(result.exit_code, result.stdout, result.stderr)
+
+
+def test_a_ble_driver_that_probes_is_shown_like_a_modbus_one() -> None:
+    band = BandBle()
+    with registered(band):
+        text = _in_process("device", "test", "--profile", "anju-wearable-ble", "--address", BAND)
+        raw = _in_process(
+            "device", "test", "--profile", "anju-wearable-ble", "--address", BAND, "--raw"
+        )
+        as_json = _in_process(
+            "device", "test", "--profile", "anju-wearable-ble", "--address", BAND, "--json"
+        )
+    assert text.code == 0, text.stderr
+    assert band.probed == ["heart_rate", "rr_interval", "battery", "alert_flags", "steps"]
+    rows = {line.split("│")[1].strip(): line for line in text.stdout.splitlines() if "│" in line}
+    assert "72 1/min" in rows["heart_rate"]
+    assert "64 %" in rows["battery"]
+    assert "SOS" in rows["alert_flags"]
+    assert "event: wearable.sos (critical)" in text.stdout
+    assert "characteristic" not in text.stdout, "where and raw data only with --raw"
+    assert raw.code == 0, raw.stderr
+    assert "characteristic 2a37 bpm" in raw.stdout
+    assert "0x16 0x48 -> 72" in raw.stdout
+    assert "read 2a19" in raw.stdout
+    document = as_json.json()
+    assert (document["driver"], document["address"]) == ("ble", BAND)
+    assert (
+        _points(document)["steps"] | {"value": 4711.0, "raw_text": "0x67 0x12 0x00 0x00"}
+        == (_points(document)["steps"])
+    )
+    assert [event["type"] for event in document["events"]] == ["wearable.sos"]
+
+
+def test_a_ble_driver_that_scans_is_shown_like_a_modbus_one() -> None:
+    other = "AA:BB:CC:DD:EE:02"
+    with registered(BandBle()):
+        as_json = _in_process(
+            "device", "scan", "ble", "--address", BAND, "--candidates", f"{BAND[6:]},{other}",
+            "--json",
+        )  # fmt: skip
+        as_text = _in_process("device", "scan", "ble", "--address", BAND)
+    assert as_json.code == 0, as_json.stderr
+    document = as_json.json()
+    assert (document["driver"], document["tried"]) == ("ble", 2)
+    (hit,) = document["found"]
+    assert (hit["address"], hit["detail"]) == (BAND, "advertising, RSSI -61")
+    assert hit["suggested"] == ["anju-wearable-ble"]
+    assert as_text.code == 0, as_text.stderr
+    assert "1 of 1 candidates answered" in as_text.stdout
+    assert "anju-wearable-ble" in as_text.stdout
+
+
+def test_a_driver_without_the_hooks_and_a_protocol_without_a_driver_are_refused() -> None:
+    wearable = ("--profile", "anju-wearable-ble", "--address", BAND)
+    with registered(HooklessBle()):
+        test = _in_process("device", "test", *wearable)
+        scan = _in_process("device", "scan", "ble", "--address", BAND, "--json")
+    no_driver = _in_process("device", "test", *wearable)
+    with registered(BandBle()):
+        write = _in_process("device", "write", *wearable, "--point", "steps", "--value", "0")
+    assert test.code == 1
+    assert "the ble driver cannot probe a device" in test.stderr
+    assert scan.code == 1
+    assert scan.json() == {"ok": False, "error": "the ble driver cannot scan"}
+    assert no_driver.code == 1
+    assert "no driver for protocol 'ble' (drivers: modbus-rtu, modbus-tcp)" in no_driver.stderr
+    assert write.code == 1
+    assert "the ble driver cannot be used by anju device write" in write.stderr
+    assert "Traceback" not in test.stderr + scan.stderr + no_driver.stderr + write.stderr
+
+
+def test_an_address_of_another_protocol_than_the_profile_or_scan_is_refused() -> None:
+    smoke_at_band = _in_process("device", "test", "--profile", "anju-smoke-mb", "--address", BAND)
+    scan_ble_on_modbus = _in_process(
+        "device", "scan", "ble", "--address", "modbus-tcp://127.0.0.1:1", "--units", "1"
+    )
+    assert smoke_at_band.code == 1
+    assert (
+        "anju-smoke-mb speaks modbus-rtu, which the modbus driver reaches at modbus-rtu:// or "
+        "modbus-tcp:// addresses"
+    ) in smoke_at_band.stderr
+    assert scan_ble_on_modbus.code == 1
+    assert "the modbus driver serves it, not 'ble'" in scan_ble_on_modbus.stderr
+    assert "anju device scan modbus" in scan_ble_on_modbus.stderr

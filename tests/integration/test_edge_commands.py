@@ -18,7 +18,7 @@ import pytest_asyncio
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
 from edge.commands import AUDIT_FILE, CommandProcessor
-from edge.drivers.modbus import ModbusBus
+from edge.drivers.modbus.bus import ModbusBus
 from edge.poller import PolledDevice
 from firmware_sim.door_controller import DoorController, EventCode, Status
 from firmware_sim.modbus_server import ModbusSimServer

@@ -21,7 +21,7 @@ import pytest
 
 from anju.services.ports import free_port
 from edge.addresses import parse_address
-from edge.drivers.modbus import ModbusBus
+from edge.drivers.modbus.bus import ModbusBus
 from edge.poller import BusPoller, PolledDevice
 from firmware_sim.scenario import Scenario, load_scenario
 from schemas.profile import load_profiles

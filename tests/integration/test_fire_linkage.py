@@ -21,7 +21,7 @@ import pytest
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
 from edge.config import DeviceConfig
-from edge.drivers.modbus import ModbusBus
+from edge.drivers.modbus.bus import ModbusBus
 from edge.local_rules import RETRY_CAP_S, FireLinkage
 from edge.poller import BusPoller, PolledDevice
 from firmware_sim.door_controller import DoorController, EventCode

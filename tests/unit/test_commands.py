@@ -19,7 +19,7 @@ import pytest_asyncio
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
 from edge.commands import CommandLimits, CommandProcessor
-from edge.drivers.modbus import ModbusBus
+from edge.drivers.modbus.bus import ModbusBus
 from edge.errors import ConfigError
 from edge.poller import PolledDevice
 from edge.uplink import COMMAND_TIMEOUT_S
@@ -278,7 +278,7 @@ REFUSALS = [
     pytest.param(
         "c-1",
         command("unlock_door", device="door-1", args={"seconds": 2.5}),
-        "seconds 2.5: 2.5 is not a multiple of its resolution 1",
+        "seconds must be whole, not 2.5",
         id="seconds-fraction",
     ),
     pytest.param("c-1", command("scan"), "scan needs a bus", id="scan-no-bus"),
@@ -297,7 +297,7 @@ REFUSALS = [
     pytest.param(
         "c-1",
         command("scan", args={"bus": "ble://AA:BB:CC:DD:EE:FF"}),
-        "is not a Modbus bus",
+        "no driver for protocol 'ble'",
         id="scan-not-modbus",
     ),
     pytest.param(
@@ -527,7 +527,7 @@ async def test_scan_finds_units_and_suggests_profiles(site: Site) -> None:
     by_url = command("scan", args={"bus": site.server.url, "units": "1-3"})
     result = result_of(await processor.handle("c-1", by_url))
     assert result.ok, result.detail
-    assert result.detail == f"2 of 3 units answered on tcp://127.0.0.1:{site.server.port}"
+    assert result.detail == f"2 of 3 answered on tcp://127.0.0.1:{site.server.port}"
     assert result.data == {
         "bus": f"tcp://127.0.0.1:{site.server.port}",
         "units": "1-3",
@@ -545,7 +545,7 @@ async def test_a_scan_that_runs_too_long_answers_with_what_it_found(site: Site) 
     payload = command("scan", args={"bus": site.server.url, "units": "1-5"})
     result = result_of(await site.processor(limits=limits).handle("c-1", payload))
     assert not result.ok
-    assert result.detail == "stopped after 0.3 s at unit 1; data holds what was found"
+    assert result.detail == "stopped after 0.3 s at 1; data holds what was found"
     assert (result.data["found"], result.data["suggested"]) == ("1", "1=anju-door-mb")
 
 

@@ -13,7 +13,7 @@ import pytest
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
 from edge.config import DeviceConfig
-from edge.drivers.modbus import ModbusBus
+from edge.drivers.modbus.bus import ModbusBus
 from edge.errors import ConfigError
 from edge.local_rules import FireLinkage
 from edge.poller import PolledDevice

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
-from edge.drivers.modbus import ModbusBus
+from edge.drivers.modbus.bus import ModbusBus
 from edge.local_rules import FireLinkage
 from edge.metrics import EdgeCollector, MetricsError, MetricsServer, build_registry, serve_metrics
 from edge.poller import BusPoller, PolledDevice
@@ -64,10 +64,15 @@ def make_poller(url: str, *device_ids: str) -> BusPoller:
 @dataclass
 class Agent:
     pollers: list[BusPoller]
+
     spool: SpoolStandIn
     uplink: UplinkStandIn
     linkage: FireLinkage
     intake: IntakeStandIn
+
+    @property
+    def devices(self) -> list[PolledDevice]:
+        return [device for poller in self.pollers for device in poller.devices]
 
 
 @pytest.fixture
@@ -83,6 +88,7 @@ def agent() -> Agent:
 @pytest.fixture
 async def endpoint(agent: Agent) -> AsyncIterator[str]:
     collector = EdgeCollector(
+        devices=lambda: agent.devices,
         pollers=lambda: agent.pollers,
         spool=agent.spool,
         uplink=agent.uplink,
@@ -199,7 +205,9 @@ async def test_a_silent_client_does_not_block_scrapes(endpoint: str) -> None:
 
 async def test_port_zero_means_metrics_off(agent: Agent) -> None:
     registry = build_registry(
-        EdgeCollector(pollers=lambda: agent.pollers), gateway="gw", community="a/b"
+        EdgeCollector(devices=lambda: agent.devices, pollers=lambda: agent.pollers),
+        gateway="gw",
+        community="a/b",
     )
     await asyncio.wait_for(serve_metrics(registry, 0, asyncio.Event()), timeout=1.0)
 
@@ -207,7 +215,9 @@ async def test_port_zero_means_metrics_off(agent: Agent) -> None:
 async def test_a_port_in_use_is_named(agent: Agent, endpoint: str) -> None:
     port = int(endpoint.rsplit(":", 1)[1])
     registry = build_registry(
-        EdgeCollector(pollers=lambda: agent.pollers), gateway="gw", community="a/b"
+        EdgeCollector(devices=lambda: agent.devices, pollers=lambda: agent.pollers),
+        gateway="gw",
+        community="a/b",
     )
     with pytest.raises(MetricsError, match=rf"127\.0\.0\.1:{port}: .*in use"):
         await MetricsServer(registry, port=port).start()
@@ -219,7 +229,9 @@ async def test_serve_metrics_runs_on_when_its_port_is_taken(
     """The agent's fire linkage must not stop over a metrics port clash."""
     port = int(endpoint.rsplit(":", 1)[1])
     registry = build_registry(
-        EdgeCollector(pollers=lambda: agent.pollers), gateway="gw", community="a/b"
+        EdgeCollector(devices=lambda: agent.devices, pollers=lambda: agent.pollers),
+        gateway="gw",
+        community="a/b",
     )
     await asyncio.wait_for(serve_metrics(registry, port, asyncio.Event()), timeout=1.0)
     assert f"metrics endpoint 127.0.0.1:{port}" in caplog.text
@@ -228,7 +240,9 @@ async def test_serve_metrics_runs_on_when_its_port_is_taken(
 
 async def test_serve_metrics_serves_until_stopped(agent: Agent) -> None:
     registry = build_registry(
-        EdgeCollector(pollers=lambda: agent.pollers), gateway="gw", community="a/b"
+        EdgeCollector(devices=lambda: agent.devices, pollers=lambda: agent.pollers),
+        gateway="gw",
+        community="a/b",
     )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.modbus_plan import decode_point, decode_registers, encode_value, plan_reads
+from edge.drivers.modbus.plan import decode_point, decode_registers, encode_value, plan_reads
 from edge.normalise import polled_points
-from schemas.profile import DeviceProfile, ModbusAddress, load_profile
+from schemas.profile import DeviceProfile, load_profile
+from schemas.protocols.modbus import ModbusAddress
 
 PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
 

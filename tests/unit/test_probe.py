@@ -1,4 +1,4 @@
-"""The pure parts of edge.probe: unit lists, labels, plausibility, values to write.
+"""The pure parts of the Modbus installer tools: unit lists, plausibility, writes.
 
 Register words are written by hand from the IEEE 754 and two's complement encodings,
 not computed with the code under test.
@@ -8,18 +8,15 @@ from typing import Any
 
 import pytest
 
-from edge.modbus_plan import RawValue
-from edge.probe import (
-    PointError,
+from edge.drivers.contract import RawValue
+from edge.drivers.modbus.probe import (
     UnitListError,
-    encode_for_write,
     implausible_values,
-    label_for,
     parse_point_value,
     parse_units,
-    resolution_decimals,
-    writable_point,
 )
+from edge.drivers.modbus.writes import encode_for_write, writable_point
+from edge.errors import PointError
 from schemas.profile import DeviceProfile
 
 
@@ -133,27 +130,6 @@ def test_bad_unit_lists_name_the_part(text: str, problem: str) -> None:
         parse_units(text)
     assert caught.value.text == text
     assert isinstance(caught.value, ValueError)
-
-
-def test_labels_of_an_enumeration_and_of_a_bit_field() -> None:
-    profile = _profile(STATUS, CODE, PULSE)
-    status, code, pulse = (profile.point(n) for n in ("status", "code", "pulse"))
-    assert label_for(status, 0) == "normal"
-    assert label_for(status, 1) == "alarm"
-    assert label_for(status, 0b1001) == "alarm, tamper"
-    assert label_for(status, 0b10_0010) == "fault, unlabelled bits 0x20"
-    assert label_for(code, 3) == "exit button"
-    assert label_for(code, 7) is None, "an enumeration is not read as bits"
-    assert label_for(pulse, 0) == "locked"
-    assert label_for(pulse, 5) is None, "one label names a special value, not bits"
-    assert label_for(profile.point("status"), 1.0) is None, "floats have no labels"
-
-
-def test_resolution_from_scale_and_offset() -> None:
-    profile = _profile(BATTERY, THRESHOLD, OFFSET, SETPOINT)
-    assert resolution_decimals(profile.point("battery")) == 0
-    assert resolution_decimals(profile.point("threshold")) == 2
-    assert resolution_decimals(profile.point("offset_temp")) == 1
 
 
 @pytest.mark.parametrize(

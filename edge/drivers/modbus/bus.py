@@ -5,6 +5,12 @@ and one lock: RS-485 is half duplex and many TCP converters serve one request at
 time, so every request on a bus waits its turn. pymodbus' own retries are off; the
 poller decides what a miss means for a device.
 
+``read(device)`` and ``write(device, point, value)`` are the driver contract's
+(``edge.drivers.contract.PolledBus``): a device's points are planned into as few
+requests as its profile allows once, on its first read. ``read_block``,
+``write_registers`` and ``write_coils`` are the Modbus requests underneath, for the
+installer's tools.
+
 A connection the device closes or resets while a request waits is reported at once,
 as DeviceDisconnected. pymodbus learns of it (its ``trace_connect`` callback says so)
 but leaves the request waiting out its timeout, which would then read as a silent
@@ -22,9 +28,12 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ModbusPDU
 
 from edge.addresses import DeviceAddress
+from edge.drivers.contract import DeviceSpec, PolledBus, RawValue, Sample
+from edge.drivers.modbus.plan import PlannedRead, decode_point, plan_reads
+from edge.drivers.modbus.writes import encode_for_write
 from edge.errors import DeviceDisconnected, DeviceRejected, DeviceTimeout, DeviceUnreachable
-from edge.modbus_plan import PlannedRead
-from schemas.profile import ModbusTable
+from schemas.profile import Point
+from schemas.protocols.modbus import ModbusAddress, ModbusTable
 from schemas.vocabulary import Protocol
 
 _EXCEPTION_NAMES = {
@@ -39,7 +48,7 @@ _EXCEPTION_NAMES = {
 }
 
 
-class ModbusBus:
+class ModbusBus(PolledBus):
     """A connection to one Modbus bus, shared by every device on it."""
 
     def __init__(self, address: DeviceAddress, *, timeout_s: float = 1.0) -> None:
@@ -53,6 +62,9 @@ class ModbusBus:
         self._lost: asyncio.Future[None] | None = None
         # Whether any bytes came back on this connection since the last request went out.
         self._heard = False
+        # Each device's read plan, made on its first read: profiles and points are fixed
+        # for the life of the agent.
+        self._plans: dict[str, list[PlannedRead]] = {}
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         # pymodbus clients bind to the running event loop when created, so the bus
@@ -108,7 +120,32 @@ class ModbusBus:
             raise DeviceUnreachable(where, f"cannot connect to {self.name}")
         return client
 
-    async def read(self, read: PlannedRead, unit: int) -> list[int] | list[bool]:
+    async def read(self, device: DeviceSpec) -> Sample:
+        """Read ``device.points`` with the fewest requests its profile allows."""
+        plan = self._plans.get(device.device_id)
+        if plan is None:
+            plan = self._plans[device.device_id] = plan_reads(device.profile, list(device.points))
+        unit = device.address.unit
+        values: dict[str, RawValue] = {}
+        for read in plan:
+            block = await self.read_block(read, unit)
+            for point in read.points:
+                values[point.name] = decode_point(read, block, point)
+        return values
+
+    async def write(self, device: DeviceSpec, point: Point, value: float) -> None:
+        """Write an engineering value: a coil takes 0 or 1, registers the encoded words.
+
+        Raises PointError before sending when the point cannot hold ``value``.
+        """
+        words = encode_for_write(device.profile, point.name, value)
+        modbus = point.address_as(ModbusAddress)
+        if modbus.table is ModbusTable.COIL:
+            await self.write_coils(modbus.address, [bool(words[0])], device.address.unit)
+        else:
+            await self.write_registers(modbus.address, words, device.address.unit)
+
+    async def read_block(self, read: PlannedRead, unit: int) -> list[int] | list[bool]:
         """Execute one planned read against ``unit``; returns registers or bits.
 
         Raises DeviceTimeout, DeviceUnreachable, DeviceDisconnected or DeviceRejected

@@ -11,17 +11,15 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.profile import (
+from edge.drivers.contract import RawValue
+from schemas.profile import DeviceProfile, Point
+from schemas.protocols.modbus import (
     ByteOrder,
-    DeviceProfile,
     ModbusAddress,
     ModbusSettings,
     ModbusTable,
-    Point,
     ValueType,
 )
-
-RawValue = int | float | bool
 
 _ORDER: dict[ByteOrder, Literal["big", "little"]] = {
     ByteOrder.BIG: "big",
@@ -48,9 +46,7 @@ class PlannedRead:
 
 
 def _modbus(point: Point) -> ModbusAddress:
-    if point.modbus is None:
-        raise ValueError(f"point {point.name!r} has no modbus address")
-    return point.modbus
+    return point.address_as(ModbusAddress)
 
 
 def plan_reads(profile: DeviceProfile, points: list[Point] | None = None) -> list[PlannedRead]:
@@ -60,7 +56,7 @@ def plan_reads(profile: DeviceProfile, points: list[Point] | None = None) -> lis
     the gap before it is within ``max_gap`` and the read stays within the per-request
     limit, else it starts a new read.
     """
-    settings = profile.modbus or ModbusSettings()
+    settings = profile.settings_as(ModbusSettings) or ModbusSettings()
     chosen = points if points is not None else profile.points
     reads: list[PlannedRead] = []
     for table in ModbusTable:

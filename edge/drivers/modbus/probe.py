@@ -2,11 +2,12 @@
 
 The poller reads what telemetry needs, over and over; this module reads a device
 once, all of it, and keeps everything an installer checks a register map against:
-the planned requests, the raw words each point came from, the engineering value,
-its label, and the events the profile's rules would raise on that sample. It also
-writes one writable point (reading it before and after) and finds which unit ids
-answer on a bus and which profiles fit them. No presentation here: ``anju device``
-renders what these functions return.
+the planned requests with their raw answers, and for every point the registers (or
+bit) it lives in and the words it came from. What the values mean (engineering
+value, label, events) is the same for every protocol and is ``edge.inspection``'s.
+This module also writes one writable point (reading it before and after) and finds
+which unit ids answer on a bus and which profiles fit them. The driver's ``probe``
+and ``scan`` hooks wrap these; ``anju device`` renders what comes back.
 
 Profiles carry no identification register, so a scan suggests a profile for a unit
 when every planned read of that profile succeeds there and the values it decodes are
@@ -17,35 +18,37 @@ Errors (all ``EdgeError``):
 
 ProbeError               a request that cannot be carried out as asked
 ├── UnsupportedProfile   the profile or address is not Modbus
-├── PointError           unknown point, point not writable, value that does not fit
 └── UnitListError        a unit list such as ``1-10,15`` that cannot be parsed
 
-Device faults arrive as ``DeviceTimeout``, ``DeviceUnreachable`` and
-``DeviceRejected`` from ``edge.drivers.modbus``, naming the bus, unit, table and
-register.
+``PointError`` (edge.errors) refuses an unknown point, a point that is not writable
+and a value that does not fit. Device faults arrive as ``DeviceTimeout``,
+``DeviceUnreachable``, ``DeviceDisconnected`` and ``DeviceRejected`` from the bus,
+naming the bus, unit, table and register.
 """
 
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
+from dataclasses import dataclass, replace
 
 from edge.addresses import DeviceAddress
-from edge.drivers.modbus import ModbusBus
-from edge.errors import DeviceError, DeviceRejected, DeviceTimeout, DeviceUnreachable, EdgeError
-from edge.modbus_plan import PlannedRead, RawValue, decode_point, encode_value, plan_reads
-from edge.normalise import DeviceNormaliser, engineering_value
-from schemas.profile import (
-    DeviceProfile,
-    ModbusAddress,
-    ModbusTable,
-    Point,
-    ValueType,
+from edge.drivers.contract import Probe, ProbedPoint, ProfileCheck, RawRead, RawValue, ScanHit
+from edge.drivers.modbus.bus import ModbusBus
+from edge.drivers.modbus.plan import PlannedRead, decode_point, plan_reads
+from edge.drivers.modbus.writes import encode_for_write, modbus_address, point_named
+from edge.errors import (
+    DeviceError,
+    DeviceRejected,
+    DeviceTimeout,
+    DeviceUnreachable,
+    EdgeError,
+    PointError,
 )
+from edge.inspection import label_for
+from edge.normalise import engineering_value
+from schemas.profile import DeviceProfile, Point
+from schemas.protocols.modbus import ModbusAddress, ModbusTable, ValueType
 from schemas.vocabulary import METRIC_UNITS, Metric, Protocol
-from schemas.wire import Event
 
 MODBUS_PROTOCOLS = frozenset({Protocol.MODBUS_TCP, Protocol.MODBUS_RTU})
 UNIT_IDS = range(1, 248)
@@ -73,13 +76,6 @@ PLAUSIBLE_RANGES: dict[Metric, tuple[float, float]] = {
 # values the point can hold; shorter ones (``{0: locked}``) only name special values.
 _COMPLETE_LABELS = 3
 
-_INTEGER_RANGES: dict[ValueType, tuple[int, int]] = {
-    ValueType.U16: (0, 0xFFFF),
-    ValueType.S16: (-0x8000, 0x7FFF),
-    ValueType.U32: (0, 0xFFFF_FFFF),
-    ValueType.S32: (-0x8000_0000, 0x7FFF_FFFF),
-}
-
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes"})
 _FALSE_WORDS = frozenset({"0", "false", "off", "no"})
 
@@ -97,18 +93,6 @@ class UnsupportedProfile(ProbeError):
         super().__init__(f"profile {profile_id} at {address}: {problem}")
 
 
-class PointError(ProbeError):
-    """A point that does not exist, cannot be written, or cannot hold a value."""
-
-    def __init__(self, profile_id: str, point: str, problem: str, *, address: str = "") -> None:
-        self.profile_id = profile_id
-        self.point = point
-        self.address = address
-        self.problem = problem
-        where = f" at {address}" if address else ""
-        super().__init__(f"point {point!r} of {profile_id}{where}: {problem}")
-
-
 class UnitListError(ProbeError, ValueError):
     """A unit list that cannot be parsed; ``text`` is what was given."""
 
@@ -118,66 +102,13 @@ class UnitListError(ProbeError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class BlockRead:
-    """One planned request and what came back: registers as words, bits as 0 or 1."""
-
-    table: ModbusTable
-    start: int
-    count: int
-    values: tuple[int, ...]
-    points: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PointValue:
-    """One point as read: where it lives, its raw words or bit, and what they mean.
-
-    ``value`` is ``raw * scale + offset`` rounded to the resolution the scale and
-    offset give (0.01 for a scale of 0.01); booleans are 1.0 or 0.0. ``label`` is the
-    profile's meaning of the raw value, flags joined by ", " for a status word.
-    """
-
-    name: str
-    metric: Metric | None
-    unit: str | None
-    table: ModbusTable
-    register: int
-    type: ValueType
-    raw_words: tuple[int, ...]
-    raw: RawValue
-    value: float
-    label: str | None
-    writable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceReading:
-    """One read of a device: the requests, every point, the events it would raise."""
-
-    profile_id: str
-    address: str
-    unit: int
-    read_at: datetime
-    reads: tuple[BlockRead, ...]
-    points: tuple[PointValue, ...]
-    events: tuple[Event, ...]
-    elapsed_s: float
-
-    def point(self, name: str) -> PointValue:
-        """The point called ``name``; raises KeyError if this reading has none."""
-        for point in self.points:
-            if point.name == name:
-                return point
-        raise KeyError(name)
-
-
-@dataclass(frozen=True, slots=True)
 class WriteResult:
     """A write of one point: what it held, what was sent, what it holds afterwards.
 
-    ``written`` holds the register words sent, or one 0/1 for a coil. ``after`` may
-    differ from the requested value: a reset register reads back 0, and a device may
-    round or clamp.
+    ``written`` holds the register words sent, or one 0/1 for a coil, and
+    ``written_text`` the same as ``raw_text`` shows them. ``after`` may differ from the
+    requested value (``holds_written`` is then False): a reset register reads back 0,
+    and a device may round or clamp.
     """
 
     profile_id: str
@@ -185,36 +116,11 @@ class WriteResult:
     point: str
     requested: float
     written: tuple[int, ...]
-    before: PointValue
-    after: PointValue
+    written_text: str
+    before: ProbedPoint
+    after: ProbedPoint
+    holds_written: bool
     elapsed_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileCheck:
-    """Whether one profile's reads succeed at a unit, and why it does or does not fit."""
-
-    profile_id: str
-    matches: bool
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ScanHit:
-    """A unit that answered the scan, and the profiles tried on it.
-
-    ``answer`` is what the unit said to a read of holding register 0: ``"registers"``,
-    or the Modbus exception it replied with (which proves a device just as well).
-    """
-
-    unit: int
-    answer: str
-    checks: tuple[ProfileCheck, ...]
-
-    @property
-    def suggestions(self) -> list[str]:
-        """Ids of the profiles whose every read succeeded with plausible values."""
-        return [check.profile_id for check in self.checks if check.matches]
 
 
 def parse_units(text: str) -> list[int]:
@@ -237,44 +143,6 @@ def parse_units(text: str) -> list[int]:
             )
         units.update(range(low, high + 1))
     return sorted(units)
-
-
-def resolution_decimals(point: Point) -> int:
-    """Decimal places that the point's scale and offset give its values (0.01 -> 2)."""
-    places = 0
-    for number in (point.scale, point.offset):
-        exponent = Decimal(repr(number)).normalize().as_tuple().exponent
-        if isinstance(exponent, int):
-            places = max(places, -exponent)
-    return places
-
-
-def label_for(point: Point, raw: RawValue) -> str | None:
-    """The profile's meaning of ``raw``, or None if the labels do not name it.
-
-    Labels whose non-zero keys are all powers of two (at least two of them) describe a
-    bit field: a value is then named by its set bits, joined by ", ", with any
-    unlabelled bits shown in hex.
-    """
-    labels = point.labels
-    if not labels or isinstance(raw, float):
-        return None
-    key = int(raw)
-    if key in labels:
-        return labels[key]
-    if not _is_bit_field(labels) or key <= 0:
-        return None
-    flags = [bit for bit in sorted(labels) if bit and key & bit]
-    names = [labels[bit] for bit in flags]
-    rest = key & ~sum(flags)
-    if rest:
-        names.append(f"unlabelled bits 0x{rest:X}")
-    return ", ".join(names)
-
-
-def _is_bit_field(labels: Mapping[int, str]) -> bool:
-    flags = [key for key in labels if key]
-    return len(flags) >= 2 and all(key > 0 and key & (key - 1) == 0 for key in flags)
 
 
 def implausible_values(profile: DeviceProfile, sample: Mapping[str, RawValue]) -> list[str]:
@@ -311,9 +179,10 @@ def parse_point_value(profile: DeviceProfile, point_name: str, text: str) -> flo
     and bits ``on``/``off``, ``true``/``false``, ``1``/``0``. Raises PointError listing
     what the point accepts.
     """
-    point = _point(profile, point_name)
+    point = point_named(profile, point_name)
     word = text.strip().lower()
-    if point.modbus is not None and point.modbus.type is ValueType.BOOL:
+    address = point.address
+    if isinstance(address, ModbusAddress) and address.type is ValueType.BOOL:
         if word in _TRUE_WORDS:
             return 1.0
         if word in _FALSE_WORDS:
@@ -333,112 +202,28 @@ def parse_point_value(profile: DeviceProfile, point_name: str, text: str) -> flo
     return value
 
 
-def encode_for_write(profile: DeviceProfile, point_name: str, value: float) -> list[int]:
-    """The register words (or, for a coil, one 0/1) that set ``point_name`` to ``value``.
-
-    Raises PointError when the point is not writable, lives in a read-only table or in
-    one bit of a register, or when ``value`` is not a multiple of the point's
-    resolution or does not fit its type once scaled.
-    """
-    point = writable_point(profile, point_name)
-    address = _modbus(profile, point)
-    if address.table is ModbusTable.COIL:
-        if value not in (0.0, 1.0):
-            raise PointError(profile.id, point.name, f"a coil holds 0 or 1, not {value:g}")
-        return [int(value)]
-    if address.type is ValueType.F32:
-        try:
-            return encode_value(value, point)
-        except OverflowError:
-            raise PointError(profile.id, point.name, f"{value:g} does not fit a f32") from None
-    raw = (value - point.offset) / point.scale
-    if abs(raw - round(raw)) > 1e-6 * max(1.0, abs(raw)):
-        step = point.scale
-        raise PointError(
-            profile.id, point.name, f"{value:g} is not a multiple of its resolution {step:g}"
-        )
-    low, high = _INTEGER_RANGES[address.type]
-    if not low <= round(raw) <= high:
-        lowest, highest = sorted(bound * point.scale + point.offset for bound in (low, high))
-        raise PointError(
-            profile.id,
-            point.name,
-            f"{value:g} does not fit a {address.type} (it takes {lowest:g} to {highest:g})",
-        )
-    return encode_value(value, point)
-
-
-def writable_point(profile: DeviceProfile, point_name: str) -> Point:
-    """The point called ``point_name`` if a Modbus master can write it.
-
-    Raises PointError naming the point and, for a point that is not writable, the
-    points that are.
-    """
-    point = _point(profile, point_name)
-    address = _modbus(profile, point)
-    if not point.writable:
-        writable = ", ".join(p.name for p in profile.points if p.writable) or "none"
-        raise PointError(
-            profile.id,
-            point.name,
-            f"the profile does not mark it writable (writable points: {writable})",
-        )
-    if address.table not in (ModbusTable.HOLDING_REGISTER, ModbusTable.COIL):
-        raise PointError(
-            profile.id,
-            point.name,
-            f"it lives in the {address.table} table, which Modbus cannot write",
-        )
-    if address.bit is not None:
-        raise PointError(
-            profile.id,
-            point.name,
-            f"it is bit {address.bit} of holding register {address.address}; "
-            "writing one bit would overwrite the others",
-        )
-    return point
-
-
 async def read_device(
     profile: DeviceProfile,
     address: DeviceAddress,
+    points: Sequence[Point],
     *,
-    points: Sequence[str] | None = None,
     timeout_s: float = 1.0,
-) -> DeviceReading:
-    """Read every point of ``profile`` (or the named ``points``) once at ``address``.
+) -> Probe:
+    """Read ``points`` of ``profile`` once at ``address``, with the fewest requests.
 
-    Events are those the profile's rules raise on this sample from a fresh state, as
-    on the gateway's first poll: level rules whose condition holds fire; occurrence
-    rules with a ``sequence`` never fire on a first read.
+    Every request is kept with its answer in hex (bits as 0 or 1), and every point
+    with the registers it lives in and the words it came from.
 
-    Raises UnsupportedProfile, PointError for an unknown point name, and DeviceTimeout,
-    DeviceUnreachable or DeviceRejected naming the bus, unit, table and register.
+    Raises UnsupportedProfile, and DeviceTimeout, DeviceUnreachable, DeviceDisconnected
+    or DeviceRejected naming the bus, unit, table and register.
     """
     _require_modbus(profile, address)
-    chosen = [_point(profile, name) for name in points] if points is not None else None
-    plan = plan_reads(profile, chosen)
     bus = ModbusBus(address, timeout_s=timeout_s)
-    read_at = datetime.now(UTC)
-    started = time.perf_counter()
     try:
-        reads, values = await _read_plan(bus, address.unit, plan)
+        requests, values = await _read_plan(bus, address.unit, plan_reads(profile, list(points)))
     finally:
         bus.close()
-    elapsed_s = time.perf_counter() - started
-    sample = {value.name: value.raw for value in values}
-    _, events = DeviceNormaliser(profile.id, profile).normalise(sample, read_at)
-    order = {point.name: index for index, point in enumerate(profile.points)}
-    return DeviceReading(
-        profile_id=profile.id,
-        address=str(address),
-        unit=address.unit,
-        read_at=read_at,
-        reads=tuple(reads),
-        points=tuple(sorted(values, key=lambda value: order[value.name])),
-        events=tuple(events),
-        elapsed_s=elapsed_s,
-    )
+    return Probe(points=tuple(value for value, _ in values), requests=tuple(requests))
 
 
 async def write_point(
@@ -460,17 +245,17 @@ async def write_point(
     _require_modbus(profile, address)
     words = encode_for_write(profile, point_name, value)
     point = profile.point(point_name)
-    modbus = _modbus(profile, point)
+    modbus = modbus_address(profile, point)
     plan = plan_reads(profile, [point])
     bus = ModbusBus(address, timeout_s=timeout_s)
     started = time.perf_counter()
     try:
-        _, (before,) = await _read_plan(bus, address.unit, plan)
+        _, [(before, _)] = await _read_plan(bus, address.unit, plan)
         if modbus.table is ModbusTable.COIL:
             await bus.write_coils(modbus.address, [bool(words[0])], address.unit)
         else:
             await bus.write_registers(modbus.address, words, address.unit)
-        _, (after,) = await _read_plan(bus, address.unit, plan)
+        _, [(after, after_words)] = await _read_plan(bus, address.unit, plan)
     finally:
         bus.close()
     return WriteResult(
@@ -479,8 +264,10 @@ async def write_point(
         point=point.name,
         requested=value,
         written=tuple(words),
+        written_text=_words_text(words, modbus.table),
         before=before,
         after=after,
+        holds_written=after_words == tuple(words),
         elapsed_s=time.perf_counter() - started,
     )
 
@@ -498,9 +285,9 @@ async def scan_units(
     Each unit gets one read of holding register 0. Registers, or any Modbus exception
     except 0x0A/0x0B (the gateway's "nobody there"), prove a device; a timeout means
     none. Each Modbus profile of ``profiles`` is then tried on every device found (see
-    the module docstring). ``on_progress`` is called after each unit with the hit, or
-    None. Silent units cost ``timeout_s`` each, so a serial line is scanned in about
-    ``len(units) * timeout_s``.
+    the module docstring), those that fit first. ``on_progress`` is called after each
+    unit with the hit, or None. Silent units cost ``timeout_s`` each, so a serial line
+    is scanned in about ``len(units) * timeout_s``.
 
     Raises DeviceUnreachable if the bus itself cannot be reached.
     """
@@ -517,7 +304,7 @@ async def scan_units(
             if answer is not None:
                 checks = [await _check_profile(bus, unit, profile) for profile in candidates]
                 checks.sort(key=lambda check: not check.matches)
-                hit = ScanHit(unit, answer, tuple(checks))
+                hit = ScanHit(str(unit), replace(address, unit=unit), answer, tuple(checks))
                 hits.append(hit)
             if on_progress is not None:
                 on_progress(unit, hit)
@@ -527,15 +314,17 @@ async def scan_units(
 
 
 async def _presence(bus: ModbusBus, probe: PlannedRead, unit: int) -> str | None:
+    """What ``unit`` answered to ``probe``, or None if nobody is there."""
+    where = f"{probe.table.code} {probe.start}"
     try:
-        await bus.read(probe, unit)
+        block = await bus.read_block(probe, unit)
     except DeviceTimeout:
         return None
     except DeviceRejected as exc:
         if exc.code in _NOBODY_THERE:
             return None
-        return exc.problem
-    return "registers"
+        return f"{where}: {exc.problem}"
+    return f"{where} = {_words_text(block, probe.table)}"
 
 
 async def _check_profile(bus: ModbusBus, unit: int, profile: DeviceProfile) -> ProfileCheck:
@@ -543,12 +332,11 @@ async def _check_profile(bus: ModbusBus, unit: int, profile: DeviceProfile) -> P
     sample: dict[str, RawValue] = {}
     for read in plan:
         try:
-            block = await bus.read(read, unit)
+            block = await bus.read_block(read, unit)
         except DeviceUnreachable:
             raise
         except DeviceError as exc:
-            where = f"{read.table} {read.start}+{read.count}"
-            return ProfileCheck(profile.id, False, f"{where}: {exc.problem}")
+            return ProfileCheck(profile.id, False, f"{_request_text(read)}: {exc.problem}")
         sample.update({point.name: decode_point(read, block, point) for point in read.points})
     problems = implausible_values(profile, sample)
     if problems:
@@ -560,43 +348,57 @@ async def _check_profile(bus: ModbusBus, unit: int, profile: DeviceProfile) -> P
 
 async def _read_plan(
     bus: ModbusBus, unit: int, plan: list[PlannedRead]
-) -> tuple[list[BlockRead], list[PointValue]]:
-    reads: list[BlockRead] = []
-    values: list[PointValue] = []
+) -> tuple[list[RawRead], list[tuple[ProbedPoint, tuple[int, ...]]]]:
+    """The requests of ``plan`` with their answers, and each point with its raw words."""
+    requests: list[RawRead] = []
+    values: list[tuple[ProbedPoint, tuple[int, ...]]] = []
     for read in plan:
-        block = await bus.read(read, unit)
+        block = await bus.read_block(read, unit)
         words = tuple(int(word) for word in block)
-        reads.append(
-            BlockRead(read.table, read.start, read.count, words, tuple(p.name for p in read.points))
-        )
-        values.extend(_point_value(read, block, words, point) for point in read.points)
-    return reads, values
+        names = tuple(point.name for point in read.points)
+        requests.append(RawRead(_request_text(read), _words_text(words, read.table), names))
+        values.extend(_probed_point(read, block, words, point) for point in read.points)
+    return requests, values
 
 
-def _point_value(
+def _probed_point(
     read: PlannedRead, block: list[int] | list[bool], words: tuple[int, ...], point: Point
-) -> PointValue:
-    modbus = point.modbus
-    assert modbus is not None, "plan_reads plans only points with a modbus address"
+) -> tuple[ProbedPoint, tuple[int, ...]]:
+    modbus = point.address_as(ModbusAddress)
     offset = modbus.address - read.start
     width = 1 if read.table.is_bit_table else modbus.type.registers
+    raw_words = words[offset : offset + width]
     raw = decode_point(read, block, point)
-    value = float(engineering_value(point, raw))
-    if not isinstance(raw, float):
-        value = round(value, resolution_decimals(point))
-    return PointValue(
-        name=point.name,
-        metric=point.metric,
-        unit=METRIC_UNITS[point.metric] if point.metric is not None else None,
-        table=modbus.table,
-        register=modbus.address,
-        type=modbus.type,
-        raw_words=words[offset : offset + width],
-        raw=raw,
-        value=value,
-        label=label_for(point, raw),
-        writable=point.writable,
-    )
+    probed = ProbedPoint(point.name, raw, _where(modbus), _words_text(raw_words, read.table))
+    return probed, raw_words
+
+
+def _where(address: ModbusAddress) -> str:
+    """Where a point lives as a device manual says it: ``IR 10-11 u32``, ``HR 10 bit 3``."""
+    text = f"{address.table.code} {address.address}"
+    if address.bit is not None:
+        return f"{text} bit {address.bit}"
+    if address.table.is_bit_table:
+        return text
+    if address.type.registers > 1:
+        text = f"{text}-{address.address + address.type.registers - 1}"
+    orders = [
+        f"{name} {order}"
+        for name, order in (("bytes", address.byte_order), ("words", address.word_order))
+        if order != "big"
+    ]
+    return ", ".join([f"{text} {address.type}", *orders])
+
+
+def _request_text(read: PlannedRead) -> str:
+    return f"{read.table} {read.start}+{read.count}"
+
+
+def _words_text(words: Iterable[int], table: ModbusTable) -> str:
+    """Registers in hex (``0x015E 0x0000``), bits as 0 and 1."""
+    if table.is_bit_table:
+        return " ".join(str(int(bit)) for bit in words)
+    return " ".join(f"0x{word:04X}" for word in words)
 
 
 def _require_modbus(profile: DeviceProfile, address: DeviceAddress) -> None:
@@ -611,17 +413,3 @@ def _require_modbus(profile: DeviceProfile, address: DeviceAddress) -> None:
             "a Modbus device needs a modbus-tcp://HOST:PORT?unit=N or "
             "modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N address",
         )
-
-
-def _point(profile: DeviceProfile, name: str) -> Point:
-    try:
-        return profile.point(name)
-    except KeyError:
-        known = ", ".join(point.name for point in profile.points)
-        raise PointError(profile.id, name, f"no such point (points: {known})") from None
-
-
-def _modbus(profile: DeviceProfile, point: Point) -> ModbusAddress:
-    if point.modbus is None:
-        raise PointError(profile.id, point.name, "it has no Modbus address")
-    return point.modbus

@@ -12,9 +12,10 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from edge.modbus_plan import encode_value
+from edge.drivers.modbus.plan import encode_value
 from firmware_sim import IllegalDataAddress, IllegalDataValue
-from schemas.profile import DeviceProfile, ModbusTable, Point
+from schemas.profile import DeviceProfile, Point
+from schemas.protocols.modbus import ModbusAddress, ModbusTable
 
 _U16_MAX = 0xFFFF
 _ZONES = 8
@@ -41,7 +42,7 @@ class ZoneModuleModel:
         self._profile = profile
         self._random = random.Random(seed)
         self._clock = clock
-        self._points = [p for p in profile.points if p.modbus is not None]
+        self._points = [p for p in profile.points if isinstance(p.address, ModbusAddress)]
         self._input: dict[int, int] = {}
         self._holding: dict[int, int] = {}
         self._next_tick = clock()
@@ -136,8 +137,7 @@ class ZoneModuleModel:
         holding: dict[int, int] = {}
         bits: list[tuple[Point, bool]] = []
         for point in self._points:
-            address = point.modbus
-            assert address is not None
+            address = point.address_as(ModbusAddress)
             table = holding if address.table is ModbusTable.HOLDING_REGISTER else inputs
             value = self._values.get(point.name, 0.0)
             if address.bit is not None:
@@ -147,8 +147,7 @@ class ZoneModuleModel:
             for offset, word in enumerate(encode_value(value, point)):
                 table[address.address + offset] = word
         for point, on in bits:
-            address = point.modbus
-            assert address is not None
+            address = point.address_as(ModbusAddress)
             table = holding if address.table is ModbusTable.HOLDING_REGISTER else inputs
             if on and address.bit is not None:
                 table[address.address] |= 1 << address.bit
