@@ -44,7 +44,6 @@ Workers = Annotated[
 Shared = Annotated[
     bool | None,
     typer.Option(
-        "--shared/--no-shared",
         help="Join the MQTT v5 shared subscription group (ANJU_INGEST_GROUP), so ingest "
         "processes on several machines split the load. Default: shared with more than "
         "one worker, plain with one (a plain subscription survives a Mosquitto restart, "

@@ -1,6 +1,6 @@
 """What the fire linkage checks at start-up and how it tracks alarms per building.
 
-Nothing here talks to a device (the buses are never connected); the releases
+Nothing here talks to a device: the doors sit on an in-memory bus; the releases
 themselves are tested against simulated controllers in
 tests/integration/test_fire_linkage.py.
 """
@@ -13,13 +13,13 @@ import pytest
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
 from edge.config import DeviceConfig
-from edge.drivers.modbus.bus import ModbusBus
 from edge.errors import ConfigError
 from edge.local_rules import FireLinkage
 from edge.poller import PolledDevice
 from schemas.profile import DeviceProfile, load_profile
 from schemas.vocabulary import EventType, Severity
 from schemas.wire import Event
+from tests.memory_driver import MemoryBus
 
 PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
 SMOKE = load_profile(PROFILES / "smoke/anju-smoke-mb.yaml")
@@ -49,8 +49,7 @@ SITE = [
 
 
 def linkage_for(configs: list[DeviceConfig]) -> FireLinkage:
-    address = parse_address(configs[0].address)
-    bus = ModbusBus(address)
+    bus = MemoryBus()
     polled = {
         config.id: PolledDevice(
             config.id, BY_ID[config.profile], parse_address(config.address), 1.0
