@@ -7,6 +7,7 @@ raises. Protocol behaviour (frames, timeouts, reconnects) is tested against real
 transports in each driver's own tests.
 """
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -31,24 +32,33 @@ class MemoryBus(PolledBus):
         self.writes: list[Write] = []
         self.failing: dict[str, DeviceError] = {}
         """Devices that answer nothing but this error, by id, until removed."""
+        self.held: dict[str, asyncio.Event] = {}
+        """Devices whose requests wait until this event is set, by id: a slow device."""
+        self.requests = 0
+        """Reads and writes asked for, counted on arrival: answered, failed or held."""
         self.reads = 0
         self.closed = False
 
     async def read(self, device: DeviceSpec) -> Sample:
         self.reads += 1
-        self._fail_if_told(device)
+        await self._arrive(device)
         stored = self.values[device.device_id]
         return {point.name: stored.get(point.name, 0) for point in device.points}
 
     async def write(self, device: DeviceSpec, point: Point, value: float) -> None:
-        self._fail_if_told(device)
+        await self._arrive(device)
         self.writes.append(Write(device.device_id, point.name, value))
         self.values[device.device_id][point.name] = value
 
     def close(self) -> None:
         self.closed = True
 
-    def _fail_if_told(self, device: DeviceSpec) -> None:
+    async def _arrive(self, device: DeviceSpec) -> None:
+        """Count the request, wait while the device is held, then fail if told to."""
+        self.requests += 1
+        held = self.held.get(device.device_id)
+        if held is not None:
+            await held.wait()
         error = self.failing.get(device.device_id)
         if error is not None:
             raise error

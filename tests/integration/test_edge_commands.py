@@ -1,6 +1,10 @@
 """Commands reaching real devices: a door controller and a smoke detector over Modbus TCP,
 and a command's round trip through the real Mosquitto broker.
 
+What the command processor decides (refusals, repeats, the audit log) is tested in
+tests/unit/test_commands.py over an in-memory bus; here are what needs a real Modbus
+server: the driver's own error text and the remote ``scan``.
+
 The MQTT test stands in for the uplink's command hook with a few lines of aiomqtt:
 it subscribes to ``cmd/+`` and publishes what the processor returns on
 ``cmd-result/{id}``.
@@ -17,7 +21,7 @@ import pytest_asyncio
 
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
-from edge.commands import AUDIT_FILE, CommandProcessor
+from edge.commands import AUDIT_FILE, CommandLimits, CommandProcessor
 from edge.drivers.modbus.bus import ModbusBus
 from edge.poller import PolledDevice
 from firmware_sim.door_controller import DoorController, EventCode, Status
@@ -47,7 +51,32 @@ class Building:
     door: DoorController
     door_clock: DoorClock
     smoke: SmokeDetector
+    server: ModbusSimServer
+    actions: DeviceActions
+    audit: Path
     processor: CommandProcessor
+
+    def processor_with(self, limits: CommandLimits) -> CommandProcessor:
+        """Another processor on the same devices and audit log, with other limits."""
+        return _processor(self.actions, self.audit, limits)
+
+
+async def _reload() -> str:
+    return "unchanged"
+
+
+def _processor(
+    actions: DeviceActions, audit: Path, limits: CommandLimits | None = None
+) -> CommandProcessor:
+    return CommandProcessor(
+        GATEWAY,
+        actions,
+        reload=_reload,
+        audit_path=audit,
+        agent_version="0.1.0",
+        profiles=PROFILES.values(),
+        limits=limits or CommandLimits(),
+    )
 
 
 @pytest_asyncio.fixture
@@ -72,20 +101,10 @@ async def building(tmp_path: Path) -> AsyncIterator[Building]:
                 ),
             }
         )
-
-        async def reload() -> str:
-            return "unchanged"
-
-        processor = CommandProcessor(
-            GATEWAY,
-            actions,
-            reload=reload,
-            audit_path=tmp_path / AUDIT_FILE,
-            agent_version="0.1.0",
-            profiles=PROFILES.values(),
-        )
+        audit = tmp_path / AUDIT_FILE
+        processor = _processor(actions, audit)
         try:
-            yield Building(door, door_clock, smoke, processor)
+            yield Building(door, door_clock, smoke, server, actions, audit, processor)
         finally:
             bus.close()
 
@@ -197,3 +216,46 @@ async def test_command_round_trip_through_the_broker(
     assert building.door.unlock_seconds_left == 4
     unlocks = [e for e in building.door.events() if e.code is EventCode.REMOTE_UNLOCK]
     assert len(unlocks) == 1
+
+
+async def test_a_silent_door_fails_the_unlock_with_the_drivers_error_text(
+    building: Building,
+) -> None:
+    building.server.faults(3).drop()
+    payload = command(CommandName.UNLOCK_DOOR, "c-unlock-1", device="fh-b3-door-01")
+    result = decode(await building.processor.handle("c-unlock-1", payload), CommandResult)
+    assert not result.ok
+    assert "unit 3 holding_register 101: no answer within 1 s" in result.detail
+    assert not building.door.strike_released
+    assert not [e for e in building.door.events() if e.code is EventCode.REMOTE_UNLOCK]
+
+
+async def test_scan_finds_units_and_suggests_profiles(building: Building) -> None:
+    server = building.server
+    by_url = command(CommandName.SCAN, "c-scan-1", args={"bus": server.url, "units": "3,5,7"})
+    result = decode(await building.processor.handle("c-scan-1", by_url), CommandResult)
+    assert result.ok, result.detail
+    assert result.detail == f"2 of 3 answered on tcp://127.0.0.1:{server.port}"
+    assert result.data == {
+        "bus": f"tcp://127.0.0.1:{server.port}",
+        "units": "3,5,7",
+        "found": "3,7",
+        "suggested": "3=anju-door-mb;7=anju-smoke-mb",
+    }
+    by_device = command(
+        CommandName.SCAN, "c-scan-2", args={"bus": "fh-b3-smoke-0301", "units": "7"}
+    )
+    second = decode(await building.processor.handle("c-scan-2", by_device), CommandResult)
+    assert (second.data["found"], second.data["suggested"]) == ("7", "7=anju-smoke-mb")
+
+
+async def test_a_scan_that_runs_too_long_answers_with_what_it_found(building: Building) -> None:
+    building.server.faults(7).delay(5.0)
+    processor = building.processor_with(CommandLimits(scan_unit_s=0.5, scan_max_s=0.3))
+    payload = command(
+        CommandName.SCAN, "c-scan-1", args={"bus": building.server.url, "units": "3,7-10"}
+    )
+    result = decode(await processor.handle("c-scan-1", payload), CommandResult)
+    assert not result.ok
+    assert result.detail == "stopped after 0.3 s at 3; data holds what was found"
+    assert (result.data["found"], result.data["suggested"]) == ("3", "3=anju-door-mb")

@@ -27,11 +27,9 @@ from edge.drivers.contract import (
 from edge.drivers.registry import registered
 from edge.errors import DeviceTimeout
 from edge.metrics import EdgeCollector
-from edge.spool import Spool
 from schemas.profile import Point, load_profiles
-from schemas.topics import Channel
 from schemas.vocabulary import EventType, Metric
-from schemas.wire import EventBatch, TelemetryBatch, decode
+from tests.unit.test_agent_spool_errors import spooled
 
 PROFILES = load_profiles(Path(__file__).resolve().parents[2] / "device_profiles")
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -95,19 +93,6 @@ def config(tmp_path: Path, *devices: dict[str, str]) -> dict[str, Any]:
 SMOKE = {"id": "b3-smoke", "profile": "anju-smoke-mb", "address": "modbus-tcp://lab:502?unit=1"}
 NORMAL = {"status": 0, "obscuration": 12, "temperature": 215, "co": 0, "battery": 97}
 ALARM = {**NORMAL, "status": 1}
-
-
-def spooled(spool: Spool) -> tuple[list[Any], list[Any]]:
-    """Every event and reading in the spool, oldest first."""
-    spool.flush()
-    events: list[Any] = []
-    readings: list[Any] = []
-    while (batch := spool.take_nowait()) is not None:
-        if batch.channel is Channel.EVENTS:
-            events.extend(decode(batch.payload, EventBatch).items)
-        else:
-            readings.extend(decode(batch.payload, TelemetryBatch).items)
-    return events, readings
 
 
 async def spooled_while_running(agent: Agent) -> tuple[list[Any], list[Any]]:

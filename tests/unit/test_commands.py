@@ -1,43 +1,43 @@
 """CommandProcessor: refusals, idempotency across repeats and restarts, the audit log.
 
-Devices are real simulators behind a real Modbus TCP server on loopback; the reload
-callable is a plain function of the test's own. Time is a clock the test moves.
+Devices live on a ``MemoryBus`` (tests/memory_driver.py): the processor reaches them
+only through the driver contract, so what a command did is the bus's record of writes,
+and a device fault is one the bus is told to raise. Scans, which need a real Modbus
+bus, are in tests/integration/test_edge_commands.py. The reload callable is a plain
+function of the test's own. Time is a clock the test moves.
 """
 
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
 from edge.commands import CommandLimits, CommandProcessor
-from edge.drivers.modbus.bus import ModbusBus
-from edge.errors import ConfigError
+from edge.errors import ConfigError, DeviceTimeout
 from edge.poller import PolledDevice
 from edge.uplink import COMMAND_TIMEOUT_S
-from firmware_sim.door_controller import DoorController, EventCode
-from firmware_sim.faults import FaultInjector
-from firmware_sim.modbus_server import ModbusSimServer
-from firmware_sim.smoke_detector import SmokeDetector
 from schemas.profile import load_profiles
 from schemas.wire import ArgValue, Command, CommandName, CommandResult, decode, encode
+from tests.memory_driver import MemoryBus, Write
 
 PROFILES = load_profiles(Path(__file__).resolve().parents[2] / "device_profiles")
 DOOR, SMOKE = PROFILES["anju-door-mb"], PROFILES["anju-smoke-mb"]
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+# Addresses that are never connected to: the devices are in memory.
+BUS_URL = "modbus-tcp://192.0.2.10:502"
 AUDIT_KEYS = ["at", "id", "name", "device", "args", "outcome", "detail", "kept_until", "result"]
 
 
 class Clock:
-    """Gateway wall time, moved by the test; the door controller reads it too."""
+    """Gateway wall time, moved by the test."""
 
     def __init__(self) -> None:
         self.now = T0
@@ -45,18 +45,18 @@ class Clock:
     def __call__(self) -> datetime:
         return self.now
 
-    def unix(self) -> float:
-        return self.now.timestamp()
-
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
 
 
+def unlock_pulse(seconds: float) -> Write:
+    """The write an unlock of door-1 for ``seconds`` makes."""
+    return Write("door-1", "unlock_pulse", seconds)
+
+
 @dataclass
 class Site:
-    door: DoorController
-    smoke: SmokeDetector
-    server: ModbusSimServer
+    bus: MemoryBus
     actions: DeviceActions
     clock: Clock
     audit: Path
@@ -80,9 +80,6 @@ class Site:
             limits=limits or CommandLimits(),
         )
 
-    def unlocks(self) -> int:
-        return sum(event.code is EventCode.REMOTE_UNLOCK for event in self.door.events())
-
     def audit_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit.read_text().splitlines()]
 
@@ -91,27 +88,18 @@ async def _reloaded() -> str:
     return "reloaded: 2 devices"
 
 
-@pytest_asyncio.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    clock = Clock()
-    door = DoorController(clock=clock.unix)
-    smoke = SmokeDetector()
-    async with ModbusSimServer({1: door, 2: smoke}) as server:
-        door_address = parse_address(server.url_for(1))
-        bus = ModbusBus(door_address, timeout_s=0.5)
-        actions = DeviceActions(
-            {
-                "door-1": (bus, PolledDevice("door-1", DOOR, door_address, 0.5)),
-                "smoke-2": (
-                    bus,
-                    PolledDevice("smoke-2", SMOKE, parse_address(server.url_for(2)), 1.0),
-                ),
-            }
-        )
-        try:
-            yield Site(door, smoke, server, actions, clock, tmp_path / "state" / "commands.jsonl")
-        finally:
-            bus.close()
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    bus = MemoryBus(BUS_URL)
+    door_address = parse_address(f"{BUS_URL}?unit=1")
+    smoke_address = parse_address(f"{BUS_URL}?unit=2")
+    actions = DeviceActions(
+        {
+            "door-1": (bus, PolledDevice("door-1", DOOR, door_address, 0.5)),
+            "smoke-2": (bus, PolledDevice("smoke-2", SMOKE, smoke_address, 1.0)),
+        }
+    )
+    return Site(bus, actions, Clock(), tmp_path / "state" / "commands.jsonl")
 
 
 def command(
@@ -174,12 +162,11 @@ async def test_unlock_door_uses_the_profile_value_or_the_seconds_given(site: Sit
         "unlocked door-1 for 5 s",
         {"seconds": 5, "point": "unlock_pulse"},
     )
-    assert site.door.unlock_seconds_left == 5
+    assert site.bus.writes == [unlock_pulse(5)]
     payload = command("unlock_door", id="c-2", device="door-1", args={"seconds": 9})
     second = result_of(await processor.handle("c-2", payload))
     assert (second.ok, second.data["seconds"]) == (True, 9)
-    assert site.door.unlock_seconds_left == 9
-    assert site.unlocks() == 2
+    assert site.bus.writes == [unlock_pulse(5), unlock_pulse(9)]
 
 
 REFUSALS = [
@@ -318,7 +305,8 @@ async def test_refusals_name_the_reason_and_do_nothing(
     assert not result.ok
     assert result.id == topic_id
     assert reason in result.detail
-    assert site.unlocks() == 0
+    assert site.bus.writes == []
+    assert site.bus.requests == 0
     (line,) = site.audit_lines()
     assert (line["id"], line["outcome"], line["detail"]) == (topic_id, "refused", result.detail)
 
@@ -333,12 +321,21 @@ async def test_malformed_or_mismatched_payloads_are_not_kept(site: Site) -> None
 
 
 async def test_device_fault_is_a_failure_with_the_error_text(site: Site) -> None:
-    site.server.faults(1).drop()
+    fault = DeviceTimeout("tcp://192.0.2.10:502 unit 1", "no answer within 0.5 s")
+    site.bus.failing["door-1"] = fault
+    processor = site.processor()
     payload = command("unlock_door", device="door-1")
-    result = result_of(await site.processor().handle("c-1", payload))
+    answer = await processor.handle("c-1", payload)
+    result = result_of(answer)
     assert not result.ok
-    assert "unit 1 holding_register 101: no answer within 0.5 s" in result.detail
+    assert str(fault) in result.detail
+    assert (site.bus.requests, site.bus.writes) == (1, [])
     assert [line["outcome"] for line in site.audit_lines()] == ["started", "failed"]
+    # Final: a redelivery once the device answers again gets the same failure, unretried.
+    del site.bus.failing["door-1"]
+    site.clock.advance(1)
+    assert await processor.handle("c-1", payload) == answer
+    assert (site.bus.requests, site.bus.writes) == (1, [])
 
 
 async def test_same_id_twice_unlocks_once_and_answers_the_same_bytes(site: Site) -> None:
@@ -348,7 +345,7 @@ async def test_same_id_twice_unlocks_once_and_answers_the_same_bytes(site: Site)
     site.clock.advance(2)
     second = await processor.handle("c-1", payload)
     assert second == first
-    assert site.unlocks() == 1
+    assert site.bus.writes == [unlock_pulse(7)]
     assert [line["outcome"] for line in site.audit_lines()] == ["started", "ok", "repeat"]
 
 
@@ -387,7 +384,7 @@ async def test_restart_answers_kept_results_without_acting_again(site: Site) -> 
     assert restarted.kept == 2
     assert await restarted.handle("c-1", payload) == first
     assert await restarted.handle("c-2", command("ping", id="c-2", expires_s=-1)) == refused
-    assert site.unlocks() == 1
+    assert site.bus.writes == [unlock_pulse(5)]
 
 
 async def test_restart_after_a_cut_off_command_reports_it_interrupted(site: Site) -> None:
@@ -436,7 +433,7 @@ async def test_results_are_forgotten_once_the_command_is_past_expiry_and_skew(
     assert site.processor().kept == 0
     again = result_of(await processor.handle("c-1", payload))
     assert (again.ok, again.detail.startswith("expired at")) == (False, True)
-    assert site.unlocks() == 1
+    assert site.bus.writes == [unlock_pulse(5)]
 
 
 async def test_audit_lines_are_whole_json_and_fsynced_before_the_act(
@@ -492,7 +489,7 @@ async def test_unwritable_audit_log_means_no_unlock(site: Site) -> None:
     result = result_of(await processor.handle("c-1", command("unlock_door", device="door-1")))
     assert not result.ok
     assert result.detail.startswith("not carried out: command audit log")
-    assert site.unlocks() == 0
+    assert (site.bus.requests, site.bus.writes) == (0, [])
     assert processor.audit_failures == 1
 
 
@@ -522,37 +519,10 @@ async def test_reload_config_reports_the_summary_or_the_config_error(site: Site)
     assert site.audit_lines()[-1]["outcome"] == "failed"
 
 
-async def test_scan_finds_units_and_suggests_profiles(site: Site) -> None:
-    processor = site.processor()
-    by_url = command("scan", args={"bus": site.server.url, "units": "1-3"})
-    result = result_of(await processor.handle("c-1", by_url))
-    assert result.ok, result.detail
-    assert result.detail == f"2 of 3 answered on tcp://127.0.0.1:{site.server.port}"
-    assert result.data == {
-        "bus": f"tcp://127.0.0.1:{site.server.port}",
-        "units": "1-3",
-        "found": "1,2",
-        "suggested": "1=anju-door-mb;2=anju-smoke-mb",
-    }
-    by_device = command("scan", id="c-2", args={"bus": "smoke-2", "units": "2"})
-    second = result_of(await processor.handle("c-2", by_device))
-    assert (second.data["found"], second.data["suggested"]) == ("2", "2=anju-smoke-mb")
-
-
-async def test_a_scan_that_runs_too_long_answers_with_what_it_found(site: Site) -> None:
-    site.server.faults(2).delay(5.0)
-    limits = CommandLimits(scan_unit_s=0.5, scan_max_s=0.3)
-    payload = command("scan", args={"bus": site.server.url, "units": "1-5"})
-    result = result_of(await site.processor(limits=limits).handle("c-1", payload))
-    assert not result.ok
-    assert result.detail == "stopped after 0.3 s at 1; data holds what was found"
-    assert (result.data["found"], result.data["suggested"]) == ("1", "1=anju-door-mb")
-
-
 async def test_scanning_the_serial_line_of_a_gateway_device_is_refused(tmp_path: Path) -> None:
     address = parse_address("modbus-rtu:///dev/ttyUSB7?baud=9600&unit=4")
     actions = DeviceActions(
-        {"smoke-4": (ModbusBus(address), PolledDevice("smoke-4", SMOKE, address, 1.0))}
+        {"smoke-4": (MemoryBus(address.bus), PolledDevice("smoke-4", SMOKE, address, 1.0))}
     )
     processor = CommandProcessor(
         "gw-fh-01",
@@ -579,30 +549,34 @@ async def test_a_command_that_hangs_fails_after_the_run_timeout(site: Site) -> N
     assert [line["outcome"] for line in site.audit_lines()] == ["started", "failed"]
 
 
-async def wait_for_request(faults: FaultInjector) -> None:
-    """Until a request has reached the device (a delayed one is then being served)."""
+async def wait_for_request(bus: MemoryBus) -> None:
+    """Until a request has reached the bus (a held one is then being served)."""
     deadline = asyncio.get_running_loop().time() + 5
-    while faults.stats.requests == 0:
+    while bus.requests == 0:
         assert asyncio.get_running_loop().time() < deadline, "no request reached the device"
         await asyncio.sleep(0.005)
 
 
 async def test_a_cancelled_caller_does_not_cut_off_an_unlock_nor_repeat_it(site: Site) -> None:
     # The uplink cancels its command task on a reconnect; the broker then redelivers.
-    faults = site.server.faults(1)
-    faults.delay(0.3, count=1)  # the door takes the write when the delay is over
+    released = asyncio.Event()
+    site.bus.held["door-1"] = released  # the door takes the write once released
     processor = site.processor()
     payload = command("unlock_door", device="door-1", args={"seconds": 7})
     first = asyncio.create_task(processor.handle("c-1", payload))
-    await wait_for_request(faults)
+    await wait_for_request(site.bus)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    second = await asyncio.wait_for(processor.handle("c-1", payload), timeout=5)
+    redelivered = asyncio.create_task(processor.handle("c-1", payload))
+    await asyncio.sleep(0.05)
+    assert not redelivered.done(), "the redelivery waits for the write still under way"
+    released.set()
+    second = await asyncio.wait_for(redelivered, timeout=5)
     result = result_of(second)
     assert (result.ok, result.detail) == (True, "unlocked door-1 for 7 s")
-    assert site.unlocks() == 1
-    assert faults.stats.requests == 1
+    assert site.bus.writes == [unlock_pulse(7)]
+    assert site.bus.requests == 1
     assert await processor.handle("c-1", payload) == second
     assert [line["outcome"] for line in site.audit_lines()] == ["started", "ok", "repeat", "repeat"]
     assert site.processor().kept == 1
@@ -641,8 +615,7 @@ async def test_an_unlock_that_expires_during_its_started_fsync_is_not_carried_ou
     assert result.detail.startswith(
         "not carried out: expired at 2025-03-01T08:00:05+00:00 before it could start"
     )
-    assert site.unlocks() == 0
-    assert site.server.faults(1).stats.requests == 0
+    assert (site.bus.requests, site.bus.writes) == (0, [])
     assert [line["outcome"] for line in site.audit_lines()] == ["started", "refused"]
     assert await processor.handle("c-1", payload) == answer
 
@@ -693,7 +666,7 @@ async def test_a_grown_audit_log_is_rotated_keeping_history_and_kept_results(
     site.clock.advance(1)
     restarted = site.processor(limits=limits)
     assert await restarted.handle("c-1", unlock) == first
-    assert site.unlocks() == 1
+    assert site.bus.writes == [unlock_pulse(7)]
     assert [line["outcome"] for line in site.audit_lines()] == ["ok", "repeat"]
 
     # A second rotation moves the first up a generation; a third drops the oldest
