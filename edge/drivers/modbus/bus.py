@@ -22,6 +22,7 @@ ends after part of an answer arrived is therefore reported as a bad response.
 import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Final
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -35,6 +36,9 @@ from edge.errors import DeviceDisconnected, DeviceRejected, DeviceTimeout, Devic
 from schemas.profile import Point
 from schemas.protocols.modbus import ModbusAddress, ModbusTable
 from schemas.vocabulary import Protocol
+
+MODBUS_PROTOCOLS: Final = frozenset({Protocol.MODBUS_TCP, Protocol.MODBUS_RTU})
+"""The address schemes and profile protocols a Modbus bus speaks."""
 
 _EXCEPTION_NAMES = {
     1: "illegal function",

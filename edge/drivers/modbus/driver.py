@@ -12,15 +12,14 @@ from edge.drivers.contract import (
     ScanProgress,
     ScanTerms,
 )
-from edge.drivers.modbus.bus import ModbusBus
+from edge.drivers.modbus.bus import MODBUS_PROTOCOLS, ModbusBus
 from edge.drivers.modbus.probe import UNIT_IDS, parse_units, read_device, scan_units
 from schemas.profile import DeviceProfile
-from schemas.vocabulary import Protocol
 
 
 class ModbusDriver(Driver):
     name = "modbus"
-    protocols = frozenset({Protocol.MODBUS_TCP, Protocol.MODBUS_RTU})
+    protocols = MODBUS_PROTOCOLS
     scan_terms = ScanTerms(
         candidate="unit",
         candidates="units",

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 
 from edge.addresses import DeviceAddress
 from edge.drivers.contract import Probe, ProbedPoint, ProfileCheck, RawRead, RawValue, ScanHit
-from edge.drivers.modbus.bus import ModbusBus
+from edge.drivers.modbus.bus import MODBUS_PROTOCOLS, ModbusBus
 from edge.drivers.modbus.plan import PlannedRead, decode_point, plan_reads
 from edge.drivers.modbus.writes import encode_for_write, modbus_address, point_named
 from edge.errors import (
@@ -48,9 +48,8 @@ from edge.inspection import label_for
 from edge.normalise import engineering_value
 from schemas.profile import DeviceProfile, Point
 from schemas.protocols.modbus import ModbusAddress, ModbusTable, ValueType
-from schemas.vocabulary import METRIC_UNITS, Metric, Protocol
+from schemas.vocabulary import METRIC_UNITS, Metric
 
-MODBUS_PROTOCOLS = frozenset({Protocol.MODBUS_TCP, Protocol.MODBUS_RTU})
 UNIT_IDS = range(1, 248)
 
 # Exception codes a gateway (RTU-to-TCP converter) sends for a unit nobody answers:
