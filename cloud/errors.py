@@ -1,7 +1,7 @@
 """Errors raised by the cloud tier, each carrying what it concerns.
 
     CloudError
-    ├── SettingsError          an environment variable missing or malformed (names it)
+    ├── SettingsError          environment variables missing or malformed (names each)
     ├── StorageError           the database failed a statement (carries the SQL name)
     │   ├── StorageUnavailable     transient: connection lost, pool timeout, deadlock;
     │   │                          retry later, and never acknowledge the message
@@ -17,19 +17,45 @@ so callers above the storage layer catch these and never ``psycopg.Error``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 
 class CloudError(Exception):
     """Base of every error raised by ``cloud``."""
 
 
-class SettingsError(CloudError):
-    """A setting is missing or malformed; names the variable and the expected form."""
+class SettingsProblem(NamedTuple):
+    """One missing or malformed setting: its variable, what is wrong, the form expected."""
 
-    def __init__(self, variable: str, problem: str, expected: str) -> None:
+    variable: str
+    problem: str
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}: {self.problem}; expected {self.expected}"
+
+
+class SettingsError(CloudError):
+    """Settings are missing or malformed; names each variable and the form it expects.
+
+    ``problems`` holds every mistake found, so an operator fixes them all in one go
+    rather than one per start; the message has one line per problem. ``variable``,
+    ``problem`` and ``expected`` are the first problem's.
+    """
+
+    def __init__(self, variable: str, problem: str, expected: str, *more: SettingsProblem) -> None:
+        self.problems = [SettingsProblem(variable, problem, expected), *more]
         self.variable = variable
         self.problem = problem
         self.expected = expected
-        super().__init__(f"{variable}: {problem}; expected {expected}")
+        super().__init__("\n".join(str(each) for each in self.problems))
+
+    @classmethod
+    def of(cls, problems: Sequence[SettingsProblem]) -> SettingsError:
+        """One error for ``problems`` (at least one)."""
+        first, *more = problems
+        return cls(*first, *more)
 
 
 class StorageError(CloudError):

@@ -1,43 +1,63 @@
 """Typed settings of the cloud tier, read from ``ANJU_*`` environment variables.
 
-Validated once at start-up: a missing or malformed value raises ``SettingsError``
-naming the variable and the form it expects, before any connection is tried.
+One ``pydantic-settings`` model per subsystem, each with its own prefix: a field's
+variable is the prefix and the field's name in capitals (``QueueSettings.repeat_s``
+is ``ANJU_QUEUE_REPEAT_S``), so no name is written twice. ``load_settings`` validates
+them all at start-up, before any connection is tried, and raises one ``SettingsError``
+listing every mistake: the variable, its value (never a key or a password) and the
+form it expects.
 
 - ``ANJU_DATABASE_URL`` (required): ``postgresql://user[:password]@host[:port]/dbname``
 - ``ANJU_MQTT_URL`` (required by ingest):
   ``mqtt://[user[:password]@]host[:port][?version=5|3.1.1]``
-- ``ANJU_API_HOST`` (default ``127.0.0.1``) and ``ANJU_API_PORT`` (default ``8080``)
-- ``ANJU_INGEST_GROUP`` (default ``anju-ingest``): the MQTT v5 shared-subscription group
-- ``ANJU_INGEST_CLIENT_ID`` (default ``anju-ingest-{hostname}``): the stable MQTT client
-  id prefix; worker N connects as ``{prefix}-{N}``
-- ``ANJU_STORAGE_*``: how readings are kept over time, see ``StorageSettings`` (the
-  variable of each field is its name in capitals after the prefix, for example
-  ``ANJU_STORAGE_RETENTION_DAYS``)
+- ``ANJU_API_*``: where the API listens, ``ANJU_API_HOST`` (default ``127.0.0.1``) and
+  ``ANJU_API_PORT`` (``8080``), and how it slows down key guessing,
+  ``ANJU_API_AUTH_FAILURE_LIMIT`` (``20`` failed authentications per client address
+  in each ``ANJU_API_AUTH_FAILURE_WINDOW_S``, ``60``); see ``ApiSettings``
+- ``ANJU_INGEST_*``: how ingest workers meet the broker, see ``IngestSettings``: for
+  example ``ANJU_INGEST_GROUP`` (default ``anju-ingest``), the MQTT v5
+  shared-subscription group, and ``ANJU_INGEST_CLIENT_ID`` (default
+  ``anju-ingest-{hostname}``), the client id prefix; worker N connects as ``{prefix}-{N}``
+- ``ANJU_STORAGE_*``: how readings are kept over time, see ``StorageSettings`` (for
+  example ``ANJU_STORAGE_RETENTION_DAYS``; docs/storage.md)
 - ``ANJU_WEBHOOK_*``: how webhooks are delivered, see ``WebhookSettings`` (for example
   ``ANJU_WEBHOOK_ALLOW_PRIVATE``; docs/webhooks.md)
 - ``ANJU_QUEUE_*``: escalation limits of the emergency queue, see ``QueueSettings``
   (for example ``ANJU_QUEUE_P1_UNCLAIMED_S``; docs/emergency-queue.md)
+- ``ANJU_RESIDENT_KEYS``: the keys that wrap residents' data keys, comma-separated
+  ``ID:BASE64`` entries, the current key first; see ``ResidentSettings``
+
+A variable under one of these prefixes that is no setting but close to one (a typo
+such as ``ANJU_QUEUE_P1_UNCLAIMD_S``) is refused too, rather than silently ignored.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import difflib
 import ipaddress
 import os
 import re
 import socket
-from collections.abc import Mapping
-from typing import Annotated, Final, Literal, Self, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretBytes,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cloud.errors import SettingsError
+from cloud.errors import SettingsError, SettingsProblem
 from schemas.broker import BrokerAddress, parse_broker_url
 from schemas.errors import SchemaError
 
@@ -46,9 +66,21 @@ MQTT_URL_VAR: Final = "ANJU_MQTT_URL"
 DATABASE_URL_FORM: Final = "postgresql://user[:password]@host[:port]/dbname"
 MQTT_URL_FORM: Final = "mqtt://[user[:password]@]host[:port][?version=5|3.1.1]"
 
-_M = TypeVar("_M", bound=BaseModel)
-_MQTT_NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"
+WRAPPING_KEY_BYTES: Final = 32
+"""Length of a key-encryption key: AES-256."""
 
+_MQTT_NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"
+_NAME_FORM: Final = "letters, digits, '.', '_', '-' (at most 48, starting with a letter or digit)"
+WRAPPING_KEY_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+_KEYS_FORM: Final = (
+    "comma-separated ID:BASE64 entries, the current key first; each ID 1-32 letters, "
+    "digits, '.', '_' or '-' starting with a letter or digit, each BASE64 (standard or "
+    f"url-safe) of exactly {WRAPPING_KEY_BYTES} bytes"
+)
+_URL_SAFE: Final = str.maketrans("-_", "+/")
+_TYPO_CUTOFF: Final = 0.75
+"""How alike (difflib's ratio) an unknown variable's name must be to a setting's, after
+their shared prefix, to be reported as its misspelling."""
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -67,36 +99,149 @@ STANDARD_WEBHOOKS_RETRY_SCHEDULE_S: Final = (
 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (ten attempts over about 75 hours)."""
 
 
-class WebhookSettings(BaseModel):
-    """How webhook deliveries are sent and retried (``cloud.webhooks``, docs/webhooks.md).
+@dataclass(frozen=True)
+class Form:
+    """What a setting's value should look like, told with its variable when it is refused.
 
-    Raises SettingsError, naming the variable, for a schedule that is empty, negative or
-    longer than 100 attempts.
+    ``secret`` keeps the value itself out of the message (keys).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    text: str
+    secret: bool = False
 
-    timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
+
+_Seconds = Annotated[float, Field(gt=0), Form("seconds, more than 0")]
+_PollSeconds = Annotated[float, Field(gt=0, le=60), Form("seconds, more than 0 and at most 60")]
+_QueueLimit = Annotated[float, Field(gt=0), Form("seconds after the opening, more than 0")]
+
+
+class _Subsystem(BaseSettings):
+    """The settings of one subsystem, each field read from ``{env_prefix}{FIELD}``.
+
+    Constructed directly, pydantic-settings reads ``os.environ``; ``from_environ`` reads
+    a given mapping only, which is what ``load_settings`` and the tests use. Every field
+    carries a ``Form`` for error messages.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_ignore_empty=True)
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of ``field``, such as ``ANJU_QUEUE_REPEAT_S``."""
+        return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+    @classmethod
+    def form(cls, field: str) -> Form:
+        """The form ``field`` expects, for error messages."""
+        metadata = cls.model_fields[field].metadata
+        return next((m for m in metadata if isinstance(m, Form)), Form("a valid value"))
+
+    @classmethod
+    def defaults(cls) -> Self:
+        """Every field at its default, whatever the environment holds."""
+        return cls.from_environ({})
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Self:
+        """The settings ``environ`` gives (empty values count as unset), defaults for the rest.
+
+        Every field is passed to the constructor, so ``os.environ`` cannot fill one in:
+        a test's dict is the whole environment. Raises SettingsError listing each bad
+        variable with its value (never a secret's) and expected form.
+        """
+        given = {
+            name: environ[cls.variable(name)]
+            for name in cls.model_fields
+            if environ.get(cls.variable(name))
+        }
+        values: dict[str, Any] = {
+            name: given[name] if name in given else field.get_default(call_default_factory=True)
+            for name, field in cls.model_fields.items()
+        }
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError.of(cls._problems(exc.errors(), given)) from None
+
+    @classmethod
+    def _problems(
+        cls, errors: list[ErrorDetails], given: Mapping[str, str]
+    ) -> list[SettingsProblem]:
+        """One problem per refused field, from pydantic's errors."""
+        found: dict[str, SettingsProblem] = {}
+        for error in errors:
+            name = str(error["loc"][0])
+            if name in found:
+                continue
+            form = cls.form(name)
+            value = "" if form.secret else f"{given.get(name, '')!r} "
+            found[name] = SettingsProblem(
+                cls.variable(name), f"{value}is not valid ({_reason(error)})", form.text
+            )
+        return list(found.values())
+
+
+def _reason(error: ErrorDetails) -> str:
+    """Pydantic's message for ``error``, with the list item it concerns."""
+    ctx = error.get("ctx", {})
+    message = str(ctx["error"]) if error["type"] == "value_error" else error["msg"]
+    loc = error["loc"]
+    return f"item {loc[1] + 1}: {message}" if len(loc) > 1 and isinstance(loc[1], int) else message
+
+
+class ApiSettings(_Subsystem):
+    """Where the HTTP API listens, and how it slows down the guessing of API keys."""
+
+    model_config = SettingsConfigDict(env_prefix="ANJU_API_")
+
+    host: Annotated[str, Form("an address to bind, such as 127.0.0.1")] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535), Form("a port number 0-65535")] = 8080
+    auth_failure_limit: Annotated[int, Field(ge=1), Form("failed attempts, at least 1")] = 20
+    """Failed authentications one client address may make per window; past it, the
+    address is answered 429 until its window ends, valid key or not."""
+    auth_failure_window_s: _Seconds = 60.0
+    """The window the failures count in, starting at an address's first failure."""
+
+
+class WebhookSettings(_Subsystem):
+    """How webhook deliveries are sent and retried (``cloud.webhooks``, docs/webhooks.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="ANJU_WEBHOOK_")
+
+    timeout_s: Annotated[
+        float, Field(gt=0, le=120), Form("seconds, more than 0 and at most 120")
+    ] = 15.0
     """Longest one attempt may take, connecting included, before it counts as failed."""
-    allow_private: bool = False
+    allow_private: Annotated[bool, Form("1 or 0")] = False
     """Send to any address, private, loopback and link-local ones included (tests, or a
     closed network). Off, such URLs are refused when subscribed and again when sent."""
-    allowed_networks: tuple[IPNetwork, ...] = ()
+    allowed_networks: Annotated[
+        tuple[IPNetwork, ...],
+        NoDecode,
+        Form("comma-separated networks such as 10.20.0.0/16,fd00::/8"),
+    ] = ()
     """Networks allowed even though they are not public, such as ``10.20.0.0/16`` for a
     property manager's tools on a private link; everything else non-public stays refused."""
-    retry_schedule_s: tuple[float, ...] = STANDARD_WEBHOOKS_RETRY_SCHEDULE_S
+    retry_schedule_s: Annotated[
+        tuple[Annotated[float, Field(ge=0)], ...],
+        NoDecode,
+        Field(min_length=1, max_length=99),
+        Form("1 to 99 comma-separated delays in seconds, none negative, such as 5,300,1800"),
+    ] = STANDARD_WEBHOOKS_RETRY_SCHEDULE_S
     """Delays after each failed attempt; a delivery gets one more attempt than delays
     (the first is immediate), then becomes a dead letter."""
-    jitter: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    jitter: Annotated[float, Field(ge=0, le=0.5), Form("a fraction, 0-0.5")] = 0.1
     """Each delay is stretched by a random fraction up to this, so endpoints that failed
     together are not retried together."""
-    max_retry_after_s: Annotated[float, Field(ge=0)] = 24 * 3600.0
+    max_retry_after_s: Annotated[float, Field(ge=0), Form("seconds, at least 0")] = 24 * 3600.0
     """Longest ``Retry-After`` honoured; a receiver asking for more gets this."""
-    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    poll_interval_s: _PollSeconds = 1.0
     """Longest a delivery worker sleeps before looking for due deliveries again."""
-    batch_size: Annotated[int, Field(ge=1, le=1000)] = 20
+    batch_size: Annotated[
+        int, Field(ge=1, le=1000), Form("deliveries per worker at once, 1-1000")
+    ] = 20
     """Deliveries one worker claims at once and sends concurrently."""
-    lease_margin_s: Annotated[float, Field(gt=0)] = 30.0
+    lease_margin_s: _Seconds = 30.0
     """A claimed delivery is not due again until ``timeout_s`` plus this has passed, so
     a worker that died mid-send is replaced without a live one being doubled."""
 
@@ -110,157 +255,158 @@ class WebhookSettings(BaseModel):
         """How long a claim keeps a delivery from other workers."""
         return self.timeout_s + self.lease_margin_s
 
-    @field_validator("allowed_networks", "retry_schedule_s", mode="before")
+    @field_validator("retry_schedule_s", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return _comma_separated(value) if isinstance(value, str) else value
 
     @field_validator("allowed_networks", mode="before")
     @classmethod
     def _networks(cls, value: object) -> object:
-        if isinstance(value, tuple | list):
-            try:
-                return tuple(
-                    v if not isinstance(v, str) else ipaddress.ip_network(v, strict=False)
-                    for v in value
-                )
-            except ValueError as exc:
-                raise SettingsError(
-                    "ANJU_WEBHOOK_ALLOWED_NETWORKS",
-                    str(exc),
-                    "comma-separated networks such as 10.20.0.0/16,fd00::/8",
-                ) from None
+        # strict=False: 10.20.1.0/16 means 10.20.0.0/16, as an operator writing it means.
+        if isinstance(value, str):
+            return tuple(ipaddress.ip_network(v, strict=False) for v in _comma_separated(value))
         return value
 
-    @model_validator(mode="after")
-    def _schedule(self) -> Self:
-        schedule = self.retry_schedule_s
-        if not schedule or len(schedule) > 99 or any(d < 0 for d in schedule):
-            raise SettingsError(
-                "ANJU_WEBHOOK_RETRY_SCHEDULE_S",
-                f"{','.join(f'{d:g}' for d in schedule) or 'nothing'} is not a schedule",
-                "1 to 99 comma-separated delays in seconds, none negative",
-            )
-        return self
+
+def _comma_separated(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Subsystem):
     """How ingest workers meet the broker and how patiently they retry."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="ANJU_INGEST_")
 
-    group: Annotated[str, Field(pattern=_MQTT_NAME)] = "anju-ingest"
-    client_id: Annotated[str, Field(pattern=_MQTT_NAME)] = Field(
+    group: Annotated[str, Field(pattern=_MQTT_NAME), Form(_NAME_FORM)] = "anju-ingest"
+    client_id: Annotated[str, Field(pattern=_MQTT_NAME), Form(_NAME_FORM)] = Field(
         default_factory=lambda: f"anju-ingest-{_hostname()}"
     )
-    session_expiry_s: Annotated[int, Field(ge=60, le=2**32 - 1)] = 7 * 24 * 3600
+    session_expiry_s: Annotated[
+        int, Field(ge=60, le=2**32 - 1), Form("whole seconds, 60-4294967295")
+    ] = 7 * 24 * 3600
     """How long the broker keeps a disconnected worker's session and queued messages."""
-    write_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    write_timeout_s: _Seconds = 30.0
     """Longest a message's transaction may take before it is abandoned (not acknowledged)."""
-    checkout_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    checkout_timeout_s: _Seconds = 10.0
     """Longest wait for a database connection from the pool."""
-    backoff_initial_s: Annotated[float, Field(gt=0)] = 0.5
-    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
-    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 2000
+    backoff_initial_s: _Seconds = 0.5
+    backoff_cap_s: _Seconds = 30.0
+    receive_maximum: Annotated[int, Field(ge=1, le=65535), Form("messages, 1-65535")] = 2000
     """Unacknowledged messages an MQTT v5 broker may send a worker at once (the CONNECT
     Receive Maximum). The worker's own queue is unbounded on purpose: Mosquitto 2.0.11
     was measured sending over twice this many once acknowledgements flowed, and a
     message dropped for a full queue is never acknowledged, which stalls the session.
     The broker's per-client queue limits bound the memory instead (docs/decisions.md)."""
-    group_max_readings: Annotated[int, Field(ge=1)] = 100_000
+    group_max_readings: Annotated[int, Field(ge=1), Form("readings, at least 1")] = 100_000
     """Readings written in one transaction at most. Larger groups sort into the
     (device_id, metric, ts) index with fewer page visits: for 40,000 series, groups of
     20,000 readings were written at about 240,000 readings/s, of 100,000 at about
     300,000 (docs/decisions.md)."""
-    group_max_messages: Annotated[int, Field(ge=1)] = 500
+    group_max_messages: Annotated[int, Field(ge=1), Form("messages, at least 1")] = 500
     """Messages written in one transaction at most; keep it well under
     ``receive_maximum`` so the next group gathers while one is written."""
-    group_max_wait_s: Annotated[float, Field(gt=0)] = 0.2
+    group_max_wait_s: _Seconds = 0.2
     """Longest a telemetry message waits for others before its group is due; a due
     group still grows until the writer is free. A message carrying events makes its
     group due at once, so alarms wait at most for the group being written."""
-    poison_attempts: Annotated[int, Field(ge=1)] = 3
+    poison_attempts: Annotated[int, Field(ge=1), Form("attempts, at least 1")] = 3
     """Times one message may fail on its own, for a reason that is not the database
     being unavailable, before it is quarantined instead of blocking its worker."""
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Subsystem):
     """How readings are kept over time (``cloud.storage.timeseries``, docs/storage.md).
 
     Raises SettingsError, naming both variables, when two values contradict each other.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="ANJU_STORAGE_")
 
-    backend: Literal["auto", "timescaledb", "partitions"] = "auto"
+    backend: Annotated[
+        Literal["auto", "timescaledb", "partitions"], Form("auto, timescaledb or partitions")
+    ] = "auto"
     """``auto``: TimescaleDB when the server offers it, else native partitions."""
-    retention_days: Annotated[int, Field(ge=1, le=36500)] = 90
+    retention_days: Annotated[int, Field(ge=1, le=36500), Form("whole days, 1-36500")] = 90
     """Raw readings older than this are dropped (whole partitions or chunks)."""
-    rollup_retention_days: Annotated[int, Field(ge=1, le=36500)] = 730
+    rollup_retention_days: Annotated[int, Field(ge=1, le=36500), Form("whole days, 1-36500")] = 730
     """Hourly rollups outlive the raw readings they summarise, for long-range charts."""
-    late_window_h: Annotated[int, Field(ge=1)] = 48
+    late_window_h: Annotated[int, Field(ge=1), Form("whole hours, at least 1")] = 48
     """How late readings are expected to arrive (a gateway's backlog after an outage).
     TimescaleDB compresses chunks and stops refreshing hours older than this; the
     plain path's rollup takes late readings of any age."""
-    maintenance_interval_s: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    maintenance_interval_s: Annotated[float, Field(ge=10, le=86400), Form("seconds, 10-86400")] = (
+        300.0
+    )
     """How often the rollup is brought up to date (and partitions and retention checked)."""
-    partition_months_ahead: Annotated[int, Field(ge=1, le=24)] = 3
-    ingest_rows_per_s: Annotated[int, Field(ge=1)] = 10_000
+    partition_months_ahead: Annotated[int, Field(ge=1, le=24), Form("whole months, 1-24")] = 3
+    ingest_rows_per_s: Annotated[int, Field(ge=1), Form("readings per second, at least 1")] = 10_000
     """Sustained readings per second expected, to size TimescaleDB chunks."""
-    chunk_interval_h: Annotated[int, Field(ge=1, le=720)] | None = None
+    chunk_interval_h: Annotated[
+        Annotated[int, Field(ge=1, le=720)] | None, Form("whole hours, 1-720")
+    ] = None
     """TimescaleDB chunk interval; unset, it is sized from ``shared_buffers`` and
     ``ingest_rows_per_s`` by TimescaleDB's rule (``timeseries.chunk_interval``)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        problems = []
         if self.rollup_retention_days < self.retention_days:
-            raise SettingsError(
-                "ANJU_STORAGE_ROLLUP_RETENTION_DAYS",
-                f"{self.rollup_retention_days} days is shorter than "
-                f"ANJU_STORAGE_RETENTION_DAYS ({self.retention_days})",
-                "at least as many days as the raw readings are kept",
+            problems.append(
+                SettingsProblem(
+                    "ANJU_STORAGE_ROLLUP_RETENTION_DAYS",
+                    f"{self.rollup_retention_days} days is shorter than "
+                    f"ANJU_STORAGE_RETENTION_DAYS ({self.retention_days})",
+                    "at least as many days as the raw readings are kept",
+                )
             )
         if self.late_window_h * 2 > self.retention_days * 24:
-            raise SettingsError(
-                "ANJU_STORAGE_LATE_WINDOW_H",
-                f"{self.late_window_h} hours is more than half of "
-                f"ANJU_STORAGE_RETENTION_DAYS ({self.retention_days} days)",
-                "a late-arrival window at most half the retention period, so late "
-                "readings still find their raw neighbours",
+            problems.append(
+                SettingsProblem(
+                    "ANJU_STORAGE_LATE_WINDOW_H",
+                    f"{self.late_window_h} hours is more than half of "
+                    f"ANJU_STORAGE_RETENTION_DAYS ({self.retention_days} days)",
+                    "a late-arrival window at most half the retention period, so late "
+                    "readings still find their raw neighbours",
+                )
             )
+        if problems:
+            raise SettingsError.of(problems)
         return self
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(_Subsystem):
     """When the emergency queue escalates an incident (docs/emergency-queue.md).
 
     An incident is *unclaimed* past ``pN_unclaimed_s`` after it opened and
     *unacknowledged* past ``pN_unacknowledged_s`` after it opened (the resident's wait,
     which is what the telecare figures measure), for its priority N. P1's 60 s and
     180 s are the telecare industry's: 97.5% of calls answered within 60 s, 99% within
-    180 s. Raises SettingsError, naming the variable, when a limit is out of order.
+    180 s. Raises SettingsError, naming each variable, when limits are out of order.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="ANJU_QUEUE_")
 
-    p1_unclaimed_s: Annotated[float, Field(gt=0)] = 60.0
-    p1_unacknowledged_s: Annotated[float, Field(gt=0)] = 180.0
-    p2_unclaimed_s: Annotated[float, Field(gt=0)] = 120.0
+    p1_unclaimed_s: _QueueLimit = 60.0
+    p1_unacknowledged_s: _QueueLimit = 180.0
+    p2_unclaimed_s: _QueueLimit = 120.0
     """P2 is sustained abnormal vitals: urgent, but minutes rather than seconds."""
-    p2_unacknowledged_s: Annotated[float, Field(gt=0)] = 300.0
-    p3_unclaimed_s: Annotated[float, Field(gt=0)] = 300.0
+    p2_unacknowledged_s: _QueueLimit = 300.0
+    p3_unclaimed_s: _QueueLimit = 300.0
     """P3 is long inactivity and device faults: a check on someone, not a rescue."""
-    p3_unacknowledged_s: Annotated[float, Field(gt=0)] = 900.0
-    repeat_s: Annotated[float, Field(gt=0)] = 60.0
+    p3_unacknowledged_s: _QueueLimit = 900.0
+    repeat_s: Annotated[
+        float, Field(gt=0), Form("seconds between repeated escalations, more than 0")
+    ] = 60.0
     """How often an escalated incident escalates again while its condition is unmet;
     also the least time a late claimer gets to reach the resident before the
     unacknowledged timer fires."""
-    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    poll_interval_s: _PollSeconds = 1.0
     """Longest an escalation worker sleeps before looking for due timers again (it
     sleeps less when a known timer is due sooner)."""
-    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    batch_size: Annotated[int, Field(ge=1, le=10_000), Form("timers per transaction, 1-10000")] = (
+        100
+    )
     """Due timers one worker fires in one transaction at most."""
 
     def unclaimed_s(self, priority: int) -> float:
@@ -277,22 +423,28 @@ class QueueSettings(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        for priority in (1, 2, 3):
-            if self.unacknowledged_s(priority) < self.unclaimed_s(priority):
-                raise SettingsError(
-                    f"ANJU_QUEUE_P{priority}_UNACKNOWLEDGED_S",
-                    f"{self.unacknowledged_s(priority)} s is shorter than "
-                    f"ANJU_QUEUE_P{priority}_UNCLAIMED_S ({self.unclaimed_s(priority)} s)",
-                    "at least the unclaimed limit: both count from the opening",
-                )
-        for priority in (2, 3):
-            if self.unclaimed_s(priority) < self.unclaimed_s(priority - 1):
-                raise SettingsError(
-                    f"ANJU_QUEUE_P{priority}_UNCLAIMED_S",
-                    f"{self.unclaimed_s(priority)} s is shorter than the more urgent "
-                    f"ANJU_QUEUE_P{priority - 1}_UNCLAIMED_S ({self.unclaimed_s(priority - 1)} s)",
-                    "limits that grow as priority falls",
-                )
+        problems = [
+            SettingsProblem(
+                f"ANJU_QUEUE_P{priority}_UNACKNOWLEDGED_S",
+                f"{self.unacknowledged_s(priority)} s is shorter than "
+                f"ANJU_QUEUE_P{priority}_UNCLAIMED_S ({self.unclaimed_s(priority)} s)",
+                "at least the unclaimed limit: both count from the opening",
+            )
+            for priority in (1, 2, 3)
+            if self.unacknowledged_s(priority) < self.unclaimed_s(priority)
+        ]
+        problems += [
+            SettingsProblem(
+                f"ANJU_QUEUE_P{priority}_UNCLAIMED_S",
+                f"{self.unclaimed_s(priority)} s is shorter than the more urgent "
+                f"ANJU_QUEUE_P{priority - 1}_UNCLAIMED_S ({self.unclaimed_s(priority - 1)} s)",
+                "limits that grow as priority falls",
+            )
+            for priority in (2, 3)
+            if self.unclaimed_s(priority) < self.unclaimed_s(priority - 1)
+        ]
+        if problems:
+            raise SettingsError.of(problems)
         return self
 
 
@@ -302,23 +454,97 @@ def _priority_index(priority: int) -> int:
     return priority - 1
 
 
+class WrappingKey(BaseModel):
+    """A key-encryption key: its id, stored beside every record it wraps, and its bytes.
+
+    The bytes are ``SecretBytes``, so no repr, log line or error message shows them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    secret: SecretBytes
+
+
+class ResidentSettings(_Subsystem):
+    """The keys that wrap residents' data keys (envelope encryption, ``cloud.residents``).
+
+    The first key is current: new records and re-keying use it. The others are older
+    keys, kept so that records wrapped before a rotation can still be opened until they
+    are re-keyed. No keys is allowed: the rest of the cloud runs, and storing personal
+    data is refused where it is attempted.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ANJU_RESIDENT_")
+
+    keys: Annotated[tuple[WrappingKey, ...], NoDecode, Form(_KEYS_FORM, secret=True)] = ()
+
+    @property
+    def current(self) -> WrappingKey | None:
+        """The key that wraps new records, or None when there are no keys."""
+        return self.keys[0] if self.keys else None
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        return _wrapping_keys(value) if isinstance(value, str) else value
+
+
+def _wrapping_keys(text: str) -> tuple[WrappingKey, ...]:
+    """``ID:BASE64,...`` as keys, in order; raises ValueError naming every bad entry.
+
+    Messages name entries by position and ids, which are not secret, and never quote
+    what follows an id or an entry without one (it may be key material).
+    """
+    keys: list[WrappingKey] = []
+    seen: set[str] = set()
+    mistakes: list[str] = []
+    for number, entry in enumerate(_comma_separated(text), start=1):
+        key_id, colon, encoded = (part.strip() for part in entry.partition(":"))
+        secret = _base64(encoded)
+        if not colon or not WRAPPING_KEY_ID.match(key_id):
+            mistakes.append(f"entry {number} does not start with a valid key id and ':'")
+        elif key_id in seen:
+            mistakes.append(f"key id {key_id!r} is given twice")
+        elif secret is None:
+            mistakes.append(f"key {key_id!r} is not base64")
+        elif len(secret) != WRAPPING_KEY_BYTES:
+            mistakes.append(f"key {key_id!r} is {len(secret)} bytes, not {WRAPPING_KEY_BYTES}")
+        else:
+            keys.append(WrappingKey(id=key_id, secret=SecretBytes(secret)))
+        seen.add(key_id)
+    if mistakes:
+        raise ValueError("; ".join(mistakes))
+    return tuple(keys)
+
+
+def _base64(text: str) -> bytes | None:
+    """``text`` decoded as standard or url-safe base64, padding optional; None if neither."""
+    unpadded = text.rstrip("=").translate(_URL_SAFE)
+    try:
+        return base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
+    except binascii.Error:
+        return None
+
+
 class CloudSettings(BaseModel):
     """Everything ``anju cloud run`` and ``anju cloud ingest`` need.
 
     ``mqtt`` is ``None`` when ``ANJU_MQTT_URL`` is unset; ``broker`` then raises
-    ``SettingsError`` for the callers that need it (the API alone does not).
+    ``SettingsError`` for the callers that need it (the API alone does not). Built
+    directly (as tests do), the subsystems not given are at their defaults.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     database_url: str
     mqtt: BrokerAddress | None = None
-    api_host: str = "127.0.0.1"
-    api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    ingest: IngestSettings = Field(default_factory=IngestSettings)
-    storage: StorageSettings = Field(default_factory=StorageSettings)
-    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
-    queue: QueueSettings = Field(default_factory=QueueSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings.defaults)
+    ingest: IngestSettings = Field(default_factory=IngestSettings.defaults)
+    storage: StorageSettings = Field(default_factory=StorageSettings.defaults)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings.defaults)
+    queue: QueueSettings = Field(default_factory=QueueSettings.defaults)
+    residents: ResidentSettings = Field(default_factory=ResidentSettings.defaults)
 
     @property
     def broker(self) -> BrokerAddress:
@@ -327,16 +553,41 @@ class CloudSettings(BaseModel):
             raise SettingsError(MQTT_URL_VAR, "is not set", MQTT_URL_FORM)
         return self.mqtt
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        return check_database_url(url)
+
+
+def _subsystems() -> dict[str, type[_Subsystem]]:
+    """``CloudSettings``' subsystem fields and their models."""
+    return {
+        name: field.annotation
+        for name, field in CloudSettings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, _Subsystem)
+    }
+
 
 def _hostname() -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:32]
     return cleaned or "host"
 
 
+def _without_password(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``, for error messages."""
+    head, at, rest = url.rpartition("@")
+    scheme, sep, userinfo = head.partition("://")
+    if not at or not sep or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{rest}"
+
+
 def check_database_url(url: str, *, variable: str = DATABASE_URL_VAR) -> str:
     """Return ``url`` if it is a PostgreSQL URL, else raise SettingsError naming ``variable``."""
     if not re.match(r"^postgres(ql)?://[^/]*(/[^/?#]+)?([?#].*)?$", url):
-        raise SettingsError(variable, f"{url!r} is not a PostgreSQL URL", DATABASE_URL_FORM)
+        raise SettingsError(
+            variable, f"{_without_password(url)!r} is not a PostgreSQL URL", DATABASE_URL_FORM
+        )
     return url
 
 
@@ -349,110 +600,69 @@ def load_database_url(environ: Mapping[str, str] | None = None) -> str:
     return check_database_url(url)
 
 
+def _load_broker(environ: Mapping[str, str], *, required: bool) -> BrokerAddress | None:
+    """The broker of ``ANJU_MQTT_URL``; None when unset and not ``required``."""
+    url = environ.get(MQTT_URL_VAR, "").strip()
+    if not url:
+        if required:
+            raise SettingsError(MQTT_URL_VAR, "is not set", MQTT_URL_FORM)
+        return None
+    try:
+        return parse_broker_url(url)
+    except SchemaError as exc:
+        # The message quotes the URL and ends with the form, which SettingsError adds.
+        problem = str(exc).replace(url, _without_password(url))
+        problem = re.sub(rf"[:;] expected {re.escape(MQTT_URL_FORM)}$", "", problem)
+        raise SettingsError(MQTT_URL_VAR, problem, MQTT_URL_FORM) from None
+
+
+def _misspelt(environ: Mapping[str, str]) -> list[SettingsProblem]:
+    """Set variables under a subsystem's prefix that are no setting but close to one."""
+    problems = []
+    for model in _subsystems().values():
+        prefix = model.variable("")
+        names = [name.upper() for name in model.model_fields]
+        for variable in sorted(v for v, value in environ.items() if value and v.startswith(prefix)):
+            suffix = variable.removeprefix(prefix)
+            close = difflib.get_close_matches(suffix, names, n=1, cutoff=_TYPO_CUTOFF)
+            if suffix not in names and close:
+                meant = prefix + close[0]
+                problems.append(
+                    SettingsProblem(
+                        variable, f"is not a setting (a misspelt {meant}?)", f"{meant}, or unset"
+                    )
+                )
+    return problems
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, require_mqtt: bool = True
 ) -> CloudSettings:
-    """Read and validate every ``ANJU_*`` variable of the cloud tier.
+    """Read and validate every ``ANJU_*`` variable of the cloud tier from ``environ``
+    (``os.environ`` when None; nothing else is read when it is given).
 
-    Raises SettingsError for the first variable that is missing (``ANJU_MQTT_URL`` only
-    when ``require_mqtt``) or malformed, naming it and the form it expects.
+    Raises one SettingsError listing every variable that is missing
+    (``ANJU_MQTT_URL`` only when ``require_mqtt``), malformed, contradicted by another
+    or a likely misspelling of a setting, each with the form it expects: an operator
+    fixes them all before the next start rather than one per start.
     """
     env = os.environ if environ is None else environ
-    database_url = load_database_url(env)
-    mqtt: BrokerAddress | None = None
-    mqtt_url = env.get(MQTT_URL_VAR, "").strip()
-    if mqtt_url:
+    problems: list[SettingsProblem] = []
+
+    def read(reader: Callable[[], object]) -> object:
         try:
-            mqtt = parse_broker_url(mqtt_url)
-        except SchemaError as exc:
-            raise SettingsError(MQTT_URL_VAR, str(exc), MQTT_URL_FORM) from None
-    elif require_mqtt:
-        raise SettingsError(MQTT_URL_VAR, "is not set", MQTT_URL_FORM)
+            return reader()
+        except SettingsError as exc:
+            problems.extend(exc.problems)
+            return None
 
-    name_form = "letters, digits, '.', '_', '-' (at most 48, starting with a letter or digit)"
-    top_vars = {
-        "api_host": ("ANJU_API_HOST", "an address to bind, such as 127.0.0.1"),
-        "api_port": ("ANJU_API_PORT", "a port number 0-65535"),
+    values: dict[str, Any] = {
+        "database_url": read(lambda: load_database_url(env)),
+        "mqtt": read(lambda: _load_broker(env, required=require_mqtt)),
     }
-    ingest_vars = {
-        "group": ("ANJU_INGEST_GROUP", name_form),
-        "client_id": ("ANJU_INGEST_CLIENT_ID", name_form),
-    }
-    ingest = _validate(IngestSettings, ingest_vars, env, {})
-    storage = _validate(StorageSettings, _STORAGE_VARIABLES, env, {})
-    webhooks = _validate(WebhookSettings, _WEBHOOK_VARIABLES, env, {})
-    queue = _validate(QueueSettings, _QUEUE_VARIABLES, env, {})
-    return _validate(
-        CloudSettings,
-        top_vars,
-        env,
-        {
-            "database_url": database_url,
-            "mqtt": mqtt,
-            "ingest": ingest,
-            "storage": storage,
-            "webhooks": webhooks,
-            "queue": queue,
-        },
-    )
-
-
-_STORAGE_VARIABLES: Final = {
-    "backend": ("ANJU_STORAGE_BACKEND", "auto, timescaledb or partitions"),
-    "retention_days": ("ANJU_STORAGE_RETENTION_DAYS", "whole days, 1-36500"),
-    "rollup_retention_days": ("ANJU_STORAGE_ROLLUP_RETENTION_DAYS", "whole days, 1-36500"),
-    "late_window_h": ("ANJU_STORAGE_LATE_WINDOW_H", "whole hours, at least 1"),
-    "maintenance_interval_s": ("ANJU_STORAGE_MAINTENANCE_INTERVAL_S", "seconds, 10-86400"),
-    "partition_months_ahead": ("ANJU_STORAGE_PARTITION_MONTHS_AHEAD", "whole months, 1-24"),
-    "ingest_rows_per_s": ("ANJU_STORAGE_INGEST_ROWS_PER_S", "readings per second, at least 1"),
-    "chunk_interval_h": ("ANJU_STORAGE_CHUNK_INTERVAL_H", "whole hours, 1-720"),
-}
-
-_QUEUE_VARIABLES: Final = {
-    **{
-        f"p{priority}_{kind}_s": (
-            f"ANJU_QUEUE_P{priority}_{kind.upper()}_S",
-            "seconds after the opening, more than 0",
-        )
-        for priority in (1, 2, 3)
-        for kind in ("unclaimed", "unacknowledged")
-    },
-    "repeat_s": ("ANJU_QUEUE_REPEAT_S", "seconds between repeated escalations, more than 0"),
-    "poll_interval_s": ("ANJU_QUEUE_POLL_INTERVAL_S", "seconds, more than 0 and at most 60"),
-    "batch_size": ("ANJU_QUEUE_BATCH_SIZE", "timers per transaction, 1-10000"),
-}
-
-_WEBHOOK_VARIABLES: Final = {
-    "timeout_s": ("ANJU_WEBHOOK_TIMEOUT_S", "seconds, more than 0 and at most 120"),
-    "allow_private": ("ANJU_WEBHOOK_ALLOW_PRIVATE", "1 or 0"),
-    "allowed_networks": (
-        "ANJU_WEBHOOK_ALLOWED_NETWORKS",
-        "comma-separated networks such as 10.20.0.0/16,fd00::/8",
-    ),
-    "retry_schedule_s": (
-        "ANJU_WEBHOOK_RETRY_SCHEDULE_S",
-        "comma-separated delays in seconds, such as 5,300,1800",
-    ),
-    "jitter": ("ANJU_WEBHOOK_JITTER", "a fraction, 0-0.5"),
-    "max_retry_after_s": ("ANJU_WEBHOOK_MAX_RETRY_AFTER_S", "seconds, at least 0"),
-    "poll_interval_s": ("ANJU_WEBHOOK_POLL_INTERVAL_S", "seconds, more than 0 and at most 60"),
-    "batch_size": ("ANJU_WEBHOOK_BATCH_SIZE", "deliveries per worker at once, 1-1000"),
-    "lease_margin_s": ("ANJU_WEBHOOK_LEASE_MARGIN_S", "seconds, more than 0"),
-}
-
-
-def _validate(
-    model: type[_M],
-    variables: Mapping[str, tuple[str, str]],
-    env: Mapping[str, str],
-    given: Mapping[str, object],
-) -> _M:
-    """Build ``model`` from ``given`` plus the set ``variables``; errors name the variable."""
-    values = dict(given)
-    values.update({key: env[var] for key, (var, _) in variables.items() if env.get(var)})
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        key = str(exc.errors()[0]["loc"][0])
-        var, form = variables[key]
-        raise SettingsError(var, f"{env[var]!r} is not valid", form) from None
+    for name, model in _subsystems().items():
+        values[name] = read(partial(model.from_environ, env))
+    problems += _misspelt(env)
+    if problems:
+        raise SettingsError.of(problems)
+    return CloudSettings.model_validate(values)

@@ -126,7 +126,7 @@ async def cloud(database_url: str, broker_url: str, client_id: str) -> AsyncIter
         {
             "database_url": database_url,
             "mqtt": parse_broker_url(broker_url),
-            "api_port": free_port(),
+            "api": {"port": free_port()},
             "ingest": {"client_id": client_id, "group": f"{client_id}-group"},
         }
     )

@@ -190,7 +190,7 @@ def test_settings_name_the_bad_variable() -> None:
     settings = load_settings(
         {"ANJU_DATABASE_URL": "postgresql://a@h/db", "ANJU_MQTT_URL": "mqtt://h:1884?version=3.1.1"}
     )
-    assert (settings.broker.port, settings.broker.version, settings.api_port) == (
+    assert (settings.broker.port, settings.broker.version, settings.api.port) == (
         1884,
         "3.1.1",
         8080,

@@ -27,7 +27,7 @@ def test_webhook_and_api_variables_are_honoured_and_the_services_are_the_demos()
     )
     assert settings.database_url == DATABASE
     assert settings.mqtt == parse_broker_url(BROKER)
-    assert settings.api_port == 8080
+    assert settings.api.port == 8080
     assert [str(n) for n in settings.webhooks.allowed_networks] == ["127.0.0.1/32"]
     assert settings.webhooks.timeout_s == 3.0
     assert shortened
@@ -39,7 +39,7 @@ def test_without_queue_variables_escalation_is_six_times_faster() -> None:
     assert settings.queue.p1_unclaimed_s == float(DEMO_QUEUE_LIMITS["ANJU_QUEUE_P1_UNCLAIMED_S"])
     assert settings.queue.p1_unclaimed_s * 6 == 60.0
     assert settings.queue.repeat_s * 6 == 60.0
-    assert settings.api_port != 8080, "a free port, so the demo starts beside a running cloud"
+    assert settings.api.port != 8080, "a free port, so the demo starts beside a running cloud"
 
 
 def test_any_queue_variable_hands_every_limit_back_to_the_environment() -> None:

@@ -48,3 +48,4 @@ def test_bad_storage_settings_name_the_variable(variable: str, value: str, probl
     assert caught.value.variable == variable
     assert problem in caught.value.problem
     assert caught.value.expected
+    assert len(caught.value.problems) == 1, "only the mistake made is reported"
