@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import psycopg
@@ -31,7 +32,7 @@ from cloud.rules.sweeper import sweep_forever
 from cloud.settings import CloudSettings, StorageSettings
 from cloud.storage.pool import open_pool
 from cloud.storage.timeseries import maintain
-from cloud.webhooks.delivery import run_delivery_workers
+from cloud.webhooks.delivery import DeliveryCounters, run_delivery_workers
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +163,19 @@ async def run_cloud(
     started: asyncio.Event | None = None,
 ) -> None:
     """Run ingest (with the rules and the silence sweep), escalation, webhook delivery
-    and the API (on ``settings.api_host:api_port``) until ``stop`` is set.
+    and the API (on ``settings.api.host`` and ``port``) until ``stop`` is set.
 
     ``started`` is set once the API accepts connections and every ingest worker has
-    subscribed. Raises CloudError when the API cannot bind its address, SettingsError
-    as ``run_ingest`` does.
+    subscribed. The API's ``GET /metrics`` reads the ingest workers' ``counters`` (fresh
+    ones when not given) and the webhook workers' counters. Raises CloudError when the
+    API cannot bind its address, SettingsError as ``run_ingest`` does.
     """
+    totals = counters if counters is not None else IngestCounters()
+    deliveries = DeliveryCounters()
     config = uvicorn.Config(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
+        create_app(settings, counters=totals, deliveries=deliveries),
+        host=settings.api.host,
+        port=settings.api.port,
         log_config=None,
         lifespan="on",
     )
@@ -179,7 +183,7 @@ async def run_cloud(
     ingest_stop = asyncio.Event()
     ingest_started = asyncio.Event()
     api_started = asyncio.Event()
-    async with asyncio.TaskGroup() as group:
+    async with _cloud_error_alone(), asyncio.TaskGroup() as group:
         api = group.create_task(server.serve_checked(), name="api")
         group.create_task(
             run_ingest(
@@ -187,14 +191,16 @@ async def run_cloud(
                 workers=workers,
                 shared=shared,
                 stop=ingest_stop,
-                counters=counters,
+                counters=totals,
                 started=ingest_started,
             ),
             name="ingest",
         )
         group.create_task(_api_started(server, api, api_started), name="api:started")
         group.create_task(
-            run_delivery_workers(settings.database_url, settings.webhooks, stop=ingest_stop),
+            run_delivery_workers(
+                settings.database_url, settings.webhooks, stop=ingest_stop, counters=deliveries
+            ),
             name="webhooks",
         )
         group.create_task(run_escalation(settings, stop=ingest_stop), name="escalation")
@@ -213,12 +219,41 @@ class _ApiServer(uvicorn.Server):
         yield
 
     async def serve_checked(self) -> None:
-        """Serve until ``should_exit``; a failed start-up raises CloudError, not SystemExit."""
+        """Serve until ``should_exit``; a failed start-up raises CloudError, not SystemExit.
+
+        uvicorn logs a failed bind and calls ``sys.exit`` inside its ``except OSError``,
+        so the OSError is the SystemExit's context; other start-up failures (the app's
+        lifespan) are only in the log.
+        """
         try:
             await self.serve()
-        except SystemExit:
-            address = f"{self.config.host}:{self.config.port}"
+        except SystemExit as exc:
+            host, port = self.config.host, self.config.port
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if isinstance(exc.__context__, OSError):
+                reason = _os_reason(exc.__context__)
+                raise CloudError(f"the API could not listen on {address}: {reason}") from None
             raise CloudError(f"the API could not start on {address} (see the log)") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    """The reason alone (asyncio's bind error repeats the address): ``Address already in use``."""
+    return os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+
+
+@asynccontextmanager
+async def _cloud_error_alone() -> AsyncIterator[None]:
+    """Raise a TaskGroup's CloudError itself rather than in an ExceptionGroup, so that a
+    caller's ``except CloudError`` (the command line's) reports it in one line."""
+    try:
+        yield
+    except* CloudError as failed:
+        raise _first(failed) from None
+
+
+def _first(group: BaseExceptionGroup[CloudError]) -> CloudError:
+    first = group.exceptions[0]
+    return first if isinstance(first, CloudError) else _first(first)
 
 
 async def _api_started(

@@ -29,6 +29,7 @@ import logging
 import ssl
 from collections import OrderedDict
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiomqtt
@@ -239,6 +240,9 @@ class IngestConsumer:
         while True:
             group = await handoff.take()
             outcomes = await self._store(group.decoded)
+            self._counters.record_group(
+                _sealed_at(group.decoded, outcomes), committed_at=datetime.now(UTC)
+            )
             for message, outcome in zip(group.messages, outcomes, strict=True):
                 acks.ack(message)
                 self._counters.record(outcome)
@@ -287,6 +291,16 @@ class IngestConsumer:
         self._counters.poisoned += 1
         reason = f"ingest failed on this message {strikes} times: {exc!r}"
         return await self._writer.quarantine(message, reason)
+
+
+def _sealed_at(group: list[Decoded], outcomes: list[BatchOutcome]) -> list[datetime]:
+    """When the gateways sealed the batches of ``group`` that were stored (not repeats,
+    not quarantined)."""
+    return [
+        decoded.batch.sent_at
+        for decoded, outcome in zip(group, outcomes, strict=True)
+        if outcome.kind == "stored" and decoded.batch is not None
+    ]
 
 
 class _Group:

@@ -1,8 +1,10 @@
-"""In-process counters of ingest, read for logs and, later, for metrics."""
+"""In-process counters of ingest, read for the log line and for ``/metrics``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Literal
 
 OutcomeKind = Literal["stored", "duplicate", "quarantined"]
@@ -40,6 +42,10 @@ class IngestCounters:
     storage_errors: int = 0
     broker_errors: int = 0
     failures: int = 0
+    groups: int = 0
+    newest_sealed_at: datetime | None = None
+    """When the gateway sealed the newest batch stored since start (None before the
+    first); ``/metrics`` reports how long ago that was as ingest lag."""
 
     def record(self, outcome: BatchOutcome) -> None:
         """Add one acknowledged message's outcome."""
@@ -54,6 +60,21 @@ class IngestCounters:
         self.incidents_opened += outcome.incidents_opened
         self.incidents_joined += outcome.incidents_joined
 
+    def record_group(self, sealed_at: Iterable[datetime], *, committed_at: datetime) -> None:
+        """Count one group committed, with the sealing times of the batches it stored.
+
+        A sealing time after the commit (a gateway clock running ahead) counts as the
+        commit's own time: taken as it is, it would keep the lag low for as long as
+        that clock is ahead, however long ingest then stalls.
+        """
+        self.groups += 1
+        newest = max(sealed_at, default=None)
+        if newest is None:
+            return
+        newest = min(newest, committed_at)
+        if self.newest_sealed_at is None or newest > self.newest_sealed_at:
+            self.newest_sealed_at = newest
+
     def snapshot(self) -> dict[str, int]:
-        """A copy of every counter, by name, for a log line or a JSON summary."""
-        return asdict(self)
+        """A copy of every count, by name, for a log line or a JSON summary."""
+        return {name: value for name, value in asdict(self).items() if isinstance(value, int)}

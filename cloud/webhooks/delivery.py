@@ -217,7 +217,7 @@ class DeliveryWorker:
                         with storage_errors("disable_webhook_subscription"):
                             await conn.execute(
                                 sql["disable_webhook_subscription"],
-                                {"id": delivery.subscription_id, "reason": reason},
+                                {"id": delivery.subscription_id, "reason": reason, "scope": None},
                             )
                         self.counters.disabled += 1
                         log.warning(
