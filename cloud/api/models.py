@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud.api.params import NO_NUL, WORDS
+from cloud.api.scoping import NODE_PATH
 from cloud.incidents import Priority
 from cloud.queue.states import IncidentStatus, Outcome
 from cloud.webhooks.outbox import WebhookEvent
@@ -118,32 +120,25 @@ class Health(_Response):
     detail: str = ""
 
 
-# Requests of the emergency queue. There is no authentication yet: the dispatcher names
-# themself in ``actor``; API keys with roles and scopes (docs/design.md section 9) will replace it.
+# Requests of the emergency queue. The dispatcher acting is the holder of the API key
+# (its name), never a field of the body.
 
-Actor = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
-"""The dispatcher acting, as they are known to the team (a login name)."""
-Note = Annotated[str, Field(max_length=4000)]
+Note = Annotated[str, Field(max_length=4000, pattern=NO_NUL)]
+_Words = Annotated[str, Field(min_length=1, max_length=200, pattern=WORDS)]
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ClaimRequest(_Request):
-    actor: Actor
-
-
 class AcknowledgeRequest(_Request):
     """The claimant is in contact with the resident."""
 
-    actor: Actor
     note: Note = ""
 
 
 class DispatchRequest(_Request):
-    actor: Actor
-    dispatched_to: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+    dispatched_to: _Words
     """Who was sent: a care team, a neighbour warden, an ambulance reference."""
     note: Note = ""
 
@@ -152,14 +147,12 @@ class ResolveRequest(_Request):
     """``outcome`` ``false_alarm`` closes the incident as ``false_alarm``; the others
     as ``resolved``."""
 
-    actor: Actor
     outcome: Outcome
     notes: Note = ""
 
 
 class NoteRequest(_Request):
-    actor: Actor
-    text: Annotated[str, Field(min_length=1, max_length=4000, pattern=r"\S")]
+    text: Annotated[str, Field(min_length=1, max_length=4000, pattern=WORDS)]
 
 
 # Webhooks (cloud.webhooks, docs/webhooks.md): subscriptions and their deliveries.
@@ -174,15 +167,16 @@ class WebhookSubscriptionRequest(_Request):
     (they are data, so this schema cannot list them).
     """
 
-    community: Annotated[str, Field(min_length=1, max_length=65)]
-    """A node's path: ``xijin/fenghuang`` (community), ``xijin`` (street), ``ningguo`` (city)."""
+    community: Annotated[str, Field(pattern=NODE_PATH, max_length=65)]
+    """A node's path: ``xijin/fenghuang`` (community), ``xijin`` (street), ``ningguo``
+    (city); one the caller's key reaches."""
     tier: Literal["city", "street", "community"] | None = None
     """Needed only when a city and a street share the name."""
-    url: Annotated[str, Field(min_length=8, max_length=2048)]
-    description: Annotated[str, Field(max_length=200)] = ""
+    url: Annotated[str, Field(min_length=8, max_length=2048, pattern=NO_NUL)]
+    description: Annotated[str, Field(max_length=200, pattern=NO_NUL)] = ""
     event_types: list[WebhookEvent] = Field(default_factory=list, max_length=len(WebhookEvent))
-    incident_types: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=50
+    incident_types: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] = (
+        Field(default_factory=list, max_length=50)
     )
     max_priority: Annotated[int, Field(ge=min(Priority), le=max(Priority))] = 3
 
@@ -223,7 +217,9 @@ class WebhookSecretsRetired(_Response):
 
 
 class WebhookDisableRequest(_Request):
-    reason: Annotated[str, Field(min_length=1, max_length=200)] = "disabled by an operator"
+    reason: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)] = (
+        "disabled by an operator"
+    )
 
 
 class WebhookSubscriptionDisabled(_Response):

@@ -14,11 +14,14 @@ import pytest_asyncio
 from psycopg import AsyncConnection
 
 from cloud.api.app import create_app
+from cloud.auth.roles import Role
 from cloud.queue import transitions
 from cloud.queue.errors import AlreadyClaimed, IncidentNotFound, NotClaimant, TransitionRefused
 from cloud.queue.states import Outcome
+from cloud.registry import register_community
 from cloud.settings import CloudSettings, QueueSettings
 from cloud.storage.sql import queries
+from tests.api_support import api_client, bearer, make_key
 from tests.integration.queue_support import Site, make_site, open_incident, rows, scalar
 
 QUEUE = QueueSettings()
@@ -30,12 +33,19 @@ async def site(conn: AsyncConnection[Any]) -> Site:
 
 
 @pytest_asyncio.fixture
-async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(CloudSettings(database_url=database_url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://anju") as http:
-            yield http
+async def client(
+    database_url: str, conn: AsyncConnection[Any], site: Site
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as dispatcher ann of the site's street; ``as_key`` speaks as another."""
+    token = await make_key(conn, role=Role.DISPATCHER, scope="xijin", name="ann")
+    async with api_client(create_app(CloudSettings(database_url=database_url)), token) as http:
+        yield http
+
+
+async def as_key(
+    conn: AsyncConnection[Any], name: str, role: Role = Role.DISPATCHER
+) -> dict[str, str]:
+    return bearer(await make_key(conn, role=role, scope="xijin", name=name))
 
 
 async def test_racing_claims_have_exactly_one_winner(
@@ -235,27 +245,43 @@ async def test_queue_lists_active_incidents_by_priority_then_waiting_time(
 
     response = await client.get("/incidents")
     assert response.status_code == 200
-    assert [i["device_id"] for i in response.json()] == [
-        "p1-old",
-        "p1-new",
-        "p2-old",
-        "p2-new",
-        "p3-old",
-    ]
-    claimed = response.json()[2]
+    items = response.json()["items"]
+    assert [i["device_id"] for i in items] == ["p1-old", "p1-new", "p2-old", "p2-new", "p3-old"]
+    assert response.json()["next_cursor"] is None
+    claimed = items[2]
     assert (claimed["status"], claimed["claimed_by"]) == ("claimed", "bob")
 
     closed = await client.get("/incidents", params={"status": "false_alarm"})
-    assert [(i["device_id"], i["outcome"]) for i in closed.json()] == [("done", "false_alarm")]
+    assert [(i["device_id"], i["outcome"]) for i in closed.json()["items"]] == [
+        ("done", "false_alarm")
+    ]
     only_claimed = await client.get("/incidents", params={"status": "claimed"})
-    assert [i["device_id"] for i in only_claimed.json()] == ["p2-old"]
+    assert [i["device_id"] for i in only_claimed.json()["items"]] == ["p2-old"]
+    p2 = await client.get("/incidents", params={"priority": 2})
+    assert [i["device_id"] for i in p2.json()["items"]] == ["p2-old", "p2-new"]
+
+    # Pages of two walk the queue in order, each incident once.
+    walked, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/incidents", params=params)).json()
+        walked += [i["device_id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert walked == ["p1-old", "p1-new", "p2-old", "p2-new", "p3-old"]
+    forged = await client.get("/incidents", params={"cursor": "bm90LWEtY3Vyc29y"})
+    assert forged.status_code == 422
+    assert forged.headers["content-type"] == "application/problem+json"
 
     # The listing can walk the partial index incidents_queue in its order.
+    no_filter = dict.fromkeys(
+        ["scope", "priority", "type", "device", "claimed_by", "opened_from", "opened_to"]
+    )
+    no_filter.update(after_priority=None, after_opened=None, after_id=None, limit=100)
     with psycopg.connect(database_url) as sync:
         sync.execute("SET enable_seqscan = off")
-        plan_rows = sync.execute(
-            "EXPLAIN " + queries()["list_queue"].replace("%(limit)s", "100")
-        ).fetchall()
+        plan_rows = sync.execute("EXPLAIN " + queries()["list_queue"], no_filter).fetchall()
     assert "incidents_queue" in "\n".join(str(r[0]) for r in plan_rows)
 
 
@@ -265,31 +291,32 @@ async def test_api_routes_answer_200_404_and_409(
     incident = await open_incident(conn, site, device="sos-1")
     base = f"/incidents/{incident}"
 
-    claimed = await client.post(f"{base}/claim", json={"actor": "ann"})
+    bob = await as_key(conn, "bob")
+    cho = await as_key(conn, "cho")
+    claimed = await client.post(f"{base}/claim")
     assert claimed.status_code == 200, claimed.text
     assert (claimed.json()["status"], claimed.json()["claimed_by"]) == ("claimed", "ann")
-    lost = await client.post(f"{base}/claim", json={"actor": "bob"})
+    lost = await client.post(f"{base}/claim", headers=bob)
     assert lost.status_code == 409
+    assert lost.headers["content-type"] == "application/problem+json"
     assert lost.json()["detail"] == f"incident {incident} is already claimed by ann (now claimed)"
 
-    wrong = await client.post(f"{base}/acknowledge", json={"actor": "bob"})
+    wrong = await client.post(f"{base}/acknowledge", headers=bob, json={})
     assert wrong.status_code == 409
     assert "bob may not acknowledge" in wrong.json()["detail"]
-    early = await client.post(f"{base}/dispatch", json={"actor": "ann", "dispatched_to": "team"})
+    early = await client.post(f"{base}/dispatch", json={"dispatched_to": "team"})
     assert early.status_code == 409
     assert "dispatch needs it to be acknowledged" in early.json()["detail"]
 
-    ok = await client.post(f"{base}/acknowledge", json={"actor": "ann", "note": "on the phone"})
+    ok = await client.post(f"{base}/acknowledge", json={"note": "on the phone"})
     assert ok.status_code == 200
     assert ok.json()["acknowledged_at"] is not None
-    sent = await client.post(f"{base}/dispatch", json={"actor": "ann", "dispatched_to": "team 2"})
+    sent = await client.post(f"{base}/dispatch", json={"dispatched_to": "team 2"})
     assert (sent.status_code, sent.json()["dispatched_to"]) == (200, "team 2")
-    noted = await client.post(f"{base}/notes", json={"actor": "cho", "text": "family informed"})
+    noted = await client.post(f"{base}/notes", headers=cho, json={"text": "family informed"})
     assert noted.status_code == 200
-    assert [n["text"] for n in noted.json()["notes"]] == ["family informed"]
-    done = await client.post(
-        f"{base}/resolve", json={"actor": "ann", "outcome": "handled", "notes": "all well"}
-    )
+    assert [(n["author"], n["text"]) for n in noted.json()["notes"]] == [("cho", "family informed")]
+    done = await client.post(f"{base}/resolve", json={"outcome": "handled", "notes": "all well"})
     assert done.status_code == 200
     body = done.json()
     assert (body["status"], body["outcome"]) == ("resolved", "handled")
@@ -300,24 +327,52 @@ async def test_api_routes_answer_200_404_and_409(
         "dispatched",
         "resolved",
     ]
-    again = await client.post(f"{base}/resolve", json={"actor": "ann", "outcome": "handled"})
+    assert {entry["actor"] for entry in body["log"][1:]} == {"ann"}
+    again = await client.post(f"{base}/resolve", json={"outcome": "handled"})
     assert again.status_code == 409
     # Notes may still be added to a closed incident.
-    late_note = await client.post(f"{base}/notes", json={"actor": "ann", "text": "follow-up"})
+    late_note = await client.post(f"{base}/notes", json={"text": "follow-up"})
     assert late_note.status_code == 200
 
     for path, payload in [
-        ("claim", {"actor": "ann"}),
-        ("acknowledge", {"actor": "ann"}),
-        ("dispatch", {"actor": "ann", "dispatched_to": "x"}),
-        ("resolve", {"actor": "ann", "outcome": "handled"}),
-        ("notes", {"actor": "ann", "text": "x"}),
+        ("claim", None),
+        ("acknowledge", {}),
+        ("dispatch", {"dispatched_to": "x"}),
+        ("resolve", {"outcome": "handled"}),
+        ("notes", {"text": "x"}),
     ]:
         missing = await client.post(f"/incidents/999999/{path}", json=payload)
         assert missing.status_code == 404, path
         assert missing.json()["detail"] == "no incident 999999"
 
-    for bad in [{}, {"actor": ""}, {"actor": "   "}, {"actor": "ann", "extra": 1}]:
-        assert (await client.post(f"{base}/claim", json=bad)).status_code == 422, bad
-    bad_outcome = await client.post(f"{base}/resolve", json={"actor": "ann", "outcome": "fine"})
+    # The actor is the key's holder: a body naming one is refused, not believed.
+    for path, bad in [
+        ("acknowledge", {"actor": "mallory"}),
+        ("dispatch", {"dispatched_to": "   "}),
+        ("notes", {"text": "\u0000"}),
+        ("notes", {"text": "x", "actor": "mallory"}),
+    ]:
+        refused = await client.post(f"{base}/{path}", json=bad)
+        assert refused.status_code == 422, (path, bad)
+        assert refused.json()["errors"], refused.json()
+    bad_outcome = await client.post(f"{base}/resolve", json={"outcome": "fine"})
     assert bad_outcome.status_code == 422
+
+
+async def test_queue_actions_need_a_dispatcher_key_over_the_incident(
+    conn: AsyncConnection[Any], site: Site, client: httpx.AsyncClient
+) -> None:
+    incident = await open_incident(conn, site, device="sos-2")
+    base = f"/incidents/{incident}"
+    await register_community(conn, "dongcheng/heping")
+    elsewhere = bearer(await make_key(conn, role=Role.DISPATCHER, scope="dongcheng", name="dan"))
+    manager = await as_key(conn, "pm", Role.PROPERTY_MANAGER)
+
+    assert (await client.post(f"{base}/claim", headers={"Authorization": ""})).status_code == 401
+    assert (await client.post(f"{base}/claim", headers=manager)).status_code == 403
+    hidden = await client.post(f"{base}/claim", headers=elsewhere)
+    assert (hidden.status_code, hidden.json()["detail"]) == (404, f"no incident {incident}")
+    assert (await client.get(base, headers=elsewhere)).status_code == 404
+    assert (await client.get("/incidents", headers=elsewhere)).json()["items"] == []
+    # Nothing was changed by the refused calls.
+    assert (await client.get(base)).json()["status"] == "open"

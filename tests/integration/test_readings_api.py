@@ -17,10 +17,12 @@ import pytest_asyncio
 from psycopg import AsyncConnection
 
 from cloud.api.app import create_app
+from cloud.auth.roles import Role
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.settings import CloudSettings, StorageSettings
 from cloud.storage.timeseries import maintain
 from schemas.vocabulary import DeviceKind
+from tests.api_support import api_client, make_key
 
 DEVICE = "sensor-1"
 OTHER = "sensor-2"
@@ -65,12 +67,12 @@ async def site(database_url: str) -> Site:
 
 
 @pytest_asyncio.fixture
-async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(CloudSettings(database_url=database_url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://anju") as http:
-            yield http
+async def client(database_url: str, site: Site) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as the community's property manager."""
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        token = await make_key(conn, role=Role.PROPERTY_MANAGER, scope="xijin/fenghuang")
+    async with api_client(create_app(CloudSettings(database_url=database_url)), token) as http:
+        yield http
 
 
 def _insert(database_url: str, rows: Sequence[tuple[datetime, str, str, float]]) -> None:
@@ -262,6 +264,9 @@ async def test_raw_readings_in_order_and_cut_at_the_limit(
         ({"metric": "loudness"}, 422, "temperature_c"),
         ({"bucket": "raw", "limit": 0}, 422, "greater than or equal to 1"),
         ({"device": "nobody"}, 404, "no device 'nobody'"),
+        ({"device": "%00"}, 422, "path.device_id"),
+        ({"from": "0001-01-01T00:00:00+01:00"}, 422, "between 1900"),
+        ({"to": "9999-12-31T22:00:00-01:00"}, 422, "between 1900"),
     ],
 )
 async def test_bad_requests_say_what_is_wrong(
@@ -272,7 +277,8 @@ async def test_bad_requests_say_what_is_wrong(
     device = params.pop("device", DEVICE)
     response = await client.get(f"/devices/{device}/readings", params=params)
     assert response.status_code == status
-    assert detail in str(response.json()["detail"])
+    assert response.headers["content-type"] == "application/problem+json"
+    assert detail in str(response.json())
 
 
 async def test_an_offset_that_is_not_whole_hours_is_accepted_when_utc_is(

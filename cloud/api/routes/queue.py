@@ -2,43 +2,53 @@
 ``/dispatch``, ``/resolve`` and ``/notes``.
 
 Each answers 200 with the incident as it now is (log and notes included), 404 when
-there is no such incident, and 409 with the reason in ``detail`` when the action is
-refused: the claim was lost, the incident is not in a status that allows it, or the
-actor is not the dispatcher who claimed it. There is no authentication yet: the body
-names the dispatcher (``actor``); API keys with roles and scopes come later.
+there is no such incident within the key's scope, and 409 with the reason in
+``detail`` when the action is refused: the claim was lost, the incident is not in a
+status that allows it, or the caller is not the dispatcher who claimed it. The
+dispatcher acting is the holder of the key (its name), never a field of the body.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http import HTTPStatus
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request
 from psycopg import AsyncConnection
 
 from cloud.api.deps import ConnectionDep
 from cloud.api.models import (
     AcknowledgeRequest,
-    ClaimRequest,
     DispatchRequest,
     IncidentDetail,
     NoteRequest,
     ResolveRequest,
 )
+from cloud.api.params import IdPath
+from cloud.api.problems import problem_response
 from cloud.api.routes.incidents import read_incident
+from cloud.api.security import allowed
+from cloud.auth.principal import Principal
+from cloud.auth.roles import Permission
 from cloud.queue import transitions
 from cloud.queue.errors import IncidentNotFound, TransitionRefused
 from cloud.settings import CloudSettings, QueueSettings
 
 router = APIRouter(prefix="/incidents", tags=["emergency queue"])
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status.HTTP_404_NOT_FOUND: {"description": "No incident with this id"},
-    status.HTTP_409_CONFLICT: {
-        "description": "Refused in the incident's current status, or not the claimant's"
-    },
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    HTTPStatus.NOT_FOUND.value: problem_response("No incident with this id in reach")
 }
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    HTTPStatus.CONFLICT.value: problem_response(
+        "Refused in the incident's current status, or not the claimant's"
+    ),
+}
+
+Dispatcher = Annotated[Principal, allowed(Permission.QUEUE_ACT)]
 
 
 def get_queue_settings(request: Request) -> QueueSettings:
@@ -51,55 +61,66 @@ QueueSettingsDep = Annotated[QueueSettings, Depends(get_queue_settings)]
 
 @router.post("/{incident_id}/claim", response_model=IncidentDetail, responses=_RESPONSES)
 async def claim(
-    conn: ConnectionDep, settings: QueueSettingsDep, incident_id: int, body: ClaimRequest
+    conn: ConnectionDep, principal: Dispatcher, settings: QueueSettingsDep, incident_id: IdPath
 ) -> IncidentDetail:
     """Take an open incident; of dispatchers claiming at once, exactly one gets 200."""
+    await _current(conn, principal, incident_id)
     with _refusals():
-        await transitions.claim(conn, incident_id, actor=body.actor, settings=settings)
-    return await _current(conn, incident_id)
+        await transitions.claim(conn, incident_id, actor=principal.name, settings=settings)
+    return await _current(conn, principal, incident_id)
 
 
 @router.post("/{incident_id}/acknowledge", response_model=IncidentDetail, responses=_RESPONSES)
 async def acknowledge(
-    conn: ConnectionDep, incident_id: int, body: AcknowledgeRequest
+    conn: ConnectionDep, principal: Dispatcher, incident_id: IdPath, body: AcknowledgeRequest
 ) -> IncidentDetail:
     """The claimant is in contact with the resident; the incident stops escalating."""
+    await _current(conn, principal, incident_id)
     with _refusals():
-        await transitions.acknowledge(conn, incident_id, actor=body.actor, note=body.note)
-    return await _current(conn, incident_id)
+        await transitions.acknowledge(conn, incident_id, actor=principal.name, note=body.note)
+    return await _current(conn, principal, incident_id)
 
 
 @router.post("/{incident_id}/dispatch", response_model=IncidentDetail, responses=_RESPONSES)
-async def dispatch(conn: ConnectionDep, incident_id: int, body: DispatchRequest) -> IncidentDetail:
+async def dispatch(
+    conn: ConnectionDep, principal: Dispatcher, incident_id: IdPath, body: DispatchRequest
+) -> IncidentDetail:
     """The claimant sent someone (``dispatched_to``) to the resident."""
+    await _current(conn, principal, incident_id)
     with _refusals():
         await transitions.dispatch(
-            conn, incident_id, actor=body.actor, dispatched_to=body.dispatched_to, note=body.note
+            conn,
+            incident_id,
+            actor=principal.name,
+            dispatched_to=body.dispatched_to,
+            note=body.note,
         )
-    return await _current(conn, incident_id)
+    return await _current(conn, principal, incident_id)
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentDetail, responses=_RESPONSES)
-async def resolve(conn: ConnectionDep, incident_id: int, body: ResolveRequest) -> IncidentDetail:
+async def resolve(
+    conn: ConnectionDep, principal: Dispatcher, incident_id: IdPath, body: ResolveRequest
+) -> IncidentDetail:
     """Close the incident: outcome ``handled`` or ``hospital`` (status ``resolved``) or
     ``false_alarm`` (status ``false_alarm``)."""
+    await _current(conn, principal, incident_id)
     with _refusals():
         await transitions.resolve(
-            conn, incident_id, actor=body.actor, outcome=body.outcome, notes=body.notes
+            conn, incident_id, actor=principal.name, outcome=body.outcome, notes=body.notes
         )
-    return await _current(conn, incident_id)
+    return await _current(conn, principal, incident_id)
 
 
-@router.post(
-    "/{incident_id}/notes",
-    response_model=IncidentDetail,
-    responses={status.HTTP_404_NOT_FOUND: _RESPONSES[status.HTTP_404_NOT_FOUND]},
-)
-async def add_note(conn: ConnectionDep, incident_id: int, body: NoteRequest) -> IncidentDetail:
+@router.post("/{incident_id}/notes", response_model=IncidentDetail, responses=_NOT_FOUND)
+async def add_note(
+    conn: ConnectionDep, principal: Dispatcher, incident_id: IdPath, body: NoteRequest
+) -> IncidentDetail:
     """Add a note to the incident, in any status; notes are never sent in webhooks."""
+    await _current(conn, principal, incident_id)
     with _refusals():
-        await transitions.add_note(conn, incident_id, author=body.actor, text=body.text)
-    return await _current(conn, incident_id)
+        await transitions.add_note(conn, incident_id, author=principal.name, text=body.text)
+    return await _current(conn, principal, incident_id)
 
 
 @contextmanager
@@ -107,13 +128,17 @@ def _refusals() -> Iterator[None]:
     try:
         yield
     except IncidentNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
+        raise HTTPException(HTTPStatus.NOT_FOUND, exc.message) from None
     except TransitionRefused as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, exc.message) from None
+        raise HTTPException(HTTPStatus.CONFLICT, exc.message) from None
 
 
-async def _current(conn: AsyncConnection[Any], incident_id: int) -> IncidentDetail:
-    incident = await read_incident(conn, incident_id)
-    if incident is None:  # incidents are never deleted, so this is a broken invariant
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")
+async def _current(
+    conn: AsyncConnection[Any], principal: Principal, incident_id: int
+) -> IncidentDetail:
+    """The incident as it is now; 404 when it is not within the key's scope, which is
+    checked before any action, so an incident out of reach is never touched."""
+    incident = await read_incident(conn, incident_id, scope=principal.scope)
+    if incident is None:
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"no incident {incident_id}")
     return incident

@@ -13,13 +13,17 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Annotated, Any, Final, NoReturn
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow, dict_row
-from pydantic import AwareDatetime
 
 from cloud.api.deps import ConnectionDep
 from cloud.api.models import Bucket, RawReading, ReadingBucket, ReadingSeries
+from cloud.api.params import IdentifierPath, Instant
+from cloud.api.problems import problem_response
+from cloud.api.security import allowed
+from cloud.auth.principal import Principal
+from cloud.auth.roles import Permission
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
 from schemas.vocabulary import Metric
@@ -36,16 +40,19 @@ _WIDTHS: Final = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": ti
     "/{device_id}/readings",
     response_model=ReadingSeries,
     responses={
-        status.HTTP_404_NOT_FOUND: {"description": "No device with this id"},
-        HTTPStatus.UNPROCESSABLE_ENTITY: {"description": "A window outside the limits"},
+        HTTPStatus.NOT_FOUND.value: problem_response("No device with this id in reach"),
+        HTTPStatus.UNPROCESSABLE_ENTITY.value: problem_response(
+            "A malformed parameter, or a window outside the limits"
+        ),
     },
 )
 async def device_readings(
     conn: ConnectionDep,
-    device_id: str,
+    principal: Annotated[Principal, allowed(Permission.READINGS_READ)],
+    device_id: IdentifierPath,
     metric: Metric,
-    start: Annotated[AwareDatetime, Query(alias="from", description="Window start, inclusive")],
-    end: Annotated[AwareDatetime, Query(alias="to", description="Window end, exclusive")],
+    start: Annotated[Instant, Query(alias="from", description="Window start, inclusive")],
+    end: Annotated[Instant, Query(alias="to", description="Window end, exclusive")],
     bucket: Bucket = "1h",
     limit: Annotated[int, Query(ge=1, le=MAX_RAW_LIMIT, description="Raw rows at most")] = 1000,
 ) -> ReadingSeries:
@@ -53,9 +60,10 @@ async def device_readings(
 
     Buckets are counted from ``from``: with ``bucket=1d`` and ``from`` at local
     midnight they are local days; buckets without readings are left out. Refused
-    with 422: ``to`` not after ``from``; a ``raw`` window over a day; more than 10,000
-    buckets; ``1h`` or ``1d`` with a window not on whole hours. 404 when the device is
-    not registered.
+    with 422: ``to`` not after ``from``; an instant before 1900 or after 9000; a
+    ``raw`` window over a day; more than 10,000 buckets; ``1h`` or ``1d`` with a
+    window not on whole hours. 404 when the device is not registered within the
+    key's scope.
     """
     _check_window(start, end, bucket)
     params: dict[str, Any] = {
@@ -65,10 +73,10 @@ async def device_readings(
         "end": end,
     }
     with storage_errors("device_known"):
-        cur = await conn.execute(queries()["device_known"], params)
+        cur = await conn.execute(queries()["device_known"], {**params, "scope": principal.scope})
         known = await cur.fetchone()
     if not (known and known[0]):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"no device {device_id!r}")
 
     readings: list[RawReading] = []
     buckets: list[ReadingBucket] = []

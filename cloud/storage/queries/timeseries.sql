@@ -216,7 +216,12 @@ SELECT remove_retention_policy('readings_hourly', if_exists => true)
 SELECT add_retention_policy('readings_hourly', drop_after => %(drop_after)s::interval)
 
 -- name: device_known
-SELECT EXISTS (SELECT 1 FROM devices WHERE id = %(device)s)
+-- Whether the device is registered behind a gateway of the scope.
+SELECT EXISTS (
+    SELECT 1 FROM devices d JOIN gateways g ON g.id = d.gateway_id
+    WHERE d.id = %(device)s
+      AND (%(scope)s::bigint[] IS NULL OR g.community_id = ANY(%(scope)s::bigint[]))
+)
 
 -- name: rollup_horizon
 -- readings_rollup_horizon() within [start, end] (it may be an infinity): hours of the
