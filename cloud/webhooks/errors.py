@@ -7,11 +7,16 @@
         ├── InvalidSecret                a secret is not ``whsec_`` + base64 of 24-64 bytes
         ├── InvalidFilter                a subscription filter names an event type,
         │                                incident type or priority that does not exist
-        ├── SubscriptionNotFound         no subscription with this id
-        ├── DeliveryNotFound             no delivery with this id
-        ├── CommunityNotFound            no node of the community tree with this path
+        ├── SubscriptionNotFound         no subscription with this id in the scope
+        ├── DeliveryNotFound             no delivery with this id in the scope
+        ├── CommunityNotFound            no node of the community tree with this id
+        │                                in the scope
+        ├── CommunityRetired             the node is retired: no new subscriptions
         └── ReplayRefused                the delivery is pending already, or its
                                          subscription is disabled
+
+A subscription or delivery outside the caller's scope is not found, exactly like one
+that does not exist, so its existence is not disclosed.
 
 Failed sends are not errors: they are outcomes recorded on the delivery row.
 """
@@ -62,9 +67,17 @@ class DeliveryNotFound(WebhookError):
 
 
 class CommunityNotFound(WebhookError):
-    def __init__(self, path: str, reason: str = "no such node of the community tree") -> None:
+    def __init__(self, community_id: int) -> None:
+        self.community_id = community_id
+        super().__init__(f"no node {community_id} in the community tree")
+
+
+class CommunityRetired(WebhookError):
+    """A retired node keeps its subscriptions but takes no new ones."""
+
+    def __init__(self, path: str) -> None:
         self.path = path
-        super().__init__(f"community {path!r}: {reason}")
+        super().__init__(f"{path!r} is retired: it takes no new subscriptions")
 
 
 class ReplayRefused(WebhookError):

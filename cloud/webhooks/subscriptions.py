@@ -4,6 +4,11 @@ Functions over a connection (autocommit, as the API's pool gives them); those th
 take several statements run them in one transaction of their own. Secrets leave
 these functions exactly twice: when a subscription is created and when a secret is
 rotated in; listings say only how many a subscription holds.
+
+Each takes ``scope``, the community-node ids the caller reaches (an API key's
+subtree), or None for the whole tree; every statement filters by it. A subscription
+belongs to its node (``community_id``), a delivery to its subscription's node, and one
+outside the scope is not found, exactly like one that does not exist.
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from datetime import datetime
 from typing import Any, Final
 
 from psycopg import AsyncConnection
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row
 
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
 from cloud.webhooks.errors import (
     CommunityNotFound,
+    CommunityRetired,
     DeliveryNotFound,
     ReplayRefused,
     SubscriptionNotFound,
@@ -73,99 +79,121 @@ class Delivery:
 async def create_subscription(
     conn: AsyncConnection[Any],
     *,
-    community: str,
+    community_id: int,
     url: str,
     policy: AddressPolicy,
     vocabulary: FilterVocabulary,
-    tier: str | None = None,
+    scope: list[int] | None,
     description: str = "",
     event_types: Sequence[str] = (),
     incident_types: Sequence[str] = (),
     max_priority: int = 3,
 ) -> tuple[Subscription, str]:
-    """Subscribe ``url`` to the incidents of ``community``'s subtree; return it and its
-    new secret (shown this once).
+    """Subscribe ``url`` to the incidents of the subtree of node ``community_id``;
+    return the subscription and its new secret (shown this once).
 
-    ``community`` is a node's path (``xijin/fenghuang``, ``xijin``, ``ningguo``);
-    ``tier`` picks one when a city and a street share a name. Empty filters let
-    everything through; ``max_priority`` 1 means P1 only. Filters are checked against
-    ``vocabulary`` (the incident types of the rules the cloud runs with), because a
-    name nothing emits would never match. Raises InvalidFilter for such a name,
-    UnsafeUrl when the URL is not http(s) or its host resolves to an address
-    ``policy`` refuses, CommunityNotFound for an unknown or ambiguous path,
-    StorageError when the database refuses.
+    Empty filters let everything through; ``max_priority`` 1 means P1 only. Filters
+    are checked against ``vocabulary`` (the incident types of the rules the cloud runs
+    with), because a name nothing emits would never match. Raises InvalidFilter for
+    such a name, UnsafeUrl when the URL is not http(s) or its host resolves to an
+    address ``policy`` refuses, CommunityNotFound when the node is not in ``scope``,
+    CommunityRetired when it is retired, StorageError when the database refuses.
     """
     vocabulary.check(
         event_types=event_types, incident_types=incident_types, max_priority=max_priority
     )
     await resolve(url, policy)
-    community_id = await _community_id(conn, community, tier)
     secret = generate_secret()
-    with storage_errors("insert_webhook_subscription"):
-        cur = await conn.execute(
-            queries()["insert_webhook_subscription"],
-            {
-                "community_id": community_id,
-                "url": url,
-                "description": description,
-                "event_types": [str(event) for event in event_types],
-                "incident_types": list(incident_types),
-                "max_priority": max_priority,
-                "secret": secret,
-            },
-        )
-        row = await cur.fetchone()
+    sql = queries()
+    async with conn.transaction():
+        with storage_errors("webhook_subscription_node"):
+            cur = await conn.execute(
+                sql["webhook_subscription_node"], {"id": community_id, "scope": scope}
+            )
+            node = await cur.fetchone()
+        if node is None:
+            raise CommunityNotFound(community_id)
+        path, status = node
+        if status == "retired":
+            raise CommunityRetired(path)
+        with storage_errors("insert_webhook_subscription"):
+            cur = await conn.execute(
+                sql["insert_webhook_subscription"],
+                {
+                    "community_id": community_id,
+                    "url": url,
+                    "description": description,
+                    "event_types": [str(event) for event in event_types],
+                    "incident_types": list(incident_types),
+                    "max_priority": max_priority,
+                    "secret": secret,
+                },
+            )
+            row = await cur.fetchone()
     assert row is not None
-    return await get_subscription(conn, int(row[0])), secret
-
-
-async def _community_id(conn: AsyncConnection[Any], path: str, tier: str | None) -> int:
-    with storage_errors("find_community_nodes"):
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(queries()["find_community_nodes"], {"path": path, "tier": tier})
-        nodes = await cur.fetchall()
-    if not nodes:
-        raise CommunityNotFound(path)
-    if len(nodes) > 1:
-        tiers = " and ".join(str(node["tier"]) for node in nodes)
-        raise CommunityNotFound(path, f"names both a {tiers}; give the tier")
-    return int(nodes[0]["id"])
+    return await get_subscription(conn, int(row[0]), scope=scope), secret
 
 
 async def list_subscriptions(
-    conn: AsyncConnection[Any], *, status: str | None = None
+    conn: AsyncConnection[Any],
+    *,
+    scope: list[int] | None,
+    status: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
 ) -> list[Subscription]:
-    """Every subscription (of one ``status`` when given), oldest first."""
-    return await _subscriptions(conn, subscription_id=None, status=status)
+    """Subscriptions in ``scope`` (of one ``status`` when given), oldest first, the
+    first ``limit`` with ids above ``after``."""
+    return await _subscriptions(
+        conn, scope=scope, subscription_id=None, status=status, after=after, limit=limit
+    )
 
 
-async def get_subscription(conn: AsyncConnection[Any], subscription_id: int) -> Subscription:
-    """One subscription; raises SubscriptionNotFound."""
-    found = await _subscriptions(conn, subscription_id=subscription_id, status=None)
+async def get_subscription(
+    conn: AsyncConnection[Any], subscription_id: int, *, scope: list[int] | None
+) -> Subscription:
+    """One subscription; raises SubscriptionNotFound when it is not in ``scope``."""
+    found = await _subscriptions(
+        conn, scope=scope, subscription_id=subscription_id, status=None, after=None, limit=1
+    )
     if not found:
         raise SubscriptionNotFound(subscription_id)
     return found[0]
 
 
 async def _subscriptions(
-    conn: AsyncConnection[Any], *, subscription_id: int | None, status: str | None
+    conn: AsyncConnection[Any],
+    *,
+    scope: list[int] | None,
+    subscription_id: int | None,
+    status: str | None,
+    after: int | None,
+    limit: int,
 ) -> list[Subscription]:
     with storage_errors("list_webhook_subscriptions"):
         cur = conn.cursor(row_factory=class_row(Subscription))
         await cur.execute(
-            queries()["list_webhook_subscriptions"], {"id": subscription_id, "status": status}
+            queries()["list_webhook_subscriptions"],
+            {
+                "scope": scope,
+                "id": subscription_id,
+                "status": status,
+                "after": after,
+                "limit": limit,
+            },
         )
         return await cur.fetchall()
 
 
 async def disable_subscription(
-    conn: AsyncConnection[Any], subscription_id: int, *, reason: str
+    conn: AsyncConnection[Any], subscription_id: int, *, reason: str, scope: list[int] | None
 ) -> int:
     """Stop sending to a subscription; return how many pending deliveries became dead
     letters (replayable once it is enabled again). Raises SubscriptionNotFound."""
     with storage_errors("disable_webhook_subscription"):
         cur = await conn.execute(
-            queries()["disable_webhook_subscription"], {"id": subscription_id, "reason": reason}
+            queries()["disable_webhook_subscription"],
+            {"id": subscription_id, "reason": reason, "scope": scope},
         )
         row = await cur.fetchone()
     if row is None:
@@ -174,42 +202,56 @@ async def disable_subscription(
 
 
 async def enable_subscription(
-    conn: AsyncConnection[Any], subscription_id: int, *, policy: AddressPolicy
+    conn: AsyncConnection[Any],
+    subscription_id: int,
+    *,
+    policy: AddressPolicy,
+    scope: list[int] | None,
 ) -> Subscription:
     """Send to a disabled subscription again (its dead letters stay dead until
     replayed). Checks its URL against ``policy`` again; raises UnsafeUrl or
     SubscriptionNotFound."""
-    current = await get_subscription(conn, subscription_id)
+    current = await get_subscription(conn, subscription_id, scope=scope)
     await resolve(current.url, policy)
     with storage_errors("enable_webhook_subscription"):
-        await conn.execute(queries()["enable_webhook_subscription"], {"id": subscription_id})
-    return await get_subscription(conn, subscription_id)
+        await conn.execute(
+            queries()["enable_webhook_subscription"], {"id": subscription_id, "scope": scope}
+        )
+    return await get_subscription(conn, subscription_id, scope=scope)
 
 
-async def rotate_secret(conn: AsyncConnection[Any], subscription_id: int) -> str:
+async def rotate_secret(
+    conn: AsyncConnection[Any], subscription_id: int, *, scope: list[int] | None
+) -> str:
     """Add a new secret and return it; deliveries are signed with it *and* the old ones
     (at most ``MAX_SECRETS``, the oldest dropped), so the receiver can switch at its
     own pace. ``retire_old_secrets`` ends the overlap. Raises SubscriptionNotFound."""
     secret = generate_secret()
     async with conn.transaction():
-        current = await _secrets(conn, subscription_id)
+        current = await _secrets(conn, subscription_id, scope)
         updated = [*current, secret][-MAX_SECRETS:]
-        await _set_secrets(conn, subscription_id, updated)
+        await _set_secrets(conn, subscription_id, updated, scope)
     return secret
 
 
-async def retire_old_secrets(conn: AsyncConnection[Any], subscription_id: int) -> int:
+async def retire_old_secrets(
+    conn: AsyncConnection[Any], subscription_id: int, *, scope: list[int] | None
+) -> int:
     """Keep only the newest secret; return how many were dropped. Raises
     SubscriptionNotFound."""
     async with conn.transaction():
-        current = await _secrets(conn, subscription_id)
-        await _set_secrets(conn, subscription_id, current[-1:])
+        current = await _secrets(conn, subscription_id, scope)
+        await _set_secrets(conn, subscription_id, current[-1:], scope)
     return len(current) - 1
 
 
-async def _secrets(conn: AsyncConnection[Any], subscription_id: int) -> list[str]:
+async def _secrets(
+    conn: AsyncConnection[Any], subscription_id: int, scope: list[int] | None
+) -> list[str]:
     with storage_errors("webhook_subscription_secrets"):
-        cur = await conn.execute(queries()["webhook_subscription_secrets"], {"id": subscription_id})
+        cur = await conn.execute(
+            queries()["webhook_subscription_secrets"], {"id": subscription_id, "scope": scope}
+        )
         row = await cur.fetchone()
     if row is None:
         raise SubscriptionNotFound(subscription_id)
@@ -217,40 +259,44 @@ async def _secrets(conn: AsyncConnection[Any], subscription_id: int) -> list[str
 
 
 async def _set_secrets(
-    conn: AsyncConnection[Any], subscription_id: int, secrets: list[str]
+    conn: AsyncConnection[Any], subscription_id: int, secrets: list[str], scope: list[int] | None
 ) -> None:
     with storage_errors("set_webhook_subscription_secrets"):
         await conn.execute(
             queries()["set_webhook_subscription_secrets"],
-            {"id": subscription_id, "secrets": secrets},
+            {"id": subscription_id, "secrets": secrets, "scope": scope},
         )
 
 
 async def list_deliveries(
     conn: AsyncConnection[Any],
     *,
+    scope: list[int] | None,
     status: str | None = None,
     subscription_id: int | None = None,
-    before_id: int | None = None,
+    before: int | None = None,
     limit: int = 100,
 ) -> list[Delivery]:
-    """Deliveries newest first; ``status='dead'`` lists the dead letters. Pass the last
-    id seen as ``before_id`` for the next page."""
+    """Deliveries of subscriptions in ``scope``, newest first, the first ``limit`` with
+    ids below ``before``; ``status='dead'`` lists the dead letters."""
     with storage_errors("list_webhook_deliveries"):
         cur = conn.cursor(row_factory=class_row(Delivery))
         await cur.execute(
             queries()["list_webhook_deliveries"],
             {
+                "scope": scope,
                 "status": status,
                 "subscription_id": subscription_id,
-                "before_id": before_id,
+                "before": before,
                 "limit": limit,
             },
         )
         return await cur.fetchall()
 
 
-async def replay_delivery(conn: AsyncConnection[Any], delivery_id: int) -> None:
+async def replay_delivery(
+    conn: AsyncConnection[Any], delivery_id: int, *, scope: list[int] | None
+) -> None:
     """Make a dead (or delivered) delivery due now with fresh attempts and the same
     ``webhook-id``.
 
@@ -258,9 +304,10 @@ async def replay_delivery(conn: AsyncConnection[Any], delivery_id: int) -> None:
     subscription is disabled (enable it first).
     """
     sql = queries()
+    params = {"id": delivery_id, "scope": scope}
     async with conn.transaction():
         with storage_errors("webhook_delivery_for_replay"):
-            cur = await conn.execute(sql["webhook_delivery_for_replay"], {"id": delivery_id})
+            cur = await conn.execute(sql["webhook_delivery_for_replay"], params)
             row = await cur.fetchone()
         if row is None:
             raise DeliveryNotFound(delivery_id)
@@ -272,11 +319,15 @@ async def replay_delivery(conn: AsyncConnection[Any], delivery_id: int) -> None:
                 f"webhook delivery {delivery_id}", "its subscription is disabled; enable it first"
             )
         with storage_errors("replay_webhook_delivery"):
-            await conn.execute(sql["replay_webhook_delivery"], {"id": delivery_id})
+            await conn.execute(sql["replay_webhook_delivery"], params)
 
 
 async def replay_dead_letters(
-    conn: AsyncConnection[Any], subscription_id: int, *, since: datetime | None = None
+    conn: AsyncConnection[Any],
+    subscription_id: int,
+    *,
+    scope: list[int] | None,
+    since: datetime | None = None,
 ) -> int:
     """Make every dead letter of a subscription (created at or after ``since``) due now,
     each with fresh attempts and its own ``webhook-id``; return how many.
@@ -286,7 +337,9 @@ async def replay_dead_letters(
     sql = queries()
     async with conn.transaction():
         with storage_errors("webhook_subscription_status"):
-            cur = await conn.execute(sql["webhook_subscription_status"], {"id": subscription_id})
+            cur = await conn.execute(
+                sql["webhook_subscription_status"], {"id": subscription_id, "scope": scope}
+            )
             row = await cur.fetchone()
         if row is None:
             raise SubscriptionNotFound(subscription_id)
@@ -298,6 +351,6 @@ async def replay_dead_letters(
         with storage_errors("replay_webhook_subscription_dead"):
             cur = await conn.execute(
                 sql["replay_webhook_subscription_dead"],
-                {"subscription_id": subscription_id, "since": since},
+                {"subscription_id": subscription_id, "since": since, "scope": scope},
             )
     return cur.rowcount

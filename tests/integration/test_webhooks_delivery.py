@@ -11,6 +11,7 @@ from psycopg import AsyncConnection
 
 from cloud.api.routes.webhooks import filter_vocabulary
 from cloud.rules.config import load_rules
+from cloud.tree import find_node
 from cloud.webhooks.outbox import WebhookEvent, enqueue
 from cloud.webhooks.ssrf import AddressPolicy
 from cloud.webhooks.subscriptions import (
@@ -72,17 +73,18 @@ async def test_signatures_verify_with_either_secret_after_rotation(
     policy = AddressPolicy(allow_private=True)
     subscription, first = await create_subscription(
         conn,
-        community="xijin",
+        community_id=(await find_node(conn, "xijin")).id,
         url=receiver.url,
         policy=policy,
         vocabulary=filter_vocabulary(load_rules()),
+        scope=None,
     )
     assert subscription.tier == "street"
     assert subscription.secret_count == 1
-    second = await rotate_secret(conn, subscription.id)
+    second = await rotate_secret(conn, subscription.id, scope=None)
     assert second != first
     assert second.startswith("whsec_")
-    assert (await get_subscription(conn, subscription.id)).secret_count == 2
+    assert (await get_subscription(conn, subscription.id, scope=None)).secret_count == 2
     await open_incidents(conn, await community(conn), 1)
 
     async with running_workers(database_url, fast_settings()):
@@ -132,7 +134,7 @@ async def test_410_disables_the_subscription_and_dead_letters_what_waits(
     assert waiting["status"] == "dead"
     assert waiting["attempts"] == 0
     assert waiting["last_error"].startswith("subscription disabled: ")
-    subscription = await get_subscription(conn, subscription_id)
+    subscription = await get_subscription(conn, subscription_id, scope=None)
     assert subscription.status == "disabled"
     assert subscription.disabled_reason is not None
     assert "410" in subscription.disabled_reason
@@ -152,15 +154,15 @@ async def test_dead_endpoint_ends_in_dead_letters_that_replay_once_it_recovers(
 
     async with running_workers(database_url, settings):
         await wait_until(lambda: all_settled(database_url), what="dead letters")
-    dead = await list_deliveries(conn, status="dead")
+    dead = await list_deliveries(conn, scope=None, status="dead")
     assert len(dead) == 2
     assert all(d.attempts == 3 and d.last_status_code == 500 for d in dead)
     assert all(d.last_error is not None and "HTTP 500" in d.last_error for d in dead)
     assert len(receiver.requests) == 6
 
     receiver.script = Script(status=200)
-    assert await replay_dead_letters(conn, subscription_id) == 2
-    assert await replay_dead_letters(conn, subscription_id) == 0
+    assert await replay_dead_letters(conn, subscription_id, scope=None) == 2
+    assert await replay_dead_letters(conn, subscription_id, scope=None) == 0
     async with running_workers(database_url, settings):
         await wait_until(lambda: all_settled(database_url), what="replayed deliveries")
 
@@ -171,7 +173,7 @@ async def test_dead_endpoint_ends_in_dead_letters_that_replay_once_it_recovers(
         mine = [r for r in receiver.requests if r.webhook_id == row["message_id"]]
         assert [r.status for r in mine] == [500, 500, 500, 200]
         verify(secret, mine[-1])
-    assert await list_deliveries(conn, status="dead") == []
+    assert await list_deliveries(conn, scope=None, status="dead") == []
 
 
 async def test_two_processes_of_workers_never_send_one_delivery_twice(

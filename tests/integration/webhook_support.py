@@ -1,5 +1,6 @@
 """What the webhook tests share: a real HTTP receiver on a loopback port, a community
-with incidents, and delivery workers with a schedule of fractions of a second.
+with incidents, delivery workers with a schedule of fractions of a second, and the
+cloud's API presenting a key.
 
 The receiver is a uvicorn server running a bare ASGI app in the test's event loop. It
 records every request (headers and exact body bytes) and answers from a script: per
@@ -19,19 +20,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import psycopg
 import uvicorn
 from psycopg import AsyncConnection
 from standardwebhooks import Webhook
 
 from anju.services.ports import LOOPBACK, free_port
+from cloud.api.app import create_app
 from cloud.registry import register_community
-from cloud.settings import WebhookSettings
+from cloud.settings import CloudSettings, WebhookSettings
 from cloud.storage.pool import open_pool
 from cloud.webhooks.delivery import DeliveryWorker
 from cloud.webhooks.outbox import WebhookEvent, enqueue
 from cloud.webhooks.sender import Sender
 from cloud.webhooks.signing import generate_secret
+from tests.api_support import api_client
 
 COMMUNITY = "xijin/fenghuang"
 
@@ -176,6 +180,17 @@ def fast_settings(**overrides: Any) -> WebhookSettings:
     }
     values.update(overrides)
     return WebhookSettings.model_validate(values)
+
+
+@asynccontextmanager
+async def webhook_api(
+    database_url: str, token: str, webhooks: WebhookSettings | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The cloud's API presenting ``token``, with ``webhooks`` settings (by default
+    ``fast_settings``, which let it subscribe the loopback receiver)."""
+    settings = CloudSettings(database_url=database_url, webhooks=webhooks or fast_settings())
+    async with api_client(create_app(settings), token) as http:
+        yield http
 
 
 async def add_subscription(

@@ -91,11 +91,12 @@ WHERE id = %(id)s AND claim_token = %(claim_token)s AND status = 'pending'
 -- name: disable_webhook_subscription
 -- Stop sending to a subscription, and dead-letter its pending deliveries (a claim in
 -- flight loses its token, so its outcome is not recorded). Returns no row when there
--- is no such subscription.
+-- is no such subscription in %(scope)s (NULL: anywhere, as delivery workers ask).
 WITH sub AS (
     UPDATE webhook_subscriptions
     SET status = 'disabled', disabled_reason = %(reason)s, updated_at = now()
     WHERE id = %(id)s
+      AND (%(scope)s::bigint[] IS NULL OR community_id = ANY(%(scope)s::bigint[]))
     RETURNING id
 ), dead AS (
     UPDATE webhook_deliveries d
@@ -111,13 +112,16 @@ SELECT sub.id, (SELECT count(*) FROM dead) AS dead_lettered FROM sub
 UPDATE webhook_subscriptions
 SET status = 'active', disabled_reason = NULL, updated_at = now()
 WHERE id = %(id)s
+  AND (%(scope)s::bigint[] IS NULL OR community_id = ANY(%(scope)s::bigint[]))
 RETURNING id
 
--- name: find_community_nodes
--- Nodes of the community tree with this path (a city and a street may share a name).
-SELECT id, tier, path FROM communities
-WHERE path = %(path)s AND (%(tier)s::text IS NULL OR tier = %(tier)s::text)
-ORDER BY id
+-- name: webhook_subscription_node
+-- The node a new subscription would belong to, if it is in %(scope)s; locked until the
+-- insert commits, so it cannot be retired in between.
+SELECT path, status FROM communities
+WHERE id = %(id)s
+  AND (%(scope)s::bigint[] IS NULL OR id = ANY(%(scope)s::bigint[]))
+FOR SHARE
 
 -- name: insert_webhook_subscription
 INSERT INTO webhook_subscriptions
@@ -127,57 +131,74 @@ VALUES (%(community_id)s, %(url)s, %(description)s, %(event_types)s, %(incident_
 RETURNING id
 
 -- name: list_webhook_subscriptions
--- Subscriptions with their node's path and tier; never their secrets, only how many.
+-- Subscriptions in %(scope)s with their node's path and tier, oldest first; never their
+-- secrets, only how many. One by %(id)s, or a page of those after %(after)s.
 SELECT s.id, c.path AS community, c.tier, s.url, s.description, s.event_types,
        s.incident_types, s.max_priority, s.status, s.disabled_reason,
        cardinality(s.secrets) AS secret_count, s.created_at, s.updated_at
 FROM webhook_subscriptions s JOIN communities c ON c.id = s.community_id
-WHERE (%(id)s::bigint IS NULL OR s.id = %(id)s::bigint)
+WHERE (%(scope)s::bigint[] IS NULL OR s.community_id = ANY(%(scope)s::bigint[]))
+  AND (%(id)s::bigint IS NULL OR s.id = %(id)s::bigint)
   AND (%(status)s::text IS NULL OR s.status = %(status)s::text)
+  AND (%(after)s::bigint IS NULL OR s.id > %(after)s::bigint)
 ORDER BY s.id
+LIMIT %(limit)s
 
 -- name: webhook_subscription_secrets
-SELECT secrets FROM webhook_subscriptions WHERE id = %(id)s FOR UPDATE
+SELECT secrets FROM webhook_subscriptions
+WHERE id = %(id)s
+  AND (%(scope)s::bigint[] IS NULL OR community_id = ANY(%(scope)s::bigint[]))
+FOR UPDATE
 
 -- name: set_webhook_subscription_secrets
 UPDATE webhook_subscriptions SET secrets = %(secrets)s, updated_at = now()
 WHERE id = %(id)s
+  AND (%(scope)s::bigint[] IS NULL OR community_id = ANY(%(scope)s::bigint[]))
 
 -- name: list_webhook_deliveries
--- Deliveries newest first, optionally of one status and one subscription; pages go
--- on below %(before_id)s.
-SELECT id, message_id, subscription_id, incident_id, event_type, status, attempts,
-       next_attempt_at, last_attempt_at, last_status_code, last_error, created_at,
-       delivered_at
-FROM webhook_deliveries
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(subscription_id)s::bigint IS NULL OR subscription_id = %(subscription_id)s::bigint)
-  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
-ORDER BY id DESC
+-- Deliveries of subscriptions in %(scope)s, newest first, optionally of one status and
+-- one subscription; a page goes on below %(before)s.
+SELECT d.id, d.message_id, d.subscription_id, d.incident_id, d.event_type, d.status,
+       d.attempts, d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error,
+       d.created_at, d.delivered_at
+FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+WHERE (%(scope)s::bigint[] IS NULL OR s.community_id = ANY(%(scope)s::bigint[]))
+  AND (%(status)s::text IS NULL OR d.status = %(status)s::text)
+  AND (%(subscription_id)s::bigint IS NULL OR d.subscription_id = %(subscription_id)s::bigint)
+  AND (%(before)s::bigint IS NULL OR d.id < %(before)s::bigint)
+ORDER BY d.id DESC
 LIMIT %(limit)s
 
 -- name: webhook_delivery_for_replay
 SELECT d.status, s.status AS subscription_status
 FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
 WHERE d.id = %(id)s
+  AND (%(scope)s::bigint[] IS NULL OR s.community_id = ANY(%(scope)s::bigint[]))
 FOR UPDATE OF d
 
 -- name: replay_webhook_delivery
 -- Due again now, with a fresh set of attempts and the same message_id (webhook-id),
 -- so a receiver that did get an earlier attempt recognises the repeat.
-UPDATE webhook_deliveries
+UPDATE webhook_deliveries d
 SET status = 'pending', attempts = 0, next_attempt_at = now(), claim_token = NULL,
     delivered_at = NULL
-WHERE id = %(id)s
+FROM webhook_subscriptions s
+WHERE d.id = %(id)s AND s.id = d.subscription_id
+  AND (%(scope)s::bigint[] IS NULL OR s.community_id = ANY(%(scope)s::bigint[]))
 
 -- name: replay_webhook_subscription_dead
 -- Every dead letter of one subscription due again now (created at or after %(since)s
 -- when given), each keeping its message_id. Returns the rows replayed.
-UPDATE webhook_deliveries
+UPDATE webhook_deliveries d
 SET status = 'pending', attempts = 0, next_attempt_at = now(), claim_token = NULL
-WHERE subscription_id = %(subscription_id)s AND status = 'dead'
-  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
-RETURNING id
+FROM webhook_subscriptions s
+WHERE d.subscription_id = %(subscription_id)s AND s.id = d.subscription_id
+  AND (%(scope)s::bigint[] IS NULL OR s.community_id = ANY(%(scope)s::bigint[]))
+  AND d.status = 'dead'
+  AND (%(since)s::timestamptz IS NULL OR d.created_at >= %(since)s::timestamptz)
+RETURNING d.id
 
 -- name: webhook_subscription_status
-SELECT status FROM webhook_subscriptions WHERE id = %(id)s
+SELECT status FROM webhook_subscriptions
+WHERE id = %(id)s
+  AND (%(scope)s::bigint[] IS NULL OR community_id = ANY(%(scope)s::bigint[]))
