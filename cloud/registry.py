@@ -31,6 +31,7 @@ DEFAULT_CITY: Final = "ningguo"
 _NODE_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _IDENTIFIER: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _TEXT_LIMIT: Final = 64
+_DEVICE_RESIDENT_FKEY: Final = "devices_resident_fkey"
 
 
 class Tier(StrEnum):
@@ -50,6 +51,8 @@ class Community:
     tier: str
     name: str
     path: str
+    status: str
+    """``active``, or ``retired``: a retired node takes no new gateways (``cloud.tree``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class Device:
     building: str | None
     unit: str | None
     status: str
+    resident_id: int | None = None
+    """The resident a personal device (a wearable) belongs to; its incidents are theirs."""
 
 
 def _check(pattern: re.Pattern[str], value: str, *, entity: str, form: str) -> None:
@@ -81,7 +86,8 @@ async def register_community(
     """Register the community ``street/community``, creating its city and street nodes.
 
     Returns the community node. Raises RegistryError for a malformed path or city
-    name, or when the street is already registered under another city.
+    name, when the street is already registered under another city, or when a node on
+    the way is retired.
     """
     name_form = "lower-case letters, digits and '-' (at most 32)"
     _check(_NODE_NAME, city, entity="city", form=name_form)
@@ -104,6 +110,10 @@ async def register_community(
                 raise RegistryError(
                     "already registered under another parent", entity=str(tier), key=node_path
                 )
+            if node.status != "active":
+                raise RegistryError(
+                    "is retired; it takes nothing new", entity=str(tier), key=node_path
+                )
             parent = node.id
     if node is None:
         raise RegistryError("was not created", entity="community", key=path)
@@ -123,8 +133,9 @@ async def register_gateway(
 ) -> Gateway:
     """Register gateway ``gateway_id`` under the community ``community_path``.
 
-    The community must be registered first. Raises RegistryError for a malformed id,
-    an unknown community, or a gateway already registered under another community.
+    The community must be registered first and active. Raises RegistryError for a
+    malformed id, an unknown or retired community, or a gateway already registered
+    under another community.
     """
     _check(_IDENTIFIER, gateway_id, entity="gateway", form="a lower-case identifier")
     async with conn.transaction():
@@ -132,6 +143,10 @@ async def register_gateway(
         if community is None:
             raise RegistryError(
                 "unknown community; register it first", entity="community", key=community_path
+            )
+        if community.status != "active":
+            raise RegistryError(
+                "is retired and takes no new gateways", entity="community", key=community_path
             )
         with storage_errors("upsert_gateway"):
             cur = conn.cursor(row_factory=class_row(Gateway))
@@ -157,12 +172,16 @@ async def register_device(
     profile_id: str,
     building: str | None = None,
     unit: str | None = None,
+    resident_id: int | None = None,
 ) -> Device:
     """Register a device behind ``gateway_id``, or update the description of one that is.
 
-    Device ids are unique across the city (they key readings and events). Raises
-    RegistryError for a malformed id, an unknown gateway, or a device already
-    registered behind another gateway.
+    Device ids are unique across the city (they key readings and events).
+    ``resident_id`` binds a personal device (a wearable) to the resident wearing it, so
+    the dispatcher holding its incident may see whose it is; re-registering without it
+    unbinds the device, as it clears an omitted building or unit. Raises RegistryError
+    for a malformed id, an unknown gateway or resident, or a device already registered
+    behind another gateway.
     """
     _check(_IDENTIFIER, device_id, entity="device", form="a lower-case identifier")
     for label, text in (("building", building), ("unit", unit), ("profile", profile_id)):
@@ -177,13 +196,18 @@ async def register_device(
         "profile_id": profile_id,
         "building": building,
         "unit": unit,
+        "resident_id": resident_id,
     }
     async with conn.transaction():
         with storage_errors("upsert_device"):
             cur = conn.cursor(row_factory=class_row(Device))
             try:
                 await cur.execute(queries()["upsert_device"], params)
-            except ForeignKeyViolation:
+            except ForeignKeyViolation as exc:
+                if exc.diag.constraint_name == _DEVICE_RESIDENT_FKEY:
+                    raise RegistryError(
+                        "unknown resident", entity="resident", key=str(resident_id)
+                    ) from None
                 raise RegistryError(
                     "unknown gateway; register it first", entity="gateway", key=gateway_id
                 ) from None
@@ -195,45 +219,3 @@ async def register_device(
             key=device_id,
         )
     return device
-
-
-async def register_resident(
-    conn: AsyncConnection[Any],
-    reference: str,
-    *,
-    community_path: str,
-    building: str,
-    unit: str,
-    needs_evacuation_help: bool = False,
-) -> int:
-    """Register where a resident lives (or update it); returns the resident's id.
-
-    ``reference`` is the care provider's own id for the person; no name or health data
-    is stored. Raises RegistryError for an unknown community or empty fields.
-    """
-    for label, text in (("reference", reference), ("building", building), ("unit", unit)):
-        if not 0 < len(text) <= _TEXT_LIMIT:
-            raise RegistryError(
-                f"{label} must be 1-{_TEXT_LIMIT} characters", entity="resident", key=reference
-            )
-    async with conn.transaction():
-        community = await find_community(conn, community_path)
-        if community is None:
-            raise RegistryError(
-                "unknown community; register it first", entity="community", key=community_path
-            )
-        with storage_errors("upsert_resident"):
-            cur = await conn.execute(
-                queries()["upsert_resident"],
-                {
-                    "reference": reference,
-                    "community_id": community.id,
-                    "building": building,
-                    "unit": unit,
-                    "needs_help": needs_evacuation_help,
-                },
-            )
-            row = await cur.fetchone()
-    if row is None:
-        raise RegistryError("no resident row returned", entity="resident", key=reference)
-    return int(row[0])

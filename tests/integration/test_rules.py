@@ -22,12 +22,9 @@ from psycopg_pool import AsyncConnectionPool
 from cloud.ingest.writer import BatchWriter, Decoded, decode_message
 from cloud.queue import transitions
 from cloud.queue.states import Outcome
-from cloud.registry import (
-    register_community,
-    register_device,
-    register_gateway,
-    register_resident,
-)
+from cloud.registry import register_community, register_device, register_gateway
+from cloud.residents import records
+from cloud.residents.crypto import Keyring
 from cloud.rules.config import RuleSet, load_rules
 from cloud.rules.sweeper import sweep_once
 from cloud.settings import QueueSettings
@@ -62,7 +59,7 @@ _event_seq = itertools.count(1)
 @pytest_asyncio.fixture(loop_scope="function")
 async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await register_community(conn, COMMUNITY)
+        community = await register_community(conn, COMMUNITY)
         await register_gateway(conn, GATEWAY, COMMUNITY)
         for device, (kind, building, unit) in DEVICES.items():
             await register_device(
@@ -75,10 +72,11 @@ async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
                 unit=unit,
             )
         for reference, (building, unit, needs_help) in RESIDENTS.items():
-            await register_resident(
+            await records.register(
                 conn,
-                reference,
-                community_path=COMMUNITY,
+                Keyring(),
+                community_id=community.id,
+                reference=reference,
                 building=building,
                 unit=unit,
                 needs_evacuation_help=needs_help,
