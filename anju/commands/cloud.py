@@ -4,10 +4,11 @@ workers alone."""
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import typer
 
+from anju.commands import keys, residents
 from anju.commands.common import fail
 from cloud.app import run_cloud, run_escalation, run_ingest
 from cloud.errors import CloudError
@@ -20,6 +21,12 @@ app = typer.Typer(
     "Configured by ANJU_DATABASE_URL and ANJU_MQTT_URL.",
     no_args_is_help=True,
 )
+app.add_typer(keys.app, name="key")
+app.add_typer(residents.app, name="residents")
+
+RECANCEL_AFTER_S: Final = 2.0
+"""How long a cancelled task may take to end before it is cancelled again: longer than
+any clean-up on cancellation should take (closing a pool, disconnecting from the broker)."""
 
 _ENVIRONMENT = (
     "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname), "
@@ -80,12 +87,22 @@ def migrate() -> None:
         typer.echo(f"applied {name}")
     if not applied:
         typer.echo("database is up to date")
+    if keys.count_usable_admin_keys(settings.database_url) == 0:
+        typer.echo(
+            "no usable admin API key yet: make the first with "
+            "`anju cloud key create --name YOUR-NAME --role admin` (it is shown once)"
+        )
 
 
 @app.command(
     epilog="Example: ANJU_DATABASE_URL=postgresql://anju@127.0.0.1:5432/anju "
     "ANJU_MQTT_URL=mqtt://127.0.0.1:1883 anju cloud run --workers 2\n\n"
-    f"{_ENVIRONMENT} ANJU_API_HOST and ANJU_API_PORT (default 127.0.0.1:8080)."
+    f"{_ENVIRONMENT} ANJU_API_HOST and ANJU_API_PORT (default 127.0.0.1:8080), "
+    "ANJU_API_AUTH_FAILURE_LIMIT and ANJU_API_AUTH_FAILURE_WINDOW_S (failed "
+    "authentications one client address may make before it is answered 429 until the "
+    "window ends; default 20 per 60 s), ANJU_RESIDENT_KEYS (the keys that wrap "
+    "residents' personal data: ID:BASE64 entries, comma-separated, the current key "
+    "first; `anju cloud residents keygen` makes one; unset, personal data is refused)."
 )
 def run(workers: Workers = 1, shared: Shared = None) -> None:
     """Run the whole cloud tier in one process until Ctrl-C or SIGTERM.
@@ -202,13 +219,37 @@ def webhooks(workers: WebhookWorkers = 1) -> None:
 
 
 def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)``; SIGINT or SIGTERM sets ``stop`` for a graceful shutdown."""
+    """Run ``main(stop)``; SIGINT or SIGTERM sets ``stop`` for a graceful shutdown.
+
+    Both a graceful shutdown and a failed task (the API unable to bind) end in
+    cancelling tasks, and a task can swallow its cancellation: Python 3.11's
+    ``asyncio.wait_for``, with which aiomqtt awaits CONNACK and SUBACK, returns the
+    result instead when the two arrive together. Its TaskGroup would wait for it
+    forever, and a signal would only set ``stop`` again, so ``_recancel_stragglers``
+    cancels such a task once more.
+    """
 
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await main(stop)
+        watchdog = asyncio.create_task(_recancel_stragglers(), name="recancel")
+        try:
+            await main(stop)
+        finally:
+            watchdog.cancel()
 
     asyncio.run(runner())
+
+
+async def _recancel_stragglers() -> None:
+    """Every ``RECANCEL_AFTER_S``, cancel again each task still running after a cancel
+    that was already seen one round before."""
+    seen: set[asyncio.Task[Any]] = set()
+    while True:
+        await asyncio.sleep(RECANCEL_AFTER_S)
+        cancelling = {task for task in asyncio.all_tasks() if task.cancelling() and not task.done()}
+        for task in cancelling & seen:
+            task.cancel()
+        seen = cancelling

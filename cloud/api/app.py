@@ -1,8 +1,10 @@
 """``create_app(settings)``: the FastAPI application of the cloud tier.
 
 The connection pool is opened by the lifespan and closed with it, so building the app
-connects to nothing; storage failures become 503 (transient) or 500 responses with a
-short JSON ``detail`` instead of a traceback.
+connects to nothing. Every error is answered as RFC 9457 problem details
+(``cloud.api.problems``): storage failures become 503 (transient) or 500 with a short
+``detail`` instead of a traceback. Every route but ``/``, ``/health`` and the docs
+needs an API key (``cloud.api.security``).
 
 ``/docs`` (Swagger UI) and ``/redoc`` load their scripts, styles and icon from the app
 itself (``fastapi_offline`` ships them) rather than from a CDN, so they render where the
@@ -11,29 +13,50 @@ API is reached without internet access; CDN-loaded pages stay blank there.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from cloud.api.routes import health, incidents, index, queue, readings, webhooks
-from cloud.errors import StorageError, StorageUnavailable
+from cloud.api import problems
+from cloud.api.routes import (
+    events,
+    health,
+    incidents,
+    index,
+    inventory,
+    keys,
+    metrics,
+    queue,
+    readings,
+    residents,
+    tree,
+    webhooks,
+)
+from cloud.api.security import FailureLimiter
+from cloud.metrics import IngestView
+from cloud.residents.crypto import Keyring
 from cloud.rules.config import load_rules
 from cloud.settings import CloudSettings
 from cloud.storage.pool import open_pool
+from cloud.webhooks.delivery import DeliveryCounters
 
-log = logging.getLogger(__name__)
 
-
-def create_app(settings: CloudSettings, *, pool_size: int = 8) -> FastAPI:
+def create_app(
+    settings: CloudSettings,
+    *,
+    pool_size: int = 8,
+    counters: IngestView | None = None,
+    deliveries: DeliveryCounters | None = None,
+) -> FastAPI:
     """The API for ``settings.database_url``; its pool lives as long as its lifespan.
 
     Webhook filters are checked against the incident types of the rules ingest runs
     with (``load_rules``: ``ANJU_RULES_FILE`` or the packaged file); raises RulesError
-    when those cannot be read.
+    when those cannot be read. ``counters`` and ``deliveries`` are the ingest and webhook
+    delivery counters of this process, for ``GET /metrics``; None when those do not run
+    here.
     """
 
     @asynccontextmanager
@@ -44,26 +67,27 @@ def create_app(settings: CloudSettings, *, pool_size: int = 8) -> FastAPI:
 
     app = FastAPIOffline(title="Anju cloud", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.ingest_counters = counters
+    app.state.delivery_counters = deliveries
+    app.state.auth_failures = FailureLimiter(
+        limit=settings.api.auth_failure_limit, window_s=settings.api.auth_failure_window_s
+    )
     app.state.filter_vocabulary = webhooks.filter_vocabulary(load_rules())
+    app.state.keyring = Keyring.from_keys(
+        (key.id, key.secret.get_secret_value()) for key in settings.residents.keys
+    )
     app.include_router(index.router)
     app.include_router(health.router)
     app.include_router(incidents.router)
     app.include_router(queue.router)
     app.include_router(readings.router)
     app.include_router(webhooks.router)
-    app.add_exception_handler(StorageError, _storage_error)
+    app.include_router(metrics.router)
+    app.include_router(keys.router)
+    app.include_router(tree.router)
+    app.include_router(inventory.router)
+    app.include_router(events.router)
+    app.include_router(residents.router)
+    problems.install(app)
+    problems.document_problems(app)
     return app
-
-
-async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("%s %s failed: %s", request.method, request.url.path, exc)
-    query = exc.query if isinstance(exc, StorageError) else None
-    if isinstance(exc, StorageUnavailable):
-        return JSONResponse(
-            {"detail": "database unavailable", "query": query},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
-    return JSONResponse(
-        {"detail": "database error", "query": query},
-        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
-    )
