@@ -5,7 +5,9 @@ pilot communities of the Ningguo plan with their gateways, smoke detectors and e
 doors (``anju.demo_sites``), serves the devices as Modbus TCP simulators, runs the
 cloud tier (ingest, API, escalation and webhook delivery) with the settings
 ``anju cloud run`` would read (``anju.demo_settings``) and one gateway agent per
-community, then sets off a smoke alarm in Fenghuang building 3. The demo times the
+community, then sets off a smoke alarm in Fenghuang building 3. An admin API key is
+made for the run and printed, so a visitor can call the API (and subscribe a webhook
+receiver) as the demo does; it is revoked when the run ends. The demo times the
 alarm to the emergency queue through the real API, and shows the building's doors
 released by its gateway, the incident escalating while nobody claims it, and the
 webhooks sent to whoever subscribed (``anju.demo_view``).
@@ -24,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import httpx
+import psycopg
 from rich.console import Console
 from rich.live import Live
 
@@ -45,6 +48,8 @@ from anju.services.ports import free_port
 from anju.services.postgres import PostgresServer, embedded_bin_dir
 from anju.services.python_broker import PythonBroker
 from cloud.app import run_cloud
+from cloud.auth.keys import create_key, revoke_key
+from cloud.auth.roles import Role
 from cloud.settings import QueueSettings
 from cloud.storage.migrate import apply_migrations
 from edge.app import Agent
@@ -55,6 +60,8 @@ __all__ = ["BrokerChoice", "DemoSummary", "run_demo", "summary_json"]
 
 DELIVERIES_FOLLOWED = 50
 """Newest deliveries read at each refresh: enough for every one of a demo's run."""
+KEY_NAME = "demo"
+"""Who holds the run's key: the name the queue would record as the actor."""
 
 
 class BrokerChoice(StrEnum):
@@ -109,6 +116,23 @@ async def _broker(
         yield f"{broker.url}?version={broker.protocol_version}", "in-process Python broker (amqtt)"
 
 
+@contextlib.asynccontextmanager
+async def _run_key(database_url: str) -> AsyncIterator[str]:
+    """An admin key for this run, revoked when the run ends.
+
+    The embedded database is deleted with the run anyway, but one named by
+    ``ANJU_DATABASE_URL`` outlives it, and an admin key left usable there would be a
+    credential nobody knows to keep safe.
+    """
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        created = await create_key(conn, name=KEY_NAME, role=Role.ADMIN, scope_id=None)
+    try:
+        yield created.token
+    finally:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await revoke_key(conn, created.key.id, scope=None, roles=frozenset(Role), by=None)
+
+
 def _escalation_limits(queue: QueueSettings, shortened: bool) -> str:
     limits = f"P1 unclaimed after {queue.p1_unclaimed_s:g} s, again every {queue.repeat_s:g} s"
     if shortened:
@@ -157,8 +181,9 @@ async def run_demo(
             applied = await asyncio.to_thread(apply_migrations, database_url)
             console.print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
             await register_sites(database_url)
-            summary.api = api = f"http://{settings.api_host}:{settings.api_port}"
+            summary.api = api = f"http://{settings.api.host}:{settings.api.port}"
             async with contextlib.AsyncExitStack() as stack:
+                summary.api_key = key = await stack.enter_async_context(_run_key(database_url))
                 for index, site in enumerate(SITES):
                     sims = site_simulators(site, serial_base=20260000 + 100 * index)
                     server = await stack.enter_async_context(ModbusSimServer(sims.units))
@@ -170,7 +195,12 @@ async def run_demo(
                     )
                 stop = asyncio.Event()
                 cloud_started = asyncio.Event()
-                async with asyncio.TaskGroup() as tasks, httpx.AsyncClient(base_url=api) as http:
+                async with (
+                    asyncio.TaskGroup() as tasks,
+                    httpx.AsyncClient(
+                        base_url=api, headers={"Authorization": f"Bearer {key}"}
+                    ) as http,
+                ):
                     tasks.create_task(
                         run_cloud(
                             settings, stop=stop, started=cloud_started, counters=demo.counters
@@ -182,7 +212,14 @@ async def run_demo(
                         f"cloud API on {api}: docs {api}/docs, the queue {api}/incidents\n"
                         f"escalation: {summary.escalation_limits}\n"
                         f"webhooks: subscribe a receiver with POST {api}/webhooks/subscriptions "
-                        "(docs/webhooks.md, 'Trying it with the demo')"
+                        "and this key (docs/webhooks.md, 'Trying it with the demo')"
+                    )
+                    console.print(
+                        f"API key for this run (admin, revoked when the demo ends): {key}\n"
+                        f'  try: curl -H "Authorization: Bearer {key}" {api}/incidents',
+                        soft_wrap=True,
+                        highlight=False,
+                        markup=False,
                     )
                     for agent in demo.agents:
                         tasks.create_task(agent.run(stop), name=f"edge {agent.config.gateway}")
@@ -219,7 +256,7 @@ async def _scenario(
         """
         response = await http.get("/incidents", timeout=5)
         response.raise_for_status()
-        demo.incidents = response.json()
+        demo.incidents = response.json()["items"]
         demo.follow()
         return any(i["device_id"] == alarm.device_id for i in demo.incidents)
 
@@ -231,7 +268,8 @@ async def _scenario(
         subscriptions = await http.get("/webhooks/subscriptions", timeout=5)
         for response in (deliveries, subscriptions):
             response.raise_for_status()
-        demo.deliveries, demo.subscriptions = deliveries.json(), len(subscriptions.json())
+        demo.deliveries = deliveries.json()["items"]
+        demo.subscriptions = len(subscriptions.json()["items"])
         demo.follow()
         if interactive:
             live.update(demo.view())

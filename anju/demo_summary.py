@@ -42,6 +42,9 @@ class DemoSummary:
     broker: str = ""
     database: str = ""
     api: str = ""
+    api_key: str = ""
+    """The run's admin key, as the start-up lines printed it. Safe to write out: it is
+    revoked when the run ends, and the embedded database is deleted with the run."""
     escalation_limits: str = ""
     duration_s: float = 0.0
     incident: dict[str, Any] = field(default_factory=dict)

@@ -4,9 +4,13 @@ It does what a real receiver must (docs/webhooks.md, "Verifying"): subscribe and
 the secret, verify each request's signature on the raw bytes with the reference
 Standard Webhooks library, drop repeats by ``webhook-id``, and answer 2xx at once. To
 be usable against a demo that is only starting, it waits for the API to answer before
-subscribing. Run it beside ``anju demo`` (docs/webhooks.md, "Trying it with the demo")::
+subscribing. Subscribing takes an API key that manages webhooks (a property manager's,
+a street office's or an admin's): ``--key``, or ``ANJU_API_KEY``. Run it beside
+``anju demo``, with the key the demo prints at start-up (docs/webhooks.md, "Trying it
+with the demo")::
 
-    python examples/webhook_receiver.py --api http://127.0.0.1:8080 --listen 127.0.0.1:9000
+    ANJU_API_KEY=anju_… python examples/webhook_receiver.py --api http://127.0.0.1:8080 \
+        --listen 127.0.0.1:9000
 
 Needs ``standardwebhooks`` (``scripts/demo`` installs it); everything else is the
 standard library. Stops on Ctrl-C or SIGTERM.
@@ -14,6 +18,7 @@ standard library. Stops on Ctrl-C or SIGTERM.
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -26,6 +31,16 @@ from typing import Any, ClassVar
 from standardwebhooks import Webhook, WebhookVerificationError
 
 PATH = "/anju"
+KEY_VAR = "ANJU_API_KEY"
+REFUSALS = {
+    401: "The API key was refused: unknown, revoked or expired (anju demo's lasts one run).",
+    403: "This key may not manage webhooks: use a property manager's, a street office's "
+    "or an admin key.",
+    422: "A receiver on this machine is a loopback address, which Anju refuses unless the "
+    "cloud runs with ANJU_WEBHOOK_ALLOWED_NETWORKS=127.0.0.1/32 "
+    "(or ANJU_WEBHOOK_ALLOW_PRIVATE=1).",
+}
+"""What to do about each refusal a subscription commonly meets."""
 
 
 def wait_for_api(api: str, within_s: float) -> None:
@@ -43,15 +58,16 @@ def wait_for_api(api: str, within_s: float) -> None:
         time.sleep(0.2)
 
 
-def subscribe(api: str, community: str, url: str) -> dict[str, Any]:
-    """``POST /webhooks/subscriptions``; the answer holds the secret, shown this once."""
+def subscribe(api: str, key: str, community: str, url: str) -> dict[str, Any]:
+    """``POST /webhooks/subscriptions`` with ``key``; the answer holds the secret, shown
+    this once."""
     body = json.dumps(
         {"community": community, "url": url, "description": "examples/webhook_receiver.py"}
     ).encode()
     request = urllib.request.Request(
         f"{api}/webhooks/subscriptions",
         data=body,
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
         method="POST",
     )
     try:
@@ -60,12 +76,8 @@ def subscribe(api: str, community: str, url: str) -> dict[str, Any]:
             return created
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
-        sys.exit(
-            f"subscribing {url} was refused ({exc.code}): {detail}\n"
-            "A receiver on this machine is a loopback address, which Anju refuses unless "
-            "the cloud runs with ANJU_WEBHOOK_ALLOWED_NETWORKS=127.0.0.1/32 "
-            "(or ANJU_WEBHOOK_ALLOW_PRIVATE=1)."
-        )
+        hint = REFUSALS.get(exc.code, "")
+        sys.exit(f"subscribing {url} was refused ({exc.code}): {detail}\n{hint}".rstrip())
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -122,15 +134,22 @@ def main() -> None:
         help="community, street or city to subscribe to (default %(default)s)",
     )
     parser.add_argument(
+        "--key",
+        default=os.environ.get(KEY_VAR),
+        help=f"API key to subscribe with (default: ${KEY_VAR}; anju demo prints one)",
+    )
+    parser.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for the API (default 120)"
     )
     args = parser.parse_args()
+    if not args.key:
+        parser.error(f"no API key: pass --key or set {KEY_VAR} (anju demo prints one for its run)")
     host, _, port = args.listen.rpartition(":")
     server = ThreadingHTTPServer((host, int(port)), Receiver)
     Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://{args.listen}{PATH}"
     wait_for_api(args.api.rstrip("/"), args.wait)
-    subscription = subscribe(args.api.rstrip("/"), args.community, url)
+    subscription = subscribe(args.api.rstrip("/"), args.key, args.community, url)
     Receiver.webhook = Webhook(subscription["secret"])
     print(
         f"subscription {subscription['id']}: {args.community} -> {url}; "

@@ -1,32 +1,40 @@
 """``anju demo`` end to end, as a visitor and a property manager run it.
 
-The walk of docs/webhooks.md ("Trying it with the demo"): the receiver of examples/
-waits for the demo's API, subscribes through it and verifies what arrives with the
-reference Standard Webhooks library; the demo runs as a child process with the
-environment ``anju cloud run`` reads (here on the suite's database and broker, with
-shorter escalation limits). Its summary must show the fire's doors released, the
-incident as it stood at the end (escalated, since nobody claims it) and the webhooks
-delivered; the receiver must have verified them.
+The walk of docs/webhooks.md ("Trying it with the demo"): the demo runs as a child
+process with the environment ``anju cloud run`` reads (here on the suite's database and
+broker, with shorter escalation limits) and prints the API key of its run; the receiver
+of examples/ is started with that key in ``ANJU_API_KEY``, subscribes through the
+demo's API and verifies what arrives with the reference Standard Webhooks library. The
+summary must show the fire's doors released, the incident as it stood at the end
+(escalated, since nobody claims it) and the webhooks delivered; the receiver must have
+verified them, and the run's key must no longer work once the run is over.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
+import psycopg
 import pytest
 
 from anju.demo_sites import ALARM_DEVICE_ID, egress_doors, site_device
 from anju.services.ports import free_port
+from cloud.auth.keys import token_prefix
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 20
+ALARM_AFTER_S = 5
+"""Long enough for the receiver, started once the key is printed, to subscribe first."""
+KEY = re.compile(r"API key for this run \(admin.*\): (anju_\S+)")
 
 
 def test_the_demo_releases_the_doors_escalates_and_sends_signed_webhooks(
@@ -45,44 +53,53 @@ def test_the_demo_releases_the_doors_escalates_and_sends_signed_webhooks(
         "ANJU_QUEUE_REPEAT_S": "3",
     }
     summary_path = tmp_path / "summary.json"
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "anju.cli",
+            "demo",
+            "--duration",
+            str(DURATION_S),
+            "--alarm-after",
+            str(ALARM_AFTER_S),
+            "--summary-json",
+            str(summary_path),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     receiver_path = tmp_path / "receiver.out"
-    with receiver_path.open("w", encoding="utf-8") as receiver_out:
-        receiver = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "examples" / "webhook_receiver.py"),
-                "--api",
-                api,
-                "--listen",
-                f"127.0.0.1:{free_port()}",
-            ],
-            stdout=receiver_out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            demo = subprocess.run(
+    try:
+        assert demo.stdout is not None
+        head, key = _until_key(demo.stdout)
+        with receiver_path.open("w", encoding="utf-8") as receiver_out:
+            receiver = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "anju.cli",
-                    "demo",
-                    "--duration",
-                    str(DURATION_S),
-                    "--alarm-after",
-                    "3",
-                    "--summary-json",
-                    str(summary_path),
+                    str(ROOT / "examples" / "webhook_receiver.py"),
+                    "--api",
+                    api,
+                    "--listen",
+                    f"127.0.0.1:{free_port()}",
                 ],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=DURATION_S + 90,
+                env={**os.environ, "ANJU_API_KEY": key},
+                stdout=receiver_out,
+                stderr=subprocess.STDOUT,
             )
-        finally:
-            receiver.terminate()
-            receiver.wait(timeout=10)
-    output = demo.stdout + demo.stderr
+            try:
+                rest, _ = demo.communicate(timeout=DURATION_S + 90)
+            finally:
+                receiver.terminate()
+                receiver.wait(timeout=10)
+    finally:
+        if demo.returncode is None:
+            demo.kill()
+            demo.wait()
+    output = head + rest
     assert demo.returncode == 0, output
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
 
@@ -114,3 +131,21 @@ def test_the_demo_releases_the_doors_escalates_and_sends_signed_webhooks(
     assert len(verified) >= deliveries["delivered"], received
     assert f"verified incident.opened: incident {incident['id']} fire" in received
     assert f"verified incident.escalated: incident {incident['id']} fire" in received
+
+    assert summary["api_key"] == key
+    with psycopg.connect(database_url) as conn:
+        revoked = conn.execute(
+            "SELECT revoked_at IS NOT NULL FROM api_keys WHERE prefix = %s", [token_prefix(key)]
+        ).fetchone()
+    assert revoked == (True,), "the run's key outlived the run"
+
+
+def _until_key(stdout: IO[str]) -> tuple[str, str]:
+    """The demo's output up to the line with its API key, and the key."""
+    lines: list[str] = []
+    for line in stdout:
+        lines.append(line)
+        found = KEY.search(line)
+        if found:
+            return "".join(lines), found.group(1)
+    raise AssertionError("the demo ended without printing its API key:\n" + "".join(lines))

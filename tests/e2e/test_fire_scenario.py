@@ -28,12 +28,10 @@ from standardwebhooks import Webhook
 
 from anju.services.ports import free_port
 from cloud.app import run_cloud
-from cloud.registry import (
-    register_community,
-    register_device,
-    register_gateway,
-    register_resident,
-)
+from cloud.auth.roles import Role
+from cloud.registry import register_community, register_device, register_gateway
+from cloud.residents import records
+from cloud.residents.crypto import Keyring
 from cloud.settings import CloudSettings
 from cloud.webhooks.outbox import WebhookEvent
 from cloud.webhooks.signing import generate_secret
@@ -44,6 +42,7 @@ from firmware_sim.smoke_detector import SmokeDetector
 from schemas.broker import parse_broker_url
 from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
+from tests.api_support import bearer, make_key
 from tests.integration.webhook_support import Receiver, fast_settings, running_receiver
 
 pytestmark = pytest.mark.e2e
@@ -69,10 +68,11 @@ class Scene:
     """Each property manager's secret, by the last part of their webhook path."""
 
 
-async def _setup(database_url: str, receiver: Receiver) -> dict[str, str]:
+async def _setup(database_url: str, receiver: Receiver) -> tuple[dict[str, str], str]:
+    """Each manager's webhook secret, and a dispatcher's API key for the queue."""
     secrets: dict[str, str] = {}
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await register_community(conn, COMMUNITY)
+        fenghuang = (await register_community(conn, COMMUNITY)).id
         other = await register_community(conn, OTHER)
         await register_gateway(conn, GATEWAY, COMMUNITY)
         await register_device(
@@ -84,15 +84,15 @@ async def _setup(database_url: str, receiver: Receiver) -> dict[str, str]:
             building="3",
         )
         for reference, (building, unit, needs_help) in RESIDENTS.items():
-            await register_resident(
+            await records.register(
                 conn,
-                reference,
-                community_path=COMMUNITY,
+                Keyring(),
+                community_id=fenghuang,
+                reference=reference,
                 building=building,
                 unit=unit,
                 needs_evacuation_help=needs_help,
             )
-        fenghuang = (await register_community(conn, COMMUNITY)).id
         for manager, community_id in (("pm-a", fenghuang), ("pm-b", fenghuang), ("pm-c", other.id)):
             secret = generate_secret()
             await conn.execute(
@@ -108,7 +108,8 @@ async def _setup(database_url: str, receiver: Receiver) -> dict[str, str]:
                 ],
             )
             secrets[manager] = secret
-    return secrets
+        token = await make_key(conn, role=Role.DISPATCHER, scope=COMMUNITY)
+    return secrets, token
 
 
 @pytest.fixture
@@ -116,12 +117,12 @@ async def scene(
     database_url: str, mqtt_url: str, unique_id: Any, tmp_path: Path
 ) -> AsyncIterator[Scene]:
     async with running_receiver() as receiver:
-        secrets = await _setup(database_url, receiver)
+        secrets, token = await _setup(database_url, receiver)
         settings = CloudSettings.model_validate(
             {
                 "database_url": database_url,
                 "mqtt": parse_broker_url(mqtt_url),
-                "api_port": free_port(),
+                "api": {"port": free_port()},
                 "ingest": {"client_id": unique_id("ingest"), "group": unique_id("group")},
                 "webhooks": fast_settings(),
             }
@@ -148,8 +149,11 @@ async def scene(
             )
             agent = Agent(config, PROFILES)
             stop, started = asyncio.Event(), asyncio.Event()
-            base_url = f"http://{settings.api_host}:{settings.api_port}"
-            async with asyncio.TaskGroup() as tasks, httpx.AsyncClient(base_url=base_url) as api:
+            base_url = f"http://{settings.api.host}:{settings.api.port}"
+            async with (
+                asyncio.TaskGroup() as tasks,
+                httpx.AsyncClient(base_url=base_url, headers=bearer(token)) as api,
+            ):
                 tasks.create_task(run_cloud(settings, stop=stop, started=started), name="cloud")
                 await asyncio.wait_for(started.wait(), timeout=30)
                 tasks.create_task(agent.run(stop), name="agent")
@@ -166,7 +170,7 @@ async def _queue_settles(api: httpx.AsyncClient) -> list[dict[str, Any]]:
     while time.monotonic() < deadline:
         response = await api.get("/incidents")
         response.raise_for_status()
-        queue = response.json()
+        queue = response.json()["items"]
         if len(queue) >= 3:
             # Anything else the alarm would wrongly open commits in the same transaction.
             return queue

@@ -27,6 +27,7 @@ from firmware_sim.smoke_detector import SmokeDetector
 from schemas.broker import parse_broker_url
 from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
+from tests.api_support import bearer, make_key
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +44,8 @@ class Platform:
     database_url: str
 
 
-async def _register(database_url: str) -> None:
+async def _register(database_url: str) -> str:
+    """Register the community and its detectors; return an admin key to watch the queue."""
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await register_community(conn, COMMUNITY)
         await register_gateway(conn, GATEWAY, COMMUNITY)
@@ -57,19 +59,21 @@ async def _register(database_url: str) -> None:
                 building=building,
                 unit=f"{building}-101",
             )
+        token = await make_key(conn)
         await conn.commit()
+    return token
 
 
 @pytest.fixture
 async def platform(
     database_url: str, mqtt_url: str, unique_id: Any, tmp_path: Path
 ) -> AsyncIterator[Platform]:
-    await _register(database_url)
+    token = await _register(database_url)
     settings = CloudSettings.model_validate(
         {
             "database_url": database_url,
             "mqtt": parse_broker_url(mqtt_url),
-            "api_port": free_port(),
+            "api": {"port": free_port()},
             "ingest": {"client_id": unique_id("ingest"), "group": unique_id("group")},
         }
     )
@@ -91,8 +95,11 @@ async def platform(
         )
         agent = Agent(config, PROFILES)
         stop, started = asyncio.Event(), asyncio.Event()
-        base_url = f"http://{settings.api_host}:{settings.api_port}"
-        async with asyncio.TaskGroup() as tasks, httpx.AsyncClient(base_url=base_url) as api:
+        base_url = f"http://{settings.api.host}:{settings.api.port}"
+        async with (
+            asyncio.TaskGroup() as tasks,
+            httpx.AsyncClient(base_url=base_url, headers=bearer(token)) as api,
+        ):
             tasks.create_task(run_cloud(settings, stop=stop, started=started), name="cloud")
             await asyncio.wait_for(started.wait(), timeout=30)
             tasks.create_task(agent.run(stop), name="agent")
@@ -118,7 +125,7 @@ async def _incident_for(api: httpx.AsyncClient, device_id: str, timeout_s: float
     while time.monotonic() < deadline:
         response = await api.get("/incidents")
         response.raise_for_status()
-        found = [i for i in response.json() if i["device_id"] == device_id]
+        found = [i for i in response.json()["items"] if i["device_id"] == device_id]
         if found:
             return found[0]
         await asyncio.sleep(0.05)
@@ -133,7 +140,7 @@ async def test_smoke_alarm_becomes_an_open_fire_incident(platform: Platform) -> 
     while await readings_stored() == 0:
         assert time.monotonic() < deadline, "no reading reached the database"
         await asyncio.sleep(0.1)
-    assert (await platform.api.get("/incidents")).json() == []
+    assert (await platform.api.get("/incidents")).json()["items"] == []
 
     platform.detectors["fh-b3-smoke-01"].trigger_alarm()
     incident = await _incident_for(platform.api, "fh-b3-smoke-01", timeout_s=15)
@@ -177,6 +184,6 @@ async def test_alarm_held_for_many_polls_is_one_event_and_one_incident(platform:
         assert time.monotonic() < deadline, "the agent stopped polling"
         await asyncio.sleep(0.1)
     response = await platform.api.get("/incidents")
-    mine = [i for i in response.json() if i["device_id"] == "fh-b1-smoke-01"]
+    mine = [i for i in response.json()["items"] if i["device_id"] == "fh-b1-smoke-01"]
     assert [i["id"] for i in mine] == [first["id"]]
     assert mine[0]["event_count"] == 1

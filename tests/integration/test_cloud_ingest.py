@@ -29,11 +29,12 @@ from cloud.api.app import create_app
 from cloud.app import run_cloud, run_ingest
 from cloud.ingest.counters import IngestCounters
 from cloud.registry import register_community, register_device, register_gateway
-from cloud.settings import CloudSettings, IngestSettings
+from cloud.settings import ApiSettings, CloudSettings, IngestSettings
 from schemas.broker import parse_broker_url
 from schemas.topics import Channel, topic_for
 from schemas.vocabulary import DeviceKind, EventType, Metric, Severity
 from schemas.wire import Event, EventBatch, Reading, TelemetryBatch, encode
+from tests.api_support import api_client, bearer, make_key
 
 COMMUNITY = "xijin/fenghuang"
 EPOCH = "0123456789abcdef"
@@ -108,7 +109,7 @@ def settings(
     return CloudSettings(
         database_url=database_url,
         mqtt=parse_broker_url(mosquitto.url),
-        api_port=0,
+        api=ApiSettings(port=0),
         ingest=IngestSettings(
             group=unique_id("group"),
             client_id=unique_id("ingest"),
@@ -186,16 +187,21 @@ def api(settings: CloudSettings) -> FastAPI:
     return create_app(settings)
 
 
-async def get_json(app: FastAPI, path: str) -> tuple[int, Any]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://anju") as client:
-            response = await client.get(path)
+@pytest_asyncio.fixture(loop_scope="function")
+async def token(database_url: str) -> str:
+    """An admin key, so the incidents read back are all those stored."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        return await make_key(conn)
+
+
+async def get_json(app: FastAPI, path: str, token: str | None) -> tuple[int, Any]:
+    async with api_client(app, token) as client:
+        response = await client.get(path)
     return response.status_code, response.json()
 
 
 async def test_alarm_and_readings_are_stored_and_the_incident_is_listed(
-    site: Site, counters: IngestCounters, database_url: str, api: FastAPI
+    site: Site, counters: IngestCounters, database_url: str, api: FastAPI, token: str
 ) -> None:
     await site.publish(
         (site.topic(Channel.TELEMETRY), site.readings(1, site.smoke, site.smoke, site.wearable)),
@@ -215,8 +221,9 @@ async def test_alarm_and_readings_are_stored_and_the_incident_is_listed(
     ]
     assert (counters.readings, counters.events, counters.incidents_opened) == (3, 1, 1)
 
-    status, listed = await get_json(api, "/incidents?status=open")
+    status, page = await get_json(api, "/incidents?status=open", token)
     assert status == 200
+    listed = page["items"]
     assert len(listed) == 1
     assert listed[0]["type"] == "fire"
     assert listed[0]["community"] == COMMUNITY
@@ -224,17 +231,20 @@ async def test_alarm_and_readings_are_stored_and_the_incident_is_listed(
     assert listed[0]["device_id"] == site.smoke
     assert listed[0]["first_event_ts"] is not None
 
-    status, detail = await get_json(api, f"/incidents/{incidents[0][0]}")
+    status, detail = await get_json(api, f"/incidents/{incidents[0][0]}", token)
     assert status == 200
     assert [(entry["from_status"], entry["to_status"]) for entry in detail["log"]] == [
         (None, "open")
     ]
-    assert (await get_json(api, "/incidents/999999"))[0] == 404
-    assert await get_json(api, "/health") == (200, {"status": "ok", "database": "ok", "detail": ""})
+    assert (await get_json(api, "/incidents/999999", token))[0] == 404
+    assert await get_json(api, "/health", None) == (
+        200,
+        {"status": "ok", "database": "ok", "detail": ""},
+    )
 
 
 async def test_resent_batch_is_stored_once_and_repeats_join_the_open_incident(
-    site: Site, counters: IngestCounters, database_url: str, api: FastAPI
+    site: Site, counters: IngestCounters, database_url: str, api: FastAPI, token: str
 ) -> None:
     alarm = site.events(1, (site.smoke, EventType.SMOKE_ALARM))
     await site.publish((site.topic(Channel.EVENTS), alarm), (site.topic(Channel.EVENTS), alarm))
@@ -260,9 +270,9 @@ async def test_resent_batch_is_stored_once_and_repeats_join_the_open_incident(
     assert incidents == [("fire", 1, 2, 2), ("heart_rate_abnormal", 2, 3, 3), ("sos", 1, 1, 1)]
     assert (counters.incidents_opened, counters.incidents_joined) == (3, 3)
 
-    status, listed = await get_json(api, "/incidents")
+    status, page = await get_json(api, "/incidents", token)
     assert status == 200
-    assert [(item["type"], item["priority"]) for item in listed] == [
+    assert [(item["type"], item["priority"]) for item in page["items"]] == [
         ("fire", 1),
         ("sos", 1),
         ("heart_rate_abnormal", 2),
@@ -347,11 +357,12 @@ async def test_run_cloud_serves_incidents_and_stops_on_request(
         await register_device(
             conn, site.smoke, gateway_id=site.gateway, kind=DeviceKind.SMOKE, profile_id="p-smoke"
         )
+        token = await make_key(conn)
     port = free_port()
     settings = CloudSettings(
         database_url=database_url,
         mqtt=parse_broker_url(mosquitto.url),
-        api_port=port,
+        api=ApiSettings(port=port),
         ingest=IngestSettings(group=unique_id("group"), client_id=unique_id("cloud")),
     )
     counters = IngestCounters()
@@ -366,11 +377,13 @@ async def test_run_cloud_serves_incidents_and_stops_on_request(
         (site.topic(Channel.EVENTS), site.events(1, (site.smoke, EventType.SMOKE_ALARM)))
     )
     await wait_until(lambda: counters.incidents_opened == 1, "the incident")
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=5, headers=bearer(token)
+    ) as client:
         health = await client.get("/health")
         listed = await client.get("/incidents", params={"status": "open"})
     assert health.status_code == 200
-    assert [item["type"] for item in listed.json()] == ["fire"]
+    assert [item["type"] for item in listed.json()["items"]] == ["fire"]
 
     stop.set()
     async with asyncio.timeout(20):

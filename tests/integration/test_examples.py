@@ -3,14 +3,18 @@
 Each ``examples/*.yaml`` is served by the real command in a child process while a
 gateway's poller reads its units through their device profiles, as ``anju edge run``
 would. Every step that raises something on a device must show up as that event on
-the wire, so a new example is checked as soon as it is added.
+the wire, so a new example is checked as soon as it is added. The webhook receiver
+runs against the demo in tests/e2e/test_demo.py; here only its refusal to start
+without an API key, which would otherwise surface as a 401 after waiting for the API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -63,6 +67,19 @@ def test_every_scenario_the_docs_and_help_name_is_shipped() -> None:
     assert named, "the README and anju sim --help show a scenario file"
     for source, scenario in sorted(named):
         assert (ROOT / scenario).is_file(), f"{source} names {scenario}, which is not shipped"
+
+
+def test_the_webhook_receiver_asks_for_a_key_before_anything_else() -> None:
+    env = {name: value for name, value in os.environ.items() if name != "ANJU_API_KEY"}
+    refused = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "webhook_receiver.py"), "--wait", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert "no API key: pass --key or set ANJU_API_KEY" in refused.stderr
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
