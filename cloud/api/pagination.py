@@ -11,17 +11,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Final, Generic, NoReturn, TypeVar, cast
+from typing import Annotated, Final, Generic, NoReturn, Protocol, TypeVar, cast
 
 from fastapi import HTTPException, Query
 from pydantic import BaseModel
 
 from cloud.api.params import EARLIEST, LATEST, MAX_ID
 
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int | str: ...
+
+
 T = TypeVar("T")
+Identified = TypeVar("Identified", bound=_HasId)
 Key = int | str | datetime
 CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
 
@@ -41,11 +48,18 @@ class Page(BaseModel, Generic[T]):
     """Pass as ``cursor`` for the next page; null on the last page."""
 
 
-def page(items: Sequence[T], limit: int, key: Sequence[Key] | None) -> Page[T]:
+def page(items: Sequence[T], limit: int, key: Callable[[T], Sequence[Key]]) -> Page[T]:
     """The page of the first ``limit`` of ``items`` (fetch ``limit + 1`` to know whether
-    there is more); ``key`` is the sort key of ``items[limit - 1]``."""
+    there is more); the cursor holds ``key`` of its last item."""
     more = len(items) > limit
-    return Page(items=list(items[:limit]), next_cursor=encode(key) if more and key else None)
+    return Page(
+        items=list(items[:limit]), next_cursor=encode(key(items[limit - 1])) if more else None
+    )
+
+
+def id_page(items: Sequence[Identified], limit: int) -> Page[Identified]:
+    """``page`` for a list ordered by id alone."""
+    return page(items, limit, lambda item: (item.id,))
 
 
 def encode(key: Sequence[Key]) -> str:

@@ -105,8 +105,7 @@ async def list_events(
         limit=limit + 1,
     )
     items = [EventView.model_validate(event) for event in found]
-    last = items[limit - 1] if len(items) > limit else None
-    return page(items, limit, None if last is None else (last.ts, last.id))
+    return page(items, limit, lambda event: (event.ts, event.id))
 
 
 @router.get(

@@ -84,8 +84,7 @@ async def list_incidents(
         )
         rows = await cur.fetchall()
     items = [IncidentSummary.model_validate(row) for row in rows]
-    last = items[limit - 1] if len(items) > limit else None
-    return page(items, limit, None if last is None else (last.priority, last.opened_at, last.id))
+    return page(items, limit, lambda incident: (incident.priority, incident.opened_at, incident.id))
 
 
 @router.get("/{incident_id}", response_model=IncidentDetail, responses=NOT_FOUND)

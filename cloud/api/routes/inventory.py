@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cloud import inventory
 from cloud.api.deps import ConnectionDep
-from cloud.api.pagination import CursorQuery, Page, decode, page
+from cloud.api.pagination import CursorQuery, Page, decode, id_page
 from cloud.api.params import IdentifierPath, IdentifierQuery, Limit
 from cloud.api.problems import problem_response
 from cloud.api.scoping import CommunityQuery, TierQuery, scope_within
@@ -96,7 +96,7 @@ async def list_gateways(
         limit=limit + 1,
     )
     items = [GatewayView.model_validate(gateway) for gateway in found]
-    return page(items, limit, (items[limit - 1].id,) if len(items) > limit else None)
+    return id_page(items, limit)
 
 
 @router.get(
@@ -144,7 +144,7 @@ async def list_devices(
         limit=limit + 1,
     )
     items = [DeviceView.model_validate(device) for device in found]
-    return page(items, limit, (items[limit - 1].id,) if len(items) > limit else None)
+    return id_page(items, limit)
 
 
 @router.get(

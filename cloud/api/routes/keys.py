@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.api.deps import ConnectionDep
-from cloud.api.pagination import CursorQuery, Page, decode_id, page
+from cloud.api.pagination import CursorQuery, Page, decode_id, id_page
 from cloud.api.params import NO_NUL, IdPath, Instant, Limit
 from cloud.api.problems import problem_response
 from cloud.api.scoping import NODE_PATH, reachable_node
@@ -115,7 +115,7 @@ async def list_keys(
         limit=limit + 1,
     )
     items = [ApiKeyView.model_validate(key) for key in found]
-    return page(items, limit, (items[limit - 1].id,) if len(items) > limit else None)
+    return id_page(items, limit)
 
 
 @router.post(

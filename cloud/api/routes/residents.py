@@ -30,7 +30,7 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud.api.deps import ConnectionDep
-from cloud.api.pagination import CursorQuery, Page, decode, page
+from cloud.api.pagination import CursorQuery, Page, decode, id_page
 from cloud.api.params import MAX_ID, NO_NUL, IdPath, Limit
 from cloud.api.problems import problem_response
 from cloud.api.scoping import CommunityQuery, TierQuery, reachable_node, scope_within
@@ -215,7 +215,7 @@ async def list_residents(
         status=status,
     )
     items = await _views(conn, found)
-    return page(items, limit, (items[limit - 1].id,) if len(items) > limit else None)
+    return id_page(items, limit)
 
 
 @router.post(
@@ -379,7 +379,7 @@ async def resident_access_log(
         before_id=None if before is None else cast(int, before[0]),
     )
     items = [AccessLogView.model_validate(entry) for entry in found]
-    return page(items, limit, (items[limit - 1].id,) if len(items) > limit else None)
+    return id_page(items, limit)
 
 
 def _claimant(principal: Principal) -> str | None:

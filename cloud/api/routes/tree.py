@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from cloud import tree
 from cloud.api.deps import ConnectionDep
-from cloud.api.pagination import CursorQuery, Page, decode_id, page
+from cloud.api.pagination import CursorQuery, Page, decode_id, id_page
 from cloud.api.params import NO_NUL, IdPath, Limit
 from cloud.api.problems import problem_response
 from cloud.api.scoping import NODE_PATH, CommunityQuery, TierQuery, reachable_node, scope_within
@@ -114,7 +114,7 @@ async def list_nodes(
         limit=limit + 1,
     )
     items = [NodeView.model_validate(node) for node in found]
-    return page(items, limit, (items[limit - 1].id,) if len(items) > limit else None)
+    return id_page(items, limit)
 
 
 @router.post(

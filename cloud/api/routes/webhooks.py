@@ -35,7 +35,7 @@ from cloud.api.models import (
     WebhookSubscriptionDisabled,
     WebhookSubscriptionRequest,
 )
-from cloud.api.pagination import CursorQuery, Page, decode_id, page
+from cloud.api.pagination import CursorQuery, Page, decode_id, id_page
 from cloud.api.params import MAX_ID, IdPath, Instant, Limit
 from cloud.api.problems import problem_response
 from cloud.api.scoping import CommunityQuery, TierQuery, reachable_node, scope_within
@@ -145,7 +145,7 @@ async def list_subscriptions(
         limit=limit + 1,
     )
     items = [_subscription(item) for item in found]
-    return page(items, limit, (items[limit - 1].id,) if len(items) > limit else None)
+    return id_page(items, limit)
 
 
 @router.post(
@@ -323,7 +323,7 @@ async def list_deliveries(
         limit=limit + 1,
     )
     items = [WebhookDelivery.model_validate(item, from_attributes=True) for item in found]
-    return page(items, limit, (items[limit - 1].id,) if len(items) > limit else None)
+    return id_page(items, limit)
 
 
 @router.post(
