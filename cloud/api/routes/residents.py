@@ -30,7 +30,7 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud.api.deps import ConnectionDep
-from cloud.api.pagination import CursorQuery, Page, decode, id_page
+from cloud.api.pagination import CursorQuery, Page, decode_id, id_page
 from cloud.api.params import MAX_ID, NO_NUL, IdPath, Limit
 from cloud.api.problems import problem_response
 from cloud.api.scoping import CommunityQuery, TierQuery, reachable_node, scope_within
@@ -205,12 +205,11 @@ async def list_residents(
 ) -> Page[ResidentView]:
     """Residents of the communities the key reaches (of ``community``'s subtree when
     given), by id; never their personal data."""
-    after = decode(cursor, int)
     scope = await scope_within(conn, principal, community, tier)
     found = await records.list_page(
         conn,
         community_ids=scope,
-        after_id=None if after is None else cast(int, after[0]),
+        after_id=decode_id(cursor),
         limit=limit + 1,
         status=status,
     )
@@ -370,13 +369,12 @@ async def resident_access_log(
 ) -> Page[AccessLogView]:
     """Every showing of the resident's personal data, newest first; kept after erasure,
     so the resident can still be told who saw their data."""
-    before = decode(cursor, int)
     await _resident(conn, principal, resident_id)
     found = await records.access_log(
         conn,
         resident_id,
         limit=limit + 1,
-        before_id=None if before is None else cast(int, before[0]),
+        before_id=decode_id(cursor),
     )
     items = [AccessLogView.model_validate(entry) for entry in found]
     return id_page(items, limit)
