@@ -35,6 +35,8 @@ from cloud.auth.roles import Permission
 from cloud.queue import transitions
 from cloud.queue.errors import IncidentNotFound, TransitionRefused
 from cloud.settings import CloudSettings, QueueSettings
+from cloud.storage.database import storage_errors
+from cloud.storage.sql import queries
 
 router = APIRouter(prefix="/incidents", tags=["emergency queue"])
 
@@ -64,7 +66,7 @@ async def claim(
     conn: ConnectionDep, principal: Dispatcher, settings: QueueSettingsDep, incident_id: IdPath
 ) -> IncidentDetail:
     """Take an open incident; of dispatchers claiming at once, exactly one gets 200."""
-    await _current(conn, principal, incident_id)
+    await _in_reach(conn, principal, incident_id)
     with _refusals():
         await transitions.claim(conn, incident_id, actor=principal.name, settings=settings)
     return await _current(conn, principal, incident_id)
@@ -75,7 +77,7 @@ async def acknowledge(
     conn: ConnectionDep, principal: Dispatcher, incident_id: IdPath, body: AcknowledgeRequest
 ) -> IncidentDetail:
     """The claimant is in contact with the resident; the incident stops escalating."""
-    await _current(conn, principal, incident_id)
+    await _in_reach(conn, principal, incident_id)
     with _refusals():
         await transitions.acknowledge(conn, incident_id, actor=principal.name, note=body.note)
     return await _current(conn, principal, incident_id)
@@ -86,7 +88,7 @@ async def dispatch(
     conn: ConnectionDep, principal: Dispatcher, incident_id: IdPath, body: DispatchRequest
 ) -> IncidentDetail:
     """The claimant sent someone (``dispatched_to``) to the resident."""
-    await _current(conn, principal, incident_id)
+    await _in_reach(conn, principal, incident_id)
     with _refusals():
         await transitions.dispatch(
             conn,
@@ -104,7 +106,7 @@ async def resolve(
 ) -> IncidentDetail:
     """Close the incident: outcome ``handled`` or ``hospital`` (status ``resolved``) or
     ``false_alarm`` (status ``false_alarm``)."""
-    await _current(conn, principal, incident_id)
+    await _in_reach(conn, principal, incident_id)
     with _refusals():
         await transitions.resolve(
             conn, incident_id, actor=principal.name, outcome=body.outcome, notes=body.notes
@@ -117,7 +119,7 @@ async def add_note(
     conn: ConnectionDep, principal: Dispatcher, incident_id: IdPath, body: NoteRequest
 ) -> IncidentDetail:
     """Add a note to the incident, in any status; notes are never sent in webhooks."""
-    await _current(conn, principal, incident_id)
+    await _in_reach(conn, principal, incident_id)
     with _refusals():
         await transitions.add_note(conn, incident_id, author=principal.name, text=body.text)
     return await _current(conn, principal, incident_id)
@@ -133,11 +135,22 @@ def _refusals() -> Iterator[None]:
         raise HTTPException(HTTPStatus.CONFLICT, exc.message) from None
 
 
+async def _in_reach(conn: AsyncConnection[Any], principal: Principal, incident_id: int) -> None:
+    """404 unless the incident is within the key's scope: checked before any action, so
+    an incident out of reach is never touched."""
+    with storage_errors("incident_in_scope"):
+        cur = await conn.execute(
+            queries()["incident_in_scope"], {"id": incident_id, "scope": principal.scope}
+        )
+        row = await cur.fetchone()
+    if not (row and row[0]):
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"no incident {incident_id}")
+
+
 async def _current(
     conn: AsyncConnection[Any], principal: Principal, incident_id: int
 ) -> IncidentDetail:
-    """The incident as it is now; 404 when it is not within the key's scope, which is
-    checked before any action, so an incident out of reach is never touched."""
+    """The incident as it is now, log and notes included."""
     incident = await read_incident(conn, incident_id, scope=principal.scope)
     if incident is None:
         raise HTTPException(HTTPStatus.NOT_FOUND, f"no incident {incident_id}")

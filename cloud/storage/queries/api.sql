@@ -72,3 +72,11 @@ ORDER BY at, id
 
 -- name: ping
 SELECT 1
+
+-- name: incident_in_scope
+-- Whether the incident exists within the scope: the queue's actions check it first.
+SELECT EXISTS (
+    SELECT 1 FROM incidents
+    WHERE id = %(id)s
+      AND (%(scope)s::bigint[] IS NULL OR community_id = ANY(%(scope)s::bigint[]))
+)
