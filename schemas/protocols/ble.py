@@ -5,9 +5,9 @@ is built yet; profiles are validated so that one can be written against them.
 """
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.addressing import Addressing, register
 from schemas.strict import Strict
@@ -31,6 +31,15 @@ class BleDecoder(StrEnum):
     UINT32_LE = "uint32_le"
 
 
+class HeartRateField(StrEnum):
+    """The fields of a Heart Rate Measurement a point may take."""
+
+    BPM = "bpm"
+    RR_INTERVAL_MS = "rr_interval_ms"
+    SENSOR_CONTACT = "sensor_contact"
+    ENERGY_EXPENDED_KJ = "energy_expended_kj"
+
+
 class BleAccess(StrEnum):
     READ = "read"
     NOTIFY = "notify"
@@ -43,11 +52,29 @@ class BleAddress(Strict):
     characteristic: Uuid
     access: BleAccess
     decoder: BleDecoder
-    field: str | None = Field(
+    field: HeartRateField | None = Field(
         default=None,
-        description="For decoders that yield several values (heart_rate_measurement: "
-        "'bpm', 'rr_interval_ms', 'sensor_contact'), which one this point takes.",
+        description="For heart_rate_measurement, which of its fields this point takes "
+        "(bpm when left out).",
     )
+    offset: int = Field(
+        default=0,
+        ge=0,
+        le=511,
+        description="For the fixed-width decoders: the byte where the field starts in the "
+        "characteristic's value, so one vendor characteristic packing several fields is "
+        "several points, each at its offset.",
+    )
+
+    @model_validator(mode="after")
+    def _fits_decoder(self) -> Self:
+        if self.field is not None and self.decoder is not BleDecoder.HEART_RATE_MEASUREMENT:
+            raise ValueError(f"field applies to heart_rate_measurement, not {self.decoder}")
+        if self.offset and self.decoder is BleDecoder.HEART_RATE_MEASUREMENT:
+            raise ValueError(
+                "offset applies to the fixed-width decoders, not heart_rate_measurement"
+            )
+        return self
 
 
 class BleSettings(Strict):
