@@ -23,13 +23,14 @@ from cloud.errors import RegistryError
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
 from schemas.vocabulary import DeviceKind
+from schemas.wire import IDENTIFIER_PATTERN, NODE_NAME_PATTERN
 
 DEFAULT_CITY: Final = "ningguo"
 
-# The same forms as schemas.wire's CommunityPath and Identifier, checked here so a bad
-# registration fails with a RegistryError rather than a database constraint message.
-_NODE_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-_IDENTIFIER: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# The forms of the wire, checked here so a bad registration fails with a RegistryError
+# rather than a database constraint message.
+_NODE_NAME: Final = re.compile(NODE_NAME_PATTERN)
+_IDENTIFIER: Final = re.compile(IDENTIFIER_PATTERN)
 _TEXT_LIMIT: Final = 64
 _DEVICE_RESIDENT_FKEY: Final = "devices_resident_fkey"
 

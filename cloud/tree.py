@@ -23,10 +23,10 @@ from psycopg.rows import class_row
 from cloud.errors import RegistryError
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
+from schemas.wire import NODE_NAME_PATTERN
 
-NAME_FORM: Final = r"^[a-z0-9][a-z0-9-]{0,31}$"
+_NAME: Final = re.compile(NODE_NAME_PATTERN)
 """A node's name, as the ``communities.name`` CHECK of migration 0001 has it."""
-_NAME: Final = re.compile(NAME_FORM)
 _CHILD_TIER: Final[dict[str | None, str]] = {None: "city", "city": "street", "street": "community"}
 
 

@@ -11,7 +11,7 @@ whole batches; items carry the device, its timestamp (UTC) and a per-device sequ
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -19,17 +19,26 @@ from schemas import SCHEMA_VERSION
 from schemas.errors import WireError
 from schemas.vocabulary import EventType, Metric, Severity
 
+IDENTIFIER_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+"""Gateway and device ids, on the wire and in the cloud's registry and API."""
+_NODE_NAME: Final = "[a-z0-9][a-z0-9-]{0,31}"
+NODE_NAME_PATTERN: Final = f"^{_NODE_NAME}$"
+"""The name of one node of the community tree (a city, a street or a community)."""
+NODE_PATH_PATTERN: Final = f"^{_NODE_NAME}(/{_NODE_NAME})?$"
+"""Any node's path: a city's or street's name, or ``street/community``."""
+COMMUNITY_PATH_PATTERN: Final = f"^{_NODE_NAME}/{_NODE_NAME}$"
+
 Identifier = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        pattern=IDENTIFIER_PATTERN,
         description="Lower-case id: letters, digits, '.', '_' and '-', at most 64 characters.",
     ),
 ]
 CommunityPath = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[a-z0-9][a-z0-9-]{0,31}/[a-z0-9][a-z0-9-]{0,31}$",
+        pattern=COMMUNITY_PATH_PATTERN,
         description="street/community, the two lower tiers of the city's community tree.",
     ),
 ]

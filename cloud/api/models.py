@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.api.params import NO_NUL, WORDS
-from cloud.api.scoping import NODE_PATH
 from cloud.incidents import Priority
 from cloud.queue.states import IncidentStatus, Outcome
 from cloud.webhooks.outbox import WebhookEvent
 from schemas.vocabulary import Metric
+from schemas.wire import NODE_PATH_PATTERN
 
 Bucket = Literal["raw", "1m", "1h", "1d"]
 
@@ -167,7 +167,7 @@ class WebhookSubscriptionRequest(_Request):
     (they are data, so this schema cannot list them).
     """
 
-    community: Annotated[str, Field(pattern=NODE_PATH, max_length=65)]
+    community: Annotated[str, Field(pattern=NODE_PATH_PATTERN, max_length=65)]
     """A node's path: ``xijin/fenghuang`` (community), ``xijin`` (street), ``ningguo``
     (city); one the caller's key reaches."""
     tier: Literal["city", "street", "community"] | None = None

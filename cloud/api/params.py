@@ -17,8 +17,9 @@ from typing import Annotated, Final
 from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 
+from schemas.wire import IDENTIFIER_PATTERN
+
 MAX_ID: Final = 2**63 - 1
-IDENTIFIER: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 NO_NUL: Final = r"^[^\x00]*$"
 WORDS: Final = r"^[^\x00]*[^\s\x00][^\x00]*$"
 """Text with something besides white space in it, and no NUL."""
@@ -41,6 +42,6 @@ Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
-IdentifierPath = Annotated[str, Path(pattern=IDENTIFIER, max_length=64)]
-IdentifierQuery = Annotated[str, Query(pattern=IDENTIFIER, max_length=64)]
+IdentifierPath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, max_length=64)]
+IdentifierQuery = Annotated[str, Query(pattern=IDENTIFIER_PATTERN, max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page")]

@@ -8,20 +8,19 @@ the key does not reach is answered exactly like one that does not exist (404).
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, Query
 from psycopg import AsyncConnection
 
 from cloud.auth.principal import Principal
 from cloud.tree import AmbiguousNode, NodeNotFound, find_node, subtree
-
-NODE_PATH: Final = r"^[a-z0-9][a-z0-9-]{0,31}(/[a-z0-9][a-z0-9-]{0,31})?$"
+from schemas.wire import NODE_PATH_PATTERN
 
 CommunityQuery = Annotated[
     str | None,
     Query(
-        pattern=NODE_PATH,
+        pattern=NODE_PATH_PATTERN,
         max_length=65,
         description="Only rows of this node of the tree and below it: `xijin/fenghuang` "
         "(community), `xijin` (street), `ningguo` (city)",

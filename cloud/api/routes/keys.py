@@ -18,12 +18,13 @@ from cloud.api.deps import ConnectionDep
 from cloud.api.pagination import CursorQuery, Page, decode_id, id_page
 from cloud.api.params import NO_NUL, IdPath, Instant, Limit
 from cloud.api.problems import problem_response
-from cloud.api.scoping import NODE_PATH, reachable_node
+from cloud.api.scoping import reachable_node
 from cloud.api.security import allowed
 from cloud.auth import keys
 from cloud.auth.errors import InvalidKeyRequest, KeyNotFound
 from cloud.auth.principal import Principal
 from cloud.auth.roles import ISSUABLE, Permission, Role
+from schemas.wire import NODE_PATH_PATTERN
 
 router = APIRouter(tags=["api keys"])
 
@@ -65,7 +66,7 @@ class ApiKeyRequest(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
     """Who holds it; the emergency queue records this name as the actor."""
     role: Role
-    community: Annotated[str | None, Field(pattern=NODE_PATH, max_length=65)] = None
+    community: Annotated[str | None, Field(pattern=NODE_PATH_PATTERN, max_length=65)] = None
     """The subtree it reaches (``xijin/fenghuang``, ``xijin``, ``ningguo``); null
     only for an admin key over the whole tree, made by such a key."""
     tier: Literal["city", "street", "community"] | None = None

@@ -50,9 +50,7 @@ from cloud.residents.errors import (
 )
 from cloud.residents.records import PersonalData, ResidentRecord, Viewer
 from cloud.tree import list_nodes
-
-COMMUNITY_PATH: Final = r"^[a-z0-9][a-z0-9-]{0,31}/[a-z0-9][a-z0-9-]{0,31}$"
-"""A community's path, ``street/community``; a street's or a city's has no slash."""
+from schemas.wire import COMMUNITY_PATH_PATTERN
 
 ResidentStatus = Literal["active", "moved_out", "erased"]
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
@@ -82,7 +80,7 @@ class ResidentView(BaseModel):
 class ResidentRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    community: Annotated[str, Field(pattern=COMMUNITY_PATH, max_length=65)]
+    community: Annotated[str, Field(pattern=COMMUNITY_PATH_PATTERN, max_length=65)]
     """The community the resident lives in, ``street/community``: never a street or city."""
     reference: Label
     """The care provider's own id for the person, unique; may not start ``erased-``."""

@@ -20,11 +20,12 @@ from cloud.api.deps import ConnectionDep
 from cloud.api.pagination import CursorQuery, Page, decode_id, id_page
 from cloud.api.params import NO_NUL, IdPath, Limit
 from cloud.api.problems import problem_response
-from cloud.api.scoping import NODE_PATH, CommunityQuery, TierQuery, reachable_node, scope_within
+from cloud.api.scoping import CommunityQuery, TierQuery, reachable_node, scope_within
 from cloud.api.security import allowed
 from cloud.auth.principal import Principal
 from cloud.auth.roles import Permission
 from cloud.tree import InvalidNode, NodeConflict, NodeNotFound
+from schemas.wire import NODE_NAME_PATTERN, NODE_PATH_PATTERN
 
 Tier = Literal["city", "street", "community"]
 NodeStatus = Literal["active", "retired"]
@@ -59,12 +60,12 @@ class NodeRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    parent: Annotated[str | None, Field(pattern=NODE_PATH, max_length=65)]
+    parent: Annotated[str | None, Field(pattern=NODE_PATH_PATTERN, max_length=65)]
     """The parent's path (``ningguo``, ``xijin``); null for a city, which only a key
     over the whole tree may add."""
     parent_tier: Tier | None = None
     """Needed only when a city and a street share the parent's name."""
-    name: Annotated[str, Field(pattern=tree.NAME_FORM, max_length=32)]
+    name: Annotated[str, Field(pattern=NODE_NAME_PATTERN, max_length=32)]
     """Lower-case letters, digits and '-'; a community's path becomes ``street/name``."""
     display_name: DisplayName | None = None
 
