@@ -36,6 +36,7 @@ class Metric(StrEnum):
     HEART_RATE = "heart_rate_bpm"
     RR_INTERVAL = "rr_interval_ms"
     STEPS = "steps"
+    MOTION = "motion_level"
     PEOPLE_COUNT = "people_count"
     RSSI = "rssi_dbm"
     DOOR_OPEN = "door.open"
@@ -50,6 +51,7 @@ METRIC_UNITS: dict[Metric, str] = {
     Metric.HEART_RATE: "1/min",
     Metric.RR_INTERVAL: "ms",
     Metric.STEPS: "1",
+    Metric.MOTION: "1",
     Metric.PEOPLE_COUNT: "1",
     Metric.RSSI: "dBm",
     Metric.DOOR_OPEN: "bool",
@@ -75,6 +77,7 @@ class EventType(StrEnum):
     CAMERA_VIDEO_LOSS = "camera.video_loss"
     WEARABLE_SOS = "wearable.sos"
     WEARABLE_FALL = "wearable.fall"
+    WEARABLE_FALL_SUSPECTED = "wearable.fall_suspected"
     WEARABLE_HEART_RATE_ABNORMAL = "wearable.heart_rate_abnormal"
     WEARABLE_INACTIVITY = "wearable.inactivity"
     WEARABLE_OUT_OF_RANGE = "wearable.out_of_range"
@@ -103,6 +106,7 @@ EVENT_SEVERITY: dict[EventType, Severity] = {
     EventType.CAMERA_VIDEO_LOSS: Severity.WARNING,
     EventType.WEARABLE_SOS: Severity.CRITICAL,
     EventType.WEARABLE_FALL: Severity.CRITICAL,
+    EventType.WEARABLE_FALL_SUSPECTED: Severity.INFO,
     EventType.WEARABLE_HEART_RATE_ABNORMAL: Severity.WARNING,
     EventType.WEARABLE_INACTIVITY: Severity.WARNING,
     EventType.WEARABLE_OUT_OF_RANGE: Severity.WARNING,

@@ -90,6 +90,8 @@ class EventData(_Wire, kw_only=True, frozen=True, omit_defaults=True):
     door: str | None = None
     duration_s: float | None = None
     reason: str | None = None
+    confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    """How sure the edge's analysis is (a confirmed fall), from 0 to 1."""
 
 
 class Event(_Wire, kw_only=True, frozen=True, omit_defaults=True):
