@@ -19,6 +19,9 @@ Modules:
 - ``models``: the registry from profile id to simulated model.
 - ``scenario``: small timed scripts that drive served devices (for demos and the CLI).
 - ``pty_pair``: a socat pseudo-terminal pair, the serial line of RTU tests.
+- ``band_models``: the CB-300 care band and CB-100 beacon band, pure models and their bytes.
+- ``ble_radio``: the simulated BLE air, and the gateway's dongle served as HCI over TCP.
+- ``wearables``: hosts the bands on the air (``BandField``), with a command line.
 
 Exceptions raised by this package::
 
@@ -30,12 +33,15 @@ Exceptions raised by this package::
     │   └── UnknownUnitError      no device served under that unit id
     ├── PtyError                  socat missing, or its pseudo-terminals did not appear
     ├── ScenarioError             a scenario file that cannot run (names file and step)
-    └── UnknownModelError         no simulated model for a profile id
+    ├── UnknownModelError         no simulated model for a profile id
+    ├── UnknownBandError          no simulated band with that address or name
+    └── BandScenarioError         a band scenario that cannot start (name or argument)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BandScenarioError",
     "IllegalDataAddress",
     "IllegalDataValue",
     "PtyError",
@@ -43,6 +49,7 @@ __all__ = [
     "ScenarioError",
     "SimError",
     "SimServerError",
+    "UnknownBandError",
     "UnknownModelError",
     "UnknownUnitError",
 ]
@@ -114,3 +121,22 @@ class UnknownModelError(SimError, LookupError):
         )
         self.profile_id = profile_id
         self.known = known
+
+
+class UnknownBandError(SimError, LookupError):
+    """No simulated band has the requested address or name; ``band`` names the request."""
+
+    def __init__(self, band: str, count: int) -> None:
+        super().__init__(
+            f"no band {band!r} ({count} bands: CB-300 F0:A1:00:00:xx:xx or ANJU-CB-xxxx, "
+            "CB-100 F0:B1:00:00:xx:xx or ANJU-BB-xxxx, xxxx counting from 0001 in hex)"
+        )
+        self.band = band
+
+
+class BandScenarioError(SimError, ValueError):
+    """A scenario a band cannot start: an unknown name or a bad argument; ``band`` names it."""
+
+    def __init__(self, message: str, *, band: str) -> None:
+        super().__init__(f"band {band}: {message}")
+        self.band = band
