@@ -23,7 +23,8 @@ Why these: Modbus RTU fixes 8 data bits, so its line takes baud and parity only.
 fixes 8N1 and the set of baud rates, and names each reader on the line by its PD
 address (0-126; 127 is broadcast). A plain serial device follows no standard framing,
 so it takes all four line settings and, having no bus addressing, no unit. A BLE
-device is found by its MAC alone. Only Modbus has a driver yet; the others parse here
+device is found by its MAC alone, and every band shares the gateway's adapter (one
+bus). Serial and OSDP have no driver yet; they parse here
 so that an installer gets one kind of error for every address, and a future driver
 finds the settings it needs.
 
@@ -109,6 +110,8 @@ class DeviceAddress:
         """Devices with the same bus get one request at a time (RS-485 is half duplex)."""
         if self.protocol is Protocol.MODBUS_TCP:
             return f"tcp://{self._host_port}"
+        if self.protocol is Protocol.BLE:
+            return "ble"  # every band shares the gateway's one adapter
         return f"{self.protocol}://{self.host}{self.path}"
 
     @property

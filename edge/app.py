@@ -26,8 +26,10 @@ from edge.poller import BusPoller, PolledDevice
 from edge.spool import Spool, SpoolError
 from edge.streams import StreamPump
 from edge.uplink import Uplink
+from edge.wearables.analysis import WearableAnalysis
 from schemas.addressing import for_protocol
 from schemas.profile import DeviceProfile
+from schemas.vocabulary import DeviceKind
 from schemas.wire import Event, Reading
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ SPOOL_FILE = "spool.sqlite3"
 COMMAND_CLOSE_S = 10.0
 PRODUCERS_STOP_S = 10.0
 """Longest wait for a poll (or a door release) in progress when the agent stops."""
+ANALYSIS_TICK_S = 1.0
+"""How often the wearable analysis looks at every band at once."""
 RELOAD_GRACE_S = 1.0
 """Time for a reload command's result to go out before the agent stops to reload."""
 HELD_EVENTS_MAX = 10_000
@@ -84,6 +88,13 @@ class Agent:
         self._unavailable_because: dict[str, str] = {}
         self._open_buses(self._configured_devices(profiles, source))
         normalisers = {device.device_id: device.normaliser for device in self.devices}
+        self._normalisers = normalisers
+        self._wearables = [
+            device.device_id
+            for device in self.devices
+            if device.profile.kind is DeviceKind.WEARABLE
+        ]
+        self.analysis = WearableAnalysis(config.wearables, self._wearables)
         self.spool = Spool(
             config.state_dir / SPOOL_FILE,
             config.gateway,
@@ -138,6 +149,7 @@ class Agent:
                 uplink=self.uplink,
                 linkage=self.linkage,
                 intake=self,
+                analysis=self.analysis,
             ),
             gateway=config.gateway,
             community=config.community,
@@ -179,10 +191,14 @@ class Agent:
         by_bus: dict[tuple[str, str], list[AgentDevice]] = defaultdict(list)
         for device in devices:
             by_bus[(device.address.protocol, device.address.bus)].append(device)
-        options = DriverOptions(timeout_s=self.config.device_timeout_s)
         for (protocol, bus_name), members in by_bus.items():
             try:
-                bus = driver_for(protocol).open(members[0].address, members, options)
+                driver = driver_for(protocol)
+                options = DriverOptions(
+                    timeout_s=self.config.device_timeout_s,
+                    settings=self.config.drivers.get(driver.name, {}),
+                )
+                bus = driver.open(members[0].address, members, options)
             except DriverUnavailable as exc:
                 log.error(
                     "%d device(s) on %s will stay offline: %s (%s)",
@@ -230,6 +246,8 @@ class Agent:
         self.events_produced += len(events)
         self._spool_events(events)
         self._spool_readings(readings)
+        # After the spool: an SOS is stored before any analysis code runs.
+        self.analysis.observe(readings, events)
 
     def _emit_local(self, events: list[Event]) -> None:
         """Events the gateway makes itself (a door released for fire) join the spool.
@@ -332,6 +350,22 @@ class Agent:
             self.events_dropped_unspooled,
         )
 
+    async def _analyse(self, stop: asyncio.Event) -> None:
+        """What the wearable analysis finds (a confirmed fall, a heart rate off its
+        baseline, inactivity) joins the spool as the bands' own events."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=ANALYSIS_TICK_S)
+            findings = self.analysis.tick(datetime.now(UTC))
+            self._emit_local(
+                [
+                    self._normalisers[finding.device_id].event(
+                        finding.type, finding.ts, finding.data
+                    )
+                    for finding in findings
+                ]
+            )
+
     async def _reload(self) -> str:
         """Check the config file again and, if it is usable, stop for a reload."""
         if self._reload_from is None or self._stop is None:
@@ -360,6 +394,10 @@ class Agent:
                 producers.append(
                     tasks.create_task(self.linkage.run(polling_stop), name="fire linkage")
                 )
+                if self._wearables:
+                    producers.append(
+                        tasks.create_task(self._analyse(polling_stop), name="wearable analysis")
+                    )
                 tasks.create_task(
                     serve_metrics(self.metrics, self.config.metrics_port, stop), name="metrics"
                 )

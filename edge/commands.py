@@ -469,6 +469,14 @@ class CommandProcessor:
         address = self._scan_address(bus_arg)
         try:
             driver = driver_for(address.protocol)
+        except EdgeError as exc:
+            raise CommandRefused(f"scan: {exc}") from None
+        if not driver.scan_needs_address:
+            raise CommandRefused(
+                f"scan: the {driver.name} driver listens on the gateway's adapter, which the "
+                f"agent holds; scan on site with the agent stopped (anju device scan {driver.name})"
+            )
+        try:
             candidates = driver.candidates(candidates_arg)
         except EdgeError as exc:
             raise CommandRefused(f"scan: {exc}") from None

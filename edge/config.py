@@ -6,6 +6,8 @@ Example::
     gateway: gw-fh-01
     community: xijin/fenghuang
     broker: mqtt://127.0.0.1:1883
+    drivers:
+      ble: {adapter: "bumble:usb:0"}
     devices:
       - id: fh-b3-smoke-0301
         profile: anju-smoke-mb
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.addresses import DeviceAddress, parse_address
 from edge.errors import AddressError, ConfigError
+from edge.wearables.settings import AnalysisSettings
 from schemas.broker import BrokerAddress, parse_broker_url
 from schemas.errors import SchemaError
 
@@ -93,6 +96,15 @@ class GatewayConfig(BaseModel):
         description="Longest wait between tries of an offline device (backoff doubles to it).",
     )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    drivers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Each driver's own settings by its name, checked by the driver at "
+        "start-up: ble (adapter, max_connections, out_of_range_s, ...; docs/wearables.md).",
+    )
+    wearables: AnalysisSettings = Field(
+        default_factory=AnalysisSettings,
+        description="The analysis of wearables' heart rate, motion and falls (docs/wearables.md).",
+    )
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("broker")
@@ -133,9 +145,13 @@ def parse_config(document: Any, source: str) -> GatewayConfig:
         key += _device_named(document, first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            model = DeviceConfig if first["loc"][0] == "devices" else GatewayConfig
+            model = _MODELS.get(str(first["loc"][0]), GatewayConfig)
             message = f"unknown key; allowed keys here are {', '.join(model.model_fields)}"
         raise ConfigError(source, key, message) from None
+
+
+_MODELS: dict[str, type[BaseModel]] = {"devices": DeviceConfig, "wearables": AnalysisSettings}
+"""The model of each nested section, to list its keys when one is unknown."""
 
 
 def _device_named(document: dict[str, Any], loc: tuple[int | str, ...]) -> str:

@@ -80,6 +80,12 @@ class DeviceDisconnected(DeviceError):
     kind = "disconnected"
 
 
+class DeviceMalformed(DeviceError):
+    """What the device sent does not parse (a short notification, a bad frame); skipped."""
+
+    kind = "malformed"
+
+
 class DeviceRejected(DeviceError):
     """A Modbus exception response; ``code`` is the exception code (2: illegal address)."""
 

@@ -36,6 +36,10 @@ class ProbeTarget:
     address: DeviceAddress
     points: tuple[Point, ...]
 
+    @property
+    def interval_s(self) -> float:
+        return self.profile.poll_interval_s
+
 
 @dataclass(frozen=True, slots=True)
 class InspectedPoint:

@@ -31,6 +31,9 @@ uplink_connection_failures_total            counter
 fire_releases_total                         counter  (writes the doors took)
 fire_release_failures_total                 counter
 fire_buildings_in_alarm                     gauge
+wearable_findings_total                     counter  type (wearable.fall, ...)
+wearable_falls_recovered_total              counter  (suspected falls the wearer
+                                                     got up from: no event)
 ==========================================  =======  =============================
 """
 
@@ -49,6 +52,7 @@ from edge.poller import BusPoller
 from edge.streams import StreamPump
 from edge.uplink import UplinkState
 from schemas.topics import Channel
+from schemas.vocabulary import EventType
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,16 @@ class LinkageView(Protocol):
     def internal_errors(self) -> int: ...
 
 
+class AnalysisView(Protocol):
+    """What the collector reads of the wearable analysis (``edge.wearables``)."""
+
+    @property
+    def findings_by_type(self) -> Mapping[EventType, int]: ...
+
+    @property
+    def recovered_falls(self) -> int: ...
+
+
 class IntakeView(Protocol):
     """What the collector reads of the agent's way into the spool (``edge.app.Agent``)."""
 
@@ -154,11 +168,13 @@ class EdgeCollector:
         uplink: UplinkView | None = None,
         linkage: LinkageView | None = None,
         intake: IntakeView | None = None,
+        analysis: AnalysisView | None = None,
     ) -> None:
         self._devices = devices
         self._pollers = pollers
         self._pumps = pumps
         self._intake = intake
+        self._analysis = analysis
         self._spool = spool
         self._uplink = uplink
         self._linkage = linkage
@@ -175,6 +191,8 @@ class EdgeCollector:
             yield from self._linked(self._linkage)
         if self._intake is not None:
             yield from self._taken_in(self._intake)
+        if self._analysis is not None:
+            yield from self._analysed(self._analysis)
 
     @staticmethod
     def _polling(devices: Sequence[AgentDevice]) -> Iterable[Metric]:
@@ -312,6 +330,23 @@ class EdgeCollector:
                 value=linkage.internal_errors,
             ),
         ]
+
+    @staticmethod
+    def _analysed(analysis: AnalysisView) -> Iterable[Metric]:
+        findings = CounterMetricFamily(
+            _name("wearable_findings"),
+            "Events the wearable analysis raised (confirmed falls, heart rate off its "
+            "baseline, inactivity).",
+            labels=["type"],
+        )
+        for event_type, count in sorted(analysis.findings_by_type.items()):
+            findings.add_metric([str(event_type)], count)
+        recovered = CounterMetricFamily(
+            _name("wearable_falls_recovered"),
+            "Impacts a band flagged that the wearer got up from (no wearable.fall sent).",
+            value=analysis.recovered_falls,
+        )
+        return [findings, recovered]
 
     @staticmethod
     def _taken_in(intake: IntakeView) -> Iterable[Metric]:

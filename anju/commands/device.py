@@ -38,7 +38,7 @@ from edge.drivers.contract import (
 )
 from edge.drivers.modbus.driver import ModbusDriver
 from edge.drivers.modbus.probe import parse_point_value, write_point
-from edge.drivers.registry import driver_for
+from edge.drivers.registry import NoDriver, driver_for
 from edge.errors import (
     AddressError,
     DeviceDisconnected,
@@ -56,12 +56,15 @@ app = typer.Typer(
     help="Check devices on site: read one through its profile, scan a bus, write a setting.\n\n"
     "Device addresses are URLs: modbus-tcp://HOST:PORT?unit=N for a device or an "
     "RTU-to-TCP converter on the network, modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N "
-    "for an RS-485 line on the gateway itself. test and scan work with every protocol "
+    "for an RS-485 line on the gateway itself, ble://AA:BB:CC:DD:EE:FF for a wearable band "
+    "(heard through --adapter). test and scan work with every protocol "
     "whose driver can probe and scan; write is Modbus only. Profiles are found under "
     "$ANJU_PROFILE_DIR, else the repository's device_profiles/ (anju profile list shows them).",
     epilog="Examples:\n\n"
     "  anju device scan modbus --address 'modbus-tcp://192.168.1.50:502' --units 1-32\n\n"
     "  anju device test --profile anju-smoke-mb --address 'modbus-tcp://192.168.1.50:502?unit=3'\n\n"
+    "  anju device scan ble --adapter bumble:usb:0\n\n"
+    "  anju device test --profile anju-wearable-ble --address ble://F0:A1:00:00:00:01\n\n"
     "  anju device write --profile anju-smoke-mb "
     "--address 'modbus-tcp://192.168.1.50:502?unit=3' --point alarm_threshold --value 2.5",
     no_args_is_help=True,
@@ -81,9 +84,21 @@ AddressOption = Annotated[
     typer.Option(
         "--address",
         metavar="URL",
-        help="Device address: modbus-tcp://HOST:PORT?unit=N or "
-        "modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N (quote it in the shell).",
+        help="Device address: modbus-tcp://HOST:PORT?unit=N, "
+        "modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N (quote it in the shell) or "
+        "ble://AA:BB:CC:DD:EE:FF.",
         show_default=False,
+    ),
+]
+AdapterOption = Annotated[
+    str,
+    typer.Option(
+        "--adapter",
+        metavar="SPEC",
+        envvar="ANJU_BLE_ADAPTER",
+        help="BLE only: the adapter to listen with, as in the gateway config's "
+        "drivers.ble.adapter: bleak:hci0 (BlueZ), bumble:usb:0 (a dongle bumble drives), "
+        "bumble:tcp-client:HOST:PORT (simulated bands: anju sim bands).",
     ),
 ]
 _MODBUS = ModbusDriver.protocols
@@ -101,7 +116,9 @@ _MODBUS = ModbusDriver.protocols
     "driver that cannot probe is refused. A Modbus exception 2 (illegal data address) "
     "usually means the profile does not fit the device; a timeout means a wrong unit id, "
     "baud rate, parity or A/B wiring; a connection closed by the device, that it restarted "
-    "or that another client holds its only connection.",
+    "or that another client holds its only connection. A band (ble://) is heard advertising "
+    "first, then connected if its profile reads or subscribes to characteristics; each "
+    "notified point shows the first notification.",
 )
 def device_test(
     profile_id: ProfileOption,
@@ -117,6 +134,7 @@ def device_test(
         float, typer.Option("--timeout", metavar="S", min=0.05, help="Seconds to wait per request.")
     ] = 1.0,
     profiles: ProfilesOption = None,
+    adapter: AdapterOption = "bleak:hci0",
 ) -> None:
     """Read a device once and show every point of its profile, decoded.
 
@@ -130,7 +148,7 @@ def device_test(
     device = _address(address, as_json=as_json)
     try:
         driver = _driver(profile, device, address)
-        options = DriverOptions(timeout_s=timeout)
+        options = DriverOptions(timeout_s=timeout, settings=_settings(driver, adapter))
         inspection = asyncio.run(inspect_device(driver, profile, device, options))
     except EdgeError as exc:
         _fail(as_json, _explain(exc, device, profile))
@@ -230,6 +248,7 @@ def device_write(
     "  anju device scan modbus --address 'modbus-tcp://192.168.1.50:502' --units 1-32\n\n"
     "  anju device scan modbus --address 'modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N' "
     "--units 1-10,15,20-22 --timeout 0.2\n\n"
+    "  anju device scan ble --adapter bumble:tcp-client:127.0.0.1:7000 --candidates 10\n\n"
     "PROTOCOL names the driver that scans (modbus, or modbus-tcp/modbus-rtu); it must "
     "serve the --address URL's scheme, and a driver that cannot scan is refused. "
     "--candidates is where to look in that driver's terms; for Modbus it is a list of "
@@ -243,7 +262,8 @@ def device_scan(
         typer.Argument(
             metavar="PROTOCOL",
             help="The driver to scan with, by name or protocol: modbus (modbus-tcp:// and "
-            "modbus-rtu:// addresses), or another driver the gateway has.",
+            "modbus-rtu:// addresses), ble (wearable bands, no --address), or another "
+            "driver the gateway has.",
             show_default=False,
         ),
     ],
@@ -253,10 +273,10 @@ def device_scan(
             "--address",
             metavar="URL",
             help="The bus: modbus-tcp://HOST:PORT or modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N "
-            "(any unit= is ignored).",
+            "(any unit= is ignored). BLE listens on --adapter instead.",
             show_default=False,
         ),
-    ],
+    ] = "",
     candidates: Annotated[
         str,
         typer.Option(
@@ -264,7 +284,8 @@ def device_scan(
             "--units",
             metavar="LIST",
             help="Where to look, in the driver's terms: Modbus unit ids, ranges and single "
-            "ids, e.g. 1-10,15. Default: everywhere the driver can look (Modbus: 1-247).",
+            "ids, e.g. 1-10,15; BLE: seconds to listen. Default: everywhere the driver can "
+            "look (Modbus: 1-247; BLE: 5 seconds).",
             show_default=False,
         ),
     ] = "",
@@ -276,6 +297,7 @@ def device_scan(
         ),
     ] = 0.5,
     profiles: ProfilesOption = None,
+    adapter: AdapterOption = "bleak:hci0",
 ) -> None:
     """Find the devices that answer on a bus and suggest a profile for each.
 
@@ -284,12 +306,13 @@ def device_scan(
     when it answers a read of holding register 0, even with a Modbus exception; every
     Modbus profile is then read at each unit found, and suggested when all its reads
     succeed and its values are plausible (profiles have no identification register,
-    so this is evidence, not proof). Exits 1 if there is no driver for the protocol
-    or it cannot scan, or if the bus cannot be reached.
+    so this is evidence, not proof). For BLE, every band heard advertising within the
+    listening time is listed with its strongest RSSI when its name, services or
+    manufacturer data fit a BLE profile. Exits 1 if there is no driver for the
+    protocol or it cannot scan, or if the bus or adapter cannot be reached.
     """
-    bus = _address(address, as_json=as_json)
     try:
-        driver = _scan_driver(protocol, bus, address)
+        driver, bus = _scan_target(protocol, address, as_json=as_json)
         tried = driver.candidates(candidates)
     except EdgeError as exc:
         _fail(as_json, str(exc))
@@ -301,7 +324,7 @@ def device_scan(
     console = Console()
     terms = driver.scan_terms
     show_progress = console.is_terminal and not as_json
-    options = DriverOptions(timeout_s=timeout)
+    options = DriverOptions(timeout_s=timeout, settings=_settings(driver, adapter))
     try:
         with _progress(console, tried, terms, enabled=show_progress) as progress:
             hits = asyncio.run(driver.scan(bus, tried, known, options, progress))
@@ -311,10 +334,10 @@ def device_scan(
         typer.echo(json.dumps(views.scan_json(driver, bus, tried, hits)))
         return
     if not hits:
-        console.print(
-            f"No {terms.candidate} of {len(tried)} answered on {escape(bus.bus)}. "
-            f"{escape(terms.silence)}"
+        outcome = terms.outcome.format(
+            found=0, tried=len(tried), candidates=terms.candidates, bus=bus.bus
         )
+        console.print(f"{escape(outcome)}. {escape(terms.silence)}")
         return
     console.print(views.scan_table(bus, tried, hits, terms))
     console.print(f"Suggestions: {escape(terms.basis)}.", highlight=False)
@@ -383,6 +406,26 @@ def _driver(profile: DeviceProfile, device: DeviceAddress, url: str) -> Driver:
             f"reaches at {schemes} addresses",
         )
     return driver
+
+
+def _scan_target(protocol: str, url: str, *, as_json: bool) -> tuple[Driver, DeviceAddress]:
+    """The driver to scan with and the bus it scans: ``url``, or the air for a driver
+    that needs no address (BLE)."""
+    if not url:
+        try:
+            driver = driver_for(protocol)
+        except NoDriver:
+            raise EdgeError(f"scanning {protocol} needs --address (the bus to scan)") from None
+        if driver.scan_needs_address:
+            raise EdgeError(f"scanning with the {driver.name} driver needs --address (the bus)")
+        return driver, DeviceAddress(sorted(driver.protocols)[0])
+    bus = _address(url, as_json=as_json)
+    return _scan_driver(protocol, bus, url), bus
+
+
+def _settings(driver: Driver, adapter: str) -> dict[str, object]:
+    """The driver's settings an installer gives on the command line (the BLE adapter)."""
+    return {"adapter": adapter} if driver.name == "ble" else {}
 
 
 def _scan_driver(protocol: str, bus: DeviceAddress, url: str) -> Driver:

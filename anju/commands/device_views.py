@@ -57,7 +57,9 @@ def scan_table(
     bus: DeviceAddress, tried: list[str], hits: list[ScanHit], terms: ScanTerms
 ) -> Table:
     """The devices a scan found, each profile suggested, and why the others did not fit."""
-    title = f"{len(hits)} of {len(tried)} {terms.candidates} answered on {bus.bus}"
+    title = terms.outcome.format(
+        found=len(hits), tried=len(tried), candidates=terms.candidates, bus=bus.bus
+    )
     table = Table(title=escape(title))
     table.add_column(escape(terms.candidate), justify="right")
     table.add_column("address", no_wrap=True)

@@ -32,6 +32,7 @@ from firmware_sim.modbus_server import ModbusDeviceModel, ModbusRtuSimServer, Mo
 from firmware_sim.models import SIMULATED_MODELS, get_model
 from firmware_sim.profile_device import describe_points, register_device_for_profile
 from firmware_sim.scenario import Step, load_scenario, run_scenario
+from firmware_sim.wearables import main as serve_bands
 from schemas.errors import ProfileError
 from schemas.profile import load_profiles
 from schemas.vocabulary import Protocol
@@ -56,6 +57,7 @@ app = typer.Typer(
     "  anju sim device --profile anju-smoke-mb "
     "--listen 'modbus-rtu:///tmp/ttyA?baud=9600&parity=N&unit=3'\n\n"
     "  anju sim run --scenario examples/fire-drill.yaml --listen 'modbus-tcp://127.0.0.1:5020'\n\n"
+    "  anju sim bands --connected 3 --beacons 10 --port 7000\n\n"
     "Then poll it, for example: mbpoll -m tcp -p 5020 -a 1 -t 3 -r 1 -c 5 127.0.0.1",
     no_args_is_help=True,
 )
@@ -441,3 +443,19 @@ def run(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("stopped (Ctrl-C)")
+
+
+@app.command(
+    "bands",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bands(ctx: typer.Context) -> None:
+    """Wristbands on a simulated BLE radio, served to a gateway as an HCI dongle over TCP.
+
+    CB-300 care bands (connected, heart rate notified) and CB-100 beacon bands (heard
+    only), with scenarios (SOS, falls, a drifting heart rate, walking out of range) to
+    start at launch or over a control socket. A gateway reaches them with the
+    adapter bumble:tcp-client:HOST:PORT. Run with --help for every option.
+    """
+    raise typer.Exit(serve_bands(ctx.args, prog="anju sim bands"))

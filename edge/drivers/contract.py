@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol
 
@@ -41,6 +41,11 @@ class DeviceSpec(Protocol):
     def points(self) -> Sequence[Point]:
         """The points a routine read returns (a polled driver may plan its requests once)."""
 
+    @property
+    def interval_s(self) -> float:
+        """How often the device is read: the config's poll_interval_s, else the profile's
+        (a streaming driver reads a band's read points this often)."""
+
 
 @dataclass(frozen=True, slots=True)
 class DriverOptions:
@@ -48,6 +53,9 @@ class DriverOptions:
 
     timeout_s: float = 1.0
     """How long one request may wait for its answer."""
+    settings: Mapping[str, object] = field(default_factory=dict)
+    """The driver's own section of the gateway config (``drivers.ble``), validated by
+    the driver, which raises ConfigError naming the key at fault."""
 
 
 class DriverUnavailable(EdgeError):
@@ -221,6 +229,8 @@ class ScanTerms:
     """How the scan decides which profiles to suggest, and how far to trust that."""
     silence: str = "Check that the devices are powered and within reach."
     """What to check when nothing answered."""
+    outcome: str = "{found} of {tried} {candidates} answered on {bus}"
+    """The result's headline, formatted with ``found``, ``tried``, ``candidates``, ``bus``."""
 
 
 class Driver(ABC):
@@ -235,6 +245,9 @@ class Driver(ABC):
     """The address schemes and profile protocols this driver serves."""
     scan_terms: ClassVar[ScanTerms] = ScanTerms()
     """How ``anju device scan`` words this driver's scan; a driver that scans sets its own."""
+    scan_needs_address: ClassVar[bool] = True
+    """Whether a scan needs a bus address (a Modbus line does; the air around a BLE
+    adapter does not)."""
 
     @abstractmethod
     def open(

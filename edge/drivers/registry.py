@@ -16,6 +16,7 @@ from edge.drivers.contract import Driver, DriverUnavailable
 BUILT_IN: Final[dict[str, str]] = {
     "modbus-tcp": "edge.drivers.modbus",
     "modbus-rtu": "edge.drivers.modbus",
+    "ble": "edge.drivers.ble",
 }
 """The module holding the built-in driver (as ``DRIVER``) of each protocol."""
 

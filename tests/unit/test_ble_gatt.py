@@ -96,7 +96,7 @@ def test_a_malformed_measurement_names_the_problem_and_the_bytes(
         heart_rate_measurement(value)
     assert problem in str(caught.value)
     assert caught.value.value == value
-    assert caught.value.characteristic == "2a37"
+    assert caught.value.source == "characteristic 2a37"
 
 
 def _address(**fields: object) -> BleAddress:

@@ -284,8 +284,8 @@ REFUSALS = [
     pytest.param(
         "c-1",
         command("scan", args={"bus": "ble://AA:BB:CC:DD:EE:FF"}),
-        "no driver for protocol 'ble'",
-        id="scan-not-modbus",
+        "the ble driver listens on the gateway's adapter, which the agent holds",
+        id="scan-ble-adapter-held",
     ),
     pytest.param(
         "c-1",

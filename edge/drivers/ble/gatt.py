@@ -33,13 +33,14 @@ _FIXED: Final = {
 
 
 class MalformedValue(ValueError):
-    """A characteristic's value does not parse; carries the characteristic and the bytes."""
+    """A value that does not parse; carries where it came from (``characteristic 2a37``,
+    ``manufacturer data 0xffff``) and the bytes."""
 
-    def __init__(self, characteristic: str, value: bytes, problem: str) -> None:
-        self.characteristic = characteristic
+    def __init__(self, source: str, value: bytes, problem: str) -> None:
+        self.source = source
         self.value = value
         self.problem = problem
-        super().__init__(f"characteristic {characteristic} value {value.hex(' ')!r}: {problem}")
+        super().__init__(f"{source} value {value.hex(' ')!r}: {problem}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +69,19 @@ class HeartRateMeasurement:
         }
 
 
-def heart_rate_measurement(value: bytes, *, characteristic: str = "2a37") -> HeartRateMeasurement:
+def heart_rate_measurement(
+    value: bytes, *, source: str = "characteristic 2a37"
+) -> HeartRateMeasurement:
     """Decode a Heart Rate Measurement; raises MalformedValue naming what is wrong."""
     if not value:
-        raise MalformedValue(characteristic, value, "empty: the flags byte is missing")
+        raise MalformedValue(source, value, "empty: the flags byte is missing")
     flags = value[0]
     width = 2 if flags & _HR_16_BIT else 1
     energy = 2 if flags & _ENERGY_PRESENT else 0
     needed = 1 + width + energy
     if len(value) < needed:
         raise MalformedValue(
-            characteristic,
+            source,
             value,
             f"flags 0x{flags:02x} need at least {needed} bytes, got {len(value)}",
         )
@@ -88,7 +91,7 @@ def heart_rate_measurement(value: bytes, *, characteristic: str = "2a37") -> Hea
     if flags & _RR_PRESENT:
         if not rest or len(rest) % 2:
             raise MalformedValue(
-                characteristic,
+                source,
                 value,
                 f"RR intervals flagged but {len(rest)} bytes follow (a non-zero even count)",
             )
@@ -96,7 +99,7 @@ def heart_rate_measurement(value: bytes, *, characteristic: str = "2a37") -> Hea
         rr_ms = tuple(unit * 1000 / RR_UNITS_PER_S for unit in units)
     elif rest:
         raise MalformedValue(
-            characteristic, value, f"{len(rest)} bytes after the fields flags 0x{flags:02x} name"
+            source, value, f"{len(rest)} bytes after the fields flags 0x{flags:02x} name"
         )
     else:
         rr_ms = ()
@@ -110,15 +113,15 @@ def decode_point(address: BleAddress, value: bytes) -> tuple[RawValue, ...]:
     on a band that does not report it). Raises MalformedValue."""
     if address.decoder is BleDecoder.HEART_RATE_MEASUREMENT:
         field = address.field or HeartRateField.BPM
-        return tuple(
-            heart_rate_measurement(value, characteristic=address.characteristic).values()[field]
-        )
+        return tuple(heart_rate_measurement(value, source=address.source).values()[field])
+    if address.decoder is None:
+        raise TypeError(f"{address.source} has no value to decode")
     layout = _FIXED[address.decoder]
     offset = address.offset
     end = offset + layout.size
     if len(value) < end:
         raise MalformedValue(
-            address.characteristic,
+            address.source,
             value,
             f"{address.decoder} at byte {offset} needs {end} bytes, got {len(value)}",
         )
