@@ -45,6 +45,11 @@ REGISTRY: dict[str, Benchmark] = {
             "durable spool appends (both fsync policies) and drain of a 200-device outage",
         ),
         Benchmark(
+            "edge-ble",
+            "benchmarks.edge_ble",
+            "agent hearing 300 beacon bands and holding 20 connected ones; SOS to the spool",
+        ),
+        Benchmark(
             "ingest",
             "benchmarks.ingest",
             "2 million readings: gateways -> Mosquitto -> anju cloud ingest -> PostgreSQL, vs COPY",

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-_SCRIPTS = Path(__file__).resolve().parents[2]
+_SCRIPTS = Path(__file__).resolve().parents[1]
 _REPO = _SCRIPTS.parent
 _STOP_GRACE_S = 5.0
 
@@ -124,6 +124,14 @@ class Child:
             if "error" in message:
                 raise ChildError(f"{self.name}: {message['error']}")
             return message
+
+    def finish(self) -> None:
+        """Close its stdin, the request to stop; what it sends on its way out can
+        still be received."""
+        stdin = self._process.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
 
     def stop(self) -> None:
         """Close its stdin (the request to stop), then SIGTERM, then SIGKILL; idempotent."""

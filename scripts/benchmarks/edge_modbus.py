@@ -32,7 +32,7 @@ from typing import Any
 
 from anju.services.mosquitto import MosquittoServer
 from benchmarks import Result
-from benchmarks.modbus_load.child import Child, ChildError
+from benchmarks.child import Child, ChildError
 from benchmarks.processes import cpu_seconds
 from edge.drivers.modbus.plan import PlannedRead, plan_reads
 from edge.normalise import polled_points

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.modbus_load.child import read_spec, report, stop_when_parent_leaves
+from benchmarks.child import read_spec, report, stop_when_parent_leaves
 from edge.app import Agent
 from edge.config import parse_config
 from edge.errors import EdgeError

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.modbus_load.child import read_spec, report, stop_when_parent_leaves
+from benchmarks.child import read_spec, report, stop_when_parent_leaves
 from benchmarks.modbus_load.model import ZoneModuleModel
 from firmware_sim import SimError
 from firmware_sim.modbus_server import ModbusRtuSimServer, ModbusSimServer
