@@ -447,15 +447,68 @@ def run(
 
 @app.command(
     "bands",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
+    epilog="Examples:\n\n"
+    "  anju sim bands --connected 3 --beacons 10 --port 7000 --control 7001\n\n"
+    "  anju sim bands --connected 1 --beacons 0 --scenario ANJU-CB-0001=hr_drift\n\n"
+    "Prints 'ready hci=tcp-client:HOST:PORT [control=HOST:PORT]' once every band "
+    "advertises. A gateway reaches the bands with drivers.ble.adapter "
+    "bumble:tcp-client:HOST:PORT, and so do anju device scan ble and anju device test "
+    "(--adapter). Bands: CB-300 care bands F0:A1:00:00:00:01.. (ANJU-CB-0001..), kept "
+    "connected; CB-100 beacons F0:B1:00:00:00:01.. (ANJU-BB-0001..), heard only. "
+    "Scenarios: normal_day, sos, cancel, fall, fall_recovery, hr_drift, walk_away, "
+    "return, battery_dying, garbage. The control socket takes one JSON object a line, "
+    'e.g. {"band": "ANJU-CB-0001", "scenario": "sos"}, and answers with one '
+    "(notified_at: when the alert left the band). One gateway at a time.",
 )
-def bands(ctx: typer.Context) -> None:
+def bands(
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="HCI port of the dongle; 0: a free one.")
+    ] = 0,
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")] = (
+        "127.0.0.1"
+    ),
+    connected: Annotated[
+        int, typer.Option("--connected", metavar="N", min=0, help="CB-300 care bands.")
+    ] = 20,
+    beacons: Annotated[
+        int, typer.Option("--beacons", metavar="N", min=0, help="CB-100 beacon bands.")
+    ] = 300,
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Randomness and phases of every band.")
+    ] = 0,
+    time_scale: Annotated[
+        float,
+        typer.Option(
+            "--time-scale", metavar="X", help="The bands' clock runs X times faster than the wall."
+        ),
+    ] = 1.0,
+    control: Annotated[
+        int | None,
+        typer.Option(
+            "--control",
+            metavar="PORT",
+            help="Serve the JSON-lines control socket (0: a free port).",
+        ),
+    ] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            metavar="BAND=NAME",
+            help="Start a scenario at launch; BAND is an address or name (repeatable).",
+        ),
+    ] = None,
+) -> None:
     """Wristbands on a simulated BLE radio, served to a gateway as an HCI dongle over TCP.
 
-    CB-300 care bands (connected, heart rate notified) and CB-100 beacon bands (heard
-    only), with scenarios (SOS, falls, a drifting heart rate, walking out of range) to
-    start at launch or over a control socket. A gateway reaches them with the
-    adapter bumble:tcp-client:HOST:PORT. Run with --help for every option.
+    CB-300 care bands (connected, heart rate and status notified every second) and
+    CB-100 beacon bands (heard from their advertisements), with scenarios to start at
+    launch or over the control socket. Serves until Ctrl-C.
     """
-    raise typer.Exit(serve_bands(ctx.args, prog="anju sim bands"))
+    argv = [
+        *("--host", host, "--port", str(port), "--connected", str(connected)),
+        *("--beacons", str(beacons), "--seed", str(seed), "--time-scale", str(time_scale)),
+        *(("--control", str(control)) if control is not None else ()),
+        *(item for spec in scenario or () for item in ("--scenario", spec)),
+    ]
+    raise typer.Exit(serve_bands(argv, prog="anju sim bands"))
