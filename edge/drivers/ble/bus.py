@@ -57,6 +57,8 @@ class BleBus(StreamingBus):
         """Monotonic time each band was last heard, by MAC."""
         self._in_range: dict[str, bool] = {}
         self._linked: set[str] = set()
+        self._advertised = {plan.mac: asyncio.Event() for plan in self._plans}
+        """Set by each advertisement of a band: a band to connect to is in range."""
         self._sink: StreamSink | None = None
         self.advertisements = 0
         self.notifications = 0
@@ -99,7 +101,7 @@ class BleBus(StreamingBus):
     async def _serve(self, radio: Radio, stop: asyncio.Event) -> None:
         now = time.monotonic()
         for plan in self._plans:
-            self._heard_at.setdefault(plan.mac, now)
+            self._heard_at[plan.mac] = now  # a fresh grace period on every (re)open
         await radio.scan(self._heard)
         tasks = [asyncio.create_task(self._sweep(stop))]
         tasks += [
@@ -122,6 +124,7 @@ class BleBus(StreamingBus):
         if plan is None:
             return
         self.advertisements += 1
+        self._advertised[plan.mac].set()
         self._seen(plan)
         if not plan.advertised:
             return
@@ -157,10 +160,20 @@ class BleBus(StreamingBus):
                         self._deliver(plan.device_id, {plan.presence: 0}, _now())
 
     async def _supervise(self, radio: Radio, plan: BandPlan, stop: asyncio.Event) -> None:
-        """Keep one band connected, taking turns for a slot, reconnecting with backoff."""
+        """Keep one band connected, taking turns for a slot, reconnecting with backoff.
+
+        A band is tried once it advertises (it is in range and connectable), or after
+        ``reconnect_max_s`` in any case, so a band that walked away does not hold a
+        slot with attempts that time out while others wait.
+        """
         backoff = Backoff(initial_s=1.0, cap_s=self._settings.reconnect_max_s)
         device = self._devices[plan.device_id]
+        advertised = self._advertised[plan.mac]
         while not stop.is_set():
+            await _sleep(stop, self._settings.reconnect_max_s, advertised)
+            advertised.clear()
+            if stop.is_set():
+                return
             await self.slots.acquire()
             try:
                 link = await radio.connect(plan.mac, self._settings.connect_timeout_s)
