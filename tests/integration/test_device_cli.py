@@ -6,10 +6,11 @@ another Modbus library, pyModbusTCP, whose registers are filled by hand from the
 register map in device_profiles/smoke/anju-smoke-mb.yaml. The second is the check
 that matters: it proves Anju decodes what a device it did not write holds.
 
-The last tests run the command in this process with a BLE driver defined here and
-registered with ``edge.drivers.registry``: the commands reach drivers only through
-the registry, so a driver with the installer hooks works in them unchanged, and one
-without is refused with the reason.
+The last tests run the command in this process with stand-in BLE drivers defined here,
+registered with ``edge.drivers.registry`` in place of the built-in one: the commands
+reach drivers only through the registry, so a driver with the installer hooks works
+in them unchanged, and one without is refused with the reason. (The built-in BLE
+driver against simulated bands: tests/integration/test_ble_cli.py.)
 """
 
 from __future__ import annotations
@@ -549,7 +550,7 @@ class BandBle(HooklessBle):
                 ProbedPoint("rr_interval", 830, "characteristic 2a37 rr", "0x16 0x48 0x3e 0x03"),
                 ProbedPoint("battery", 64, "characteristic 2a19", "0x40"),
                 ProbedPoint("alert_flags", 1, "characteristic 7a1e0002", "0x01"),
-                ProbedPoint("steps", 4711, "characteristic 7a1e0003", "0x67 0x12 0x00 0x00"),
+                ProbedPoint("steps", 4711, "characteristic 7a1e0002 byte 2", "0x67 0x12 0x00 0x00"),
             ),
             requests=(RawRead("read 2a19", "0x40", ("battery",)),),
         )
@@ -586,7 +587,7 @@ def _in_process(*args: str) -> Run:
 
 def test_a_ble_driver_that_probes_is_shown_like_a_modbus_one() -> None:
     band = BandBle()
-    with registered(band):
+    with registered(band, replacing=True):
         text = _in_process("device", "test", "--profile", "anju-wearable-ble", "--address", BAND)
         raw = _in_process(
             "device", "test", "--profile", "anju-wearable-ble", "--address", BAND, "--raw"
@@ -595,7 +596,16 @@ def test_a_ble_driver_that_probes_is_shown_like_a_modbus_one() -> None:
             "device", "test", "--profile", "anju-wearable-ble", "--address", BAND, "--json"
         )
     assert text.code == 0, text.stderr
-    assert band.probed == ["heart_rate", "rr_interval", "battery", "alert_flags", "steps"]
+    assert band.probed == [
+        "heart_rate",
+        "rr_interval",
+        "battery",
+        "alert_flags",
+        "motion",
+        "steps",
+        "skin_temperature",
+        "in_range",
+    ]
     rows = {line.split("│")[1].strip(): line for line in text.stdout.splitlines() if "│" in line}
     assert "72 1/min" in rows["heart_rate"]
     assert "64 %" in rows["battery"]
@@ -617,7 +627,7 @@ def test_a_ble_driver_that_probes_is_shown_like_a_modbus_one() -> None:
 
 def test_a_ble_driver_that_scans_is_shown_like_a_modbus_one() -> None:
     other = "AA:BB:CC:DD:EE:02"
-    with registered(BandBle()):
+    with registered(BandBle(), replacing=True):
         as_json = _in_process(
             "device", "scan", "ble", "--address", BAND, "--candidates", f"{BAND[6:]},{other}",
             "--json",
@@ -628,29 +638,29 @@ def test_a_ble_driver_that_scans_is_shown_like_a_modbus_one() -> None:
     assert (document["driver"], document["tried"]) == ("ble", 2)
     (hit,) = document["found"]
     assert (hit["address"], hit["detail"]) == (BAND, "advertising, RSSI -61")
-    assert hit["suggested"] == ["anju-wearable-ble"]
+    assert hit["suggested"] == ["anju-wearable-beacon", "anju-wearable-ble"]
     assert as_text.code == 0, as_text.stderr
     assert "1 of 1 candidates answered" in as_text.stdout
     assert "anju-wearable-ble" in as_text.stdout
 
 
-def test_a_driver_without_the_hooks_and_a_protocol_without_a_driver_are_refused() -> None:
+def test_a_driver_without_the_hooks_and_one_that_cannot_run_here_are_refused() -> None:
     wearable = ("--profile", "anju-wearable-ble", "--address", BAND)
-    with registered(HooklessBle()):
+    with registered(HooklessBle(), replacing=True):
         test = _in_process("device", "test", *wearable)
         scan = _in_process("device", "scan", "ble", "--address", BAND, "--json")
-    no_driver = _in_process("device", "test", *wearable)
-    with registered(BandBle()):
+    cannot_run = _in_process("device", "test", *wearable, "--adapter", "bleak:hci97")
+    with registered(BandBle(), replacing=True):
         write = _in_process("device", "write", *wearable, "--point", "steps", "--value", "0")
     assert test.code == 1
     assert "the ble driver cannot probe a device" in test.stderr
     assert scan.code == 1
     assert scan.json() == {"ok": False, "error": "the ble driver cannot scan"}
-    assert no_driver.code == 1
-    assert "no driver for protocol 'ble' (drivers: modbus-rtu, modbus-tcp)" in no_driver.stderr
+    assert cannot_run.code == 1
+    assert "bleak:hci97: no Bluetooth adapter" in cannot_run.stderr
     assert write.code == 1
     assert "the ble driver cannot be used by anju device write" in write.stderr
-    assert "Traceback" not in test.stderr + scan.stderr + no_driver.stderr + write.stderr
+    assert "Traceback" not in test.stderr + scan.stderr + cannot_run.stderr + write.stderr
 
 
 def test_an_address_of_another_protocol_than_the_profile_or_scan_is_refused() -> None:
