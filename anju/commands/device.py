@@ -131,7 +131,14 @@ def device_test(
     ] = False,
     as_json: JsonOption = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", metavar="S", min=0.05, help="Seconds to wait per request.")
+        float,
+        typer.Option(
+            "--timeout",
+            metavar="S",
+            min=0.05,
+            help="Seconds to wait per request; for a band (ble://), to hear it advertise "
+            "and for each first notification (at least 3).",
+        ),
     ] = 1.0,
     profiles: ProfilesOption = None,
     adapter: AdapterOption = "bleak:hci0",

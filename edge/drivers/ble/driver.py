@@ -33,6 +33,9 @@ from schemas.profile import DeviceProfile
 from schemas.protocols.ble import BleAddress, BleSettings
 from schemas.vocabulary import Protocol
 
+PROBE_WAIT_MIN_S = 3.0
+"""The least a probe listens for a band, and waits for each first notification: a band
+advertises about once a second, many notify once a second."""
 SCAN_DEFAULT_S = 5
 SCAN_MAX_S = 120
 
@@ -73,7 +76,7 @@ class BleDriver(Driver):
         """Hear the band once, then connect if its profile has GATT points and take one
         value of each: a read, or the first notification."""
         settings = parse_settings(options.settings)
-        wait_s = max(options.timeout_s, settings.connect_timeout_s)
+        wait_s = max(options.timeout_s, PROBE_WAIT_MIN_S)
         plan = BandPlan.of(device, device.profile.points)
         radio = radio_for(settings)()
         await radio.open()
@@ -82,7 +85,9 @@ class BleDriver(Driver):
             points, requests = _advertised(plan, advertisement)
             if plan.connects:
                 await radio.stop_scan()
-                gatt_points, gatt_requests = await _connected(radio, plan, wait_s)
+                gatt_points, gatt_requests = await _connected(
+                    radio, plan, wait_s, settings.connect_timeout_s
+                )
                 points += gatt_points
                 requests += gatt_requests
         finally:
@@ -201,9 +206,9 @@ def _advertised_bytes(address: BleAddress, advertisement: Advertisement) -> str:
 
 
 async def _connected(
-    radio: Radio, plan: BandPlan, wait_s: float
+    radio: Radio, plan: BandPlan, wait_s: float, connect_s: float
 ) -> tuple[list[ProbedPoint], list[RawRead]]:
-    link = await radio.connect(plan.mac, wait_s)
+    link = await radio.connect(plan.mac, connect_s)
     values: dict[Characteristic, bytes] = {}
     requests: list[RawRead] = []
     try:
