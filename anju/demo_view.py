@@ -1,23 +1,27 @@
 """What the demo shows while it runs: a live view in a terminal, and a timeline everywhere.
 
 The view is drawn from the simulators, the agents' counters and what the API last
-answered (``GET /incidents``, ``GET /webhooks/deliveries``), so the queue on screen is
-the one a dispatcher sees and the deliveries are the outbox's own rows. The timeline
-prints one line for each thing worth noticing (a door released, an incident opened or
-escalated, a webhook delivered or failing), above the live view in a terminal and as
-the whole output in a log, where tables redrawn four times a second are no use.
+answered (``GET /incidents``, ``GET /webhooks/deliveries``, the wearer's
+``GET /devices/{id}/readings``), so the queue on screen is the one a dispatcher sees,
+the deliveries are the outbox's own rows and the heart rate is the one the cloud
+stored. The timeline prints one line for each thing worth noticing (a door released,
+an incident opened or escalated, a webhook delivered or failing, the wearer's heart
+rate first reaching the cloud), above the live view in a terminal and as the whole
+output in a log, where tables redrawn four times a second are no use; a log also gets
+the heart rate every ``HEART_RATE_NOTE_S``, since it has no live view to show it.
 """
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from anju.demo_sites import SITES, site_device
+from anju.demo_sites import CARE_BAND, SITES, SiteBand, site_device
 from cloud.ingest.counters import IngestCounters
 from edge.app import Agent
 from firmware_sim.door_controller import DoorController
@@ -25,6 +29,39 @@ from firmware_sim.smoke_detector import SmokeDetector
 from schemas.vocabulary import DeviceKind
 
 DELIVERIES_SHOWN = 3
+HEART_RATE_NOTE_S: Final = 10.0
+"""How often a log (no live view) is told the wearer's heart rate."""
+
+
+@dataclass(frozen=True)
+class Wearer:
+    """The resident the demo follows: their band, and their id as registered."""
+
+    band: SiteBand
+    community: str
+    resident_id: int
+
+    def __str__(self) -> str:
+        return f"resident {self.resident_id} in {self.band.unit} ({self.band.device_id})"
+
+
+@dataclass
+class HeartRate:
+    """The wearer's heart rate as the cloud stored it, read back through
+    ``GET /devices/{id}/readings`` (raw readings, in time order)."""
+
+    bpm: float | None = None
+    measured_at: datetime | None = None
+    """The reading's own time (when the gateway took it from the band)."""
+    seen: int = 0
+    """Readings read back so far."""
+
+    def take(self, readings: list[dict[str, Any]]) -> None:
+        """Follow ``readings`` (the API's ``readings``, oldest first, none seen before)."""
+        for reading in readings:
+            self.bpm = float(reading["value"])
+            self.measured_at = datetime.fromisoformat(reading["ts"])
+            self.seen += 1
 
 
 class Demo:
@@ -42,7 +79,11 @@ class Demo:
         self.deliveries: list[dict[str, Any]] = []
         """The newest webhook deliveries, as ``GET /webhooks/deliveries`` last listed them."""
         self.subscriptions = 0
+        self.wearer: Wearer | None = None
+        self.heart_rate = HeartRate()
         self.phase = "starting"
+        self._heart_rate_noted: tuple[int, float] | None = None
+        """Readings seen and the time when the heart rate last went on the timeline."""
         self._released: set[str] = set()
         self._levels: dict[int, int] = {}
         self._deliveries: dict[int, tuple[Any, ...]] = {}
@@ -65,10 +106,11 @@ class Demo:
         for incident in sorted(self.incidents, key=lambda i: int(i["id"])):
             level, known = incident["escalation_level"], self._levels.get(incident["id"])
             if known is None:
+                flat = f", flat {incident['unit']}" if incident["unit"] else ""
                 self.note(
                     f"incident {incident['id']} on the queue: {incident['type']} "
                     f"P{incident['priority']}, {incident['community']} "
-                    f"building {incident['building']}"
+                    f"building {incident['building']}{flat}"
                 )
             elif level > known:
                 self.note(
@@ -78,6 +120,7 @@ class Demo:
             self._levels[incident["id"]] = level
         for delivery in sorted(self.deliveries, key=lambda d: int(d["id"])):
             self._follow_delivery(delivery)
+        self._follow_heart_rate()
 
     def _follow_delivery(self, delivery: dict[str, Any]) -> None:
         state = (
@@ -109,13 +152,46 @@ class Demo:
                 "retried on the Standard Webhooks schedule"
             )
 
+    def _follow_heart_rate(self) -> None:
+        """The first reading to reach the cloud; then, in a log, the newest at most every
+        ``HEART_RATE_NOTE_S`` when new ones came."""
+        rate = self.heart_rate
+        if self.wearer is None or rate.bpm is None:
+            return
+        now = time.monotonic()
+        if self._heart_rate_noted is None:
+            self.note(
+                f"[bold magenta]heart rate of {self.wearer} reached the cloud[/]: "
+                f"{rate.bpm:.0f} bpm (GET /devices/{self.wearer.band.device_id}/readings)"
+            )
+        elif (
+            self.console.is_terminal
+            or rate.seen == self._heart_rate_noted[0]
+            or now - self._heart_rate_noted[1] < HEART_RATE_NOTE_S
+        ):
+            return
+        else:
+            self.note(f"heart rate of {self.wearer}: {self._heart_rate_text()}")
+        self._heart_rate_noted = (rate.seen, now)
+
+    def _heart_rate_text(self) -> str:
+        """The latest stored heart rate, how old it is, and how many the API gave back."""
+        rate = self.heart_rate
+        if rate.bpm is None or rate.measured_at is None:
+            return "none in the cloud yet"
+        age = (datetime.now(UTC) - rate.measured_at).total_seconds()
+        return f"[bold magenta]{rate.bpm:.0f} bpm[/] {age:.0f} s ago, {rate.seen} readings"
+
     def view(self) -> Group:
-        """The whole live view: the data flow, the buildings, the queue and the webhooks.
+        """The whole live view: the data flow, the wearables, the buildings, the queue and
+        the webhooks.
 
         Sized for an 80 x 24 terminal: one line per row, so the queue and the webhooks
         at the bottom are not cropped away.
         """
-        return Group(self._flow(), self._buildings(), self._queue(), self._webhooks())
+        return Group(
+            self._flow(), self._wearables(), self._buildings(), self._queue(), self._webhooks()
+        )
 
     def _flow(self) -> Table:
         grid = Table.grid()
@@ -133,6 +209,26 @@ class Demo:
             f"{ingest['events']} events stored, {ingest['quarantined']} quarantined, "
             f"{ingest['duplicates']} duplicates"
         )
+        return grid
+
+    def _wearables(self) -> Table:
+        """Two lines: the bands their gateways hear, and the wearer's heart rate."""
+        grid = Table.grid()
+        if self.wearer is None:
+            return grid
+        heard = {
+            d.device_id: d.answered > 0 and d.online for agent in self.agents for d in agent.devices
+        }
+        bands = [band for site in SITES for band in site.bands]
+        care = [band for band in bands if band.profile == CARE_BAND]
+        beacons = [band for band in bands if band.profile != CARE_BAND]
+        grid.add_row(
+            "wearables: "
+            f"{sum(heard.get(b.device_id, False) for b in care)}/{len(care)} CB-300 care bands "
+            f"connected, {sum(heard.get(b.device_id, False) for b in beacons)}/{len(beacons)} "
+            "CB-100 beacons heard"
+        )
+        grid.add_row(f"{self.wearer}: heart rate {self._heart_rate_text()}")
         return grid
 
     def _buildings(self) -> Table:

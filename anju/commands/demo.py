@@ -44,8 +44,10 @@ def demo(
             "--summary-json",
             help="Write counts (devices, readings stored, events, incidents, escalations), "
             "the egress doors the fire released (doors_released of egress_doors), the "
-            "fire's incident as it stood at the end, webhook deliveries by status and the "
-            "alarm's end-to-end latency in ms to this file.",
+            "fire's incident as it stood at the end, webhook deliveries by status, the "
+            "alarm's end-to-end latency in ms and, under wearable, the band wearer's heart "
+            "rate as the API gave it and their SOS (press to queue in ms, its incident) "
+            "to this file.",
         ),
     ] = None,
     broker: Annotated[
@@ -60,12 +62,14 @@ def demo(
         typer.Option(help="Seconds of normal reporting before the smoke alarm goes off."),
     ] = 8.0,
 ) -> None:
-    """Run the whole platform with two simulated communities and one fire alarm.
+    """Run the whole platform: two simulated communities, a fire alarm and an SOS.
 
-    Smoke detectors in Fenghuang and Baiyun communities report over Modbus TCP to
-    their gateway agents, which stream to the cloud tier over MQTT; after a few seconds
-    the detector in Fenghuang building 3 raises its alarm, and the demo shows it
-    becoming an incident on the emergency queue, timed end to end.
+    Smoke detectors in Fenghuang and Baiyun communities report over Modbus TCP
+    to their gateway agents, and Fenghuang residents' wristbands over BLE; the
+    agents stream to the cloud tier over MQTT, and the demo shows one wearer's
+    heart rate as the cloud stores it. After a few seconds the detector in
+    Fenghuang building 3 raises its alarm, then the wearer presses SOS, and the
+    demo shows each becoming an incident on the emergency queue, timed end to end.
     """
     console = Console()
     if duration is not None and duration < alarm_after + 5:
@@ -101,6 +105,8 @@ def demo(
         console.print("stopped early by a signal")
     elif summary.alarm_latency_ms is None:
         fail("the smoke alarm never reached the emergency queue")
+    elif summary.wearable.sos_latency_ms is None:
+        fail("the wearer's SOS never reached the emergency queue")
     elif summary.doors_released < summary.egress_doors:
         fail(
             f"the fire released {summary.doors_released} of its building's "

@@ -7,7 +7,10 @@ of examples/ is started with that key in ``ANJU_API_KEY``, subscribes through th
 demo's API and verifies what arrives with the reference Standard Webhooks library. The
 summary must show the fire's doors released, the incident as it stood at the end
 (escalated, since nobody claims it) and the webhooks delivered; the receiver must have
-verified them, and the run's key must no longer work once the run is over.
+verified them, and the run's key must no longer work once the run is over. The
+resident wearing a care band must be registered and bound to it, their heart rate
+must have reached the cloud and been read back through the API, and their SOS must
+be on the queue as a P1 incident at their home, timed from the press.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psycopg
 import pytest
 
-from anju.demo_sites import ALARM_DEVICE_ID, egress_doors, site_device
+from anju.demo_sites import (
+    ALARM_DEVICE_ID,
+    SITES,
+    WEARER_BAND_ID,
+    egress_doors,
+    site_band,
+    site_device,
+)
 from anju.services.ports import free_port
 from cloud.auth.keys import token_prefix
 
@@ -138,6 +148,55 @@ def test_the_demo_releases_the_doors_escalates_and_sends_signed_webhooks(
             "SELECT revoked_at IS NOT NULL FROM api_keys WHERE prefix = %s", [token_prefix(key)]
         ).fetchone()
     assert revoked == (True,), "the run's key outlived the run"
+
+    _check_the_wearer(summary, output, received, database_url)
+
+
+def _check_the_wearer(
+    summary: dict[str, Any], output: str, received: str, database_url: str
+) -> None:
+    """The wearer's heart rate reached the cloud and the API; their SOS reached the queue
+    as a P1 incident at their home, bound to them, timed and sent to the receiver."""
+    site, band = site_band(WEARER_BAND_ID)
+    wearable = summary["wearable"]
+    assert (wearable["device"], wearable["building"], wearable["unit"]) == (
+        band.device_id,
+        band.building,
+        band.unit,
+    )
+    assert wearable["bands"] == sum(len(s.bands) for s in SITES) == wearable["bands_reporting"]
+    with psycopg.connect(database_url) as conn:
+        stored = [
+            float(value)
+            for (value,) in conn.execute(
+                "SELECT value FROM readings WHERE device_id = %s AND metric = 'heart_rate_bpm'",
+                [band.device_id],
+            ).fetchall()
+        ]
+        bound = conn.execute(
+            "SELECT r.id, r.building, r.unit, r.personal_ciphertext IS NULL "
+            "FROM devices d JOIN residents r ON r.id = d.resident_id WHERE d.id = %s",
+            [band.device_id],
+        ).fetchone()
+    assert wearable["heart_rate_readings"] == len(stored) >= wearable["heart_rate_seen"] >= 2
+    assert wearable["heart_rate_bpm"] in stored
+    assert 40 <= wearable["heart_rate_bpm"] <= 150
+    wearer = f"resident {wearable['resident_id']} in {band.unit} ({band.device_id})"
+    assert f"heart rate of {wearer} reached the cloud" in output
+
+    assert bound == (wearable["resident_id"], band.building, band.unit, True), "location only"
+    assert wearable["sos_resident"]["id"] == wearable["resident_id"]
+    sos = wearable["sos_incident"]
+    assert (sos["type"], sos["priority"], sos["device_id"]) == ("sos", 1, band.device_id)
+    assert (sos["community"], sos["building"], sos["unit"]) == (
+        site.community,
+        band.building,
+        band.unit,
+    )
+    assert 0 < wearable["sos_latency_ms"] < 30_000
+    assert wearable["sos_pipeline_latency_ms"] is not None
+    assert f"SOS to the emergency queue (incident {sos['id']}) in" in output
+    assert f"verified incident.opened: incident {sos['id']} sos" in received
 
 
 def _until_key(stdout: IO[str]) -> tuple[str, str]:
