@@ -102,7 +102,8 @@ async def test_more_bands_than_slots_take_turns_and_never_exceed_them() -> None:
 async def test_an_adapter_lost_marks_the_bands_offline_and_is_reopened() -> None:
     port = free_port()
     devices = care_bands(1)
-    bus = open_bus(devices, adapter=f"bumble:tcp-client:127.0.0.1:{port}")
+    # One slot: a slot not given back when the adapter went would keep the band out.
+    bus = open_bus(devices, adapter=f"bumble:tcp-client:127.0.0.1:{port}", max_connections=1)
     sink, stop = Recorder(), asyncio.Event()
     async with BandField(connected=1, beacons=0, port=port, seed=4):
         running = asyncio.create_task(bus.run(sink, stop))
@@ -116,6 +117,7 @@ async def test_an_adapter_lost_marks_the_bands_offline_and_is_reopened() -> None
     finally:
         stop.set()
         await running
+    assert bus.slots.held == 0
 
 
 async def test_without_an_adapter_the_reason_is_said_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -89,14 +89,18 @@ class BleBus(StreamingBus):
                 log.info("BLE: %s is up", radio.name)
                 reported = False
             backoff.reset()
+            problem = "the adapter was lost"
             try:
                 await self._serve(radio, stop)
+            except RadioError as exc:
+                problem = exc.problem
             finally:
                 await radio.stop_scan()
                 await radio.close()
             if not stop.is_set():
-                log.error("BLE: %s was lost; reopening it", radio.name)
-                self._all_offline(DeviceUnreachable(radio.name, "the adapter was lost"))
+                log.error("BLE: %s: %s; reopening it", radio.name, problem)
+                self._all_offline(DeviceUnreachable(radio.name, problem))
+                await _sleep(stop, backoff.next_delay())
 
     async def _serve(self, radio: Radio, stop: asyncio.Event) -> None:
         now = time.monotonic()
@@ -167,7 +171,6 @@ class BleBus(StreamingBus):
         slot with attempts that time out while others wait.
         """
         backoff = Backoff(initial_s=1.0, cap_s=self._settings.reconnect_max_s)
-        device = self._devices[plan.device_id]
         advertised = self._advertised[plan.mac]
         while not stop.is_set():
             await _sleep(stop, self._settings.reconnect_max_s, advertised)
@@ -176,24 +179,32 @@ class BleBus(StreamingBus):
                 return
             await self.slots.acquire()
             try:
-                link = await radio.connect(plan.mac, self._settings.connect_timeout_s)
-            except LinkFailed as exc:
-                self.slots.release()
-                self._fault(plan, DeviceUnreachable(str(device.address), exc.problem))
-                await _sleep(stop, backoff.next_delay())
-                continue
-            self.connects += 1
-            try:
-                await self._hold(link, plan, device, stop)
-                backoff.reset()
-            except LinkFailed as exc:
-                self._fault(plan, DeviceDisconnected(str(device.address), exc.problem))
+                failed = await self._session(radio, plan, stop)
             finally:
-                self._linked.discard(plan.mac)
-                await link.close()
-                self.slots.release()
-            if not stop.is_set():
+                self.slots.release()  # also when the bus is cancelled mid-connect
+            if failed:
                 await _sleep(stop, backoff.next_delay())
+            else:
+                backoff.reset()
+
+    async def _session(self, radio: Radio, plan: BandPlan, stop: asyncio.Event) -> bool:
+        """One connection to a band, held while it lasts; whether it failed (counted)."""
+        device = self._devices[plan.device_id]
+        try:
+            link = await radio.connect(plan.mac, self._settings.connect_timeout_s)
+        except LinkFailed as exc:
+            self._fault(plan, DeviceUnreachable(str(device.address), exc.problem))
+            return True
+        self.connects += 1
+        try:
+            await self._hold(link, plan, device, stop)
+        except LinkFailed as exc:
+            self._fault(plan, DeviceDisconnected(str(device.address), exc.problem))
+            return True
+        finally:
+            self._linked.discard(plan.mac)
+            await link.close()
+        return False
 
     async def _hold(
         self, link: Link, plan: BandPlan, device: DeviceSpec, stop: asyncio.Event
