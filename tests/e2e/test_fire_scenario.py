@@ -26,23 +26,20 @@ import psycopg
 import pytest
 from standardwebhooks import Webhook
 
-from anju.services.ports import free_port
-from cloud.app import run_cloud
 from cloud.auth.roles import Role
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.residents import records
 from cloud.residents.crypto import Keyring
-from cloud.settings import CloudSettings
 from cloud.webhooks.outbox import WebhookEvent
 from cloud.webhooks.signing import generate_secret
 from edge.app import Agent
 from edge.config import parse_config
 from firmware_sim.modbus_server import ModbusSimServer
 from firmware_sim.smoke_detector import SmokeDetector
-from schemas.broker import parse_broker_url
 from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
-from tests.api_support import bearer, make_key
+from tests.api_support import make_key
+from tests.e2e.support import cloud_settings, running
 from tests.integration.webhook_support import Receiver, fast_settings, running_receiver
 
 pytestmark = pytest.mark.e2e
@@ -118,15 +115,7 @@ async def scene(
 ) -> AsyncIterator[Scene]:
     async with running_receiver() as receiver:
         secrets, token = await _setup(database_url, receiver)
-        settings = CloudSettings.model_validate(
-            {
-                "database_url": database_url,
-                "mqtt": parse_broker_url(mqtt_url),
-                "api": {"port": free_port()},
-                "ingest": {"client_id": unique_id("ingest"), "group": unique_id("group")},
-                "webhooks": fast_settings(),
-            }
-        )
+        settings = cloud_settings(database_url, mqtt_url, unique_id, webhooks=fast_settings())
         detector = SmokeDetector(serial_number=20261128)
         async with ModbusSimServer({1: detector}) as sim:
             config = parse_config(
@@ -147,20 +136,8 @@ async def scene(
                 },
                 "test",
             )
-            agent = Agent(config, PROFILES)
-            stop, started = asyncio.Event(), asyncio.Event()
-            base_url = f"http://{settings.api.host}:{settings.api.port}"
-            async with (
-                asyncio.TaskGroup() as tasks,
-                httpx.AsyncClient(base_url=base_url, headers=bearer(token)) as api,
-            ):
-                tasks.create_task(run_cloud(settings, stop=stop, started=started), name="cloud")
-                await asyncio.wait_for(started.wait(), timeout=30)
-                tasks.create_task(agent.run(stop), name="agent")
-                try:
-                    yield Scene(detector, api, receiver, secrets)
-                finally:
-                    stop.set()
+            async with running(settings, Agent(config, PROFILES), token) as api:
+                yield Scene(detector, api, receiver, secrets)
 
 
 async def _queue_settles(api: httpx.AsyncClient) -> list[dict[str, Any]]:

@@ -16,18 +16,15 @@ import httpx
 import psycopg
 import pytest
 
-from anju.services.ports import free_port
-from cloud.app import run_cloud
 from cloud.registry import register_community, register_device, register_gateway
-from cloud.settings import CloudSettings
 from edge.app import Agent
 from edge.config import parse_config
 from firmware_sim.modbus_server import ModbusSimServer
 from firmware_sim.smoke_detector import SmokeDetector
-from schemas.broker import parse_broker_url
 from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
-from tests.api_support import bearer, make_key
+from tests.api_support import make_key
+from tests.e2e.support import cloud_settings, running
 
 pytestmark = pytest.mark.e2e
 
@@ -69,14 +66,7 @@ async def platform(
     database_url: str, mqtt_url: str, unique_id: Any, tmp_path: Path
 ) -> AsyncIterator[Platform]:
     token = await _register(database_url)
-    settings = CloudSettings.model_validate(
-        {
-            "database_url": database_url,
-            "mqtt": parse_broker_url(mqtt_url),
-            "api": {"port": free_port()},
-            "ingest": {"client_id": unique_id("ingest"), "group": unique_id("group")},
-        }
-    )
+    settings = cloud_settings(database_url, mqtt_url, unique_id)
     detectors = {unit: SmokeDetector(serial_number=20260000 + unit) for unit in DEVICES}
     async with ModbusSimServer(detectors) as sim:
         config = parse_config(
@@ -94,24 +84,13 @@ async def platform(
             "test",
         )
         agent = Agent(config, PROFILES)
-        stop, started = asyncio.Event(), asyncio.Event()
-        base_url = f"http://{settings.api.host}:{settings.api.port}"
-        async with (
-            asyncio.TaskGroup() as tasks,
-            httpx.AsyncClient(base_url=base_url, headers=bearer(token)) as api,
-        ):
-            tasks.create_task(run_cloud(settings, stop=stop, started=started), name="cloud")
-            await asyncio.wait_for(started.wait(), timeout=30)
-            tasks.create_task(agent.run(stop), name="agent")
-            try:
-                yield Platform(
-                    {DEVICES[unit][0]: detector for unit, detector in detectors.items()},
-                    agent,
-                    api,
-                    database_url,
-                )
-            finally:
-                stop.set()
+        async with running(settings, agent, token) as api:
+            yield Platform(
+                {DEVICES[unit][0]: detector for unit, detector in detectors.items()},
+                agent,
+                api,
+                database_url,
+            )
 
 
 async def _scalar(database_url: str, query: str, *params: object) -> Any:

@@ -19,17 +19,14 @@ import httpx
 import psycopg
 import pytest
 
-from anju.services.ports import free_port
-from cloud.app import run_cloud
 from cloud.registry import register_community, register_device, register_gateway
-from cloud.settings import CloudSettings
 from edge.app import Agent
 from edge.config import parse_config
 from firmware_sim.wearables import BandField
-from schemas.broker import parse_broker_url
 from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
-from tests.api_support import bearer, make_key
+from tests.api_support import make_key
+from tests.e2e.support import cloud_settings, running
 
 pytestmark = pytest.mark.e2e
 
@@ -84,14 +81,7 @@ async def site(
             )
         token = await make_key(conn)
         await conn.commit()
-    settings = CloudSettings.model_validate(
-        {
-            "database_url": database_url,
-            "mqtt": parse_broker_url(mqtt_url),
-            "api": {"port": free_port()},
-            "ingest": {"client_id": unique_id("ingest"), "group": unique_id("group")},
-        }
-    )
+    settings = cloud_settings(database_url, mqtt_url, unique_id)
     async with BandField(connected=CONNECTED, beacons=BEACONS, seed=7) as field:
         config = parse_config(
             {
@@ -123,19 +113,8 @@ async def site(
             "test",
         )
         agent = Agent(config, PROFILES)
-        stop, started = asyncio.Event(), asyncio.Event()
-        base_url = f"http://{settings.api.host}:{settings.api.port}"
-        async with (
-            asyncio.TaskGroup() as tasks,
-            httpx.AsyncClient(base_url=base_url, headers=bearer(token)) as api,
-        ):
-            tasks.create_task(run_cloud(settings, stop=stop, started=started), name="cloud")
-            await asyncio.wait_for(started.wait(), timeout=30)
-            tasks.create_task(agent.run(stop), name="agent")
-            try:
-                yield Site(field, agent, api, database_url)
-            finally:
-                stop.set()
+        async with running(settings, agent, token) as api:
+            yield Site(field, agent, api, database_url)
 
 
 async def _rows(database_url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
