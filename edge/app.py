@@ -246,8 +246,10 @@ class Agent:
         self.events_produced += len(events)
         self._spool_events(events)
         self._spool_readings(readings)
-        # After the spool: an SOS is stored before any analysis code runs.
-        self.analysis.observe(readings, events)
+        # After the spool: an SOS is stored before any analysis code runs. A gateway
+        # without wearables (most of them) skips the look at every reading.
+        if self._wearables:
+            self.analysis.observe(readings, events)
 
     def _emit_local(self, events: list[Event]) -> None:
         """Events the gateway makes itself (a door released for fire) join the spool.
