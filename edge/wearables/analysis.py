@@ -95,6 +95,21 @@ def _overlap(start: float, end: float, window_start: float, window_end: float) -
     return max(0.0, min(end, window_end) - max(start, window_start))
 
 
+def _shown_crossing(value: float, threshold: float, high: bool) -> tuple[float, float]:
+    """Round a crossing to 0.1 so that the stored pair still shows the crossing.
+
+    Plain rounding prints 94.02 above a threshold of 93.98 as 94.0 over 94.0, which
+    reads as a false alarm to whoever opens the event; then the threshold is shown
+    0.1 on its own side of the value (off by less than 0.1), and the value as measured.
+    """
+    shown, limit = round(value, 1), round(threshold, 1)
+    if high and shown <= limit:
+        limit = round(shown - 0.1, 1)
+    elif not high and shown >= limit:
+        limit = round(shown + 0.1, 1)
+    return shown, limit
+
+
 def _row_medians(values: Floats) -> Floats:
     """Median of each row with NaNs left out; NaN for a row without a number.
 
@@ -355,6 +370,7 @@ class WearableAnalysis:
 
         findings = []
         for band in np.flatnonzero(new).tolist():
+            high = bool(above_limit[band] or above_own[band])
             if above_limit[band]:
                 threshold = settings.absolute_high_bpm
                 reason = f"above the absolute limit {threshold:g}"
@@ -362,15 +378,13 @@ class WearableAnalysis:
                 threshold = settings.absolute_low_bpm
                 reason = f"below the absolute limit {threshold:g}"
             else:
-                high = bool(above_own[band])
                 threshold = float(upper[band] if high else lower[band])
                 reason = (
                     f"{'above' if high else 'below'} the personal baseline "
                     f"{self._median[band]:.0f} ± {reach[band]:.0f} 1/min"
                 )
-            data = EventData(
-                value=round(float(current[band]), 1), threshold=round(threshold, 1), reason=reason
-            )
+            value, threshold = _shown_crossing(float(current[band]), threshold, high)
+            data = EventData(value=value, threshold=threshold, reason=reason)
             findings.append(
                 Finding(self._ids[band], EventType.WEARABLE_HEART_RATE_ABNORMAL, now, data)
             )

@@ -112,7 +112,7 @@ def test_a_drift_from_the_baseline_is_reported_once_per_episode() -> None:
         assert crossed < seconds_since(finding) <= crossed + HEART.current_window_s + HEART.bucket_s
         assert finding.device_id == BAND
         assert finding.data.value is not None
-        assert finding.data.value >= threshold
+        assert finding.data.value > threshold
         assert finding.data.reason is not None
         assert finding.data.reason.startswith("above the personal baseline 6")
         assert finding.data.reason.endswith(" ± 20 1/min")
@@ -120,18 +120,24 @@ def test_a_drift_from_the_baseline_is_reported_once_per_episode() -> None:
 
 
 @pytest.mark.parametrize(
-    ("level", "threshold", "reason"),
-    [(160, 150, "above the absolute limit 150"), (35, 40, "below the absolute limit 40")],
+    ("level", "shown", "threshold", "reason"),
+    [
+        (160, 160, 150, "above the absolute limit 150"),
+        (35, 35, 40, "below the absolute limit 40"),
+        # Plain rounding would show 150.0 over 150.0 and 40.0 under 40.0.
+        (150.04, 150, 149.9, "above the absolute limit 150"),
+        (39.96, 40, 40.1, "below the absolute limit 40"),
+    ],
 )
 def test_the_absolute_limits_hold_before_any_baseline(
-    level: float, threshold: float, reason: str
+    level: float, shown: float, threshold: float, reason: str
 ) -> None:
     analysis = WearableAnalysis(HEART, [BAND])
     findings = run(analysis, range(120), heart(lambda second: level))
 
     assert len(findings) == 1
     assert seconds_since(findings[0]) <= HEART.current_window_s
-    assert findings[0].data.value == level
+    assert findings[0].data.value == shown
     assert findings[0].data.threshold == threshold
     assert findings[0].data.reason == reason
 
