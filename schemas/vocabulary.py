@@ -85,6 +85,7 @@ class EventType(StrEnum):
     DEVICE_ONLINE = "device.online"
     BATTERY_LOW = "battery.low"
     DEVICE_TAMPER = "device.tamper"
+    DEVICE_POWER_FAULT = "device.power_fault"
     TELEMETRY_GAP = "telemetry.gap"
 
 
@@ -114,5 +115,6 @@ EVENT_SEVERITY: dict[EventType, Severity] = {
     EventType.DEVICE_ONLINE: Severity.INFO,
     EventType.BATTERY_LOW: Severity.WARNING,
     EventType.DEVICE_TAMPER: Severity.WARNING,
+    EventType.DEVICE_POWER_FAULT: Severity.WARNING,
     EventType.TELEMETRY_GAP: Severity.WARNING,
 }

@@ -92,6 +92,9 @@ class EventData(_Wire, kw_only=True, frozen=True, omit_defaults=True):
     reason: str | None = None
     confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     """How sure the edge's analysis is (a confirmed fall), from 0 to 1."""
+    direction: Literal["in", "out"] | None = None
+    """Which way people crossed a camera's line (``count`` of them): ``in`` is into the
+    place its door guards, as configured at the gateway."""
 
 
 class Event(_Wire, kw_only=True, frozen=True, omit_defaults=True):
