@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
@@ -250,19 +250,28 @@ def _restarted(seen: RawValue | str, counter: RawValue | str) -> bool:
     return (counter - seen) % modulus > SEQUENCE_WRAP_WINDOW
 
 
-_DATA_TYPES: dict[str, type] = {
-    f.name: next(t for t in get_args(f.type) if t is not type(None))
-    for f in msgspec.structs.fields(EventData)
+def _field_type(annotation: Any) -> Any:
+    """The type under ``X | None`` and ``Annotated[X, ...]`` (``count`` is a bounded int)."""
+    inner = next(t for t in get_args(annotation) if t is not type(None))
+    return get_args(inner)[0] if get_origin(inner) is Annotated else inner
+
+
+_DATA_TYPES: dict[str, Any] = {
+    f.name: _field_type(f.type) for f in msgspec.structs.fields(EventData)
 }
 
 
 def _coerce(key: str, value: float | str) -> Any:
     """Fit a point value to the event data field's type (a u32 card hash into a string).
 
-    Raises nothing for a numeric value; a string that should be a number becomes None
-    rather than stopping the poll loop.
+    Raises nothing: a string that should be a number, or is not one of a field's
+    literal values (a line crossing's ``direction``), becomes None rather than
+    stopping the poll loop.
     """
     target = _DATA_TYPES[key]
+    if get_origin(target) is Literal:
+        text = str(value)
+        return text if text in get_args(target) else None
     if target is str:
         if isinstance(value, float) and value.is_integer():
             return str(int(value))

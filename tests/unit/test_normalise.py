@@ -272,3 +272,24 @@ def test_rejected_values_counts_each_dropped_value() -> None:
     # compared with the last good one.
     readings, _ = detector.normalise({**QUIET, "battery": 90}, at(1))
     assert {r.metric for r in readings} == {Metric.CO, Metric.BATTERY}
+
+
+CAMERA = load_profile(
+    Path(__file__).resolve().parents[2] / "device_profiles/camera/anju-camera-serial.yaml"
+)
+
+
+@pytest.mark.parametrize(("direction", "expected"), [("in", "in"), ("out", "out")])
+def test_a_line_crossing_keeps_its_count_whole_and_its_direction(
+    direction: str, expected: str
+) -> None:
+    camera = DeviceNormaliser("gate-cam-01", CAMERA)
+    sample = {"line_channel": 1, "line_id": "L1", "line_direction": direction, "line_count": 2}
+    _, events = camera.normalise(sample, at(0))
+
+    (crossing,) = events
+    assert crossing.type is EventType.CAMERA_LINE_CROSSING
+    assert crossing.data.count == 2
+    assert isinstance(crossing.data.count, int)
+    assert crossing.data.direction == expected
+    assert crossing.data.zone == "L1"
