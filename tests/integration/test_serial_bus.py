@@ -1,0 +1,302 @@
+"""The serial driver over real pseudo-terminals: a camera box's records become samples,
+bad frames are counted and skipped, and a port that goes (or never was) is reopened.
+
+The test plays the box: it writes frames with ``os.write`` into one end of a socat pty
+pair, and the bus reads the other, as on the two ends of an RS-232 cable. Frames are
+the reference box's format (device_profiles/camera/anju-camera-serial.yaml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import reduce
+from pathlib import Path
+
+import pytest
+
+from edge.addresses import parse_address
+from edge.devices import AgentDevice
+from edge.drivers.contract import DriverOptions, Sample
+from edge.drivers.registry import driver_for
+from edge.drivers.serial.bus import SerialBus
+from edge.drivers.serial.errors import NoWrites
+from edge.errors import ConfigError, DeviceError
+from firmware_sim.pty_pair import PtyPair
+from schemas.profile import DeviceProfile, load_profiles
+
+ROOT = Path(__file__).resolve().parents[2]
+CAMERA = load_profiles(ROOT / "device_profiles")["anju-camera-serial"]
+WAIT_S = 10.0
+SEND_EVERY_S = 0.1
+
+
+def frame(body: str) -> bytes:
+    """``$BODY*CS\\r\\n``, CS the XOR of the body's bytes, as the profile frames records."""
+    checksum = reduce(lambda acc, byte: acc ^ byte, body.encode(), 0)
+    return f"${body}*{checksum:02X}\r\n".encode()
+
+
+@dataclass
+class Recorder:
+    """A StreamSink (the core's side of the contract) that keeps what the bus told it."""
+
+    samples: list[tuple[Sample, datetime]] = field(default_factory=list)
+    faults: Counter[str] = field(default_factory=Counter)
+    gone: list[DeviceError] = field(default_factory=list)
+    """Why the device went offline, each time."""
+    calls: list[str] = field(default_factory=list)
+    """``online``/``offline`` in the order they came."""
+
+    def sample(self, device_id: str, values: Sample, ts: datetime) -> None:
+        self.samples.append((values, ts))
+
+    def online(self, device_id: str, ts: datetime) -> None:
+        self.calls.append("online")
+
+    def offline(self, device_id: str, error: DeviceError, ts: datetime) -> None:
+        self.gone.append(error)
+        self.calls.append("offline")
+
+    def fault(self, device_id: str, error: DeviceError) -> None:
+        self.faults[error.kind] += 1
+
+    def counts(self) -> list[object]:
+        return [values["people_count"] for values, _ in self.samples if "people_count" in values]
+
+
+async def until(what: str, check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
+        await asyncio.sleep(0.02)
+
+
+def camera(path: str, profile: DeviceProfile = CAMERA) -> AgentDevice:
+    return AgentDevice("cam-1", profile, parse_address(f"serial://{path}?baud=115200"), 5.0)
+
+
+@contextlib.asynccontextmanager
+async def listening(device: AgentDevice) -> AsyncIterator[tuple[SerialBus, Recorder]]:
+    """The driver's bus for ``device``, running until the block ends."""
+    bus = driver_for("serial").open(device.address, [device], DriverOptions())
+    assert isinstance(bus, SerialBus)
+    sink, stop = Recorder(), asyncio.Event()
+    running = asyncio.create_task(bus.run(sink, stop))
+    try:
+        yield bus, sink
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, WAIT_S)
+        bus.close()
+
+
+@contextlib.contextmanager
+def box_end(line: PtyPair) -> Iterator[int]:
+    """The box's end of ``line``, for ``os.write``."""
+    fd = os.open(line.a, os.O_RDWR | os.O_NOCTTY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def sending(line: PtyPair, *frames: bytes) -> AsyncIterator[None]:
+    """The box pushing ``frames`` over and over until the block ends, as a box repeats
+    its count: whoever opens the other end late still hears them."""
+
+    async def send(fd: int) -> None:
+        while True:
+            for data in frames:
+                os.write(fd, data)
+            await asyncio.sleep(SEND_EVERY_S)
+
+    with box_end(line) as fd:
+        task = asyncio.create_task(send(fd))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@pytest.fixture
+def line(tmp_path: Path) -> Iterator[PtyPair]:
+    with PtyPair(directory=tmp_path) as pair:
+        yield pair
+
+
+async def test_records_arrive_as_samples_stamped_when_received(line: PtyPair) -> None:
+    async with listening(camera(line.b)) as (bus, sink):
+        await until("the port open", lambda: bus.opens == 1)
+        before = datetime.now(UTC)
+        with box_end(line) as box:
+            os.write(box, frame("PCNT,1,Z1,7") + frame("EVT,1,INTRUSION,Z1"))
+            await until("two samples", lambda: len(sink.samples) == 2)
+        after = datetime.now(UTC)
+    (count, counted_at), (event, _) = sink.samples
+    assert count == {"people_count": 7}
+    assert event == {"event_channel": 1, "event_code": "INTRUSION", "event_zone": "Z1"}
+    assert before <= counted_at <= after
+    assert sink.calls == ["online"]
+    assert not sink.faults
+
+
+async def test_noise_and_a_bad_checksum_are_counted_and_the_next_frame_arrives(
+    line: PtyPair,
+) -> None:
+    async with listening(camera(line.b)) as (bus, sink):
+        await until("the port open", lambda: bus.opens == 1)
+        with box_end(line) as box:
+            os.write(box, b"\x00\xffboot v1.2\r\n")
+            os.write(box, frame("PCNT,1,Z1,7").replace(b"*48", b"*49"))
+            os.write(box, frame("PCNT,1,Z1,8"))
+            await until("the good frame", lambda: sink.counts() == [8])
+    assert set(sink.faults) == {"noise", "checksum"}
+    assert sink.faults["checksum"] == 1
+
+
+async def test_a_port_lost_mid_frame_is_offline_and_reopened_when_back(tmp_path: Path) -> None:
+    first = PtyPair(directory=tmp_path)
+    first.start()
+    try:
+        device = camera(first.b)
+        async with listening(device) as (bus, sink):
+            await until("the port open", lambda: bus.opens == 1)
+            with box_end(first) as box:
+                os.write(box, frame("PCNT,1,Z1,7"))
+                await until("the first count", lambda: sink.counts() == [7])
+                os.write(box, frame("PCNT,1,Z1,8")[:7])  # "$PCNT,1" and the cable is pulled
+                await until("the half frame read", lambda: bus.received == 17 + 7)
+                first.stop()
+            await until("the camera offline", lambda: bool(sink.gone))
+            lost = sink.gone[0]
+            assert lost.kind == "disconnected"
+            assert device.address.path in str(lost)
+            with PtyPair(directory=tmp_path) as second:
+                async with sending(second, frame("PCNT,1,Z1,9")):
+                    await until("the count after reopening", lambda: 9 in sink.counts(), 20)
+                    assert sink.calls[-1] == "online"
+    finally:
+        first.stop()
+    assert sink.counts()[:2] == [7, 9]  # the cut frame never became a count
+    assert sink.faults["truncated"] == 1
+    assert sink.calls[:2] == ["online", "offline"]
+    assert bus.opens >= 2
+
+
+async def test_a_port_missing_at_start_is_offline_with_the_reason_until_it_appears(
+    tmp_path: Path,
+) -> None:
+    device = camera(str(tmp_path / "ttyB"))
+    async with listening(device) as (_, sink):
+        await until("the camera offline", lambda: bool(sink.gone))
+        assert sink.gone[0].kind == "unreachable"
+        assert "No such file or directory" in str(sink.gone[0])
+        assert str(tmp_path / "ttyB") in str(sink.gone[0])
+        with PtyPair(directory=tmp_path) as line:
+            async with sending(line, frame("PCNT,1,Z1,3")):
+                await until("the count once the port exists", lambda: 3 in sink.counts(), 20)
+                assert sink.calls[-1] == "online"
+
+
+async def test_silence_past_the_heartbeat_is_offline_until_the_next_record(
+    line: PtyPair,
+) -> None:
+    quick = CAMERA.model_copy(update={"heartbeat_s": 0.5})
+    async with listening(camera(line.b, quick)) as (bus, sink):
+        await until("the port open", lambda: bus.opens == 1)
+        with box_end(line) as box:
+            os.write(box, frame("PCNT,1,Z1,4"))
+            await until("the first count", lambda: sink.counts() == [4])
+            heard = len(sink.calls)
+            await until("the camera silent", lambda: len(sink.calls) > heard)
+            assert sink.gone[-1].kind == "timeout"
+            assert sink.gone[-1].problem == "no record for 0.5 s"
+            os.write(box, frame("PCNT,1,Z1,5"))
+            await until("the next count", lambda: sink.counts() == [4, 5])
+    assert sink.calls[heard - 1 :] == ["online", "offline", "online"]
+    assert bus.opens == 1  # a silent box is not a lost port
+
+
+async def test_a_camera_takes_no_writes(line: PtyPair) -> None:
+    device = camera(line.b)
+    bus = driver_for("serial").open(device.address, [device], DriverOptions())
+    with pytest.raises(NoWrites, match="cam-1"):
+        await bus.write(device, CAMERA.point("people_count"), 1.0)
+
+
+def test_two_devices_on_one_port_are_refused() -> None:
+    first, second = camera("/dev/ttyS1"), camera("/dev/ttyS1")
+    second.device_id = "cam-2"
+    with pytest.raises(ConfigError, match="cam-1, cam-2 share the serial port /dev/ttyS1"):
+        driver_for("serial").open(first.address, [first, second], DriverOptions())
+
+
+# -- anju device test ------------------------------------------------------------------
+
+
+async def anju(*args: str) -> tuple[int, str, str]:
+    """Run ``anju ARGS`` in a process while this test's loop keeps the box sending."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "anju.cli",
+        *args,
+        env={**os.environ, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_device_test_shows_a_camera_box_records_decoded(line: PtyPair) -> None:
+    test = ["device", "test", "--profile", CAMERA.id, "--address", f"serial://{line.b}?baud=115200"]
+    bad = frame("PCNT,1,Z1,6").replace(b"*49", b"*00")
+    # Between any two of the records a probe waits for, but one, a bad frame: wherever
+    # the probe starts listening, it hears one before it has all three.
+    records = (bad, frame("PCNT,1,Z1,7"), frame("EVT,1,INTRUSION,Z1"), bad, frame("LINE,2,L1,in,3"))
+    async with sending(line, *records):
+        code, out, err = await anju(*test, "--json")
+        assert code == 0, err
+        raw_code, raw_out, raw_err = await anju(*test, "--raw")
+    document = json.loads(out)
+    values = {point["name"]: point["value"] for point in document["points"]}
+    assert values == {
+        "people_count": 7,
+        "event_channel": 1,
+        "event_code": "INTRUSION",
+        "event_zone": "Z1",
+        "line_channel": 2,
+        "line_id": "L1",
+        "line_direction": "in",
+        "line_count": 3,
+    }
+    intrusion = [event for event in document["events"] if event["type"] == "camera.intrusion"]
+    assert [(event["data"]["channel"], event["data"]["zone"]) for event in intrusion] == [(1, "Z1")]
+    assert raw_code == 0, raw_err
+    assert "$PCNT,1,Z1,7*48" in raw_out
+    assert "$EVT,1,INTRUSION,Z1*7E" in raw_out
+    assert "$PCNT,1,Z1,6*00" in raw_out  # skipped, and shown with why
+    assert "camera.intrusion" in raw_out
+
+
+async def test_device_test_names_a_port_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "ttyUSB9"
+    code, out, err = await anju(
+        "device", "test", "--profile", CAMERA.id, "--address", f"serial://{missing}"
+    )
+    assert code == 1
+    assert f"cannot open {missing}: No such file or directory" in out + err
