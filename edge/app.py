@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from edge.actions import DeviceActions
+from edge.cameras.site import CameraSite
 from edge.commands import AUDIT_FILE, CommandProcessor
 from edge.config import GatewayConfig
 from edge.devices import AgentDevice
@@ -95,6 +96,8 @@ class Agent:
             if device.profile.kind is DeviceKind.WEARABLE
         ]
         self.analysis = WearableAnalysis(config.wearables, self._wearables)
+        self.cameras = CameraSite(config.cameras) if config.cameras.devices else None
+        """Applies the ``cameras`` section to camera events; None without one."""
         self.spool = Spool(
             config.state_dir / SPOOL_FILE,
             config.gateway,
@@ -150,6 +153,7 @@ class Agent:
                 linkage=self.linkage,
                 intake=self,
                 analysis=self.analysis,
+                cameras=self.cameras,
             ),
             gateway=config.gateway,
             community=config.community,
@@ -236,7 +240,8 @@ class Agent:
         return [*running, *self.unavailable.values()]
 
     def _accept(self, readings: list[Reading], events: list[Event]) -> None:
-        """A poll's output: the fire linkage sees it first, then it joins the spool.
+        """A poll's output: the fire linkage sees it first, then it joins the spool
+        (camera events named and filtered by the ``cameras`` section).
 
         Never raises SpoolError (a failing disk must not stop the pollers, the uplink or
         the fire linkage): see ``_spool_events`` and ``_spool_readings``.
@@ -244,6 +249,8 @@ class Agent:
         self.linkage.observe(events)
         self.readings_produced += len(readings)
         self.events_produced += len(events)
+        if self.cameras is not None:
+            events = self.cameras.apply(events)
         self._spool_events(events)
         self._spool_readings(readings)
         # After the spool: an SOS is stored before any analysis code runs. A gateway

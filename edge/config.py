@@ -17,12 +17,20 @@ Example::
 """
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge.addresses import DeviceAddress, parse_address
+from edge.cameras.settings import CameraSettings, CameraSiteSettings, LineSettings, ZoneSettings
 from edge.errors import AddressError, ConfigError
 from edge.wearables.settings import AnalysisSettings
 from schemas.broker import BrokerAddress, parse_broker_url
@@ -105,6 +113,11 @@ class GatewayConfig(BaseModel):
         default_factory=AnalysisSettings,
         description="The analysis of wearables' heart rate, motion and falls (docs/wearables.md).",
     )
+    cameras: CameraSiteSettings = Field(
+        default_factory=CameraSiteSettings,
+        description="Camera zones' names and armed hours, and the doors counting lines "
+        "guard (docs/cameras.md).",
+    )
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("broker")
@@ -126,6 +139,14 @@ class GatewayConfig(BaseModel):
             seen.add(device.id)
         return devices
 
+    @model_validator(mode="after")
+    def _cameras_are_devices(self) -> Self:
+        known = {device.id for device in self.devices}
+        for camera in self.cameras.devices:
+            if camera not in known:
+                raise ValueError(f"cameras.devices.{camera}: no device {camera!r} in devices")
+        return self
+
     @property
     def broker_address(self) -> BrokerAddress:
         return parse_broker_url(self.broker)
@@ -145,13 +166,26 @@ def parse_config(document: Any, source: str) -> GatewayConfig:
         key += _device_named(document, first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            model = _MODELS.get(str(first["loc"][0]), GatewayConfig)
+            model = _section_model(first["loc"])
             message = f"unknown key; allowed keys here are {', '.join(model.model_fields)}"
         raise ConfigError(source, key, message) from None
 
 
-_MODELS: dict[str, type[BaseModel]] = {"devices": DeviceConfig, "wearables": AnalysisSettings}
+_MODELS: dict[str, type[BaseModel]] = {
+    "devices": DeviceConfig,
+    "wearables": AnalysisSettings,
+    "cameras": CameraSiteSettings,
+}
 """The model of each nested section, to list its keys when one is unknown."""
+
+
+def _section_model(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The model holding the last key of ``loc``; cameras nest it up to three deep."""
+    if loc[0] == "cameras" and len(loc) == 4:
+        return CameraSettings
+    if loc[0] == "cameras" and len(loc) == 6:
+        return ZoneSettings if loc[3] == "zones" else LineSettings
+    return _MODELS.get(str(loc[0]), GatewayConfig)
 
 
 def _device_named(document: dict[str, Any], loc: tuple[int | str, ...]) -> str:

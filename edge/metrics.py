@@ -34,6 +34,9 @@ fire_buildings_in_alarm                     gauge
 wearable_findings_total                     counter  type (wearable.fall, ...)
 wearable_falls_recovered_total              counter  (suspected falls the wearer
                                                      got up from: no event)
+camera_events_disarmed_total                counter  device (intrusions and loitering
+                                                     in a zone outside its armed
+                                                     hours: not sent)
 ==========================================  =======  =============================
 """
 
@@ -120,6 +123,13 @@ class AnalysisView(Protocol):
     def recovered_falls(self) -> int: ...
 
 
+class CamerasView(Protocol):
+    """What the collector reads of the ``cameras`` section (``edge.cameras``)."""
+
+    @property
+    def disarmed(self) -> Mapping[str, int]: ...
+
+
 class IntakeView(Protocol):
     """What the collector reads of the agent's way into the spool (``edge.app.Agent``)."""
 
@@ -169,12 +179,14 @@ class EdgeCollector:
         linkage: LinkageView | None = None,
         intake: IntakeView | None = None,
         analysis: AnalysisView | None = None,
+        cameras: CamerasView | None = None,
     ) -> None:
         self._devices = devices
         self._pollers = pollers
         self._pumps = pumps
         self._intake = intake
         self._analysis = analysis
+        self._cameras = cameras
         self._spool = spool
         self._uplink = uplink
         self._linkage = linkage
@@ -193,6 +205,8 @@ class EdgeCollector:
             yield from self._taken_in(self._intake)
         if self._analysis is not None:
             yield from self._analysed(self._analysis)
+        if self._cameras is not None:
+            yield self._disarmed(self._cameras)
 
     @staticmethod
     def _polling(devices: Sequence[AgentDevice]) -> Iterable[Metric]:
@@ -347,6 +361,17 @@ class EdgeCollector:
             value=analysis.recovered_falls,
         )
         return [findings, recovered]
+
+    @staticmethod
+    def _disarmed(cameras: CamerasView) -> Metric:
+        disarmed = CounterMetricFamily(
+            _name("camera_events_disarmed"),
+            "Intrusion and loitering events not sent: their zone was outside its armed hours.",
+            labels=["device"],
+        )
+        for device, count in sorted(cameras.disarmed.items()):
+            disarmed.add_metric([device], count)
+        return disarmed
 
     @staticmethod
     def _taken_in(intake: IntakeView) -> Iterable[Metric]:

@@ -237,6 +237,38 @@ async def test_tailgating_is_more_crossings_than_grants_at_a_door(
     )
 
 
+@pytest.mark.parametrize(
+    ("crossings", "opens"),
+    [([("in", 2)], True), ([("out", 2), ("in", 1)], False)],
+    ids=["two-in-on-one-grant", "two-out-and-one-in-on-one-grant"],
+)
+async def test_only_people_crossing_inward_count_against_a_door_s_grants(
+    pool: AsyncConnectionPool[Any],
+    database_url: str,
+    crossings: list[tuple[str, int]],
+    opens: bool,
+) -> None:
+    now = datetime.now(UTC)
+    await store(pool, one("door-1", EventType.ACCESS_GRANTED, now - timedelta(seconds=10)))
+    await store(
+        pool,
+        *(
+            one(
+                "cam-1",
+                EventType.CAMERA_LINE_CROSSING,
+                now - timedelta(seconds=len(crossings) - i),
+                door="door-1",
+                direction=direction,
+                count=count,
+            )
+            for i, (direction, count) in enumerate(crossings)
+        ),
+    )
+    assert [row[:3] for row in incidents(database_url)] == (
+        [("tailgating", 2, "cam-1")] if opens else []
+    )
+
+
 async def test_each_abnormal_heart_rate_episode_opens_an_incident(
     pool: AsyncConnectionPool[Any], database_url: str
 ) -> None:

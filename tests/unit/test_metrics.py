@@ -4,6 +4,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
+from edge.cameras.settings import CameraSiteSettings
+from edge.cameras.site import CameraSite
 from edge.drivers.modbus.bus import ModbusBus
 from edge.local_rules import FireLinkage
 from edge.metrics import EdgeCollector, MetricsError, MetricsServer, build_registry, serve_metrics
@@ -19,7 +22,8 @@ from edge.poller import BusPoller, PolledDevice
 from edge.uplink import UplinkState
 from schemas.profile import load_profile
 from schemas.topics import Channel
-from schemas.wire import Event, Reading
+from schemas.vocabulary import EventType, Severity
+from schemas.wire import Event, EventData, Reading
 
 SMOKE = load_profile(
     Path(__file__).resolve().parents[2] / "device_profiles/smoke/anju-smoke-mb.yaml"
@@ -261,3 +265,27 @@ async def test_serve_metrics_serves_until_stopped(agent: Agent) -> None:
     assert response.status_code == 200
     stop.set()
     await asyncio.wait_for(serving, timeout=5.0)
+
+
+async def test_scrape_counts_camera_events_held_back_by_armed_hours(agent: Agent) -> None:
+    site = CameraSite(
+        CameraSiteSettings.model_validate(
+            {"devices": {"lobby-cam": {"zones": {"Z2": {"name": "lobby", "armed": "22:00-06:00"}}}}}
+        )
+    )
+    # 12:00 in Asia/Shanghai: the lobby is not armed.
+    noon = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
+    intrusion = Event(
+        device="lobby-cam",
+        ts=noon,
+        seq=1,
+        type=EventType.CAMERA_INTRUSION,
+        severity=Severity.WARNING,
+        data=EventData(zone="Z2"),
+    )
+    assert site.apply([intrusion, intrusion]) == []
+    collector = EdgeCollector(devices=lambda: agent.devices, cameras=site)
+    registry = build_registry(collector, gateway="gw-fh-01", community="xijin/fenghuang")
+    async with MetricsServer(registry, port=0) as server:
+        samples = await scrape(f"http://127.0.0.1:{server.port}")
+    assert value(samples, "anju_edge_camera_events_disarmed_total", device="lobby-cam") == 2

@@ -12,11 +12,14 @@ SELECT coalesce(max(n), 0) FROM (
 WHERE ts <= %(at)s
 
 -- name: door_traffic
--- People a door's cameras saw cross its line, and access grants of the door, in
--- (since, until]. A crossing event's count defaults to one person.
+-- People a door's cameras saw cross its line inward, and access grants of the door,
+-- in (since, until]. A crossing event's count defaults to one person; one without a
+-- direction (a box older than data.direction) counts as inward, and people walking
+-- out need no grant.
 SELECT
     (SELECT coalesce(sum(coalesce((data ->> 'count')::bigint, 1)), 0) FROM events
      WHERE type = 'camera.line_crossing' AND data ->> 'door' = %(door)s
+       AND coalesce(data ->> 'direction', 'in') = 'in'
        AND ts > %(since)s AND ts <= %(until)s) AS crossings,
     (SELECT count(*) FROM events
      WHERE device_id = %(door)s AND type = 'access.granted'
