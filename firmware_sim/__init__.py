@@ -22,6 +22,10 @@ Modules:
 - ``band_models``: the CB-300 care band and CB-100 beacon band, pure models and their bytes.
 - ``ble_radio``: the simulated BLE air, and the gateway's dongle served as HCI over TCP.
 - ``wearables``: hosts the bands on the air (``BandField``), with a command line.
+- ``serial_line``: a simulator's end of a serial line, paced at its baud rate.
+- ``camera_box``: the VA-SR400 camera analytics box's checksummed records on a serial line.
+- ``osdp_readers``: OSDP door readers (libosdp peripherals) on one simulated RS-485 line.
+- ``osdp_console``: the command line of ``osdp_readers`` (``anju sim readers``).
 
 Exceptions raised by this package::
 
@@ -35,7 +39,8 @@ Exceptions raised by this package::
     ├── ScenarioError             a scenario file that cannot run (names file and step)
     ├── UnknownModelError         no simulated model for a profile id
     ├── UnknownBandError          no simulated band with that address or name
-    └── BandScenarioError         a band scenario that cannot start (name or argument)
+    ├── BandScenarioError         a band scenario that cannot start (name or argument)
+    └── UnknownReaderError        no simulated OSDP reader at that address on the line
 """
 
 from __future__ import annotations

@@ -28,8 +28,12 @@ from anju.commands.common import profile_root
 from edge.addresses import DeviceAddress, parse_address
 from edge.errors import AddressError
 from firmware_sim import ScenarioError, SimServerError
+from firmware_sim.camera_box import SCENARIOS as CAMERA_SCENARIOS
+from firmware_sim.camera_box import main as serve_camera
 from firmware_sim.modbus_server import ModbusDeviceModel, ModbusRtuSimServer, ModbusSimServer
 from firmware_sim.models import SIMULATED_MODELS, get_model
+from firmware_sim.osdp_console import SCENARIOS as READER_SCENARIOS
+from firmware_sim.osdp_console import main as serve_readers
 from firmware_sim.profile_device import describe_points, register_device_for_profile
 from firmware_sim.scenario import Step, load_scenario, run_scenario
 from firmware_sim.wearables import main as serve_bands
@@ -512,3 +516,111 @@ def bands(
         *(item for spec in scenario or () for item in ("--scenario", spec)),
     ]
     raise typer.Exit(serve_bands(argv, prog="anju sim bands"))
+
+
+@app.command(
+    "readers",
+    epilog="Examples:\n\n"
+    "  socat -d -d pty,raw,echo=0,link=/tmp/osdpA pty,raw,echo=0,link=/tmp/osdpB &\n\n"
+    "  anju sim readers --path /tmp/osdpA --addresses 0-15 --scbk-file readers.keys "
+    "--scenario grant\n\n"
+    "A gateway (the OSDP control panel) opens the other end, /tmp/osdpB, at the same "
+    "baud rate. The key file holds one ADDRESS=KEY line per secure reader, the key as "
+    "32 hex digits (1=000102...0f); readers without a key talk in clear.",
+)
+def readers(
+    path: Annotated[
+        str, typer.Option("--path", metavar="PATH", help="The pty end the readers answer on.")
+    ],
+    baud: Annotated[
+        int,
+        typer.Option("--baud", metavar="BAUD", min=300, help="Line rate; replies are paced to it."),
+    ] = 9600,
+    addresses: Annotated[
+        str, typer.Option("--addresses", metavar="LIST", help="Reader addresses: 0-15 or 1,3,5-7.")
+    ] = "1",
+    scbk_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--scbk-file",
+            metavar="FILE",
+            help="Secure-channel keys, ADDRESS=HEX per line (never given on the command line).",
+        ),
+    ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            metavar="NAME",
+            help=f"Play on each reader in turn, every --every seconds: "
+            f"{', '.join(READER_SCENARIOS)}.",
+        ),
+    ] = None,
+    every: Annotated[
+        float, typer.Option("--every", metavar="SECONDS", min=0.1, help="Time between scenarios.")
+    ] = 5.0,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", metavar="SECONDS", min=0, help="Stop after this long."),
+    ] = None,
+) -> None:
+    """OSDP door readers (libosdp peripherals) on one pseudo-terminal, paced at the baud rate.
+
+    Prints each scenario step it plays and each command the panel sends (LED, buzzer,
+    output); serves until Ctrl-C or --duration.
+    """
+    argv = [
+        *("--path", path, "--baud", str(baud), "--addresses", addresses, "--every", str(every)),
+        *(("--scbk-file", str(scbk_file)) if scbk_file is not None else ()),
+        *(("--scenario", scenario) if scenario is not None else ()),
+        *(("--duration", str(duration)) if duration is not None else ()),
+    ]
+    raise typer.Exit(serve_readers(argv, prog="anju sim readers"))
+
+
+@app.command(
+    "camera",
+    epilog="Examples:\n\n"
+    "  socat -d -d pty,raw,echo=0,link=/tmp/camA pty,raw,echo=0,link=/tmp/camB &\n\n"
+    "  anju sim camera --path /tmp/camA --scenario night_intrusion\n\n"
+    "  anju sim camera --path /tmp/camA --baud 9600 --rate 20 --duration 60\n\n"
+    "A gateway reads the other end: serial:///tmp/camB?baud=115200 with profile "
+    "anju-camera-serial. Prints 'ready path=PATH baud=N', and 'sent N records' at the end.",
+)
+def camera(
+    path: Annotated[
+        str, typer.Option("--path", metavar="PATH", help="The serial line (a pty end) to write.")
+    ],
+    baud: Annotated[
+        int,
+        typer.Option("--baud", metavar="BAUD", min=300, help="Line rate; records are paced to it."),
+    ] = 115200,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            metavar="NAME",
+            help=f"Play once at start: {' or '.join(CAMERA_SCENARIOS)}.",
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", metavar="N", help="Send N records a second of a realistic mix."),
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", metavar="SECONDS", min=0, help="Stop after this long."),
+    ] = None,
+) -> None:
+    """A VA-SR400 camera analytics box: counts and events as serial records, never images.
+
+    People counts every 5 s and on change, a scenario's events, or a steady rate of
+    records; serves until Ctrl-C or --duration.
+    """
+    argv = [
+        *("--path", path, "--baud", str(baud)),
+        *(("--scenario", scenario) if scenario is not None else ()),
+        *(("--rate", str(rate)) if rate is not None else ()),
+        *(("--duration", str(duration)) if duration is not None else ()),
+    ]
+    raise typer.Exit(serve_camera(argv, prog="anju sim camera"))
