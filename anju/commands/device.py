@@ -14,6 +14,7 @@ with provisioning.
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,7 +58,8 @@ app = typer.Typer(
     "Device addresses are URLs: modbus-tcp://HOST:PORT?unit=N for a device or an "
     "RTU-to-TCP converter on the network, modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N "
     "for an RS-485 line on the gateway itself, ble://AA:BB:CC:DD:EE:FF for a wearable band "
-    "(heard through --adapter). test and scan work with every protocol "
+    "(heard through --adapter), serial:///dev/ttyS1?baud=115200 for a device pushing records "
+    "(a camera box). test and scan work with every protocol "
     "whose driver can probe and scan; write is Modbus only. Profiles are found under "
     "$ANJU_PROFILE_DIR, else the repository's device_profiles/ (anju profile list shows them).",
     epilog="Examples:\n\n"
@@ -85,8 +87,8 @@ AddressOption = Annotated[
         "--address",
         metavar="URL",
         help="Device address: modbus-tcp://HOST:PORT?unit=N, "
-        "modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N (quote it in the shell) or "
-        "ble://AA:BB:CC:DD:EE:FF.",
+        "modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N (quote it in the shell), "
+        "ble://AA:BB:CC:DD:EE:FF or serial:///dev/ttyS1?baud=115200.",
         show_default=False,
     ),
 ]
@@ -118,7 +120,9 @@ _MODBUS = ModbusDriver.protocols
     "baud rate, parity or A/B wiring; a connection closed by the device, that it restarted "
     "or that another client holds its only connection. A band (ble://) is heard advertising "
     "first, then connected if its profile reads or subscribes to characteristics; each "
-    "notified point shows the first notification.",
+    "notified point shows the first notification. A serial device (serial://) is listened to "
+    "until each record its points come from has arrived, for up to --timeout seconds "
+    "(at least 6).",
 )
 def device_test(
     profile_id: ProfileOption,
@@ -137,7 +141,8 @@ def device_test(
             metavar="S",
             min=0.05,
             help="Seconds to wait per request; for a band (ble://), to hear it advertise "
-            "and for each first notification (at least 3).",
+            "and for each first notification (at least 3); for a serial device, to listen "
+            "for its records (at least 6).",
         ),
     ] = 1.0,
     profiles: ProfilesOption = None,
@@ -155,7 +160,7 @@ def device_test(
     device = _address(address, as_json=as_json)
     try:
         driver = _driver(profile, device, address)
-        options = DriverOptions(timeout_s=timeout, settings=_settings(driver, adapter))
+        options = DriverOptions(timeout_s=timeout, settings=_settings(driver, adapter, device))
         inspection = asyncio.run(inspect_device(driver, profile, device, options))
     except EdgeError as exc:
         _fail(as_json, _explain(exc, device, profile))
@@ -430,8 +435,17 @@ def _scan_target(protocol: str, url: str, *, as_json: bool) -> tuple[Driver, Dev
     return _scan_driver(protocol, bus, url), bus
 
 
-def _settings(driver: Driver, adapter: str) -> dict[str, object]:
-    """The driver's settings an installer gives on the command line (the BLE adapter)."""
+def _settings(
+    driver: Driver, adapter: str, device: DeviceAddress | None = None
+) -> dict[str, object]:
+    """The driver's settings an installer gives on the command line (the BLE adapter),
+    or in the environment (an OSDP reader's keys, kept out of the shell's history)."""
+    if driver.name == "osdp":
+        keys = {"ANJU_OSDP_SCBK": "scbk", "ANJU_OSDP_CARD_HASH_KEY": "card_hash_key"}
+        given = {name: os.environ[env] for env, name in keys.items() if os.environ.get(env)}
+        if "scbk" in given and device is not None:
+            return {**given, "scbk": {str(device): given["scbk"]}}
+        return {key: value for key, value in given.items() if key != "scbk"}
     return {"adapter": adapter} if driver.name == "ble" else {}
 
 

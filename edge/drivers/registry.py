@@ -17,6 +17,8 @@ BUILT_IN: Final[dict[str, str]] = {
     "modbus-tcp": "edge.drivers.modbus",
     "modbus-rtu": "edge.drivers.modbus",
     "ble": "edge.drivers.ble",
+    "serial": "edge.drivers.serial",
+    "osdp": "edge.drivers.osdp",
 }
 """The module holding the built-in driver (as ``DRIVER``) of each protocol."""
 

@@ -5,28 +5,69 @@ device answers the gateway's polls with typed replies. The card and keypad repli
 (osdp_RAW or osdp_FMT, osdp_KEYPAD) carry what was presented; osdp_ISTATR and
 osdp_OSTATR carry the state of each numbered input and output; osdp_LSTATR carries
 the tamper and power states. A point names the reply and, for inputs and outputs,
-the number. The OSDP driver is not built yet; it will read points by these
-addresses. The reader's bus address and baud rate belong to the device's address
-URL (docs/design.md section 12), not the profile, so the family has no settings.
+the number. The reader's bus address and baud rate belong to the device's address
+URL (docs/design.md section 12), not the profile.
+
+Some points are derived by the gateway from several replies, because on an OSDP line
+the gateway is the control panel but not the door controller, which decides:
+
+``card_read``, ``keypress``
+    A keyed hash of the card (or of the PIN typed), never the number itself.
+``access``, ``credential``
+    ``granted`` when the lock-release input follows a card or PIN within the grant
+    window, ``denied`` otherwise; ``credential`` is the hash it concerns.
+``forced``
+    1 while the door contact is open after it opened without the lock released.
+``led``, ``buzzer``
+    Writable outputs: an LED colour (0 off, 1 red, 2 green, 3 amber, 4 blue, ...)
+    and a number of beeps (0 silences it).
+
+The settings say which reader inputs the door's contact and lock-release sense are
+wired to, and how long the door controller may take to release the lock.
 """
 
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
 from schemas.addressing import Addressing, register
 from schemas.strict import Strict
 
-OsdpReply = Literal["card_read", "keypress", "input_status", "output_status", "tamper", "power"]
+if TYPE_CHECKING:
+    from schemas.profile import DeviceProfile
+
+OsdpReply = Literal[
+    "card_read",
+    "keypress",
+    "input_status",
+    "output_status",
+    "tamper",
+    "power",
+    "access",
+    "credential",
+    "forced",
+    "led",
+    "buzzer",
+]
 
 _NUMBERED: frozenset[str] = frozenset({"input_status", "output_status"})
+WRITABLE_REPLIES: frozenset[str] = frozenset({"led", "buzzer"})
+"""The replies that are outputs of the reader, written by the gateway."""
+_DOOR_REPLIES: dict[str, tuple[str, ...]] = {
+    "access": ("release_input",),
+    "credential": ("release_input",),
+    "forced": ("door_contact_input", "release_input"),
+}
+"""The derived replies and the settings each needs."""
+
+InputNumber = Annotated[int, Field(ge=0, le=255)]
 
 
 class OsdpAddress(Strict):
     """Which reply of an OSDP reader a point takes its value from."""
 
     reply: OsdpReply
-    index: Annotated[int, Field(ge=0, le=255)] | None = Field(
+    index: InputNumber | None = Field(
         default=None,
         description="The input or output number, for input_status and output_status only.",
     )
@@ -41,4 +82,55 @@ class OsdpAddress(Strict):
         return self
 
 
-register(Addressing(key="osdp", protocols=frozenset({"osdp"}), point=OsdpAddress))
+class OsdpSettings(Strict):
+    """The door beside the reader, as its inputs show it to the gateway."""
+
+    door_contact_input: InputNumber | None = Field(
+        default=0,
+        description="The reader input wired to the door contact (active while the door "
+        "stands open); null when the reader has no door contact.",
+    )
+    release_input: InputNumber | None = Field(
+        default=1,
+        description="The reader input wired to the lock-release sense (active while the "
+        "door controller holds the strike released); null when there is none.",
+    )
+    grant_window_s: Annotated[float, Field(gt=0, le=30)] = Field(
+        default=1.5,
+        description="How long after a card or PIN the release may come and still count "
+        "as access.granted; without one by then it is access.denied.",
+    )
+
+    @model_validator(mode="after")
+    def _two_inputs(self) -> Self:
+        inputs = (self.door_contact_input, self.release_input)
+        if None not in inputs and inputs[0] == inputs[1]:
+            raise ValueError("door_contact_input and release_input must be different inputs")
+        return self
+
+
+def _fits_reader(profile: "DeviceProfile") -> None:
+    """Outputs are writable and nothing else is; derived points have their inputs."""
+    settings = profile.settings_as(OsdpSettings) or OsdpSettings()
+    for index, point in enumerate(profile.points):
+        reply = point.address_as(OsdpAddress).reply
+        writable = reply in WRITABLE_REPLIES
+        if point.writable != writable:
+            should = "must be" if writable else "cannot be"
+            raise ValueError(f"points[{index}] ({point.name}): a {reply} point {should} writable")
+        missing = [key for key in _DOOR_REPLIES.get(reply, ()) if getattr(settings, key) is None]
+        if missing:
+            raise ValueError(
+                f"points[{index}] ({point.name}): a {reply} point needs osdp.{missing[0]}"
+            )
+
+
+register(
+    Addressing(
+        key="osdp",
+        protocols=frozenset({"osdp"}),
+        point=OsdpAddress,
+        settings=OsdpSettings,
+        check=_fits_reader,
+    )
+)

@@ -119,10 +119,13 @@ def test_door_profile_reports_open_and_locked() -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_polled_occurrence_rules_name_a_sequence(path: Path) -> None:
     """A polled device shows its last record at every poll; without a sequence each poll
-    would raise the event again. Serial devices push each record once."""
+    would raise the event again. Serial, OSDP and BLE devices push each record once."""
     profile = load_profile(path)
     for rule in profile.events:
-        if rule.mode == "occurrence" and profile.protocol != Protocol.SERIAL:
+        if rule.mode == "occurrence" and profile.protocol in (
+            Protocol.MODBUS_RTU,
+            Protocol.MODBUS_TCP,
+        ):
             assert rule.sequence is not None, f"{path.name}: {rule.type} needs a sequence"
 
 
