@@ -321,3 +321,21 @@ def test_cli_scan_and_test_a_reader() -> None:
         assert wrong.returncode == 1
         assert "another key" in wrong.stderr + wrong.stdout
         assert WRONG_KEY.hex() not in wrong.stderr + wrong.stdout
+
+
+async def test_a_port_that_fails_is_opened_again(tmp_path: Path) -> None:
+    """A USB adapter pulled and plugged back: every reader offline, then back by itself."""
+    readers = [SimReader(1, scbk=KEY), SimReader(2, scbk=KEY)]
+    with PtyPair(directory=tmp_path) as pty:
+        devices = readers_on(pty, [1, 2])
+        async with running(devices) as (bus, seen):
+            with ReaderLine(pty.a, 9600, readers):
+                await until("readers online", 5, lambda: len(seen.online) == 2)
+                pty.stop()  # pulled while the readers still answer
+                await until("offline", 5, lambda: not seen.online)
+            with PtyPair(directory=tmp_path) as again, ReaderLine(again.a, 9600, readers):
+                await until("back online", 10, lambda: len(seen.online) == 2)
+    # The first news of each reader is the port; a reader may time out after, while the
+    # port is back and the readers are not yet.
+    assert {errors[0].kind for errors in seen.offline_errors.values()} == {"disconnected"}
+    assert bus.stats() is None  # closed with the bus

@@ -6,10 +6,12 @@ the sink is only ever called on the loop. Without the port the bus says so once,
 marks every reader offline and tries again with backoff, so an adapter plugged in
 later is picked up.
 
-Errors, by kind: a reader that stops answering is ``DeviceTimeout``; one that
-answers with another secure-channel key, or offers none while the gateway has a key
-for it, ``SecureChannelError`` (``secure_channel``), whose message names the reader
-and the key's place in the config. Each is reported once per change.
+Errors, by kind: a port that fails (a USB adapter pulled) is ``DeviceDisconnected``
+for every reader, and the port is opened again with backoff; a reader that stops
+answering is ``DeviceTimeout``; one that answers with another secure-channel key, or
+offers none while the gateway has a key for it, ``SecureChannelError``
+(``secure_channel``), whose message names the reader and the key's place in the
+config. Each is reported once per change.
 """
 
 import asyncio
@@ -40,7 +42,13 @@ from edge.drivers.osdp.panel import (
 )
 from edge.drivers.osdp.reader import ReaderState, Values
 from edge.drivers.osdp.settings import OsdpDriverSettings, Secret
-from edge.errors import DeviceError, DeviceTimeout, DeviceUnreachable, PointError
+from edge.errors import (
+    DeviceDisconnected,
+    DeviceError,
+    DeviceTimeout,
+    DeviceUnreachable,
+    PointError,
+)
 from schemas.profile import Point
 from schemas.protocols.osdp import OsdpAddress
 
@@ -113,10 +121,14 @@ class OsdpBus(StreamingBus):
             self._panel = panel
             panel.start()
             try:
-                await self._tick(stop)
+                await self._tick(stop, panel)
             finally:
                 panel.stop()
                 self._panel = None
+            if panel.lost is not None:
+                log.error("OSDP %s: the port failed: %s; opening it again", self.name, panel.lost)
+                self._all_offline(DeviceDisconnected(self.name, f"the port failed: {panel.lost}"))
+                await _sleep(stop, backoff.next_delay())
 
     def _open(self) -> Panel:
         port = open_port(self._line.path, self._line.baud)
@@ -128,10 +140,11 @@ class OsdpBus(StreamingBus):
             SerialChannel(port), setups, self._from_thread, baud=self._line.baud, name=self.name
         )
 
-    async def _tick(self, stop: asyncio.Event) -> None:
-        """Decide grant windows that ran out, and re-deliver the inputs each interval."""
+    async def _tick(self, stop: asyncio.Event, panel: Panel) -> None:
+        """Decide grant windows that ran out, and re-deliver the inputs each interval,
+        until ``stop`` or until the panel lost its port."""
         resent: dict[int, float] = {}
-        while not stop.is_set():
+        while not stop.is_set() and panel.lost is None:
             await _sleep(stop, TICK_S)
             now = time.monotonic()
             for unit, reader in self._readers.items():
@@ -200,7 +213,7 @@ class OsdpBus(StreamingBus):
             if values:
                 self._sink.sample(device.device_id, values, ts or datetime.now(UTC))
 
-    def _all_offline(self, error: DeviceUnreachable) -> None:
+    def _all_offline(self, error: DeviceError) -> None:
         if self._sink is not None:
             ts = datetime.now(UTC)
             for device in self._devices.values():

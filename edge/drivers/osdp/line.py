@@ -90,6 +90,9 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
         mismatch."""
         self.heard: set[int] = set()
         """Readers that sent any well-formed reply since last cleared."""
+        self.lost: str | None = None
+        """Why the port failed (a USB adapter unplugged), once it has: the panel stops
+        and the bus reopens the port."""
 
     def fileno(self) -> int:
         return int(self._port.fileno())
@@ -100,7 +103,8 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
         line, where a 20-byte reply takes 21 ms at 9600 baud."""
         try:
             data = bytes(self._port.read(self._port.in_waiting or 1))
-        except serial.SerialException:
+        except (serial.SerialException, OSError) as exc:
+            self.lost = str(exc)
             data = b""
         if data:
             self._pending += data
@@ -117,7 +121,8 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
     def write(self, buf: bytes) -> int:
         try:
             written = self._port.write(buf) or 0
-        except serial.SerialException:
+        except (serial.SerialException, OSError) as exc:
+            self.lost = str(exc)
             return 0
         frames = self._sent.feed(bytes(buf[:written]))
         now = self._clock()

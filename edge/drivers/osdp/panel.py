@@ -217,6 +217,11 @@ class Panel:
             done.set_result(False)
         return done
 
+    @property
+    def lost(self) -> str | None:
+        """Why the port failed, once it has; the thread has ended then."""
+        return self._channel.lost
+
     def is_online(self, address: int) -> bool:
         index = self._index.get(address)
         return index is not None and self._readers[index].online
@@ -265,6 +270,8 @@ class Panel:
                     os.read(self._wake_read, 512)
                 self._drain_commands()
                 cp.refresh()  # type: ignore[attr-defined]
+                if self._channel.lost is not None:
+                    return  # the bus sees ``lost`` and opens the port again
                 self._supervise(time.monotonic())
             except Exception:  # the line's outer loop: log, count on, keep polling
                 log.exception("OSDP %s: the panel failed; going on", self.name)
