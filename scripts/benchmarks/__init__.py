@@ -50,6 +50,11 @@ REGISTRY: dict[str, Benchmark] = {
             "agent hearing 300 beacon bands and holding 20 connected ones; SOS to the spool",
         ),
         Benchmark(
+            "edge-serial",
+            "benchmarks.edge_serial",
+            "16 OSDP readers on one 9600 baud line against the wire's limit; 4 camera boxes",
+        ),
+        Benchmark(
             "ingest",
             "benchmarks.ingest",
             "2 million readings: gateways -> Mosquitto -> anju cloud ingest -> PostgreSQL, vs COPY",
