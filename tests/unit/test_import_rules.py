@@ -44,6 +44,8 @@ def test_the_repository_keeps_every_contract() -> None:
         ("cloud/queue/states.py", "import cloud.incidents", "cloud's packages form layers"),
         ("edge/drivers/modbus/bus.py", "import edge.spool", "drivers know no spool"),
         ("edge/actions.py", "import edge.drivers.modbus.bus", "only through edge.drivers.registry"),
+        ("edge/streams.py", "import edge.drivers.osdp.bus", "only through edge.drivers.registry"),
+        ("edge/cameras/site.py", "import edge.spool", "the camera section knows events"),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(
