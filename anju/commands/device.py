@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Final, NoReturn
 
 import msgspec
 import typer
@@ -42,6 +42,7 @@ from edge.drivers.modbus.probe import parse_point_value, write_point
 from edge.drivers.registry import NoDriver, driver_for
 from edge.errors import (
     AddressError,
+    ConfigError,
     DeviceDisconnected,
     DeviceRejected,
     DeviceTimeout,
@@ -441,8 +442,9 @@ def _settings(
     """The driver's settings an installer gives on the command line (the BLE adapter),
     or in the environment (an OSDP reader's keys, kept out of the shell's history)."""
     if driver.name == "osdp":
-        keys = {"ANJU_OSDP_SCBK": "scbk", "ANJU_OSDP_CARD_HASH_KEY": "card_hash_key"}
-        given = {name: os.environ[env] for env, name in keys.items() if os.environ.get(env)}
+        given = {
+            name: os.environ[env] for env, name in _OSDP_ENVIRONMENT.items() if os.environ.get(env)
+        }
         if "scbk" in given and device is not None:
             return {**given, "scbk": {str(device): given["scbk"]}}
         return {key: value for key, value in given.items() if key != "scbk"}
@@ -468,8 +470,17 @@ def _fail(as_json: bool, message: str) -> NoReturn:
     fail(message)
 
 
+_OSDP_ENVIRONMENT: Final = {"ANJU_OSDP_SCBK": "scbk", "ANJU_OSDP_CARD_HASH_KEY": "card_hash_key"}
+"""Where ``device test`` and ``device scan`` take an OSDP reader's keys from, by setting."""
+
+
 def _explain(exc: EdgeError, device: DeviceAddress, profile: DeviceProfile | None = None) -> str:
     """The error, and on a second line what an installer should check next."""
+    if isinstance(exc, ConfigError) and device.protocol is Protocol.OSDP:
+        # The command line has no config file: the settings came from the environment.
+        for variable, setting in _OSDP_ENVIRONMENT.items():
+            if exc.key.startswith(f"drivers.osdp.{setting}"):
+                return f"{variable}: {exc.problem}"
     modbus = device.protocol in _MODBUS
     if isinstance(exc, DeviceUnreachable):
         hint = (

@@ -312,6 +312,22 @@ async def test_unknown_profile_and_bad_address_are_refused_before_any_io() -> No
     assert "runs backwards" in bad_units.stderr
 
 
+def test_a_bad_reader_key_in_the_environment_is_named_as_such_and_not_echoed() -> None:
+    key = "c0ffee"
+    done = subprocess.run(
+        [*ANJU, "device", "test", "--profile", "anju-osdp-reader"]
+        + ["--address", "osdp:///dev/ttyS9?address=1"],
+        env={**_env(None), "ANJU_OSDP_SCBK": key},
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "ANJU_OSDP_SCBK: 6 hex digits; expected exactly 32" in done.stderr
+    assert key not in done.stderr + done.stdout
+
+
 async def test_device_that_closes_the_connection_is_reported_at_once_with_a_tcp_hint() -> None:
     """A device that accepts a connection and closes it: a reboot, or its one slot taken."""
 
