@@ -12,8 +12,9 @@ form                            parameters (default)
 ``modbus-tcp://HOST[:PORT]``    ``unit`` 0-247 (1); the port defaults to 502
 ``modbus-rtu:///dev/ttyUSB0``   ``unit`` 0-247 (1), ``baud`` 300-4000000 (9600),
                                 ``parity`` N, E or O (N)
-``serial:///dev/ttyS1``         ``baud`` 300-4000000 (9600), ``parity`` N, E or O (N),
-                                ``bytesize`` 7 or 8 (8), ``stopbits`` 1 or 2 (1)
+``serial:///dev/ttyS1``         ``baud`` 300-4000000 (the profile's ``serial.baud``),
+                                ``parity`` N, E or O (N), ``bytesize`` 7 or 8 (8),
+                                ``stopbits`` 1 or 2 (1)
 ``osdp:///dev/ttyUSB0``         ``address`` 0-126 (0), ``baud`` 9600, 19200, 38400,
                                 57600, 115200 or 230400 (9600)
 ``ble://AA:BB:CC:DD:EE:FF``     none
@@ -24,9 +25,10 @@ fixes 8N1 and the set of baud rates, and names each reader on the line by its PD
 address (0-126; 127 is broadcast). A plain serial device follows no standard framing,
 so it takes all four line settings and, having no bus addressing, no unit. A BLE
 device is found by its MAC alone, and every band shares the gateway's adapter (one
-bus). Serial and OSDP have no driver yet; they parse here
-so that an installer gets one kind of error for every address, and a future driver
-finds the settings it needs.
+bus). A serial device's profile knows the rate its model sends at, so an address
+without ``baud=`` takes it from there (``baud_given`` tells the driver which applies).
+Every built-in scheme parses here rather than in its driver, so that an installer gets
+one kind of error for every address.
 
 A driver that brings a protocol of its own registers its scheme with
 ``register_scheme``: its addresses are ``SCHEME://NAME?unit=N``, NAME being whatever
@@ -38,7 +40,7 @@ the broadcast address no device answers.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
@@ -104,6 +106,9 @@ class DeviceAddress:
     parity: Parity = "N"
     bytesize: ByteSize = 8
     stopbits: StopBits = 1
+    baud_given: bool = field(default=False, compare=False)
+    """Whether the URL said ``baud=``; if not, a serial device runs at its profile's
+    rate. Not part of equality: ``str()`` spells out ``baud`` and parses back equal."""
 
     @property
     def bus(self) -> str:
@@ -166,19 +171,25 @@ def parse_address(url: str, *, listening: bool = False) -> DeviceAddress:
         return DeviceAddress(protocol, host=mac)
     if parts.netloc or not parts.path.startswith("/"):
         raise AddressError(url, f"expected {protocol}:///dev/ttyUSB0 (three slashes)")
+    given = "baud" in query
     if protocol is Protocol.OSDP:
         pd_address = _integer(url, "address", query.get("address", "0"), 0, 126)
         baud = _choice(url, "baud", query.get("baud", "9600"), _OSDP_BAUDS)
-        return DeviceAddress(protocol, path=parts.path, unit=pd_address, baud=baud)
+        return DeviceAddress(
+            protocol, path=parts.path, unit=pd_address, baud=baud, baud_given=given
+        )
     baud = _integer(url, "baud", query.get("baud", "9600"), 300, 4_000_000)
     parity = _choice(url, "parity", query.get("parity", "N").upper(), _PARITIES)
     if protocol is Protocol.MODBUS_RTU:
         unit = _unit(url, query, listening=listening)
-        return DeviceAddress(protocol, path=parts.path, unit=unit, baud=baud, parity=parity)
+        return DeviceAddress(
+            protocol, path=parts.path, unit=unit, baud=baud, parity=parity, baud_given=given
+        )
     return DeviceAddress(
         protocol,
         path=parts.path,
         baud=baud,
+        baud_given=given,
         parity=parity,
         bytesize=_choice(url, "bytesize", query.get("bytesize", "8"), _BYTESIZES),
         stopbits=_choice(url, "stopbits", query.get("stopbits", "1"), _STOPBITS),

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from edge.actions import DeviceActions
 from edge.cameras.site import CameraSite
 from edge.commands import AUDIT_FILE, CommandProcessor
-from edge.config import GatewayConfig
+from edge.config import GatewayConfig, check_camera_kinds
 from edge.devices import AgentDevice
 from edge.drivers.contract import DriverOptions, DriverUnavailable, StreamingBus
 from edge.drivers.registry import driver_for
@@ -87,7 +87,9 @@ class Agent:
         self.unavailable: dict[str, AgentDevice] = {}
         """Devices whose protocol has no driver that can run here; offline from start."""
         self._unavailable_because: dict[str, str] = {}
-        self._open_buses(self._configured_devices(profiles, source))
+        devices = self._configured_devices(profiles, source)  # unknown profiles named first
+        check_camera_kinds(config, profiles, source)
+        self._open_buses(devices)
         normalisers = {device.device_id: device.normaliser for device in self.devices}
         self._normalisers = normalisers
         self._wearables = [

@@ -16,6 +16,7 @@ Example::
         unit: "301"
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -35,6 +36,8 @@ from edge.errors import AddressError, ConfigError
 from edge.wearables.settings import AnalysisSettings
 from schemas.broker import BrokerAddress, parse_broker_url
 from schemas.errors import SchemaError
+from schemas.profile import DeviceProfile
+from schemas.vocabulary import DeviceKind
 
 _ID = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -140,16 +143,64 @@ class GatewayConfig(BaseModel):
         return devices
 
     @model_validator(mode="after")
-    def _cameras_are_devices(self) -> Self:
+    def _cameras_name_devices(self) -> Self:
+        """Each camera and each line's door is a device here: a mistyped door would
+        make everyone crossing its line a tailgater. Their kinds need the profiles:
+        ``check_camera_kinds``."""
         known = {device.id for device in self.devices}
-        for camera in self.cameras.devices:
+        for camera, settings in self.cameras.devices.items():
+            key = f"cameras.devices.{camera}"
             if camera not in known:
-                raise ValueError(f"cameras.devices.{camera}: no device {camera!r} in devices")
+                raise _KeyedError(key, f"no device {camera!r} in devices")
+            for line, line_settings in settings.lines.items():
+                if line_settings.door not in known:
+                    raise _KeyedError(
+                        f"{key}.lines.{line}.door", f"no device {line_settings.door!r} in devices"
+                    )
         return self
 
     @property
     def broker_address(self) -> BrokerAddress:
         return parse_broker_url(self.broker)
+
+
+class _KeyedError(ValueError):
+    """A fault found across sections, with the key it concerns (pydantic gives none)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(problem)
+
+
+def check_camera_kinds(
+    config: GatewayConfig, profiles: Mapping[str, DeviceProfile], source: str
+) -> None:
+    """Raise ConfigError naming the key when the ``cameras`` section names a device of
+    the wrong kind: each key under ``cameras.devices`` must be a camera, each line's
+    ``door`` a door.
+
+    Needs the profiles, so the agent calls it once they are loaded; a device whose
+    profile is unknown is left to the agent's own check of ``devices.N.profile``.
+    """
+    kinds = {
+        device.id: profiles[device.profile].kind
+        for device in config.devices
+        if device.profile in profiles
+    }
+
+    def expect(kind: DeviceKind, device_id: str, key: str) -> None:
+        found = kinds.get(device_id)
+        if found is not None and found is not kind:
+            raise ConfigError(
+                source, key, f"{device_id} is a {found} device, not a {kind}: name a {kind} here"
+            )
+
+    for camera, settings in config.cameras.devices.items():
+        key = f"cameras.devices.{camera}"
+        expect(DeviceKind.CAMERA, camera, key)
+        for line, line_settings in settings.lines.items():
+            expect(DeviceKind.DOOR, line_settings.door, f"{key}.lines.{line}.door")
 
 
 def parse_config(document: Any, source: str) -> GatewayConfig:
@@ -162,6 +213,9 @@ def parse_config(document: Any, source: str) -> GatewayConfig:
         return GatewayConfig.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
+        keyed = first.get("ctx", {}).get("error")
+        if isinstance(keyed, _KeyedError):
+            raise ConfigError(source, keyed.key, keyed.problem) from None
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
         key += _device_named(document, first["loc"])
         message = first["msg"].removeprefix("Value error, ")

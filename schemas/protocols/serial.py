@@ -216,7 +216,9 @@ class BinaryFraming(Strict):
     The checksum, if any, sits at the end of the frame, before the end bytes; it covers
     the bytes from ``checksum_from`` up to itself. Offsets count from the frame's first
     start byte. A frame with a bad checksum or an impossible length is skipped one byte
-    at a time, so a real frame hidden behind a false start is still found.
+    at a time, so a real frame hidden behind a false start is still found, and so is a
+    frame whose length or end bytes never come once the line goes quiet. A frame needs
+    a checksum or end bytes (or both): with neither, noise passes for frames.
     """
 
     mode: Literal["binary"]
@@ -250,6 +252,12 @@ class BinaryFraming(Strict):
             raise ValueError("checksum_order applies to the 16-bit checksums")
         if self.checksum == "none" and self.checksum_from is not None:
             raise ValueError("checksum_from needs a checksum")
+        if self.checksum == "none" and self.end is None:
+            # Any start byte in noise, then any length, would pass for a frame.
+            raise ValueError(
+                "a frame with neither a checksum nor end bytes cannot be told from noise: "
+                "give the device's 'checksum', or its 'end' bytes"
+            )
         return self
 
     @property
@@ -320,7 +328,10 @@ RecordLayout = Annotated[
 class SerialSettings(Strict):
     """How a serial device's records are framed and laid out."""
 
-    baud: Annotated[int, Field(ge=300, le=4_000_000)] = 115200
+    baud: Annotated[int, Field(ge=300, le=4_000_000)] = Field(
+        default=115200,
+        description="The rate the device sends at; a 'baud=' in its address overrides it.",
+    )
     framing: Framing = FieldsFraming()
     records: Annotated[dict[RecordType, RecordLayout], Field(min_length=1)] = Field(
         description="Each record type's layout: for text framings its field names (in "

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
+import termios
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,6 +30,7 @@ from edge.devices import AgentDevice
 from edge.drivers.contract import DriverOptions, Sample
 from edge.drivers.registry import driver_for
 from edge.drivers.serial.bus import SerialBus
+from edge.drivers.serial.checksums import crc16_modbus
 from edge.drivers.serial.errors import NoWrites
 from edge.errors import ConfigError, DeviceError
 from firmware_sim.pty_pair import PtyPair
@@ -227,6 +230,78 @@ async def test_silence_past_the_heartbeat_is_offline_until_the_next_record(
             await until("the next count", lambda: sink.counts() == [4, 5])
     assert sink.calls[heard - 1 :] == ["online", "offline", "online"]
     assert bus.opens == 1  # a silent box is not a lost port
+
+
+# AA 55, LEN (counts code and data), CODE 01, zone u16be, CRC-16/MODBUS low byte first.
+ALARM_PANEL = DeviceProfile.model_validate(
+    {
+        "id": "alarm-panel",
+        "kind": "door",
+        "protocol": "serial",
+        "manufacturer": "Test",
+        "model": "T1",
+        "heartbeat_s": 60,
+        "serial": {
+            "framing": {
+                "mode": "binary",
+                "start": "AA 55",
+                "length": {"offset": 2, "counts": "payload"},
+                "type_code": {"offset": 3},
+                "checksum": "crc16-modbus",
+            },
+            "records": {"STATUS": {"code": 1, "fields": {"zone": {"offset": 4, "type": "u16be"}}}},
+        },
+        "points": [{"name": "zone", "serial": {"record": "STATUS", "field": "zone"}}],
+    }
+)
+
+
+def status(zone: int) -> bytes:
+    body = bytes([3, 1]) + zone.to_bytes(2, "big")
+    return b"\xaa\x55" + body + crc16_modbus(body).to_bytes(2, "little")
+
+
+async def test_a_binary_false_start_holds_back_no_frame_once_the_line_is_quiet(
+    line: PtyPair,
+) -> None:
+    # A length of 240 promises a 245-byte frame; the three real frames behind it are
+    # 24 bytes, and nothing more comes. They arrive once the line has been quiet.
+    panel = AgentDevice("panel-1", ALARM_PANEL, parse_address(f"serial://{line.b}"), 5.0)
+    async with listening(panel) as (bus, sink):
+        await until("the port open", lambda: bus.opens == 1)
+        with box_end(line) as box:
+            os.write(box, bytes.fromhex("AA 55 F0") + status(1) + status(2) + status(3))
+            await until("the held-back frames", lambda: len(sink.samples) == 3)
+    assert [values for values, _ in sink.samples] == [{"zone": 1}, {"zone": 2}, {"zone": 3}]
+    assert sink.faults == {"truncated": 1}
+    assert sink.calls == ["online"]
+
+
+@pytest.mark.parametrize(
+    ("query", "baud", "warned"),
+    [("", 115200, False), ("?baud=115200", 115200, False), ("?baud=19200", 19200, True)],
+    ids=["profile", "both-agree", "address-wins"],
+)
+async def test_the_port_runs_at_the_profile_s_baud_unless_the_address_gives_one(
+    line: PtyPair, caplog: pytest.LogCaptureFixture, query: str, baud: int, warned: bool
+) -> None:
+    device = AgentDevice("cam-1", CAMERA, parse_address(f"serial://{line.b}{query}"), 5.0)
+    with caplog.at_level(logging.WARNING, logger="edge.drivers.serial.bus"):
+        async with listening(device) as (bus, _):
+            await until("the port open", lambda: bus.opens == 1)
+            # The line settings belong to the tty, so another open of it reads them.
+            fd = os.open(line.b, os.O_RDWR | os.O_NOCTTY)
+            try:
+                ispeed, ospeed = termios.tcgetattr(fd)[4:6]
+            finally:
+                os.close(fd)
+    assert ispeed == ospeed == getattr(termios, f"B{baud}")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    disagree = (
+        f"cam-1: serial://{line.b} runs at baud=19200 as its address says; "
+        "its profile anju-camera-serial says 115200"
+    )
+    assert [w for w in warnings if "baud" in w] == ([disagree] if warned else [])
 
 
 async def test_a_camera_takes_no_writes(line: PtyPair) -> None:

@@ -13,9 +13,14 @@ import pytest
 from edge.app import Agent
 from edge.cameras.settings import CameraSiteSettings
 from edge.cameras.site import CameraSite
-from edge.config import parse_config
+from edge.config import check_camera_kinds, parse_config
+from edge.drivers.serial.checksums import xor8
+from edge.drivers.serial.framing import Record, reader_for
+from edge.drivers.serial.records import RecordPoints
 from edge.errors import ConfigError
+from edge.normalise import DeviceNormaliser
 from schemas.profile import load_profiles
+from schemas.protocols.serial import SerialSettings
 from schemas.vocabulary import EVENT_SEVERITY, EventType
 from schemas.wire import Event, EventBatch, EventData, decode
 
@@ -130,6 +135,8 @@ GATEWAY: dict[str, Any] = {
     "community": "xijin/fenghuang",
     "devices": [
         {"id": CAMERA, "profile": "anju-camera-serial", "address": "serial:///dev/ttyS1"},
+        {"id": "gate-reader-01", "profile": "anju-door-mb", "address": "modbus-tcp://127.0.0.1:1"},
+        {"id": "door-2", "profile": "anju-door-mb", "address": "modbus-tcp://127.0.0.1:2"},
     ],
 }
 
@@ -156,7 +163,12 @@ def test_a_box_zone_written_as_a_bare_number_is_the_box_s_id() -> None:
 @pytest.mark.parametrize(
     ("section", "key", "problem"),
     [
-        ({"devices": {"cam-9": {}}}, "(top level)", "no device 'cam-9' in devices"),
+        ({"devices": {"cam-9": {}}}, "cameras.devices.cam-9", "no device 'cam-9' in devices"),
+        (
+            {"devices": {CAMERA: {"lines": {"L1": {"door": "gate-reader-1"}}}}},
+            "cameras.devices.cam-gate-01.lines.L1.door",
+            "no device 'gate-reader-1' in devices",
+        ),
         (
             {"devices": {CAMERA: {"zones": {"Z1": {"name": "roof", "armed": "22-06"}}}}},
             "cameras.devices.cam-gate-01.zones.Z1.armed",
@@ -195,11 +207,105 @@ def test_a_bad_section_names_the_key_and_the_fix(
     assert problem in caught.value.problem
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "problem"),
+    [
+        (
+            {"devices": {CAMERA: {"lines": {"L1": {"door": "cam-2"}}}}},
+            "cameras.devices.cam-gate-01.lines.L1.door",
+            "cam-2 is a camera device, not a door: name a door here",
+        ),
+        (
+            {"devices": {"gate-reader-01": {"zones": {"Z1": {"name": "gate"}}}}},
+            "cameras.devices.gate-reader-01",
+            "gate-reader-01 is a door device, not a camera: name a camera here",
+        ),
+    ],
+    ids=["line-door-is-a-camera", "camera-is-a-door"],
+)
+def test_the_section_names_cameras_and_doors_of_their_kinds(
+    section: dict[str, Any], key: str, problem: str
+) -> None:
+    second = {"id": "cam-2", "profile": "anju-camera-jsonl", "address": "serial:///dev/ttyS2"}
+    config = parse_config(
+        {**GATEWAY, "devices": [*GATEWAY["devices"], second], "cameras": section}, "gateway.yaml"
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_camera_kinds(config, PROFILES, "gateway.yaml")
+    assert (caught.value.path, caught.value.key, caught.value.problem) == (
+        "gateway.yaml",
+        key,
+        problem,
+    )
+
+
+def test_the_agent_refuses_a_line_tied_to_a_camera_before_opening_any_port() -> None:
+    section = {"devices": {CAMERA: {"lines": {"L1": {"door": CAMERA}}}}}
+    config = parse_config({**GATEWAY, "cameras": section}, "gateway.yaml")
+    with pytest.raises(ConfigError) as caught:
+        Agent(config, PROFILES, source="gateway.yaml")
+    assert caught.value.key == f"cameras.devices.{CAMERA}.lines.L1.door"
+
+
+def test_kinds_are_checked_only_where_the_profile_is_known() -> None:
+    config = parse_config({**GATEWAY, "cameras": SECTION}, "gateway.yaml")
+    check_camera_kinds(config, PROFILES, "gateway.yaml")
+    # A door whose profile is unknown is reported by the agent, as devices.N.profile.
+    check_camera_kinds(config, {"anju-camera-serial": PROFILES["anju-camera-serial"]}, "g.yaml")
+
+
+def nmea(body: str) -> bytes:
+    return f"${body}*{xor8(body.encode()):02X}\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("profile_id", "records"),
+    [
+        ("anju-camera-serial", [nmea("EVT,1,INTRUSION,01"), nmea("LINE,1,02,in,2")]),
+        (
+            "anju-camera-jsonl",
+            [
+                b'{"type":"alarm","ch":1,"kind":"intrusion","zone":"01"}\n',
+                b'{"type":"cross","ch":1,"line":"02","dir":"in","n":2}\n',
+            ],
+        ),
+    ],
+)
+def test_box_ids_with_leading_zeros_stay_themselves_from_the_wire_to_the_site(
+    profile_id: str, records: list[bytes]
+) -> None:
+    profile = PROFILES[profile_id]
+    settings = profile.settings_as(SerialSettings)
+    assert settings is not None
+    normaliser = DeviceNormaliser(CAMERA, profile)
+    points = RecordPoints(profile)
+    events = []
+    for item in reader_for(settings).feed(b"".join(records)):
+        assert isinstance(item, Record), item
+        events += normaliser.normalise(points.sample(item), shanghai(12))[1]
+    section = {
+        "devices": {
+            CAMERA: {
+                "zones": {"01": {"name": "car-park"}},
+                "lines": {"02": {"door": "gate-reader-01", "name": "gate"}},
+            }
+        }
+    }
+    site = CameraSite(parse_config({**GATEWAY, "cameras": section}, "gateway.yaml").cameras)
+    assert [(e.type, e.data.zone, e.data.door) for e in site.apply(events)] == [
+        (EventType.CAMERA_INTRUSION, "car-park", None),
+        (EventType.CAMERA_LINE_CROSSING, "gate", "gate-reader-01"),
+    ]
+
+
 def test_the_agent_spools_camera_events_as_the_section_says(tmp_path: Path) -> None:
     config = parse_config(
         {
             **GATEWAY,
-            "devices": [{**GATEWAY["devices"][0], "address": f"serial://{tmp_path}/ttyCAM"}],
+            "devices": [
+                {**GATEWAY["devices"][0], "address": f"serial://{tmp_path}/ttyCAM"},
+                *GATEWAY["devices"][1:],
+            ],
             "state_dir": str(tmp_path / "state"),
             "broker": "mqtt://127.0.0.1:1",
             "cameras": SECTION,

@@ -393,6 +393,64 @@ def test_binary_reset_reports_the_partial_frame() -> None:
     assert kinds(reader.feed(STATUS[5:] + STATUS)) == ["noise", "STATUS"]
 
 
+def read_until_quiet(settings: SerialSettings, data: bytes) -> list[Item]:
+    """What ``data`` gives and then ``expire`` (the line went quiet), however chunked."""
+    whole = reader_for(settings)
+    items = whole.feed(data) + whole.expire()
+    bytewise = reader_for(settings)
+    fed = [item for i in range(len(data)) for item in bytewise.feed(data[i : i + 1])]
+    assert fed + bytewise.expire() == items
+    assert whole.expire() == []
+    assert whole.reset() == []
+    return items
+
+
+def test_binary_false_start_holds_frames_back_until_the_line_goes_quiet() -> None:
+    # AA 55 and a length of 240: the frame would run 245 bytes, and three real ones
+    # follow it. Fed alone they wait for bytes that never come; quiet ends the wait.
+    false_start = bytes.fromhex("AA 55 F0")
+    reader = reader_for(LENGTH_CRC)
+    assert reader.feed(false_start + STATUS * 3) == []
+    status = Record("STATUS", {"zone": 7, "armed": True, "temp": -200}, STATUS)
+    assert reader.expire() == [
+        FrameFault(
+            "truncated", "the line went quiet after 36 bytes of a 245-byte frame", false_start
+        ),
+        status,
+        status,
+        status,
+    ]
+    assert reader.feed(STATUS) == [status]
+
+
+def test_binary_expire_ends_every_pending_start_and_leaves_noise_as_noise() -> None:
+    false_start = bytes.fromhex("AA 55 F0")
+    items = read_until_quiet(LENGTH_CRC, false_start + STATUS + false_start + STATUS + b"\xaa")
+    assert kinds(items) == ["truncated", "STATUS", "truncated", "STATUS", "noise"]
+    assert items[4] == FrameFault("noise", "1 bytes outside any frame", b"\xaa")
+    # With end bytes: a start whose end never comes.
+    assert read_until_quiet(STX_ETX, b"\x02\x10") == [
+        FrameFault(
+            "truncated", "the line went quiet after 2 bytes, before the frame's end", b"\x02\x10"
+        )
+    ]
+
+
+def test_text_framings_are_not_cut_by_a_pause() -> None:
+    reader = reader_for(NMEA)
+    assert reader.feed(b"xx") == []
+    assert reader.expire() == [FrameFault("noise", "2 bytes outside any frame", b"xx")]
+    assert reader.feed(b"$PCNT,1,Z1") == []
+    assert reader.expire() == []
+    assert fields(reader.feed(b",7*48\r\n")) == [{"channel": 1, "zone": "Z1", "count": 7}]
+    line = reader_for(JSON)
+    assert line.feed(b'{"type": "alarm", ') == []
+    assert line.expire() == []
+    assert fields(line.feed(b'"zone": "1", "open": true, "level": 2}\n')) == [
+        {"zone": 1, "open": True, "level": 2}
+    ]
+
+
 def test_binary_points_say_where_they_live() -> None:
     profile = DeviceProfile.model_validate(
         {
@@ -489,6 +547,18 @@ def test_binary_points_say_where_they_live() -> None:
             {"records": {"A": ["v"]}, "text_fields": ["w"]},
             (),
             "text_fields: no record has a field 'w'",
+        ),
+        (
+            {
+                "framing": {
+                    "mode": "binary",
+                    "start": "7E",
+                    "length": {"offset": 1, "counts": "frame"},
+                    "checksum": "none",
+                },
+            },
+            ("framing", "binary"),
+            "a frame with neither a checksum nor end bytes cannot be told from noise",
         ),
     ],
 )

@@ -1,11 +1,13 @@
 """Frame readers fed random bytes: nothing escapes, noise is not taken for records.
 
-Three properties, for every framing a profile can declare:
+Four properties, for every framing a profile can declare:
 
 - any byte stream, cut into any chunks, gives the same records and faults as fed at
   once, and ``feed`` and ``reset`` never raise;
 - valid frames with noise between them are all recovered when the noise holds no
   start byte (for line framings: garbage lines between them);
+- for binary framings, after any stream and ``expire`` (the line went quiet) the next
+  valid frame is read at once: no false start holds it back;
 - uniform random bytes pass a checksum no more often than its width allows.
 
 Hypothesis runs derandomised, so every run tries the same examples.
@@ -262,6 +264,26 @@ def test_frames_between_noise_without_a_start_are_all_recovered(name: str) -> No
         else:
             remaining = iter(got)
             assert all(any(fields == other for other in remaining) for fields in want)
+
+    run()
+
+
+@pytest.mark.parametrize("name", [name for name in sorted(CASES) if name.startswith("binary")])
+def test_after_the_line_goes_quiet_nothing_holds_the_next_frame_back(name: str) -> None:
+    """Whatever came before (false starts whose length promises more than comes), once
+    ``expire`` has run nothing is pending and the next valid frame is read at once."""
+    case = CASES[name]
+
+    @settings(FUZZ, max_examples=RECOVERIES)
+    @given(streams(case), case.frames())
+    def run(data: bytes, frame: Frame) -> None:
+        reader = reader_for(case.settings)
+        reader.feed(data)
+        expired = reader.expire()
+        assert all(isinstance(item, Record | FrameFault) for item in expired)
+        (record,) = reader.feed(frame[0])
+        assert isinstance(record, Record)
+        assert dict(record.fields) == frame[1]
 
     run()
 

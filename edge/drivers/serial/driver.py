@@ -17,7 +17,7 @@ from edge.drivers.contract import (
     ProbedPoint,
     RawRead,
 )
-from edge.drivers.serial.bus import SerialBus, frame_reader
+from edge.drivers.serial.bus import SerialBus, frame_reader, idle_s, line_baud
 from edge.drivers.serial.framing import FrameFault, Record
 from edge.drivers.serial.port import SerialPort
 from edge.drivers.serial.records import RecordPoints
@@ -74,11 +74,19 @@ class SerialDriver(Driver):
         heard: list[RawRead] = []
         skipped: list[FrameFault] = []
         points = RecordPoints(device.profile)
-        with SerialPort(device.address) as port:
+        baud = line_baud(device)
+        quiet_s = idle_s(device.address, baud)
+        with SerialPort(device.address, baud=baud) as port:
             try:
                 async with asyncio.timeout(listen_s):
+                    fed = False
                     while not wanted <= last.keys():
-                        for item in reader.feed(await port.read()):
+                        try:
+                            async with asyncio.timeout(quiet_s if fed else None):
+                                items, fed = reader.feed(await port.read()), True
+                        except TimeoutError:  # the line went quiet: a false start ends
+                            items, fed = reader.expire(), False
+                        for item in items:
                             if isinstance(item, FrameFault):
                                 skipped.append(item)
                                 heard.append(

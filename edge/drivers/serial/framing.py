@@ -12,7 +12,11 @@ hands back the records and faults those bytes complete. Its guarantees:
   ``max_frame_bytes`` of a longer run), not one per byte or per read;
 - a binary frame with a bad checksum or an impossible length is skipped one byte past
   its start, so a real frame behind a false start is still found; bytes already
-  reported as part of a bad frame are not reported again as noise.
+  reported as part of a bad frame are not reported again as noise;
+- ``expire``, called when the line has gone quiet, ends what is pending: a binary frame
+  whose length or end bytes never came is a false start, skipped one byte past its
+  start so the frames it held back are read. Time is the caller's (the bus knows the
+  baud); ``feed`` alone stays independent of how the stream was chunked.
 
 A record is a ``FrameFault`` instead, never a ``Record``, when its checksum is wrong,
 it is too long, its type is not in the profile or its fields do not fit the layout.
@@ -122,6 +126,17 @@ class FrameReader(ABC):
         self._buffer += data
         out: list[Item] = []
         del self._buffer[: self._cut(out)]
+        return out
+
+    def expire(self) -> list[Record | FrameFault]:
+        """The line went quiet: what the bytes pending since the last read complete now.
+
+        A text framing ends a frame at its terminator or at the next start, never at a
+        pause (a slow writer's line is not cut), so here only the noise run so far is
+        reported. Never raises; with nothing pending it returns nothing.
+        """
+        out: list[Item] = []
+        self._noise.flush(out)
         return out
 
     def reset(self) -> list[FrameFault]:
@@ -570,6 +585,40 @@ class _BinaryReader(FrameReader):
             pos = at + 1
         self._quiet = max(0, self._quiet - pos)
         return pos
+
+    def expire(self) -> list[Record | FrameFault]:
+        """The line went quiet, so no frame pending in the buffer will be completed.
+
+        Each pending start is a false one: reported as ``truncated`` (its bytes up to
+        the next start), skipped one byte past, and the rest hunted again, so the
+        frames it held back are returned, in stream order. Bytes left are noise. Never
+        raises; afterwards nothing is pending.
+        """
+        out: list[Item] = []
+        buffer, start = self._buffer, self._start
+        while buffer.startswith(start):
+            restart = buffer.find(start, 1)
+            reach = len(buffer) if restart < 0 else restart
+            if self._quiet == 0:
+                self._put(_fault("truncated", self._went_quiet(), buffer[:reach]), out)
+            self._quiet = max(self._quiet, reach) - 1
+            del buffer[:1]
+            del buffer[: self._cut(out)]
+        self._skip(0, len(buffer), out)
+        buffer.clear()
+        self._quiet = 0
+        self._noise.flush(out)
+        return out
+
+    def _went_quiet(self) -> str:
+        """Why the frame pending at the buffer's start is cut short."""
+        arrived = len(self._buffer)
+        length = self._length
+        if length is not None and arrived >= length.offset + _WIDTH[length.type]:
+            field = self._buffer[length.offset : length.offset + _WIDTH[length.type]]
+            size = int.from_bytes(field, _ORDER[length.type]) + self._uncounted
+            return f"the line went quiet after {arrived} bytes of a {size}-byte frame"
+        return f"the line went quiet after {arrived} bytes, before the frame's end"
 
     def _skip(self, begin: int, end: int, out: list[Item]) -> None:
         """Noise between frames, less what a bad frame's fault already reported."""

@@ -38,11 +38,14 @@ _STOPBITS: Final = {1: serial.STOPBITS_ONE, 2: serial.STOPBITS_TWO}
 class SerialPort:
     """The port at ``address.path``; ``open`` it, ``read`` until ``PortLost``, ``close``.
 
-    Not reusable across devices, but may be opened again after ``close``.
+    ``baud`` is the rate the line is set to (the bus's ``line_baud``: the address's
+    ``baud=``, else the profile's); parity and bits are the address's. Not reusable
+    across devices, but may be opened again after ``close``.
     """
 
-    def __init__(self, address: DeviceAddress) -> None:
+    def __init__(self, address: DeviceAddress, *, baud: int) -> None:
         self.address = address
+        self.baud = baud
         self.name = address.bus
         """The port as errors name it: ``serial:///dev/ttyUSB0``."""
         self._line: serial.Serial | None = None
@@ -55,7 +58,8 @@ class SerialPort:
         return self._line is not None
 
     def open(self) -> None:
-        """Open the port raw with the address's line settings; raises PortUnavailable.
+        """Open the port raw at ``baud`` with the address's line settings; raises
+        PortUnavailable.
 
         Synchronous: opening a tty with O_NONBLOCK and setting its line does not wait.
         """
@@ -63,7 +67,7 @@ class SerialPort:
             return
         line = serial.Serial()
         line.port = self.address.path
-        line.baudrate = self.address.baud
+        line.baudrate = self.baud
         line.parity = _PARITY[self.address.parity]
         line.bytesize = self.address.bytesize
         line.stopbits = _STOPBITS[self.address.stopbits]
