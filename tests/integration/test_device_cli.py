@@ -313,10 +313,9 @@ async def test_unknown_profile_and_bad_address_are_refused_before_any_io() -> No
 
 
 def test_a_bad_reader_key_in_the_environment_is_named_as_such_and_not_echoed() -> None:
-    key = "c0ffee"
+    key, address = "c0ffee", "osdp:///dev/ttyS9?address=1"
     done = subprocess.run(
-        [*ANJU, "device", "test", "--profile", "anju-osdp-reader"]
-        + ["--address", "osdp:///dev/ttyS9?address=1"],
+        [*ANJU, "device", "test", "--profile", "anju-osdp-reader", "--address", address],
         env={**_env(None), "ANJU_OSDP_SCBK": key},
         capture_output=True,
         text=True,
