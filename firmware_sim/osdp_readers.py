@@ -13,10 +13,15 @@ libosdp's, not ours); this module is the wire and the people around the door:
   for other addresses. Readers do not hear each other's replies;
 - one thread drives the whole line (reads the pty, delivers bytes on time, refreshes
   every reader, writes replies, plays timed scenario steps), however many readers;
-- a person at the reader presents a card (osdp_RAW, Wiegand bits) or keys in digits
-  (osdp_KEYPAD); the door beside it shows on two inputs (osdp_ISTATR): input 0 the
-  door contact (active: open), input 1 the lock-release sense (active: the door
-  controller released the strike); tamper and power faults go out as osdp_LSTATR;
+- a person at the reader presents a card (osdp_RAW, Wiegand bits) or presses keys
+  (osdp_KEYPAD, one reply per key as real readers send them: digits as ASCII, the
+  enter key ``#`` as 0x0D and the clear key ``*`` as 0x7F); the door beside it shows
+  on three inputs (osdp_ISTATR): input 0 the door contact (active: open), input 1 the
+  lock-release sense (active: the door controller released the strike), input 2 the
+  request-to-exit button; tamper and power faults go out as osdp_LSTATR;
+- a reader reports its inputs whenever they change while a panel polls it, and all
+  of them once when a panel starts polling it (again after a silence), so the panel
+  learns the door's state; changes made while no panel polls it are in that report;
 - faults act on the bytes: a reader that stops answering, a reply cut short or with a
   wrong CRC, random bytes on the line. A wrong secure-channel key is a reader built
   with another key than the panel's.
@@ -57,7 +62,9 @@ from firmware_sim.serial_line import SerialLine
 
 __all__ = [
     "DOOR_CONTACT",
+    "KEYPAD_CODES",
     "LOCK_RELEASE",
+    "REQUEST_TO_EXIT",
     "LineStats",
     "ReaderLine",
     "SimReader",
@@ -71,12 +78,20 @@ _log = logging.getLogger(__name__)
 DOOR_CONTACT: Final = 0
 #: Input 1: the lock-release sense, active while the door controller releases the strike.
 LOCK_RELEASE: Final = 1
+#: Input 2: the request-to-exit button inside, active while pressed.
+REQUEST_TO_EXIT: Final = 2
+#: osdp_KEYPAD's code for each key (OSDP 2.2, 7.12: digits in ASCII, '*' the clear key
+#: as ASCII DEL, '#' the enter key as ASCII CR).
+KEYPAD_CODES: Final[Mapping[str, int]] = {
+    **{digit: ord(digit) for digit in "0123456789"},
+    "*": 0x7F,
+    "#": 0x0D,
+}
 
-_INPUTS: Final = 2
+_INPUTS: Final = 3
 _MAX_ADDRESS: Final = 126
 _SCBK_BYTES: Final = 16
 _MAX_CARD_BITS: Final = 512  # libosdp carries at most 64 bytes of card data
-_KEYPAD_KEYS: Final = frozenset("0123456789*#")
 _VENDOR_CODE: Final = 0x414E4A  # "ANJ"
 _MODEL: Final = 0x52
 _SERIAL_BASE: Final = 0x52_00_00_00
@@ -97,6 +112,9 @@ _RELEASE_AFTER_S: Final = 0.3
 _OPEN_AFTER_S: Final = 0.8
 _RELOCK_AFTER_CLOSE_S: Final = 0.2
 _TAILGATE_GAP_S: Final = 0.5
+# Exit timeline: the button pressed, let go, the door pushed open.
+_EXIT_PRESS_S: Final = 0.3
+_EXIT_OPEN_AFTER_S: Final = 0.6
 #: The card a held-open door is granted to when the caller names none.
 HOLD_CARD: Final = 0x2_0000
 
@@ -254,6 +272,8 @@ class _Reader:
         self.power_fault = False
         self.commands: list[dict[str, object]] = []
         self.silent = False
+        self.polled = False
+        """Whether a panel polls it (libosdp's own view, from the commands it hears)."""
         self.truncate_next = False
         self.corrupt_next = False
         self.replies = 0
@@ -467,26 +487,33 @@ class ReaderLine:
             },
         )
 
-    def key_in(self, address: int, digits: str) -> None:
-        """Keys pressed on the reader's keypad (0-9, * and #), as one osdp_KEYPAD."""
-        if not digits or not set(digits) <= _KEYPAD_KEYS:
-            raise ValueError(f"a keypad has keys 0-9, * and #; got {digits!r}")
-        data = digits.encode("ascii")
-        self._submit(
-            address, lambda _reader: {"event": osdp.Event.KeyPress, "reader_no": 0, "data": data}
-        )
+    def key_in(self, address: int, keys: str) -> None:
+        """Keys pressed on the reader's keypad (0-9, ``*`` clear, ``#`` enter), one
+        osdp_KEYPAD each (``KEYPAD_CODES``), on the reader's next replies to polls."""
+        if not keys or not set(keys) <= KEYPAD_CODES.keys():
+            raise ValueError(f"a keypad has keys 0-9, * and #; got {keys!r}")
+        with self._lock:
+            reader = self._reader(address)
+            for key in keys:
+                reader.device.submit_event(
+                    {
+                        "event": osdp.Event.KeyPress,
+                        "reader_no": 0,
+                        "data": bytes([KEYPAD_CODES[key]]),
+                    }
+                )
 
     def set_input(self, address: int, index: int, active: bool) -> None:
-        """Input ``index`` (0 door contact, 1 lock-release sense) goes active or inactive;
-        the reader reports all its inputs (osdp_ISTATR) on its next reply to a poll."""
+        """Input ``index`` (0 door contact, 1 lock-release sense, 2 request to exit) goes
+        active or inactive; the reader reports all its inputs (osdp_ISTATR) on its next
+        reply to a poll, or, while no panel polls it, once one does."""
         if not 0 <= index < _INPUTS:
             raise ValueError(f"a reader has inputs 0-{_INPUTS - 1}, got {index}")
-
-        def change(reader: _Reader) -> dict[str, object]:
+        with self._lock:
+            reader = self._reader(address)
             reader.inputs[index] = active
-            return reader.input_event()
-
-        self._submit(address, change)
+            if reader.polled:
+                reader.device.submit_event(reader.input_event())
 
     def tamper(self, address: int, active: bool) -> None:
         """The reader's tamper switch opens (active) or closes: an osdp_LSTATR."""
@@ -536,6 +563,22 @@ class ReaderLine:
     def hold_door(self, address: int, open_s: float, *, number: int = HOLD_CARD) -> None:
         """A grant (card ``number``) after which the door is left open ``open_s``."""
         self.grant(address, number, open_s=open_s)
+
+    def exit(self, address: int, *, open_s: float = 2.0) -> None:
+        """Someone leaves: the exit button pressed for 0.3 s, the door pushed open 0.6 s
+        after the press (free egress: the strike is not released), closed ``open_s``
+        later."""
+        self._check(address)
+        opened = _EXIT_OPEN_AFTER_S
+        self._plan(
+            address,
+            [
+                (0.0, REQUEST_TO_EXIT, True),
+                (_EXIT_PRESS_S, REQUEST_TO_EXIT, False),
+                (opened, DOOR_CONTACT, True),
+                (opened + open_s, DOOR_CONTACT, False),
+            ],
+        )
 
     def tailgate(self, address: int, number: int, *, open_s: float = 1.0) -> None:
         """Two people cross on one card read: the card, the strike released, the door
@@ -709,6 +752,10 @@ class ReaderLine:
         for reader in self._readers.values():
             with self._lock:
                 reader.device.refresh()
+                polled = bool(reader.device.is_online())
+                if polled and not reader.polled:
+                    reader.device.submit_event(reader.input_event())
+                reader.polled = polled
                 reply = reader.take_reply()
             if reply is None:
                 continue

@@ -12,18 +12,21 @@ Some points are derived by the gateway from several replies, because on an OSDP 
 the gateway is the control panel but not the door controller, which decides:
 
 ``card_read``, ``keypress``
-    A keyed hash of the card (or of the PIN typed), never the number itself.
+    A keyed hash of the card, or of the whole PIN typed (keys gathered up to the enter
+    key or ``pin_timeout_s``), never the number or a digit itself.
 ``access``, ``credential``
     ``granted`` when the lock-release input follows a card or PIN within the grant
     window, ``denied`` otherwise; ``credential`` is the hash it concerns.
 ``forced``
-    1 while the door contact is open after it opened without the lock released.
+    1 while the door contact is open after it opened without the lock released (and
+    without a request to exit, where ``rex_input`` is wired).
 ``led``, ``buzzer``
     Writable outputs: an LED colour (0 off, 1 red, 2 green, 3 amber, 4 blue, ...)
     and a number of beeps (0 silences it).
 
-The settings say which reader inputs the door's contact and lock-release sense are
-wired to, and how long the door controller may take to release the lock.
+The settings say which reader inputs the door's contact, lock-release sense and
+request-to-exit are wired to, how long the door controller may take to release the
+lock, and how keys typed on the keypad make up a PIN.
 """
 
 from typing import TYPE_CHECKING, Annotated, Literal, Self
@@ -95,17 +98,45 @@ class OsdpSettings(Strict):
         description="The reader input wired to the lock-release sense (active while the "
         "door controller holds the strike released); null when there is none.",
     )
+    rex_input: InputNumber | None = Field(
+        default=None,
+        description="The reader input wired to the request-to-exit button or sensor "
+        "(active while pressed): the door opening within a few seconds of it is someone "
+        "leaving, not forced. Null when there is none: then a door opened from inside "
+        "without releasing the strike (free mechanical egress) reads as forced.",
+    )
     grant_window_s: Annotated[float, Field(gt=0, le=30)] = Field(
         default=1.5,
         description="How long after a card or PIN the release may come and still count "
         "as access.granted; without one by then it is access.denied.",
     )
+    pin_window_s: Annotated[float, Field(gt=0, le=60)] | None = Field(
+        default=None,
+        description="On doors that take a card and then a PIN: how long after the card "
+        "its PIN may be typed and still join the card's decision (a card's denial waits "
+        "this long). Null: a PIN joins a card only within grant_window_s.",
+    )
+    pin_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=5.0,
+        description="How long the keypad may stay idle between two keys before the "
+        "digits typed so far count as a whole PIN; the enter key (#) ends a PIN at once "
+        "and the clear key (*) drops the digits typed.",
+    )
 
     @model_validator(mode="after")
-    def _two_inputs(self) -> Self:
-        inputs = (self.door_contact_input, self.release_input)
-        if None not in inputs and inputs[0] == inputs[1]:
-            raise ValueError("door_contact_input and release_input must be different inputs")
+    def _distinct_inputs(self) -> Self:
+        named = {
+            "door_contact_input": self.door_contact_input,
+            "release_input": self.release_input,
+            "rex_input": self.rex_input,
+        }
+        seen: dict[int, str] = {}
+        for key, number in named.items():
+            if number is None:
+                continue
+            if number in seen:
+                raise ValueError(f"{seen[number]} and {key} must be different inputs")
+            seen[number] = key
         return self
 
 

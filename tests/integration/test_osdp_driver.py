@@ -12,10 +12,12 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,8 +30,11 @@ from edge.addresses import parse_address
 from edge.devices import AgentDevice
 from edge.drivers.contract import DriverOptions, Sample, ScanHit
 from edge.drivers.osdp.bus import OsdpBus
+from edge.drivers.osdp.line import SerialChannel, open_port
+from edge.drivers.osdp.panel import CMD_BUZZER, CMD_LED, Online, Panel, PanelEvent, ReaderSetup
+from edge.drivers.osdp.settings import Secret
 from edge.drivers.registry import driver_for
-from edge.errors import DeviceError
+from edge.errors import ConfigError, DeviceError
 from firmware_sim.osdp_readers import ReaderLine, SimReader, wiegand26
 from firmware_sim.pty_pair import PtyPair
 from schemas.profile import DeviceProfile, load_profiles
@@ -123,7 +128,7 @@ def readers_on(
 
 @asynccontextmanager
 async def running(
-    devices: list[AgentDevice], **settings: object
+    devices: list[AgentDevice], sink: type[Sink] = Sink, **settings: object
 ) -> AsyncIterator[tuple[OsdpBus, Recorder]]:
     options: dict[str, object] = {
         "card_hash_key": CARD_KEY,
@@ -134,7 +139,7 @@ async def running(
     assert isinstance(bus, OsdpBus)
     recorder = Recorder({d.device_id: d for d in devices})
     stop = asyncio.Event()
-    task = asyncio.create_task(bus.run(Sink(recorder), stop))
+    task = asyncio.create_task(bus.run(sink(recorder), stop))
     try:
         yield bus, recorder
     finally:
@@ -172,7 +177,7 @@ async def test_keypad_pin_tamper_and_power_reports() -> None:
     with reader_line([SimReader(1, scbk=KEY)]) as (pty, line):
         async with running(readers_on(pty, [1])) as (_bus, seen):
             await until("reader online", 5, lambda: "reader-1" in seen.online)
-            line.key_in(1, "4711")
+            line.key_in(1, "4711#")
             line.tamper(1, True)
             line.power_fault(1, True)
             await until("tamper", 5, lambda: seen.of("reader-1", "device.tamper"))
@@ -339,3 +344,160 @@ async def test_a_port_that_fails_is_opened_again(tmp_path: Path) -> None:
     # port is back and the readers are not yet.
     assert {errors[0].kind for errors in seen.offline_errors.values()} == {"disconnected"}
     assert bus.stats() is None  # closed with the bus
+
+
+def line_stats(bus: OsdpBus) -> tuple[int, int]:
+    """(bad bytes, dropped packets) of the bus's line so far."""
+    stats = bus.stats()
+    assert stats is not None
+    return stats.bad_bytes, stats.dropped_packets
+
+
+async def test_noise_and_bad_replies_are_dropped_and_counted_and_readers_stay_online() -> None:
+    """A fake packet start (53 00 00 04: 1024 bytes said to follow), random noise, a
+    reply with a bad CRC and one cut short: each is counted, none holds back the
+    replies after it, and no reader is reported offline (on the secure channel a lost
+    reply costs a new session, within ``LOST_GRACE_S``)."""
+    readers = [SimReader(1, scbk=KEY), SimReader(2, scbk=KEY)]
+    with PtyPair() as pty, ReaderLine(pty.a, 9600, readers, seed=1) as line:
+        async with running(readers_on(pty, [1, 2])) as (bus, seen):
+            await until("both online", 5, lambda: seen.online == {"reader-1", "reader-2"})
+            bus.reset_stats()
+            wire = os.open(pty.a, os.O_WRONLY | os.O_NOCTTY)
+            try:
+                os.write(wire, bytes.fromhex("53 00 00 04"))
+            finally:
+                os.close(wire)
+            await until("fake start counted", 5, lambda: line_stats(bus)[0] >= 4)
+            line.noise(40)
+            await until("noise counted", 5, lambda: line_stats(bus)[0] >= 44)
+            dropped = line_stats(bus)[1]
+            line.corrupt_next(1)
+            await until("bad CRC counted", 5, lambda: line_stats(bus)[1] > dropped)
+            dropped = line_stats(bus)[1]
+            line.truncate_next(2)
+            await until("cut reply counted", 5, lambda: line_stats(bus)[1] > dropped)
+            line.grant(1, CARD, open_s=0.2)
+            line.grant(2, CARD, open_s=0.2)
+            await until("reader 1 grants", 8, lambda: seen.of("reader-1", "access.granted"))
+            await until("reader 2 grants", 8, lambda: seen.of("reader-2", "access.granted"))
+    assert seen.offline_errors == {}
+    assert seen.online == {"reader-1", "reader-2"}
+
+
+class FailingSink(Sink):
+    """A sink that fails on every card's sample, as a bug downstream would."""
+
+    def sample(self, device_id: str, values: Sample, ts: datetime) -> None:
+        if "card" in values:
+            raise ValueError("downstream failed")
+        super().sample(device_id, values, ts)
+
+
+async def test_a_report_that_fails_on_the_loop_is_counted_and_logged_without_the_card(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with reader_line([SimReader(1, scbk=KEY)]) as (pty, line):
+        async with running(readers_on(pty, [1]), sink=FailingSink) as (bus, seen):
+            await until("reader online", 5, lambda: "reader-1" in seen.online)
+            line.present_card(1, CARD)
+            await until("the card's report failed", 5, lambda: bus.failures >= 1)
+            line.present_card(1, CARD + 1)
+            await until("the next one too: the bus goes on", 5, lambda: bus.failures >= 2)
+    assert not [r for r in caplog.records if r.name == "asyncio"], "no callback with its args"
+    card_bytes = (CARD << 6).to_bytes(4, "big")  # 26 bits, left-justified
+    for secret in (str(CARD), card_bytes.hex(), repr(card_bytes)[2:-1]):
+        assert secret not in caplog.text
+    skipped = [r for r in caplog.records if "was skipped" in r.getMessage()]
+    assert len(skipped) == 1
+    assert "CardRead" in skipped[0].getMessage()
+    assert "ValueError" in skipped[0].getMessage()
+
+
+def led(colour: int) -> dict[str, object]:
+    return {
+        "command": CMD_LED, "reader": 0, "led_number": 0, "control_code": 1, "on_count": 1,
+        "off_count": 0, "on_color": colour, "off_color": colour, "timer_count": 0,
+        "temporary": False,
+    }  # fmt: skip
+
+
+def test_a_command_given_up_before_the_panel_sends_it_never_reaches_the_reader() -> None:
+    """A write that timed out cancels its future; the panel must then drop the command
+    (the reader would act on it late, and again on the caller's retry)."""
+    futures: list[Future[bool]] = []
+    with reader_line([SimReader(1, scbk=KEY)]) as (pty, line):
+        panel: Panel
+
+        def on_event(event: PanelEvent) -> None:
+            # On the panel's thread, inside a refresh: it drains no command until this
+            # returns, so the first is surely cancelled before the thread reaches it.
+            if isinstance(event, Online) and not futures:
+                futures.append(panel.submit(1, led(5)))
+                futures[0].cancel()
+                futures.append(panel.submit(1, led(2)))
+
+        panel = Panel(
+            SerialChannel(open_port(pty.b, 9600)),
+            [ReaderSetup(1, "reader-1", Secret(KEY))],
+            on_event,
+            baud=9600,
+            name="test",
+        )
+        panel.start()
+        try:
+            deadline = time.monotonic() + 5
+            while not any(c.get("on_color") == 2 for c in line.commands(1)):
+                assert time.monotonic() < deadline, "the second LED command at the reader"
+                time.sleep(0.05)
+        finally:
+            panel.stop()
+        colours = [c.get("on_color") for c in line.commands(1)]
+    assert futures[0].cancelled()
+    assert futures[1].result(timeout=0) is True
+    assert 5 not in colours
+
+
+def test_a_stopped_panel_stops_again_and_writes_into_no_reused_descriptor() -> None:
+    with reader_line([SimReader(1)]) as (pty, _line):
+        events: queue.SimpleQueue[PanelEvent] = queue.SimpleQueue()
+        panel = Panel(
+            SerialChannel(open_port(pty.b, 9600)),
+            [ReaderSetup(1, "reader-1")],
+            events.put,
+            baud=9600,
+            name="test",
+        )
+        panel.start()
+        assert isinstance(events.get(timeout=5), Online)
+        panel.stop()
+        panel.stop()
+        read_end, write_end = os.pipe()  # likely the numbers the panel's pipe had
+        try:
+            os.set_blocking(read_end, False)
+            late = panel.submit(1, {"command": CMD_BUZZER})
+            assert late.result(timeout=1) is False
+            with pytest.raises(BlockingIOError):
+                os.read(read_end, 16)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        # The port is closed with the panel: a new one can have it at once (exclusive).
+        open_port(pty.b, 9600).close()
+
+
+def test_a_line_refuses_two_readers_at_one_address_or_two_bauds() -> None:
+    def devices(*urls: str) -> list[AgentDevice]:
+        return [
+            AgentDevice(f"reader-{n}", PROFILE, parse_address(url), 0.2)
+            for n, url in enumerate(urls)
+        ]
+
+    options = DriverOptions(settings={"card_hash_key": CARD_KEY, "allow_plain": True})
+    same_address = devices("osdp:///dev/ttyS9?address=3", "osdp:///dev/ttyS9?address=3")
+    with pytest.raises(ConfigError, match="reader-0 and reader-1 are both at OSDP address 3"):
+        driver_for("osdp").open(same_address[0].address, same_address, options)
+    two_bauds = devices("osdp:///dev/ttyS9?address=1", "osdp:///dev/ttyS9?address=2&baud=19200")
+    with pytest.raises(ConfigError, match="reader-0 is at 9600 baud and reader-1 at 19200"):
+        driver_for("osdp").open(two_bauds[0].address, two_bauds, options)

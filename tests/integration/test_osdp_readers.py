@@ -38,6 +38,7 @@ KEY: Final = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 OTHER_KEY: Final = bytes.fromhex("f0e1d2c3b4a5968778695a4b3c2d1e0f")
 BAUD: Final = 9600
 _SOM: Final = 0x53
+CLOSED: Final = b"\x00\x00\x00"
 _STALE_S: Final = 0.1
 
 
@@ -157,6 +158,12 @@ class Panel:
     def events(self, address: int, count: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
         return [self.event(address, timeout_s) for _ in range(count)]
 
+    def card_read(self, address: int, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The next card read, past the input reports a reader sends when polled anew."""
+        while (event := self.event(address, timeout_s))["event"] != osdp.Event.CardRead:
+            input_report(event)
+        return event
+
 
 def until(what: str, timeout_s: float, check: Callable[[], bool]) -> None:
     deadline = time.monotonic() + timeout_s
@@ -178,6 +185,7 @@ def one_reader(pty: PtyPair) -> Iterator[tuple[ReaderLine, Panel]]:
         Panel(pty.b, [(1, KEY)]) as panel,
     ):
         until("reader 1 online", 5, lambda: panel.cp.is_online(1))
+        assert input_report(panel.event(1)) == CLOSED, "all inputs, once polled"
         yield line, panel
 
 
@@ -206,12 +214,15 @@ def test_wiegand26_parity_is_that_of_h10301() -> None:
         wiegand26(256, 1)
 
 
-def test_keypad_digits_arrive(one_reader: tuple[ReaderLine, Panel]) -> None:
+def test_keys_arrive_one_per_reply_in_osdp_codes(one_reader: tuple[ReaderLine, Panel]) -> None:
     line, panel = one_reader
-    line.key_in(1, "1234#")
-    event = panel.event(1)
-    assert event["event"] == osdp.Event.KeyPress
-    assert bytes(event["data"]) == b"1234#"
+    line.key_in(1, "12*47#")
+    events = panel.events(1, 6)
+    assert {event["event"] for event in events} == {osdp.Event.KeyPress}
+    # OSDP 2.2, 7.12: digits in ASCII, the clear key (*) 0x7F, the enter key (#) 0x0D.
+    assert [bytes(event["data"]) for event in events] == [
+        b"1", b"2", b"\x7f", b"4", b"7", b"\x0d"
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="keys 0-9"):
         line.key_in(1, "12a")
 
@@ -219,11 +230,11 @@ def test_keypad_digits_arrive(one_reader: tuple[ReaderLine, Panel]) -> None:
 def test_input_changes_arrive_as_status_events(one_reader: tuple[ReaderLine, Panel]) -> None:
     line, panel = one_reader
     line.set_input(1, DOOR_CONTACT, True)
-    assert input_report(panel.event(1)) == b"\x01\x00"
+    assert input_report(panel.event(1)) == b"\x01\x00\x00"
     line.set_input(1, LOCK_RELEASE, True)
-    assert input_report(panel.event(1)) == b"\x01\x01"
+    assert input_report(panel.event(1)) == b"\x01\x01\x00"
     line.set_input(1, DOOR_CONTACT, False)
-    assert input_report(panel.event(1)) == b"\x00\x01"
+    assert input_report(panel.event(1)) == b"\x00\x01\x00"
     line.tamper(1, True)
     local = panel.event(1)
     assert local["type"] == osdp.StatusReportType.Local
@@ -238,11 +249,35 @@ def test_a_grant_shows_the_card_then_the_release_then_the_door(
     card, *inputs = panel.events(1, 5)
     assert card["event"] == osdp.Event.CardRead
     assert [input_report(event) for event in inputs] == [
-        b"\x00\x01",  # strike released
-        b"\x01\x01",  # door open
-        b"\x00\x01",  # door closed
-        b"\x00\x00",  # strike relocked
+        b"\x00\x01\x00",  # strike released
+        b"\x01\x01\x00",  # door open
+        b"\x00\x01\x00",  # door closed
+        b"\x00\x00\x00",  # strike relocked
     ]
+
+
+def test_an_exit_presses_the_button_then_opens_the_door(
+    one_reader: tuple[ReaderLine, Panel],
+) -> None:
+    line, panel = one_reader
+    line.exit(1, open_s=0.3)
+    assert [input_report(event) for event in panel.events(1, 4)] == [
+        b"\x00\x00\x01",  # exit button pressed
+        b"\x00\x00\x00",  # let go
+        b"\x01\x00\x00",  # door open, strike never released
+        b"\x00\x00\x00",  # closed
+    ]
+
+
+def test_inputs_changed_before_a_panel_polls_are_in_its_first_report(pty: PtyPair) -> None:
+    with ReaderLine(pty.a, BAUD, [SimReader(1)]) as line:
+        line.set_input(1, DOOR_CONTACT, True)  # propped open before the panel starts
+        line.set_input(1, LOCK_RELEASE, True)
+        line.set_input(1, LOCK_RELEASE, False)
+        with Panel(pty.b, [(1, None)]) as panel:
+            assert input_report(panel.event(1)) == b"\x01\x00\x00"
+            line.set_input(1, DOOR_CONTACT, False)
+            assert input_report(panel.event(1)) == CLOSED
 
 
 def test_the_secure_channel_comes_up_with_the_right_key(
@@ -279,7 +314,7 @@ def test_a_silenced_reader_goes_offline_and_comes_back(
         panel.cp.ctx.enable_pd(0)
     until("reader 1 back online", 5, lambda: panel.cp.is_online(1))
     line.present_card(1, wiegand26(3, 3))
-    assert panel.event(1)["event"] == osdp.Event.CardRead
+    panel.card_read(1)
 
 
 def test_led_commands_from_the_panel_are_recorded(one_reader: tuple[ReaderLine, Panel]) -> None:
@@ -334,7 +369,7 @@ def test_four_readers_on_one_line_all_come_online(pty: PtyPair) -> None:
         serials = {panel.cp.get_pd_id(r.address).serial_number for r in readers}
         assert serials == {r.serial_number for r in readers}
         line.present_card(9, wiegand26(9, 9))
-        assert panel.event(9)["event"] == osdp.Event.CardRead
+        panel.card_read(9)
         assert all(line.polls(r.address) > 0 for r in readers)
 
 

@@ -7,10 +7,12 @@ The protocol, its secure channel and its timers are libosdp's (docs/decisions.md
 "OSDP through libosdp"). Modules, from the wire up:
 
 ``frames``
-    OSDP packet headers read from the side (statistics, key-mismatch diagnosis) and
-    the two plain commands a scan sends.
+    OSDP packets checked on the side: the readers' bytes filtered to whole packets
+    with a good CRC, headers read for statistics and key-mismatch diagnosis, and the
+    two plain commands a scan sends.
 ``line``
-    The serial port as libosdp's channel, counting what crosses it (``LineStats``).
+    The serial port as libosdp's channel, handing it only checked replies and
+    counting what crosses it (``LineStats``).
 ``panel``
     libosdp's control panel on one thread per line: refreshed on every reply,
     readers restarted with backoff, typed events out.

@@ -12,12 +12,17 @@ answering is ``DeviceTimeout``; one that answers with another secure-channel key
 offers none while the gateway has a key for it, ``SecureChannelError``
 (``secure_channel``), whose message names the reader and the key's place in the
 config. Each is reported once per change.
+
+A report that cannot be handled on the loop is skipped, logged without its contents
+(a card number or PIN must not reach a log), and counted in ``failures``, as the panel
+thread's own failures are.
 """
 
 import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
@@ -91,6 +96,16 @@ class OsdpBus(StreamingBus):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.events = 0
         """Reports the readers sent (cards, keys, status), for tests and metrics."""
+        self._handle_failures = 0
+        self._closed_panel_failures = 0
+
+    @property
+    def failures(self) -> int:
+        """Times a reader's report could not be handled, or the panel thread's loop
+        failed, since the bus was made (each skipped and counted; the first of each
+        logged), for metrics."""
+        panel = self._panel.failures if self._panel is not None else 0
+        return self._handle_failures + self._closed_panel_failures + panel
 
     def stats(self) -> LineStats | None:
         """What crossed the line since the bus (re)opened it, or since ``reset_stats``;
@@ -98,6 +113,7 @@ class OsdpBus(StreamingBus):
         return self._panel.stats() if self._panel is not None else None
 
     def reset_stats(self) -> None:
+        """Start the line's statistics again (a benchmark's warm-up is over)."""
         if self._panel is not None:
             self._panel.reset_stats()
 
@@ -123,22 +139,29 @@ class OsdpBus(StreamingBus):
             try:
                 await self._tick(stop, panel)
             finally:
-                panel.stop()
                 self._panel = None
+                self._closed_panel_failures += panel.failures
+                await asyncio.to_thread(panel.stop)
             if panel.lost is not None:
                 log.error("OSDP %s: the port failed: %s; opening it again", self.name, panel.lost)
                 self._all_offline(DeviceDisconnected(self.name, f"the port failed: {panel.lost}"))
                 await _sleep(stop, backoff.next_delay())
 
     def _open(self) -> Panel:
-        port = open_port(self._line.path, self._line.baud)
+        """The line's panel on a freshly opened port; raises serial.SerialException, and
+        closes the port when the panel cannot be made."""
         setups = [
             ReaderSetup(unit, device.device_id, self._settings.scbk.get(device.device_id))
             for unit, device in sorted(self._devices.items())
         ]
-        return Panel(
-            SerialChannel(port), setups, self._from_thread, baud=self._line.baud, name=self.name
-        )
+        port = open_port(self._line.path, self._line.baud)
+        try:
+            return Panel(
+                SerialChannel(port), setups, self._from_thread, baud=self._line.baud, name=self.name
+            )
+        except BaseException:
+            port.close()
+            raise
 
     async def _tick(self, stop: asyncio.Event, panel: Panel) -> None:
         """Decide grant windows that ran out, and re-deliver the inputs each interval,
@@ -166,6 +189,26 @@ class OsdpBus(StreamingBus):
                 self._loop.call_soon_threadsafe(self._handle, event, ts, time.monotonic())
 
     def _handle(self, event: PanelEvent, ts: datetime, now: float) -> None:
+        """A report, on the loop. Whatever goes wrong is logged with the reader and the
+        kind of report, never its contents (a card, a PIN), and counted."""
+        try:
+            self._apply(event, ts, now)
+        except Exception as exc:  # the loop's edge for the panel's reports
+            self._handle_failures += 1
+            if self._handle_failures == 1:
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                log.error(
+                    "OSDP %s: a %s from the reader at address %d was skipped: %s at %s:%s "
+                    "(further failures are only counted)",
+                    self.name,
+                    type(event).__name__,
+                    event.address,
+                    type(exc).__name__,
+                    frame.filename,
+                    frame.lineno,
+                )
+
+    def _apply(self, event: PanelEvent, ts: datetime, now: float) -> None:
         sink, device = self._sink, self._devices.get(event.address)
         if sink is None or device is None:
             return
@@ -176,6 +219,7 @@ class OsdpBus(StreamingBus):
             error = self._offline_error(device, event)
             log.warning("OSDP %s: %s", self.name, error)
             sink.offline(device.device_id, error, ts)
+            reader.offline()  # its inputs are unknown until it reports them again
         else:
             self.events += 1
             if isinstance(event, CardRead):
@@ -214,6 +258,8 @@ class OsdpBus(StreamingBus):
                 self._sink.sample(device.device_id, values, ts or datetime.now(UTC))
 
     def _all_offline(self, error: DeviceError) -> None:
+        for reader in self._readers.values():
+            reader.offline()
         if self._sink is not None:
             ts = datetime.now(UTC)
             for device in self._devices.values():

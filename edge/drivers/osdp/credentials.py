@@ -2,7 +2,8 @@
 
 The same card always gives the same hash under one gateway key, so the cloud can tell
 "the same card as yesterday" without being able to learn, or replay, the card number;
-a PIN typed on the keypad is a credential too and is hashed the same way. The hash
+a PIN typed on the keypad is a credential too and is hashed the same way, whole (a
+hash per digit would be a table of ten anyone could invert). The hash
 covers the card's format and bit length with its bytes, so a 26-bit and a 34-bit
 card whose bytes happen to agree are told apart.
 """
@@ -29,7 +30,8 @@ def card_hash(key: Secret, card_format: int, bits: int, data: bytes) -> str:
 
 
 def pin_hash(key: Secret, digits: bytes) -> str:
-    """The hex hash of a PIN typed on the keypad (the digits as the reader sent them)."""
+    """The hex hash of a whole PIN: its ASCII digits, without the enter key
+    (``reader.Keypad`` gathers them)."""
     return _hash(key, _PIN_TAG + bytes([len(digits) & 0xFF]) + digits)
 
 

@@ -39,8 +39,8 @@ from edge.drivers.osdp.panel import (
 )
 from edge.drivers.osdp.reader import ReaderState
 from edge.drivers.osdp.scan import ADDRESSES, Answer, parse_addresses, scan_line
-from edge.drivers.osdp.settings import Secret, parse_settings
-from edge.errors import DeviceTimeout, DeviceUnreachable
+from edge.drivers.osdp.settings import SOURCE, Secret, parse_settings
+from edge.errors import ConfigError, DeviceTimeout, DeviceUnreachable
 from schemas.profile import DeviceProfile
 from schemas.protocols.osdp import OsdpAddress
 from schemas.vocabulary import Protocol
@@ -62,6 +62,8 @@ _WHERE: Final = {
 
 
 class OsdpDriver(Driver):
+    """OSDP readers, the gateway each line's control panel (docs/osdp.md)."""
+
     name = "osdp"
     protocols = frozenset({Protocol.OSDP})
     scan_terms = ScanTerms(
@@ -77,11 +79,18 @@ class OsdpDriver(Driver):
     def open(
         self, address: DeviceAddress, devices: Sequence[DeviceSpec], options: DriverOptions
     ) -> OsdpBus:
-        """Raises ConfigError naming ``drivers.osdp.<key>`` when a reader lacks what it needs."""
+        """The line's bus, polling ``devices`` (the readers on ``address``'s port).
+
+        Raises ConfigError naming ``drivers.osdp.<key>`` when a reader lacks what it
+        needs, or naming both readers when two share a PD address or want different
+        baud rates (one line runs at one).
+        """
+        _check_line(devices)
         settings = parse_settings(options.settings)
         settings.require(device.device_id for device in devices)
-        key = settings.card_hash_key or Secret(os.urandom(32))
-        return OsdpBus(address, devices, settings, card_key=key, timeout_s=options.timeout_s)
+        return OsdpBus(
+            address, devices, settings, card_key=settings.card_key(), timeout_s=options.timeout_s
+        )
 
     async def probe(self, device: DeviceSpec, options: DriverOptions) -> Probe:
         """Bring the reader online (with its key, if the settings hold one), then show
@@ -140,6 +149,31 @@ class OsdpDriver(Driver):
         return [hit(answer) for answer in answers]
 
 
+def _check_line(devices: Sequence[DeviceSpec]) -> None:
+    """Raises ConfigError naming both readers when two of one line share a PD address
+    (one would never be heard) or its readers want different baud rates."""
+    first: dict[int, DeviceSpec] = {}
+    for device in devices:
+        address = device.address
+        other = first.setdefault(address.unit, device)
+        if other is not device:
+            raise ConfigError(
+                SOURCE,
+                "devices",
+                f"{other.device_id} and {device.device_id} are both at OSDP address "
+                f"{address.unit} on {address.path}: give each reader on a line an address "
+                "of its own (set on the reader; anju device scan osdp lists those that answer)",
+            )
+        if address.baud != devices[0].address.baud:
+            raise ConfigError(
+                SOURCE,
+                "devices",
+                f"{devices[0].device_id} is at {devices[0].address.baud} baud and "
+                f"{device.device_id} at {address.baud} on {address.path}: the readers on one "
+                "line share one baud rate; set the same baud= in both addresses (and readers)",
+            )
+
+
 def _probe(device: DeviceSpec, scbk: Secret | None, card_key: Secret, wait_s: float) -> Probe:
     """The probe, on a thread of its own: a panel for this one reader, briefly."""
     where = str(device.address)
@@ -149,13 +183,17 @@ def _probe(device: DeviceSpec, scbk: Secret | None, card_key: Secret, wait_s: fl
     except serial.SerialException as exc:
         raise DeviceUnreachable(where, f"cannot open the port: {exc}") from None
     events: queue.SimpleQueue[tuple[PanelEvent, float]] = queue.SimpleQueue()
-    panel = Panel(
-        SerialChannel(port),
-        [ReaderSetup(unit, device.device_id, scbk)],
-        lambda event: events.put((event, time.monotonic())),
-        baud=device.address.baud,
-        name=device.address.bus,
-    )
+    try:
+        panel = Panel(
+            SerialChannel(port),
+            [ReaderSetup(unit, device.device_id, scbk)],
+            lambda event: events.put((event, time.monotonic())),
+            baud=device.address.baud,
+            name=device.address.bus,
+        )
+    except BaseException:
+        port.close()
+        raise
     panel.start()
     seen: list[tuple[PanelEvent, float]] = []
     try:
@@ -166,10 +204,9 @@ def _probe(device: DeviceSpec, scbk: Secret | None, card_key: Secret, wait_s: fl
                 seen.append(events.get(timeout=left))
             except queue.Empty:
                 break
-        identity = panel.identity(unit)
     finally:
         panel.stop()
-    return _as_probe(device, card_key, online, identity, seen)
+    return _as_probe(device, card_key, online, panel.identity(unit), seen)
 
 
 def _wait_online(
@@ -217,14 +254,7 @@ def _as_probe(
     reader = ReaderState(device, card_key)
     requests = [RawRead("secure channel", "active" if online.secure else "not used (plain)")]
     if identity is not None:
-        requests.append(
-            RawRead(
-                "osdp_ID",
-                f"vendor {identity.vendor_code:06X}, model {identity.model}, version "
-                f"{identity.version}, serial {identity.serial_number:08X}, firmware "
-                f"{identity.firmware}",
-            )
-        )
+        requests.append(RawRead("osdp_ID", str(identity.pd_id)))
         requests.append(
             RawRead(
                 "osdp_CAP",

@@ -1,10 +1,12 @@
 """OSDP packets on the wire, seen from the side: headers for statistics and diagnosis.
 
-libosdp builds and parses every packet the panel exchanges; this module only watches
-the bytes go by, so the driver can count polls per reader, time the poll cycle and
-tell a reader that answered the secure-channel challenge (osdp_CCRYPT) from one that
-never answered. It also builds the two plain commands a scan sends (osdp_POLL,
-osdp_ID) to addresses no panel is configured for.
+libosdp builds and parses every packet the panel exchanges; this module watches the
+bytes go by, so the driver can count polls per reader, time the poll cycle and tell a
+reader that answered the secure-channel challenge (osdp_CCRYPT) from one that never
+answered. Its ``FrameReader`` also picks the whole packets with a good check out of
+the readers' bytes, which is all the line's channel hands libosdp (``line``): noise
+and cut or corrupted replies are dropped and counted. It builds the two plain
+commands a scan sends (osdp_POLL, osdp_ID) to addresses no panel is configured for.
 
 A packet (SIA OSDP 2.2, section 5)::
 
@@ -17,7 +19,8 @@ security block present (bit 3). The code byte is never encrypted, so headers can
 read on a secure channel too.
 """
 
-from dataclasses import dataclass
+import binascii
+from dataclasses import dataclass, field
 from typing import Final
 
 SOM: Final = 0x53
@@ -35,7 +38,6 @@ _CTRL_SCB: Final = 0x08
 _HEADER: Final = 5
 _MIN_LENGTH: Final = 7
 _MAX_LENGTH: Final = 1440
-_MAX_BUFFER: Final = 4 * _MAX_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +49,50 @@ class Frame:
     code: int
     sequence: int
     secure: bool
-    data: bytes
-    """What follows the code, up to the MAC or checksum (encrypted on a secure channel)."""
+    data: bytes = field(repr=False)
+    """What follows the code, up to the MAC or checksum (encrypted on a secure channel;
+    a card number in clear on a plain one, hence kept out of ``repr``)."""
+    packet: bytes = field(repr=False)
+    """The whole packet, as it crossed the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class PdId:
+    """What a reader says of itself in osdp_PDID."""
+
+    vendor_code: int
+    """The IEEE OUI of its maker (3 bytes)."""
+    model: int
+    version: int
+    serial_number: int
+    firmware: tuple[int, int, int]
+    """Major, minor, build."""
+
+    @classmethod
+    def parse(cls, data: bytes) -> "PdId | None":
+        """osdp_PDID's 12 bytes of data; None when fewer arrived."""
+        if len(data) < 12:
+            return None
+        return cls(
+            vendor_code=int.from_bytes(data[0:3], "little"),
+            model=data[3],
+            version=data[4],
+            serial_number=int.from_bytes(data[5:9], "little"),
+            firmware=(data[9], data[10], data[11]),
+        )
+
+    def __str__(self) -> str:
+        """As an installer reads it: vendor, model, version, serial, firmware."""
+        major, minor, build = self.firmware
+        return (
+            f"vendor {self.vendor_code:06X}, model {self.model}, version {self.version}, "
+            f"serial {self.serial_number:08X}, firmware {major}.{minor}.{build}"
+        )
 
 
 def crc16(data: bytes) -> int:
-    """OSDP's CRC-16 (CRC-16/AUG-CCITT: polynomial 0x1021, initial 0x1D0F)."""
-    crc = 0x1D0F
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
+    """OSDP's CRC-16 (CRC-16/AUG-CCITT: CRC-CCITT from initial 0x1D0F)."""
+    return binascii.crc_hqx(data, 0x1D0F)
 
 
 def command(address: int, code: int, data: bytes = b"", *, sequence: int = 0) -> bytes:
@@ -70,72 +103,78 @@ def command(address: int, code: int, data: bytes = b"", *, sequence: int = 0) ->
     return body + crc16(body).to_bytes(2, "little")
 
 
-def whole_packets(buffer: bytes | bytearray) -> int:
-    """How many leading bytes of ``buffer`` are whole packets or bytes that start none
-    (noise): what can be handed on without splitting a packet that is still arriving."""
-    done = 0
-    while done < len(buffer):
-        if buffer[done] != SOM:
-            start = buffer.find(SOM, done)
-            done = len(buffer) if start < 0 else start
-            continue
-        if len(buffer) - done < _HEADER - 1:
-            return done
-        length = buffer[done + 2] | buffer[done + 3] << 8
-        if not _MIN_LENGTH <= length <= _MAX_LENGTH:
-            done += 1
-            continue
-        if len(buffer) - done < length:
-            return done
-        done += length
-    return done
-
-
 class FrameReader:
     """Packets out of a byte stream that may start mid-packet or carry noise.
 
-    ``feed`` returns the packets completed by the bytes given; bytes that are not a
-    well-formed packet are skipped and counted in ``bad_bytes``.
+    ``feed`` returns the packets completed by the bytes given, each with a good CRC
+    or checksum. A packet start (SOM) whose check fails, or whose length is no OSDP
+    packet's, was noise: one byte is skipped and the search goes on. A start still
+    waiting for its bytes is given up when a whole packet begins after it (noise just
+    before a reply) or when ``discard`` says no more of it will come.
+
+    ``bad_bytes`` counts the bytes skipped; ``dropped`` the packet starts given up (a
+    failed check, a packet cut short, noise that looked like a header).
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self.bad_bytes = 0
+        self.dropped = 0
 
     def feed(self, data: bytes) -> list[Frame]:
+        """The packets ``data`` completes, in order."""
         self._buffer += data
         frames: list[Frame] = []
         while True:
             start = self._buffer.find(SOM)
             if start < 0:
-                self.bad_bytes += len(self._buffer)
-                self._buffer.clear()
+                self._drop(len(self._buffer))
                 return frames
-            if start:
-                self.bad_bytes += start
-                del self._buffer[:start]
+            self._drop(start)
             if len(self._buffer) < _HEADER:
                 return frames
             length = self._buffer[2] | self._buffer[3] << 8
             if not _MIN_LENGTH <= length <= _MAX_LENGTH:
-                self._skip()
+                self._drop(1)
                 continue
             if len(self._buffer) < length:
-                if len(self._buffer) > _MAX_BUFFER:
-                    self._skip()
-                    continue
-                return frames
+                later = self._whole_packet_after_start()
+                if later is None:
+                    return frames
+                self.dropped += 1
+                self._drop(later)
+                continue
             frame = _parse(bytes(self._buffer[:length]))
             if frame is None:
-                self._skip()
+                self.dropped += 1
+                self._drop(1)
                 continue
             del self._buffer[:length]
             frames.append(frame)
 
-    def _skip(self) -> None:
-        """Drop one byte: the SOM that did not start a packet."""
-        self.bad_bytes += 1
-        del self._buffer[:1]
+    def discard(self) -> None:
+        """Give up the packet still arriving, if any: none of its bytes will follow (on a
+        half-duplex line, once the panel sends again, the last reply is over)."""
+        if len(self._buffer) >= _HEADER:
+            self.dropped += 1  # a start with a plausible length: a packet cut short
+        self._drop(len(self._buffer))
+
+    def _whole_packet_after_start(self) -> int | None:
+        """Where a whole packet with a good check begins after the start at 0, if one
+        does: the start was noise then."""
+        at = self._buffer.find(SOM, 1)
+        while at >= 0:
+            if len(self._buffer) - at >= _HEADER:
+                length = self._buffer[at + 2] | self._buffer[at + 3] << 8
+                whole = _MIN_LENGTH <= length <= len(self._buffer) - at
+                if whole and _parse(bytes(self._buffer[at : at + length])) is not None:
+                    return at
+            at = self._buffer.find(SOM, at + 1)
+        return None
+
+    def _drop(self, count: int) -> None:
+        self.bad_bytes += count
+        del self._buffer[:count]
 
 
 def _parse(packet: bytes) -> Frame | None:
@@ -164,4 +203,5 @@ def _parse(packet: bytes) -> Frame | None:
         sequence=ctrl & 3,
         secure=secure,
         data=packet[offset + 1 : end],
+        packet=packet,
     )

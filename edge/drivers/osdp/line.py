@@ -3,8 +3,19 @@
 libosdp reads and writes through a ``Channel`` object; this one is a pyserial port in
 non-blocking mode, and it watches every byte go by (``edge.drivers.osdp.frames``) to
 count polls and replies per reader, time each reader's poll cycle, and remember which
-readers answered the secure-channel challenge. Everything here runs on the line's
-panel thread; ``stats`` may be called from any thread.
+readers answered the secure-channel challenge.
+
+libosdp is handed whole replies with a good CRC, one per read, and nothing else. Its
+panel (3.2.9) takes a reply split over several reads for none, and a reply that fails
+its check for a reader gone wrong: offline at once. Noise, a reply cut short or one
+with a bad CRC is dropped here and counted (``LineStats.bad_bytes``,
+``LineStats.dropped_packets``), so libosdp sees a missed reply, which it sends again.
+The line is half duplex: once the panel sends a command, what is left of the last
+reply is over, so a partial packet (a cut reply, or noise such as ``53 00 00 04``
+announcing 1024 bytes) is dropped then and never holds the next reply back.
+
+Everything here runs on the line's panel thread; ``stats`` and ``reset_stats`` may be
+called from any thread.
 """
 
 import threading
@@ -17,7 +28,7 @@ from typing import Final
 import osdp
 import serial
 
-from edge.drivers.osdp.frames import CMD_POLL, REPLY_CCRYPT, Frame, FrameReader, whole_packets
+from edge.drivers.osdp.frames import CMD_POLL, REPLY_CCRYPT, Frame, FrameReader
 
 CYCLE_WINDOW: Final = 64
 """How many of a reader's latest commands its mean poll cycle is taken over."""
@@ -51,6 +62,9 @@ class LineStats:
     bad_bytes: int
     """Bytes of the readers' that were not part of a well-formed packet (noise, cut or
     corrupted replies)."""
+    dropped_packets: int
+    """Packets from the readers' side that libosdp was not handed: a failed CRC, a
+    reply cut short or late, noise that looked like a header."""
     readers: dict[int, ReaderStats]
     """By PD address."""
 
@@ -65,6 +79,9 @@ class _Counters:
     def __init__(self) -> None:
         self.bytes_out = 0
         self.bytes_in = 0
+        self.dropped = 0
+        """Whole packets not handed to libosdp: replies it had not read when the panel
+        sent again, and packets on the readers' side that are no reply."""
         self.commands: dict[int, int] = defaultdict(int)
         self.polls: dict[int, int] = defaultdict(int)
         self.replies: dict[int, int] = defaultdict(int)
@@ -79,10 +96,11 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
         self.id = CHANNEL_ID
         self._port = port
         self._clock = clock
-        self._pending = bytearray()
+        self._ready: deque[bytes] = deque()
         self._sent = FrameReader()
         self._received = FrameReader()
         self._lock = threading.Lock()
+        """Guards the counters and ``_received`` (its counts), read by ``stats``."""
         self._counters = _Counters()
         self.challenged: set[int] = set()
         """Readers that answered osdp_CHLNG with osdp_CCRYPT since last cleared: they
@@ -95,30 +113,28 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
         and the bus reopens the port."""
 
     def fileno(self) -> int:
+        """The port's descriptor, for the panel thread's ``select``."""
         return int(self._port.fileno())
 
     def read(self, max_bytes: int) -> bytes:
-        """Whole packets only (and stray bytes between them): libosdp 3.2.9's panel
-        misses a reply whose bytes reach it over several reads, as they do on a real
-        line, where a 20-byte reply takes 21 ms at 9600 baud."""
-        try:
-            data = bytes(self._port.read(self._port.in_waiting or 1))
-        except (serial.SerialException, OSError) as exc:
-            self.lost = str(exc)
-            data = b""
-        if data:
-            self._pending += data
-            frames = self._received.feed(data)
-            with self._lock:
-                self._counters.bytes_in += len(data)
-                for frame in frames:
-                    self._reply(frame)
-        ready = min(whole_packets(self._pending), max_bytes)
-        out = bytes(self._pending[:ready])
-        del self._pending[:ready]
-        return out
+        """The next whole reply with a good check, or nothing (see the module's
+        docstring); a reply longer than ``max_bytes`` goes over several reads."""
+        self._receive()
+        if not self._ready:
+            return b""
+        packet = self._ready.popleft()
+        if len(packet) > max_bytes:
+            self._ready.appendleft(packet[max_bytes:])
+        return packet[:max_bytes]
 
     def write(self, buf: bytes) -> int:
+        """Send a command. What arrived before it, and what is left of the last reply,
+        belong to the last turn (half duplex): they are dropped, and counted."""
+        self._receive()
+        with self._lock:
+            self._received.discard()
+            self._counters.dropped += len(self._ready)
+            self._ready.clear()
         try:
             written = self._port.write(buf) or 0
         except (serial.SerialException, OSError) as exc:
@@ -132,9 +148,28 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
                 self._command(frame, now)
         return int(written)
 
+    def _receive(self) -> None:
+        """Take what the port holds: count it, and keep the whole replies for libosdp."""
+        try:
+            data = bytes(self._port.read(self._port.in_waiting or 1))
+        except (serial.SerialException, OSError) as exc:
+            self.lost = str(exc)
+            return
+        if not data:
+            return
+        with self._lock:
+            self._counters.bytes_in += len(data)
+            for frame in self._received.feed(data):
+                if frame.reply:
+                    self._reply(frame)
+                    self._ready.append(frame.packet)
+                else:  # a command on the readers' side (an echo, or noise): no reply
+                    self._counters.dropped += 1
+
     def flush(self) -> None:
-        """Nothing to do: writes go straight to the port (libosdp calls this after each
-        packet; draining the port here would block the thread for the packet's time)."""
+        """Nothing to do: ``write`` drops what is left of a reply, and writes go
+        straight to the port (draining it here would block the thread for the
+        packet's time)."""
 
     def _command(self, frame: Frame, now: float) -> None:
         counters = self._counters
@@ -155,6 +190,7 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
             self.heard.discard(address)
 
     def stats(self) -> LineStats:
+        """What crossed the line since the channel was made or ``reset_stats``."""
         with self._lock:
             counters = self._counters
             addresses = sorted({*counters.commands, *counters.replies})
@@ -162,6 +198,7 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
                 bytes_out=counters.bytes_out,
                 bytes_in=counters.bytes_in,
                 bad_bytes=self._received.bad_bytes,
+                dropped_packets=self._received.dropped + counters.dropped,
                 readers={
                     address: ReaderStats(
                         address=address,
@@ -179,8 +216,10 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]
         with self._lock:
             self._counters = _Counters()
             self._received.bad_bytes = 0
+            self._received.dropped = 0
 
     def close(self) -> None:
+        """Close the port; idempotent."""
         self._port.close()
 
 

@@ -9,9 +9,19 @@ arrives, so the cycle is what the wire allows.
 
 The thread owns the panel: others reach it only through ``submit`` (a queue the
 thread drains) and see it through ``on_event``, called on the thread with typed
-events. libosdp keeps a reader that went offline offline for 300 s; the panel
-restarts it sooner itself, with backoff (``RETRY_FIRST_S`` doubling to
-``RETRY_CAP_S``), so a reader back on the line is polled again within seconds.
+events.
+
+The channel hands libosdp only whole replies with a good CRC (``line``), so a reply
+lost to noise, cut short or corrupted is, to libosdp, a missed reply: it sends the
+command again. In clear the reader answers that and stays online. On a secure channel
+libosdp 3.2.9 cannot recover it: the reader (libosdp's peripheral device, as in the
+simulator) finds the repeated command's MAC off the chain it moved on to, answers
+osdp_NAK, and the panel drops the reader about a second after the loss. A reader that
+answered nothing at all is dropped after libosdp's retries, about 8 s. libosdp would
+keep either offline for 300 s; the panel restarts a reader itself: one that was
+online at once, reporting it offline only if it is not back within ``LOST_GRACE_S``
+(a lost reply costs a new session, not an offline report), and after that with
+backoff (``edge.backoff.Backoff`` from ``RETRY_FIRST_S`` to ``RETRY_CAP_S``).
 
 libosdp says nothing of why a secure channel failed. The line's channel sees every
 reply, so a reader that answered the challenge (osdp_CCRYPT) but went offline
@@ -20,20 +30,22 @@ instead of online has a key other than the panel's: ``Offline.reason`` says
 key here, ``no_secure_channel``; one that never answered, ``silent``.
 """
 
+import contextlib
 import logging
 import os
 import queue
-import random
 import select
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Final, Literal
+from dataclasses import dataclass, field
+from typing import Final, Literal, Protocol
 
 import osdp_sys
 
+from edge.backoff import Backoff
+from edge.drivers.osdp.frames import PdId
 from edge.drivers.osdp.line import LineStats, SerialChannel
 from edge.drivers.osdp.settings import Secret
 
@@ -43,7 +55,16 @@ TICK_S: Final = 0.002
 """Longest wait between refreshes when nothing arrives: libosdp's timers (50 ms poll
 interval, 200 ms reply timeout) need no finer, and an idle line costs little."""
 RETRY_FIRST_S: Final = 1.0
+"""A reader that went offline is restarted within this long at first (jittered, from
+half of it), the delay doubling with each failure up to ``RETRY_CAP_S``."""
 RETRY_CAP_S: Final = 30.0
+LOST_GRACE_S: Final = 2.0
+"""A reader that was online and stops answering is restarted at once, and reported
+offline only if it is not back within this long: a reply lost to noise on a secure
+channel ends libosdp's session (see the module's docstring), and a restart brings it
+back in well under a second."""
+STOP_TIMEOUT_S: Final = 5.0
+"""How long ``stop`` waits for the thread (it never blocks longer than a refresh)."""
 KEY_RETRY_S: Final = 60.0
 """A reader with a key mismatch is tried again this often (a key fixed on the reader
 side is picked up), not faster: the mismatch does not go away by itself."""
@@ -82,28 +103,38 @@ class ReaderSetup:
 
 @dataclass(frozen=True, slots=True)
 class Online:
+    """The reader at ``address`` answers polls, over a secure channel or in clear."""
+
     address: int
     secure: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Offline:
+    """The reader at ``address`` went offline, and why (reported once per change)."""
+
     address: int
     reason: OfflineReason
 
 
 @dataclass(frozen=True, slots=True)
 class CardRead:
+    """A card presented (osdp_RAW). ``data`` is the card number: never in a repr, so a
+    log line that shows the event does not show it."""
+
     address: int
     card_format: int
     bits: int
-    data: bytes
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class KeyPress:
+    """Keys pressed since the last poll (osdp_KEYPAD); ``digits`` (a PIN, or part of
+    one) are never in a repr."""
+
     address: int
-    digits: bytes
+    digits: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +153,27 @@ PanelEvent = Online | Offline | CardRead | KeyPress | Status
 class ReaderIdentity:
     """What a reader says of itself (osdp_PDID) and what it can do (osdp_PDCAP)."""
 
-    vendor_code: int
-    model: int
-    version: int
-    serial_number: int
-    firmware: str
+    pd_id: PdId
     capabilities: Mapping[str, tuple[int, int]]
     """(compliance level, number of items) by capability, for those it declares."""
+
+
+class _ControlPanel(Protocol):
+    """The part of ``osdp_sys.ControlPanel`` the panel uses (the module has no types)."""
+
+    def set_event_callback(self, callback: Callable[[int, dict[str, object]], int]) -> None: ...
+    def refresh(self) -> None: ...
+    def submit_command(self, index: int, command: Mapping[str, object]) -> bool: ...
+    def get_pd_id(self, index: int) -> Mapping[str, int] | None: ...
+    def check_capability(self, index: int, code: int) -> tuple[int, int]: ...
+    def sc_status(self) -> int: ...
+    def is_pd_enabled(self, index: int) -> bool: ...
+    def enable_pd(self, index: int) -> object: ...
+    def disable_pd(self, index: int) -> object: ...
+
+
+def _retry_backoff() -> Backoff:
+    return Backoff(initial_s=RETRY_FIRST_S, cap_s=RETRY_CAP_S)
 
 
 @dataclass
@@ -137,12 +182,21 @@ class _State:
     online: bool = False
     reported: OfflineReason | Literal["online", ""] = ""
     retry_at: float | None = None
-    retry_s: float = RETRY_FIRST_S
+    backoff: Backoff = field(default_factory=_retry_backoff)
     restarting: bool = False
+    lost_at: float | None = None
+    """When an online reader stopped answering, while it is given ``LOST_GRACE_S``."""
 
 
 class Panel:
-    """libosdp's control panel for the readers of one line, on a thread of its own."""
+    """libosdp's control panel for the readers of one line, on a thread of its own.
+
+    From the moment it is made the panel owns the channel (and its port) and a wake-up
+    pipe; ``stop`` closes them, whether or not the thread started, and so does the
+    thread when it ends on a failed port. Raises OSError when no pipe can be made, and
+    ValueError or TypeError when libosdp refuses the readers' setup; the channel is
+    closed then.
+    """
 
     def __init__(
         self,
@@ -161,12 +215,24 @@ class Panel:
         self._commands: queue.SimpleQueue[tuple[int, dict[str, object], Future[bool]]] = (
             queue.SimpleQueue()
         )
-        self._wake_read, self._wake_write = os.pipe()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._cp = self._make(baud)
+        self._wake_lock = threading.Lock()
+        """Guards the wake-up pipe's descriptors: once closed they are -1, so a late
+        ``submit`` or ``stop`` never writes into a descriptor the OS gave to another."""
+        self._wake_read, self._wake_write = -1, -1
+        self.failures = 0
+        """Times the thread's loop failed and went on (the first is logged with its
+        traceback, the others only counted), for metrics."""
+        try:
+            self._wake_read, self._wake_write = os.pipe()
+            os.set_blocking(self._wake_write, False)
+            self._cp = self._make(baud)
+        except BaseException:
+            self._close()
+            raise
 
-    def _make(self, baud: int) -> object:
+    def _make(self, baud: int) -> _ControlPanel:
         osdp_sys.set_loglevel(0)  # the panel reports through logging, once per change
         infos = []
         for state in self._readers:
@@ -184,38 +250,57 @@ class Panel:
                     "baud_rate": baud,
                 }
             )
-        cp = osdp_sys.ControlPanel(infos)
+        cp: _ControlPanel = osdp_sys.ControlPanel(infos)
         cp.set_event_callback(self._event)
         return cp
 
     def start(self) -> None:
+        """Start polling the readers, on a thread of the panel's own."""
         self._thread = threading.Thread(target=self._run, name=f"osdp {self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and close the port; idempotent."""
+        """Stop the thread and close the port and the wake-up pipe; idempotent, and safe
+        from any thread but the panel's own. Blocks up to ``STOP_TIMEOUT_S``."""
         self._stop.set()
-        os.write(self._wake_write, b"x")
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._channel.close()
-        for fd in (self._wake_read, self._wake_write):
-            try:
-                os.close(fd)
-            except OSError:
-                continue
+        self._wake(b"x")
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(STOP_TIMEOUT_S)
+            if thread.is_alive():  # it closes what it uses on its way out
+                log.error(
+                    "OSDP %s: the panel thread did not stop within %g s", self.name, STOP_TIMEOUT_S
+                )
+                return
+        self._close()
 
     def submit(self, address: int, command: dict[str, object]) -> "Future[bool]":
         """Queue ``command`` for the reader at ``address``; the future says whether
-        libosdp took it (False: the reader is offline or its queue is full)."""
+        libosdp took it (False: the reader is offline, its queue is full, or the panel
+        stopped). A future cancelled before the thread reaches it is never sent."""
         done: Future[bool] = Future()
         self._commands.put((address, command, done))
-        try:
-            os.write(self._wake_write, b"c")
-        except OSError:
+        if not self._wake(b"c") and done.set_running_or_notify_cancel():
             done.set_result(False)
         return done
+
+    def _wake(self, why: bytes) -> bool:
+        """Cut the thread's wait short; False once the panel is closed."""
+        with self._wake_lock:
+            if self._wake_write < 0:
+                return False
+            with contextlib.suppress(BlockingIOError):  # already woken, not yet read
+                os.write(self._wake_write, why)
+            return True
+
+    def _close(self) -> None:
+        """Close the pipe and the channel, once (by ``stop``, or the thread as it ends)."""
+        with self._wake_lock:
+            fds, (self._wake_read, self._wake_write) = (self._wake_read, self._wake_write), (-1, -1)
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+        self._channel.close()
 
     @property
     def lost(self) -> str | None:
@@ -223,15 +308,16 @@ class Panel:
         return self._channel.lost
 
     def is_online(self, address: int) -> bool:
+        """Whether the reader at ``address`` is online (any thread; a snapshot)."""
         index = self._index.get(address)
         return index is not None and self._readers[index].online
 
     def identity(self, address: int) -> ReaderIdentity | None:
-        """The reader's PD id and capabilities, once it has been online; call on the
-        panel's thread or after it stopped."""
+        """The reader's PD id and capabilities, once it has been online. libosdp is not
+        thread-safe: call it only after ``stop`` (or before ``start``)."""
         index = self._index[address]
         try:
-            pd_id = self._cp.get_pd_id(index)  # type: ignore[attr-defined]
+            pd_id = self._cp.get_pd_id(index)
         except ValueError:
             return None
         if not pd_id:
@@ -239,28 +325,38 @@ class Panel:
         capabilities = {}
         for label, code in CAPABILITIES.items():
             try:
-                level, items = self._cp.check_capability(index, code)  # type: ignore[attr-defined]
+                level, items = self._cp.check_capability(index, code)
             except ValueError:
                 continue
             if level or items:
                 capabilities[label] = (int(level), int(items))
-        firmware = int(pd_id["firmware_version"]) & 0xFFFFFF
+        firmware = int(pd_id["firmware_version"])
         return ReaderIdentity(
-            vendor_code=int(pd_id["vendor_code"]) & 0xFFFFFF,
-            model=int(pd_id["model"]),
-            version=int(pd_id["version"]),
-            serial_number=int(pd_id["serial_number"]) & 0xFFFFFFFF,
-            firmware=f"{firmware >> 16}.{firmware >> 8 & 0xFF}.{firmware & 0xFF}",
+            pd_id=PdId(
+                vendor_code=int(pd_id["vendor_code"]) & 0xFFFFFF,
+                model=int(pd_id["model"]),
+                version=int(pd_id["version"]),
+                serial_number=int(pd_id["serial_number"]) & 0xFFFFFFFF,
+                firmware=(firmware >> 16 & 0xFF, firmware >> 8 & 0xFF, firmware & 0xFF),
+            ),
             capabilities=capabilities,
         )
 
     def stats(self) -> LineStats:
+        """What crossed the line since the panel was made, or since ``reset_stats``."""
         return self._channel.stats()
 
     def reset_stats(self) -> None:
+        """Start the line's statistics again (a benchmark's warm-up is over)."""
         self._channel.reset_stats()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._close()
+
+    def _loop(self) -> None:
         cp = self._cp
         fd = self._channel.fileno()
         while not self._stop.is_set():
@@ -269,12 +365,16 @@ class Panel:
                 if self._wake_read in ready:
                     os.read(self._wake_read, 512)
                 self._drain_commands()
-                cp.refresh()  # type: ignore[attr-defined]
+                cp.refresh()
                 if self._channel.lost is not None:
                     return  # the bus sees ``lost`` and opens the port again
                 self._supervise(time.monotonic())
-            except Exception:  # the line's outer loop: log, count on, keep polling
-                log.exception("OSDP %s: the panel failed; going on", self.name)
+            except Exception:  # the line's outer loop: log once, count, keep polling
+                self.failures += 1
+                if self.failures == 1:
+                    log.exception(
+                        "OSDP %s: the panel failed; going on (counted after this)", self.name
+                    )
                 self._stop.wait(0.1)
 
     def _drain_commands(self) -> None:
@@ -283,12 +383,14 @@ class Panel:
                 address, command, done = self._commands.get_nowait()
             except queue.Empty:
                 return
+            if not done.set_running_or_notify_cancel():
+                continue  # the caller gave up waiting: the reader must not get it late
             index = self._index.get(address)
             if index is None or not self._readers[index].online:
                 done.set_result(False)
                 continue
             try:
-                accepted = bool(self._cp.submit_command(index, command))  # type: ignore[attr-defined]
+                accepted = bool(self._cp.submit_command(index, command))
             except (ValueError, TypeError, KeyError) as exc:
                 done.set_exception(exc)
                 continue
@@ -318,9 +420,10 @@ class Panel:
         address = state.setup.address
         if online:
             state.online = True
-            state.retry_s = RETRY_FIRST_S
+            state.backoff.reset()
             state.retry_at = None
-            secure = bool(self._cp.sc_status() >> self._index[address] & 1)  # type: ignore[attr-defined]
+            state.lost_at = None
+            secure = bool(self._cp.sc_status() >> self._index[address] & 1)
             if state.reported != "online":
                 log.info(
                     "OSDP %s: reader %s (address %d) online, %s",
@@ -336,13 +439,21 @@ class Panel:
         if state.restarting:
             return  # the panel's own restart, not news
         state.online = False
+        now = time.monotonic()
         reason = self._why_offline(state)
-        delay = KEY_RETRY_S if reason == "key_mismatch" else state.retry_s
-        state.retry_s = min(state.retry_s * 2, RETRY_CAP_S)
-        state.retry_at = time.monotonic() + delay * random.uniform(0.8, 1.2)
+        if reason == "silent" and state.reported == "online" and state.lost_at is None:
+            state.lost_at = now  # a new session at once; news only if it does not come
+            state.retry_at = now
+            return
+        delay = KEY_RETRY_S if reason == "key_mismatch" else state.backoff.next_delay()
+        state.retry_at = now + delay
+        self._report_offline(state, reason)
+
+    def _report_offline(self, state: _State, reason: OfflineReason) -> None:
+        state.lost_at = None
         if state.reported != reason:
             state.reported = reason
-            self._on_event(Offline(address, reason))
+            self._on_event(Offline(state.setup.address, reason))
 
     def _why_offline(self, state: _State) -> OfflineReason:
         address = state.setup.address
@@ -356,7 +467,7 @@ class Panel:
 
     def _offers_secure_channel(self, address: int) -> bool:
         try:
-            level, _ = self._cp.check_capability(  # type: ignore[attr-defined]
+            level, _ = self._cp.check_capability(
                 self._index[address], osdp_sys.CAP_COMMUNICATION_SECURITY
             )
         except ValueError:
@@ -364,17 +475,20 @@ class Panel:
         return bool(level)
 
     def _supervise(self, now: float) -> None:
-        """Restart readers whose retry is due: disable, then enable (back to INIT)."""
+        """Restart readers whose retry is due: disable, then enable (back to INIT); report
+        those lost that did not come back within ``LOST_GRACE_S``."""
         for index, state in enumerate(self._readers):
+            if state.lost_at is not None and now - state.lost_at >= LOST_GRACE_S:
+                self._report_offline(state, "silent")
             if state.restarting:
-                if not self._cp.is_pd_enabled(index):  # type: ignore[attr-defined]
+                if not self._cp.is_pd_enabled(index):
                     self._channel.forget(state.setup.address)
-                    self._cp.enable_pd(index)  # type: ignore[attr-defined]
+                    self._cp.enable_pd(index)
                     state.restarting = False
             elif state.retry_at is not None and now >= state.retry_at and not state.online:
                 state.retry_at = None
                 state.restarting = True
-                self._cp.disable_pd(index)  # type: ignore[attr-defined]
+                self._cp.disable_pd(index)
 
 
 def _bytes(value: object) -> bytes:

@@ -23,6 +23,7 @@ from edge.drivers.osdp.frames import (
     REPLY_PDID,
     Frame,
     FrameReader,
+    PdId,
     command,
 )
 from edge.drivers.osdp.line import open_port
@@ -70,15 +71,9 @@ def parse_addresses(text: str) -> list[int]:
 
 
 def render_pdid(data: bytes) -> str:
-    """osdp_PDID as an installer reads it: vendor, model, version, serial, firmware."""
-    if len(data) < 12:
-        return f"identity of {len(data)} bytes: {data.hex(' ')}"
-    vendor = int.from_bytes(data[0:3], "little")
-    serial_number = int.from_bytes(data[5:9], "little")
-    return (
-        f"vendor {vendor:06X}, model {data[3]}, version {data[4]}, serial {serial_number:08X}, "
-        f"firmware {data[9]}.{data[10]}.{data[11]}"
-    )
+    """osdp_PDID's data as an installer reads it (``PdId``), or its bytes when short."""
+    pd_id = PdId.parse(data)
+    return str(pd_id) if pd_id is not None else f"identity of {len(data)} bytes: {data.hex(' ')}"
 
 
 async def scan_line(

@@ -62,6 +62,19 @@ class OsdpDriverSettings:
     allow_plain: bool = False
     """Whether a reader without a key may run without a secure channel."""
 
+    def card_key(self) -> Secret:
+        """``card_hash_key``; raises ConfigError naming it, with how to make one, when it
+        is missing."""
+        if self.card_hash_key is None:
+            raise ConfigError(
+                SOURCE,
+                "drivers.osdp.card_hash_key",
+                "missing: OSDP readers are configured, and card numbers leave the gateway "
+                "only as a keyed hash; set it to at least 16 random bytes in hex "
+                "(python3 -c 'import secrets; print(secrets.token_hex(32))')",
+            )
+        return self.card_hash_key
+
     def require(self, device_ids: Iterable[str]) -> None:
         """Check that the readers in ``device_ids`` can run with these settings.
 
@@ -70,14 +83,8 @@ class OsdpDriverSettings:
         readers are not allowed.
         """
         ids = list(device_ids)
-        if ids and self.card_hash_key is None:
-            raise ConfigError(
-                SOURCE,
-                "drivers.osdp.card_hash_key",
-                "missing: OSDP readers are configured, and card numbers leave the gateway "
-                "only as a keyed hash; set it to at least 16 random bytes in hex "
-                "(python3 -c 'import secrets; print(secrets.token_hex(32))')",
-            )
+        if ids:
+            self.card_key()
         for device_id in ids:
             if device_id not in self.scbk and not self.allow_plain:
                 raise ConfigError(
