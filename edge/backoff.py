@@ -1,5 +1,8 @@
-"""Exponential backoff with full jitter and a cap, for every retry loop of the agent."""
+"""Exponential backoff with full jitter and a cap, for every retry loop of the agent,
+and the wait between two tries that a stop request cuts short."""
 
+import asyncio
+import contextlib
 import random
 from dataclasses import dataclass, field
 
@@ -24,3 +27,10 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile: a retry loop that is asked
+    to stop does not sit out its backoff first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))

@@ -12,11 +12,10 @@ times a second, and one spool transaction each cost more CPU than all the decodi
 """
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 
-from edge.backoff import Backoff
+from edge.backoff import Backoff, pause
 from edge.devices import AgentDevice, Sink
 from edge.drivers.contract import Sample, StreamingBus
 from edge.errors import DeviceError
@@ -80,8 +79,7 @@ class StreamPump:
                     exc,
                     exc_info=exc if self.restarts == 1 else None,
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff.next_delay())
+                await pause(stop, backoff.next_delay())
 
     def _device(self, device_id: str) -> AgentDevice | None:
         device = self._by_id.get(device_id)

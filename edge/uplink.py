@@ -22,7 +22,6 @@ CommandResult for that id, so the cloud is never left waiting.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.backoff import Backoff
+from edge.backoff import Backoff, pause
 from edge.errors import EdgeError, UplinkError
 from edge.spool import SealedBatch, Spool
 from schemas.broker import BrokerAddress
@@ -307,8 +306,7 @@ class Uplink:
                 continue
             self.connection_failures += 1
             self.state = UplinkState.OFFLINE
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._backoff.next_delay())
+            await pause(stop, self._backoff.next_delay())
         self.state = UplinkState.STOPPED
 
     async def _serve(

@@ -30,7 +30,7 @@ from typing import Final
 import serial
 
 from edge.addresses import DeviceAddress
-from edge.backoff import Backoff
+from edge.backoff import Backoff, pause
 from edge.drivers.contract import DeviceSpec, StreamingBus, StreamSink
 from edge.drivers.osdp.line import LineStats, SerialChannel, open_port
 from edge.drivers.osdp.panel import (
@@ -130,7 +130,7 @@ class OsdpBus(StreamingBus):
                     log.error("OSDP %s: cannot open the port: %s", self.name, exc)
                     reported = True
                 self._all_offline(DeviceUnreachable(self.name, f"cannot open the port: {exc}"))
-                await _sleep(stop, backoff.next_delay())
+                await pause(stop, backoff.next_delay())
                 continue
             reported = False
             backoff.reset()
@@ -145,7 +145,7 @@ class OsdpBus(StreamingBus):
             if panel.lost is not None:
                 log.error("OSDP %s: the port failed: %s; opening it again", self.name, panel.lost)
                 self._all_offline(DeviceDisconnected(self.name, f"the port failed: {panel.lost}"))
-                await _sleep(stop, backoff.next_delay())
+                await pause(stop, backoff.next_delay())
 
     def _open(self) -> Panel:
         """The line's panel on a freshly opened port; raises serial.SerialException, and
@@ -168,7 +168,7 @@ class OsdpBus(StreamingBus):
         until ``stop`` or until the panel lost its port."""
         resent: dict[int, float] = {}
         while not stop.is_set() and panel.lost is None:
-            await _sleep(stop, TICK_S)
+            await pause(stop, TICK_S)
             now = time.monotonic()
             for unit, reader in self._readers.items():
                 self._deliver(unit, reader.due(now))
@@ -324,8 +324,3 @@ def _command(device: DeviceSpec, point: Point, value: float) -> dict[str, object
             "rep_count": number,
         }
     raise PointError(device.profile.id, point.name, f"a {reply} point cannot be written")
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))

@@ -17,12 +17,11 @@ profile's ``heartbeat_s``. It is online again with the first record after any of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
 from edge.addresses import DeviceAddress
-from edge.backoff import Backoff
+from edge.backoff import Backoff, pause
 from edge.drivers.contract import DeviceSpec, StreamingBus, StreamSink
 from edge.drivers.serial.errors import NoWrites, PortLost, PortUnavailable, frame_error
 from edge.drivers.serial.framing import FrameFault, FrameReader, Record, reader_for
@@ -113,7 +112,7 @@ class SerialBus(StreamingBus):
                 port.open()
             except PortUnavailable as exc:
                 self._offline(sink, exc)
-                await _sleep(stop, backoff.next_delay())
+                await pause(stop, backoff.next_delay())
                 continue
             self._port = port
             self.opens += 1
@@ -127,7 +126,7 @@ class SerialBus(StreamingBus):
                 for fault in dropped:  # the frame the cable was pulled in
                     sink.fault(self.device.device_id, frame_error(self.name, fault))
                 self._offline(sink, lost)
-                await _sleep(stop, backoff.next_delay())
+                await pause(stop, backoff.next_delay())
 
     async def _serve(
         self, port: SerialPort, sink: StreamSink, stop: asyncio.Event, backoff: Backoff
@@ -225,9 +224,3 @@ class SerialBus(StreamingBus):
     def close(self) -> None:
         if self._port is not None:
             self._port.close()
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    """Wait ``seconds``, or less if ``stop`` is set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
