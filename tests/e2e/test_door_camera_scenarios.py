@@ -13,7 +13,6 @@ card number never leaves the edge in clear.
 import asyncio
 import contextlib
 import secrets
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,6 +38,7 @@ from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
 from tests.api_support import make_key
 from tests.e2e.support import cloud_settings, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 
@@ -223,17 +223,6 @@ async def _rows(database_url: str, query: str, *params: object) -> list[tuple[An
         return await (await conn.execute(query, params)).fetchall()
 
 
-async def _until(what: str, timeout_s: float, check: Any) -> Any:
-    """Poll the async ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
-        await asyncio.sleep(0.1)
-
-
 async def _incidents(site: Site) -> set[tuple[str, str, int]]:
     response = await site.api.get("/incidents", params={"limit": 200})
     response.raise_for_status()
@@ -263,13 +252,13 @@ async def _readers_polled(site: Site) -> bool:
 
 
 async def test_two_people_on_one_card_is_tailgating_one_is_not(site: Site) -> None:
-    await _until("both readers polled", 20, lambda: _readers_polled(site))
+    await until("both readers polled", 20, lambda: _readers_polled(site))
     site.readers.grant(2, OTHER_CARD, open_s=0.5)
     site.readers.grant(1, CARD, open_s=0.5)
-    await _until("both grants stored", 15, lambda: _counted(site, "access.granted", 2))
+    await until("both grants stored", 15, lambda: _counted(site, "access.granted", 2))
     site.box.cross(1, "L2", "in", 1)
     site.box.tailgating(1, "L1")
-    crossings = await _until(
+    crossings = await until(
         "both crossings stored", 15, lambda: _counted(site, "camera.line_crossing", 2)
     )
     assert {(row[1]["door"], row[1]["count"], row[1]["direction"]) for row in crossings} == {
@@ -277,7 +266,7 @@ async def test_two_people_on_one_card_is_tailgating_one_is_not(site: Site) -> No
         (BIKES, 1, "in"),
     }
     expected = {(CAMERA, "tailgating", 2)}
-    await _until("the tailgating incident", 15, lambda: _holds(site, expected))
+    await until("the tailgating incident", 15, lambda: _holds(site, expected))
     # The bicycle store's crossing came first from the same box (a lower seq, an earlier
     # batch of the gateway's events lane), so its rule ran before the gate's did.
     assert await _incidents(site) == expected
@@ -297,9 +286,9 @@ async def test_intrusions_at_night_and_in_a_closed_zone_open_incidents_a_disarme
     site.box.intrude(1, "Z3")
     site.box.intrude(1, "Z1")
     site.box.intrude(2, "Z2")
-    stored = await _until("intrusions stored", 15, lambda: _counted(site, "camera.intrusion", 2))
+    stored = await until("intrusions stored", 15, lambda: _counted(site, "camera.intrusion", 2))
     assert sorted(row[1]["zone"] for row in stored) == ["lobby", "rooftop"]
-    await _until("the intrusion incident", 15, lambda: _holds(site, {(CAMERA, "intrusion", 2)}))
+    await until("the intrusion incident", 15, lambda: _holds(site, {(CAMERA, "intrusion", 2)}))
     assert site.agent.cameras is not None
     assert site.agent.cameras.disarmed[CAMERA] == 1
     assert len(await _events(site, "camera.intrusion")) == 2
@@ -308,15 +297,15 @@ async def test_intrusions_at_night_and_in_a_closed_zone_open_incidents_a_disarme
 async def test_a_forced_door_opens_an_incident_and_the_readers_report_their_state(
     site: Site,
 ) -> None:
-    await _until("both readers polled", 20, lambda: _readers_polled(site))
+    await until("both readers polled", 20, lambda: _readers_polled(site))
     site.readers.force_door(1, open_s=0.5)
-    await _until(
+    await until(
         "the forced-door incident", 15, lambda: _holds(site, {(GATE, "door_forced_open", 2)})
     )
     site.readers.deny(2, CARD)
-    denied = await _until("the denial stored", 15, lambda: _counted(site, "access.denied", 1))
+    denied = await until("the denial stored", 15, lambda: _counted(site, "access.denied", 1))
     assert denied[0][0] == BIKES
-    await _until("the door closed again", 15, lambda: _counted(site, "door.closed", 1))
+    await until("the door closed again", 15, lambda: _counted(site, "door.closed", 1))
     await _assert_no_card_in_clear(site)
 
 

@@ -27,6 +27,7 @@ from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
 from tests.api_support import make_key
 from tests.e2e.support import cloud_settings, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 
@@ -122,17 +123,6 @@ async def _rows(database_url: str, query: str, *params: object) -> list[tuple[An
         return await (await conn.execute(query, params)).fetchall()
 
 
-async def _until(what: str, timeout_s: float, check: Any) -> Any:
-    """Poll the async ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
-        await asyncio.sleep(0.1)
-
-
 async def _incidents(site: Site) -> set[tuple[str, str, int]]:
     response = await site.api.get("/incidents", params={"limit": 200})
     response.raise_for_status()
@@ -152,7 +142,7 @@ async def _heart_rates_stored(site: Site, device_ids: list[str]) -> bool:
 async def test_sos_and_falls_open_exactly_the_incidents_they_should(site: Site) -> None:
     sos_band, fallen, recovered = care_band(1), care_band(2), care_band(3)
     sos_beacon, fallen_beacon = beacon(1), beacon(2)
-    await _until(
+    await until(
         "every band's heart rate stored",
         30,
         lambda: _heart_rates_stored(site, [sos_band[0], fallen[0], recovered[0], sos_beacon[0]]),
@@ -171,7 +161,7 @@ async def test_sos_and_falls_open_exactly_the_incidents_they_should(site: Site) 
         (fallen[0], "fall", 1),
         (fallen_beacon[0], "fall", 1),
     }
-    found = await _until(
+    found = await until(
         "the SOS and fall incidents",
         30,
         lambda: _have(site, expected),
@@ -206,7 +196,7 @@ async def _have(site: Site, expected: set[tuple[str, str, int]]) -> set[tuple[st
 
 async def test_drift_absence_a_dying_battery_and_garbage(site: Site) -> None:
     drifting, leaving, dying, garbled = care_band(4), beacon(3), care_band(1), care_band(2)
-    await _until(
+    await until(
         "a baseline's worth of heart rate",
         40,
         lambda: _heart_rates_stored(site, [drifting[0], dying[0], garbled[0]]),
@@ -226,7 +216,7 @@ async def test_drift_absence_a_dying_battery_and_garbage(site: Site) -> None:
             "SELECT device_id, data FROM events WHERE type = 'wearable.heart_rate_abnormal'",
         )
 
-    (abnormal,) = await _until("the drift flagged", drift_s + 15, flagged)
+    (abnormal,) = await until("the drift flagged", drift_s + 15, flagged)
     flagged_after_s = time.monotonic() - started
     assert abnormal[0] == drifting[0]
     assert abnormal[1]["value"] > abnormal[1]["threshold"]
@@ -239,17 +229,17 @@ async def test_drift_absence_a_dying_battery_and_garbage(site: Site) -> None:
             "SELECT device_id FROM events WHERE type = 'wearable.out_of_range'",
         )
 
-    assert await _until("the band out of range", OUT_OF_RANGE_S + 15, gone) == [(leaving[0],)]
+    assert await until("the band out of range", OUT_OF_RANGE_S + 15, gone) == [(leaving[0],)]
 
     async def battery_low() -> list[tuple[Any, ...]]:
         return await _rows(
             site.database_url, "SELECT device_id FROM events WHERE type = 'battery.low'"
         )
 
-    assert await _until("the dying battery", 20, battery_low) == [(dying[0],)]
+    assert await until("the dying battery", 20, battery_low) == [(dying[0],)]
 
     garbled_device = next(d for d in site.agent.devices if d.device_id == garbled[0])
-    await _until("malformed values counted", 10, _async(lambda: garbled_device.faults["malformed"]))
+    await until("malformed values counted", 10, _async(lambda: garbled_device.faults["malformed"]))
     incidents = await _incidents(site)
     assert (drifting[0], "heart_rate_abnormal", 2) in incidents
     assert (leaving[0], "wearable_out_of_range", 3) in incidents
@@ -263,7 +253,7 @@ async def test_drift_absence_a_dying_battery_and_garbage(site: Site) -> None:
 
     before = await readings_of_leaving()
     await site.field.apply(leaving[1], "return")
-    await _until("the band heard again", 20, _async_gt(readings_of_leaving, before))
+    await until("the band heard again", 20, _async_gt(readings_of_leaving, before))
 
 
 def _async_gt(count: Any, floor: int) -> Any:

@@ -16,7 +16,7 @@ import queue
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ from firmware_sim.osdp_readers import ReaderLine, SimReader, wiegand26
 from firmware_sim.pty_pair import PtyPair
 from schemas.profile import DeviceProfile, load_profiles
 from schemas.wire import Event
+from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = load_profiles(REPO / "device_profiles")["anju-osdp-reader"]
@@ -102,13 +103,6 @@ class Sink:
 
     def fault(self, device_id: str, error: DeviceError) -> None:
         self.r.fault(device_id, error)
-
-
-async def until(what: str, timeout_s: float, check: Callable[[], object]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
-        await asyncio.sleep(0.05)
 
 
 @contextmanager

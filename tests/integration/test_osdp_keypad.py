@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +35,7 @@ from firmware_sim.osdp_readers import (
 from firmware_sim.pty_pair import PtyPair
 from schemas.profile import load_profiles
 from schemas.wire import Event
+from tests.waiting import until
 
 REPO: Final = Path(__file__).resolve().parents[2]
 PROFILE: Final = load_profiles(REPO / "device_profiles")["anju-osdp-reader"]
@@ -80,13 +80,6 @@ class Seen:
             if name in values and (not changes or changes[-1] != values[name]):
                 changes.append(values[name])
         return changes
-
-
-async def until(what: str, timeout_s: float, check: Callable[[], object]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
-        await asyncio.sleep(0.05)
 
 
 @contextmanager

@@ -15,9 +15,8 @@ import logging
 import os
 import sys
 import termios
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
@@ -35,6 +34,7 @@ from edge.drivers.serial.errors import NoWrites
 from edge.errors import ConfigError, DeviceError
 from firmware_sim.pty_pair import PtyPair
 from schemas.profile import DeviceProfile, load_profiles
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMERA = load_profiles(ROOT / "device_profiles")["anju-camera-serial"]
@@ -74,13 +74,6 @@ class Recorder:
 
     def counts(self) -> list[object]:
         return [values["people_count"] for values, _ in self.samples if "people_count" in values]
-
-
-async def until(what: str, check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
-        await asyncio.sleep(0.02)
 
 
 def camera(path: str, profile: DeviceProfile = CAMERA) -> AgentDevice:
@@ -141,11 +134,11 @@ def line(tmp_path: Path) -> Iterator[PtyPair]:
 
 async def test_records_arrive_as_samples_stamped_when_received(line: PtyPair) -> None:
     async with listening(camera(line.b)) as (bus, sink):
-        await until("the port open", lambda: bus.opens == 1)
+        await until("the port open", WAIT_S, lambda: bus.opens == 1)
         before = datetime.now(UTC)
         with box_end(line) as box:
             os.write(box, frame("PCNT,1,Z1,7") + frame("EVT,1,INTRUSION,Z1"))
-            await until("two samples", lambda: len(sink.samples) == 2)
+            await until("two samples", WAIT_S, lambda: len(sink.samples) == 2)
         after = datetime.now(UTC)
     (count, counted_at), (event, _) = sink.samples
     assert count == {"people_count": 7}
@@ -159,12 +152,12 @@ async def test_noise_and_a_bad_checksum_are_counted_and_the_next_frame_arrives(
     line: PtyPair,
 ) -> None:
     async with listening(camera(line.b)) as (bus, sink):
-        await until("the port open", lambda: bus.opens == 1)
+        await until("the port open", WAIT_S, lambda: bus.opens == 1)
         with box_end(line) as box:
             os.write(box, b"\x00\xffboot v1.2\r\n")
             os.write(box, frame("PCNT,1,Z1,7").replace(b"*48", b"*49"))
             os.write(box, frame("PCNT,1,Z1,8"))
-            await until("the good frame", lambda: sink.counts() == [8])
+            await until("the good frame", WAIT_S, lambda: sink.counts() == [8])
     assert set(sink.faults) == {"noise", "checksum"}
     assert sink.faults["checksum"] == 1
 
@@ -175,20 +168,20 @@ async def test_a_port_lost_mid_frame_is_offline_and_reopened_when_back(tmp_path:
     try:
         device = camera(first.b)
         async with listening(device) as (bus, sink):
-            await until("the port open", lambda: bus.opens == 1)
+            await until("the port open", WAIT_S, lambda: bus.opens == 1)
             with box_end(first) as box:
                 os.write(box, frame("PCNT,1,Z1,7"))
-                await until("the first count", lambda: sink.counts() == [7])
+                await until("the first count", WAIT_S, lambda: sink.counts() == [7])
                 os.write(box, frame("PCNT,1,Z1,8")[:7])  # "$PCNT,1" and the cable is pulled
-                await until("the half frame read", lambda: bus.received == 17 + 7)
+                await until("the half frame read", WAIT_S, lambda: bus.received == 17 + 7)
                 first.stop()
-            await until("the camera offline", lambda: bool(sink.gone))
+            await until("the camera offline", WAIT_S, lambda: bool(sink.gone))
             lost = sink.gone[0]
             assert lost.kind == "disconnected"
             assert device.address.path in str(lost)
             with PtyPair(directory=tmp_path) as second:
                 async with sending(second, frame("PCNT,1,Z1,9")):
-                    await until("the count after reopening", lambda: 9 in sink.counts(), 20)
+                    await until("the count after reopening", 20, lambda: 9 in sink.counts())
                     assert sink.calls[-1] == "online"
     finally:
         first.stop()
@@ -203,13 +196,13 @@ async def test_a_port_missing_at_start_is_offline_with_the_reason_until_it_appea
 ) -> None:
     device = camera(str(tmp_path / "ttyB"))
     async with listening(device) as (_, sink):
-        await until("the camera offline", lambda: bool(sink.gone))
+        await until("the camera offline", WAIT_S, lambda: bool(sink.gone))
         assert sink.gone[0].kind == "unreachable"
         assert "No such file or directory" in str(sink.gone[0])
         assert str(tmp_path / "ttyB") in str(sink.gone[0])
         with PtyPair(directory=tmp_path) as line:
             async with sending(line, frame("PCNT,1,Z1,3")):
-                await until("the count once the port exists", lambda: 3 in sink.counts(), 20)
+                await until("the count once the port exists", 20, lambda: 3 in sink.counts())
                 assert sink.calls[-1] == "online"
 
 
@@ -218,16 +211,16 @@ async def test_silence_past_the_heartbeat_is_offline_until_the_next_record(
 ) -> None:
     quick = CAMERA.model_copy(update={"heartbeat_s": 0.5})
     async with listening(camera(line.b, quick)) as (bus, sink):
-        await until("the port open", lambda: bus.opens == 1)
+        await until("the port open", WAIT_S, lambda: bus.opens == 1)
         with box_end(line) as box:
             os.write(box, frame("PCNT,1,Z1,4"))
-            await until("the first count", lambda: sink.counts() == [4])
+            await until("the first count", WAIT_S, lambda: sink.counts() == [4])
             heard = len(sink.calls)
-            await until("the camera silent", lambda: len(sink.calls) > heard)
+            await until("the camera silent", WAIT_S, lambda: len(sink.calls) > heard)
             assert sink.gone[-1].kind == "timeout"
             assert sink.gone[-1].problem == "no record for 0.5 s"
             os.write(box, frame("PCNT,1,Z1,5"))
-            await until("the next count", lambda: sink.counts() == [4, 5])
+            await until("the next count", WAIT_S, lambda: sink.counts() == [4, 5])
     assert sink.calls[heard - 1 :] == ["online", "offline", "online"]
     assert bus.opens == 1  # a silent box is not a lost port
 
@@ -268,10 +261,10 @@ async def test_a_binary_false_start_holds_back_no_frame_once_the_line_is_quiet(
     # 24 bytes, and nothing more comes. They arrive once the line has been quiet.
     panel = AgentDevice("panel-1", ALARM_PANEL, parse_address(f"serial://{line.b}"), 5.0)
     async with listening(panel) as (bus, sink):
-        await until("the port open", lambda: bus.opens == 1)
+        await until("the port open", WAIT_S, lambda: bus.opens == 1)
         with box_end(line) as box:
             os.write(box, bytes.fromhex("AA 55 F0") + status(1) + status(2) + status(3))
-            await until("the held-back frames", lambda: len(sink.samples) == 3)
+            await until("the held-back frames", WAIT_S, lambda: len(sink.samples) == 3)
     assert [values for values, _ in sink.samples] == [{"zone": 1}, {"zone": 2}, {"zone": 3}]
     assert sink.faults == {"truncated": 1}
     assert sink.calls == ["online"]
@@ -288,7 +281,7 @@ async def test_the_port_runs_at_the_profile_s_baud_unless_the_address_gives_one(
     device = AgentDevice("cam-1", CAMERA, parse_address(f"serial://{line.b}{query}"), 5.0)
     with caplog.at_level(logging.WARNING, logger="edge.drivers.serial.bus"):
         async with listening(device) as (bus, _):
-            await until("the port open", lambda: bus.opens == 1)
+            await until("the port open", WAIT_S, lambda: bus.opens == 1)
             # The line settings belong to the tty, so another open of it reads them.
             fd = os.open(line.b, os.O_RDWR | os.O_NOCTTY)
             try:
