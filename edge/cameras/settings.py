@@ -18,9 +18,11 @@ joins the two, per camera device. Example::
 import re
 from datetime import time
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
+
+from edge.local_time import TimeZoneName
 
 ALWAYS = "always"
 
@@ -103,20 +105,13 @@ class CameraSettings(BaseModel):
 class CameraSiteSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timezone: str = Field(default="Asia/Shanghai", description="IANA time zone of armed hours.")
+    timezone: TimeZoneName = Field(
+        default="Asia/Shanghai", description="IANA time zone of armed hours."
+    )
     devices: dict[Annotated[str, Field(pattern=_ID)], CameraSettings] = Field(
         default_factory=dict,
         description="Zones and lines of each camera device, by its id in 'devices'.",
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; write an IANA name") from None
-        return value
 
     @property
     def zone(self) -> ZoneInfo:
