@@ -20,8 +20,9 @@ libosdp's, not ours); this module is the wire and the people around the door:
   lock-release sense (active: the door controller released the strike), input 2 the
   request-to-exit button; tamper and power faults go out as osdp_LSTATR;
 - a reader reports its inputs whenever they change while a panel polls it, and all
-  of them once when a panel starts polling it (again after a silence), so the panel
-  learns the door's state; changes made while no panel polls it are in that report;
+  of them once at the start of each session a panel opens with it (its osdp_ID), so
+  the panel learns the door's state; changes made while no panel polls it are in that
+  report;
 - faults act on the bytes: a reader that stops answering, a reply cut short or with a
   wrong CRC, random bytes on the line. A wrong secure-channel key is a reader built
   with another key than the panel's.
@@ -106,6 +107,10 @@ _SOM: Final = 0x53
 _HEADER_BYTES: Final = 4
 _MIN_PACKET: Final = 7
 _MAX_PACKET: Final = 1440
+_SCB_PRESENT: Final = 0x08
+"""Control-byte flag: a security control block follows, its length in its first byte."""
+_CMD_ID: Final = 0x61
+"""osdp_ID: a panel asks it first in every session, before any secure channel."""
 
 # Grant timeline: how a door controller answers a valid card, as the inputs show it.
 _RELEASE_AFTER_S: Final = 0.3
@@ -218,6 +223,9 @@ class _PacketCounter:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self.packets: dict[int, int] = {}
+        self.sessions: set[int] = set()
+        """Addresses a panel sent osdp_ID since the caller last cleared this: each is a
+        new session, with a panel that knows nothing of the door yet."""
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -237,6 +245,9 @@ class _PacketCounter:
                 return
             address = self._buffer[1] & 0x7F
             self.packets[address] = self.packets.get(address, 0) + 1
+            code_at = 5 + (self._buffer[5] if self._buffer[4] & _SCB_PRESENT else 0)
+            if code_at < length and self._buffer[code_at] == _CMD_ID:
+                self.sessions.add(address)
             del self._buffer[:length]
 
 
@@ -742,6 +753,9 @@ class ReaderLine:
                 for reader in self._readers.values():
                     if not reader.silent:
                         reader.channel.rx += data
+            for address in self._packets.sessions & self._readers.keys():
+                self._readers[address].polled = False  # report the inputs to the new panel
+            self._packets.sessions.clear()
         if arrived_at is None:
             return False
         self._refresh(line, reply_after=arrived_at)

@@ -280,6 +280,16 @@ def test_inputs_changed_before_a_panel_polls_are_in_its_first_report(pty: PtyPai
             assert input_report(panel.event(1)) == CLOSED
 
 
+def test_each_new_panel_session_gets_the_inputs_again(pty: PtyPair) -> None:
+    """An installer's probe right after the gateway (or another probe) let go of the
+    line: the reader has been online all along, yet the new panel learns the door."""
+    with ReaderLine(pty.a, BAUD, [SimReader(1, scbk=KEY)]) as line:
+        line.set_input(1, DOOR_CONTACT, True)
+        for _ in range(2):
+            with Panel(pty.b, [(1, KEY)]) as panel:
+                assert input_report(panel.event(1)) == b"\x01\x00\x00"
+
+
 def test_the_secure_channel_comes_up_with_the_right_key(
     one_reader: tuple[ReaderLine, Panel],
 ) -> None:

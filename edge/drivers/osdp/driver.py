@@ -67,8 +67,8 @@ class OsdpDriver(Driver):
     name = "osdp"
     protocols = frozenset({Protocol.OSDP})
     scan_terms = ScanTerms(
-        candidate="address",
-        candidates="addresses",
+        candidate="PD address",
+        candidates="PD addresses",
         basis="every reader that answers a plain poll (or refuses it for want of a secure "
         "channel) is suggested each OSDP profile; anju device test, with the reader's key, "
         "confirms its inputs and replies",
@@ -286,6 +286,14 @@ def _as_probe(
     for sample in reader.due(time.monotonic() + 3600):
         values.update(sample)
         sources.update(dict.fromkeys(sample, "no release within the grant window"))
+    if not any(isinstance(event, Status) for event, _ in seen):
+        requests.append(
+            RawRead(
+                "inputs",
+                f"none reported within {PROBE_LISTEN_S:g} s: this reader sends its inputs "
+                "only when they change; open the door or press exit while it listens",
+            )
+        )
     points = [
         ProbedPoint(
             point.name,
