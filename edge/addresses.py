@@ -108,7 +108,8 @@ class DeviceAddress:
     stopbits: StopBits = 1
     baud_given: bool = field(default=False, compare=False)
     """Whether the URL said ``baud=``; if not, a serial device runs at its profile's
-    rate. Not part of equality: ``str()`` spells out ``baud`` and parses back equal."""
+    rate, and ``str()`` leaves ``baud`` out for it. Not part of equality: an address
+    parses back equal either way."""
 
     @property
     def bus(self) -> str:
@@ -132,8 +133,10 @@ class DeviceAddress:
         if self.protocol is Protocol.MODBUS_RTU:
             return f"modbus-rtu://{self.path}?{line}&unit={self.unit}"
         if self.protocol is Protocol.SERIAL:
+            # Without baud= the profile's rate applies: spelling out 9600 would be wrong.
+            rate = f"baud={self.baud}&" if self.baud_given else ""
             framing = f"bytesize={self.bytesize}&stopbits={self.stopbits}"
-            return f"serial://{self.path}?{line}&{framing}"
+            return f"serial://{self.path}?{rate}parity={self.parity}&{framing}"
         if self.protocol is Protocol.OSDP:
             return f"osdp://{self.path}?address={self.unit}&baud={self.baud}"
         if self.protocol is Protocol.BLE:
