@@ -80,6 +80,16 @@ def subscribe(api: str, key: str, community: str, url: str) -> dict[str, Any]:
         sys.exit(f"subscribing {url} was refused ({exc.code}): {detail}\n{hint}".rstrip())
 
 
+_OUTPUT = Lock()
+
+
+def _say(line: str) -> None:
+    """Print one whole line: deliveries are handled on threads of their own, and two
+    print() calls at once can interleave their text and newlines."""
+    with _OUTPUT:
+        print(line, flush=True)
+
+
 class Receiver(BaseHTTPRequestHandler):
     """Verifies, deduplicates and prints each delivery; answers 204, or 401 when forged."""
 
@@ -93,7 +103,7 @@ class Receiver(BaseHTTPRequestHandler):
         try:
             event = self.webhook.verify(raw, headers)
         except WebhookVerificationError as exc:
-            print(f"REJECTED a request that failed verification: {exc}", flush=True)
+            _say(f"REJECTED a request that failed verification: {exc}")
             self._answer(401)
             return
         message_id = headers["webhook-id"]
@@ -102,15 +112,14 @@ class Receiver(BaseHTTPRequestHandler):
             self.seen.add(message_id)
         self._answer(204)
         if repeat:
-            print(f"repeat of {message_id}, dropped", flush=True)
+            _say(f"repeat of {message_id}, dropped")
             return
         data = event["data"]
         location = data["location"]
-        print(
+        _say(
             f"verified {event['type']}: incident {data['incident_id']} {data['incident_type']} "
             f"P{data['priority']} {data['status']}, {location['community']} building "
-            f"{location['building']} ({message_id})",
-            flush=True,
+            f"{location['building']} ({message_id})"
         )
 
     def _answer(self, status: int) -> None:
@@ -151,10 +160,9 @@ def main() -> None:
     wait_for_api(args.api.rstrip("/"), args.wait)
     subscription = subscribe(args.api.rstrip("/"), args.key, args.community, url)
     Receiver.webhook = Webhook(subscription["secret"])
-    print(
+    _say(
         f"subscription {subscription['id']}: {args.community} -> {url}; "
-        "waiting for deliveries (Ctrl-C to stop)",
-        flush=True,
+        "waiting for deliveries (Ctrl-C to stop)"
     )
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
