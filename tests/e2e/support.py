@@ -1,5 +1,6 @@
-"""What the end-to-end tests share: the cloud tier's settings for a test, and the cloud
-and one gateway agent running together with an API client holding a key."""
+"""What the end-to-end tests share: the cloud tier's settings for a test, the cloud
+and one gateway agent running together with an API client holding a key, and the
+two looks at the outcome (database rows, the incidents the API lists)."""
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
@@ -7,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import psycopg
 
 from anju.services.ports import free_port
 from cloud.app import run_cloud
@@ -51,3 +53,16 @@ async def running(
             yield api
         finally:
             stop.set()
+
+
+async def query_rows(database_url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """What ``query`` returns, on a connection of its own (the cloud holds the others)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        return await (await conn.execute(query, params)).fetchall()
+
+
+async def listed_incidents(api: httpx.AsyncClient) -> set[tuple[str, str, int]]:
+    """Every incident the API lists, as (device, type, priority)."""
+    response = await api.get("/incidents", params={"limit": 200})
+    response.raise_for_status()
+    return {(i["device_id"], i["type"], i["priority"]) for i in response.json()["items"]}

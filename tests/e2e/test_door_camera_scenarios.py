@@ -37,7 +37,7 @@ from schemas.broker import parse_broker_url
 from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
 from tests.api_support import make_key
-from tests.e2e.support import cloud_settings, running
+from tests.e2e.support import cloud_settings, listed_incidents, query_rows, running
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
@@ -218,19 +218,8 @@ async def site(
             yield Site(readers, box, agent, api, database_url, published)
 
 
-async def _rows(database_url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        return await (await conn.execute(query, params)).fetchall()
-
-
-async def _incidents(site: Site) -> set[tuple[str, str, int]]:
-    response = await site.api.get("/incidents", params={"limit": 200})
-    response.raise_for_status()
-    return {(i["device_id"], i["type"], i["priority"]) for i in response.json()["items"]}
-
-
 async def _events(site: Site, event_type: str) -> list[tuple[Any, ...]]:
-    return await _rows(
+    return await query_rows(
         site.database_url,
         "SELECT device_id, data FROM events WHERE type = %s ORDER BY ts",
         event_type,
@@ -269,7 +258,7 @@ async def test_two_people_on_one_card_is_tailgating_one_is_not(site: Site) -> No
     await until("the tailgating incident", 15, lambda: _holds(site, expected))
     # The bicycle store's crossing came first from the same box (a lower seq, an earlier
     # batch of the gateway's events lane), so its rule ran before the gate's did.
-    assert await _incidents(site) == expected
+    assert await listed_incidents(site.api) == expected
 
     granted = await _events(site, "access.granted")
     hashes = {row[0]: row[1]["card_hash"] for row in granted}
@@ -310,7 +299,7 @@ async def test_a_forced_door_opens_an_incident_and_the_readers_report_their_stat
 
 
 async def _holds(site: Site, expected: set[tuple[str, str, int]]) -> bool:
-    return expected <= await _incidents(site)
+    return expected <= await listed_incidents(site.api)
 
 
 async def _assert_no_card_in_clear(site: Site) -> None:
@@ -323,13 +312,13 @@ async def _assert_no_card_in_clear(site: Site) -> None:
     assert site.published.payloads, "the listener heard the gateway"
     for text in spellings:
         assert not site.published.contains(text), f"{text} in an MQTT payload"
-    tables = await _rows(
+    tables = await query_rows(
         site.database_url,
         "SELECT table_name FROM information_schema.tables "
         "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
     )
     for (table,) in tables:
-        rows = await _rows(site.database_url, f'SELECT t::text FROM "{table}" t')
+        rows = await query_rows(site.database_url, f'SELECT t::text FROM "{table}" t')
         dump = "\n".join(row[0] for row in rows)
         for text in spellings:
             assert text not in dump, f"{text} in table {table}"

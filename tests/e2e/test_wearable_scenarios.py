@@ -26,7 +26,7 @@ from firmware_sim.wearables import BandField
 from schemas.profile import load_profiles
 from schemas.vocabulary import DeviceKind
 from tests.api_support import make_key
-from tests.e2e.support import cloud_settings, running
+from tests.e2e.support import cloud_settings, listed_incidents, query_rows, running
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
@@ -118,19 +118,8 @@ async def site(
             yield Site(field, agent, api, database_url)
 
 
-async def _rows(database_url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        return await (await conn.execute(query, params)).fetchall()
-
-
-async def _incidents(site: Site) -> set[tuple[str, str, int]]:
-    response = await site.api.get("/incidents", params={"limit": 200})
-    response.raise_for_status()
-    return {(i["device_id"], i["type"], i["priority"]) for i in response.json()["items"]}
-
-
 async def _heart_rates_stored(site: Site, device_ids: list[str]) -> bool:
-    rows = await _rows(
+    rows = await query_rows(
         site.database_url,
         "SELECT count(DISTINCT device_id) FROM readings "
         "WHERE metric = 'heart_rate_bpm' AND device_id = ANY(%s)",
@@ -147,7 +136,7 @@ async def test_sos_and_falls_open_exactly_the_incidents_they_should(site: Site) 
         30,
         lambda: _heart_rates_stored(site, [sos_band[0], fallen[0], recovered[0], sos_beacon[0]]),
     )
-    assert await _incidents(site) == set()
+    assert await listed_incidents(site.api) == set()
 
     await site.field.apply(sos_band[1], "sos")
     await site.field.apply(sos_beacon[1], "sos")
@@ -168,29 +157,29 @@ async def test_sos_and_falls_open_exactly_the_incidents_they_should(site: Site) 
     )
     # The fall the wearer got up from has had its confirmation window and then some.
     await asyncio.sleep(WEARABLES["fall_confirm_s"] + 2)
-    assert await _incidents(site) == expected, found
-    suspected = await _rows(
+    assert await listed_incidents(site.api) == expected, found
+    suspected = await query_rows(
         site.database_url,
         "SELECT device_id FROM events WHERE type = 'wearable.fall_suspected' ORDER BY device_id",
     )
     assert sorted(row[0] for row in suspected) == sorted(
         [fallen[0], fallen_beacon[0], recovered[0]]
     )
-    confirmed = await _rows(
+    confirmed = await query_rows(
         site.database_url,
         "SELECT device_id, (data->>'confidence')::float FROM events WHERE type = 'wearable.fall'",
     )
     assert {row[0] for row in confirmed} == {fallen[0], fallen_beacon[0]}
     assert all(0.5 <= row[1] <= 1.0 for row in confirmed)
     assert site.agent.analysis.recovered_falls == 1
-    sos_events = await _rows(
+    sos_events = await query_rows(
         site.database_url, "SELECT device_id FROM events WHERE type = 'wearable.sos'"
     )
     assert sorted(row[0] for row in sos_events) == sorted([sos_band[0], sos_beacon[0]])
 
 
 async def _have(site: Site, expected: set[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
-    found = await _incidents(site)
+    found = await listed_incidents(site.api)
     return found if expected <= found else set()
 
 
@@ -211,7 +200,7 @@ async def test_drift_absence_a_dying_battery_and_garbage(site: Site) -> None:
     await site.field.apply(garbled[1], "garbage")
 
     async def flagged() -> list[tuple[Any, ...]]:
-        return await _rows(
+        return await query_rows(
             site.database_url,
             "SELECT device_id, data FROM events WHERE type = 'wearable.heart_rate_abnormal'",
         )
@@ -224,7 +213,7 @@ async def test_drift_absence_a_dying_battery_and_garbage(site: Site) -> None:
     assert flagged_after_s < drift_s + WEARABLES["current_window_s"] + 5
 
     async def gone() -> list[tuple[Any, ...]]:
-        return await _rows(
+        return await query_rows(
             site.database_url,
             "SELECT device_id FROM events WHERE type = 'wearable.out_of_range'",
         )
@@ -232,7 +221,7 @@ async def test_drift_absence_a_dying_battery_and_garbage(site: Site) -> None:
     assert await until("the band out of range", OUT_OF_RANGE_S + 15, gone) == [(leaving[0],)]
 
     async def battery_low() -> list[tuple[Any, ...]]:
-        return await _rows(
+        return await query_rows(
             site.database_url, "SELECT device_id FROM events WHERE type = 'battery.low'"
         )
 
@@ -240,13 +229,13 @@ async def test_drift_absence_a_dying_battery_and_garbage(site: Site) -> None:
 
     garbled_device = next(d for d in site.agent.devices if d.device_id == garbled[0])
     await until("malformed values counted", 10, _async(lambda: garbled_device.faults["malformed"]))
-    incidents = await _incidents(site)
+    incidents = await listed_incidents(site.api)
     assert (drifting[0], "heart_rate_abnormal", 2) in incidents
     assert (leaving[0], "wearable_out_of_range", 3) in incidents
     assert not {i for i in incidents if i[0] == garbled[0]}
 
     async def readings_of_leaving() -> int:
-        rows = await _rows(
+        rows = await query_rows(
             site.database_url, "SELECT count(*) FROM readings WHERE device_id = %s", leaving[0]
         )
         return int(rows[0][0])
