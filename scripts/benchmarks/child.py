@@ -8,6 +8,7 @@ are its own and the simulators' load cannot hide inside them.
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import queue
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +41,25 @@ def report(message: dict[str, Any]) -> None:
     """Send one message to the parent."""
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
+
+
+def run_measurement(
+    measure: Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any] | None]],
+    *,
+    failures: tuple[type[BaseException], ...],
+) -> None:
+    """A child's whole life: read the spec, run ``measure`` on it, report what it
+    returns (if anything); a failure of ``failures`` is reported to the parent, which
+    stops the run, and exits 1."""
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    spec = read_spec()
+    try:
+        result = asyncio.run(measure(spec))
+    except failures as exc:
+        report({"error": f"{type(exc).__name__}: {exc}"})
+        sys.exit(1)
+    if result is not None:
+        report(result)
 
 
 def stop_when_parent_leaves(stop: asyncio.Event) -> None:

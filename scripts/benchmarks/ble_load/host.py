@@ -8,9 +8,7 @@ Spec: ``{"hci": "tcp-client:...", "connected": ["F0:A1:...", ...], "window_s": D
 """
 
 import asyncio
-import logging
 import os
-import sys
 import time
 from typing import Any
 
@@ -19,7 +17,7 @@ from bumble.device import Device, Peer
 from bumble.hci import Address
 from bumble.transport import open_transport
 
-from benchmarks.child import read_spec, report
+from benchmarks.child import run_measurement
 
 _NOTIFIED = ("2A37", "7a1e0002-5c3b-4e8a-9d2f-6b0c4a8e1f30")
 
@@ -66,13 +64,7 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    spec = read_spec()
-    try:
-        report(asyncio.run(_measure(spec)))
-    except Exception as exc:  # any failure is reported to the parent, which stops the run
-        report({"error": f"{type(exc).__name__}: {exc}"})
-        sys.exit(1)
+    run_measurement(_measure, failures=(Exception,))
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ and CPU time from ``os.times`` covers every thread it has.
 """
 
 import asyncio
-import logging
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.child import read_spec, report, stop_when_parent_leaves
+from benchmarks.child import report, run_measurement, stop_when_parent_leaves
 from edge.app import Agent
 from edge.config import parse_config
 from edge.errors import EdgeError
@@ -124,14 +122,7 @@ async def _measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    spec = read_spec()
-    try:
-        result = asyncio.run(_measure(spec))
-    except (EdgeError, SchemaError, RuntimeError) as exc:
-        report({"error": f"{type(exc).__name__}: {exc}"})
-        sys.exit(1)
-    report(result)
+    run_measurement(_measure, failures=(EdgeError, SchemaError, RuntimeError))
 
 
 if __name__ == "__main__":

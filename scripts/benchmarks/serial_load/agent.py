@@ -9,14 +9,12 @@ crossed the OSDP line (bytes both ways, commands per reader).
 """
 
 import asyncio
-import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.child import read_spec, report, stop_when_parent_leaves
+from benchmarks.child import report, run_measurement, stop_when_parent_leaves
 from edge.app import Agent
 from edge.config import parse_config
 from edge.drivers.osdp.bus import OsdpBus
@@ -99,13 +97,7 @@ async def _measure(spec: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    spec = read_spec()
-    try:
-        asyncio.run(_measure(spec))
-    except (EdgeError, SchemaError, RuntimeError) as exc:
-        report({"error": f"{type(exc).__name__}: {exc}"})
-        sys.exit(1)
+    run_measurement(_measure, failures=(EdgeError, SchemaError, RuntimeError))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ true}`` once everything serves, then, when stdin closes, ``{"records_sent": N,
 """
 
 import asyncio
-import sys
 import threading
 from typing import Any
 
@@ -72,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
