@@ -143,6 +143,9 @@ class Status(_Wire, kw_only=True, frozen=True):
     state: GatewayState
     at: UtcTime
     agent_version: str = ""
+    config_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """The version of the cloud-pushed device config the gateway runs; 0 for none
+    (it runs the devices of its own config file)."""
 
 
 class CommandName(StrEnum):
@@ -151,6 +154,8 @@ class CommandName(StrEnum):
     RELOAD_CONFIG = "reload_config"
     PING = "ping"
     SCAN = "scan"
+    APPLY_CONFIG = "apply_config"
+    """Args ``version`` (int) and ``document`` (a ``GatewayConfigDocument`` as JSON)."""
 
 
 ArgValue = str | int | float | bool
@@ -180,12 +185,42 @@ class CommandResult(_Wire, kw_only=True, frozen=True):
     finished_at: UtcTime
 
 
+class PushedDevice(_Wire, kw_only=True, frozen=True):
+    """One device of a pushed config, as the gateway config file's ``devices`` entry."""
+
+    id: Identifier
+    profile: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    address: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    building: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    unit: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    egress: bool = False
+    poll_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
+
+
+class GatewayConfigDocument(_Wire, kw_only=True, frozen=True):
+    """The device list the cloud keeps for one gateway, and the profiles it uses.
+
+    Sent as the ``document`` argument of an ``apply_config`` command. The gateway
+    replaces its config file's ``devices`` with these and adds these profiles to its
+    own (a pushed profile wins over a bundled one of the same id); everything else
+    (identity, broker, drivers, cameras) stays as the file says.
+    """
+
+    schema_version: Version = SCHEMA_VERSION
+    gateway: Identifier
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    devices: list[PushedDevice] = []
+    profiles: dict[str, dict[str, Any]] = {}
+    """Profile documents by id, as ``DeviceProfile.model_dump(mode="json")`` gives them."""
+
+
 WIRE_TYPES: dict[str, type[msgspec.Struct]] = {
     "telemetry_batch": TelemetryBatch,
     "event_batch": EventBatch,
     "status": Status,
     "command": Command,
     "command_result": CommandResult,
+    "gateway_config": GatewayConfigDocument,
 }
 """The payloads that get a JSON Schema file in schemas/json/, by file stem."""
 

@@ -19,7 +19,9 @@ from schemas.wire import (
     Event,
     EventBatch,
     EventData,
+    GatewayConfigDocument,
     GatewayState,
+    PushedDevice,
     Reading,
     Status,
     TelemetryBatch,
@@ -95,6 +97,20 @@ SAMPLES: dict[str, msgspec.Struct] = {
         detail="device offline",
         data={"attempts": 3},
         finished_at=T0 + timedelta(seconds=2),
+    ),
+    "gateway_config": GatewayConfigDocument(
+        gateway="gw-fenghuang-01",
+        version=3,
+        devices=[
+            PushedDevice(
+                id="fh-b3-smoke-0301",
+                profile="anju-smoke-mb",
+                address="modbus-tcp://192.168.10.20:502?unit=1",
+                building="3",
+                unit="301",
+            )
+        ],
+        profiles={"anju-smoke-mb": {"id": "anju-smoke-mb"}},
     ),
 }
 
