@@ -1,9 +1,11 @@
 """``anju cloud``: migrate the database, run the cloud tier, or run ingest or escalation
-workers alone."""
+workers alone; set up the broker's account for the cloud workers."""
 
 import asyncio
+import secrets
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, Final
 
 import typer
@@ -11,10 +13,14 @@ import typer
 from anju.commands import keys, residents
 from anju.commands.common import fail
 from cloud.app import run_cloud, run_escalation, run_ingest
+from cloud.broker.dynsec import DynamicSecurity
+from cloud.broker.policy import SERVICE_ROLE
 from cloud.errors import CloudError
 from cloud.settings import load_settings
 from cloud.storage.migrate import apply_migrations
 from cloud.webhooks.delivery import run_delivery_workers
+from schemas.broker import parse_broker_url
+from schemas.errors import SchemaError
 
 app = typer.Typer(
     help="The cloud tier: database migrations, ingest workers and the incident API. "
@@ -23,6 +29,12 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="key")
 app.add_typer(residents.app, name="residents")
+broker_app = typer.Typer(
+    help="The MQTT broker's accounts, driven through Mosquitto's dynamic-security plugin "
+    "(docs/broker.md).",
+    no_args_is_help=True,
+)
+app.add_typer(broker_app, name="broker")
 
 RECANCEL_AFTER_S: Final = 2.0
 """How long a cancelled task may take to end before it is cancelled again: longer than
@@ -253,3 +265,83 @@ async def _recancel_stragglers() -> None:
         for task in cancelling & seen:
             task.cancel()
         seen = cancelling
+
+
+@broker_app.command(
+    epilog="Example: ANJU_BROKER_ADMIN_URL=mqtts://admin:SECRET@mqtt.example.cn:8883 "
+    "ANJU_BROKER_ADMIN_CA_FILE=/etc/anju/broker-ca.pem anju cloud broker setup "
+    "--user anju-cloud --password-file /run/secrets/anju-mqtt\n\n"
+    "Then run the cloud with ANJU_MQTT_URL=mqtts://anju-cloud:PASSWORD@mqtt.example.cn:8883."
+)
+def setup(
+    admin_url: Annotated[
+        str,
+        typer.Option(
+            envvar="ANJU_BROKER_ADMIN_URL",
+            help="The plugin's admin account, the one `mosquitto_ctrl dynsec init` made: "
+            "mqtt(s)://ADMIN:PASSWORD@HOST:PORT.",
+            show_default=False,
+        ),
+    ],
+    admin_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ANJU_BROKER_ADMIN_CA_FILE",
+            exists=True,
+            dir_okay=False,
+            help="PEM of the CA that signed the broker's certificate, when the system "
+            "does not trust it.",
+        ),
+    ] = None,
+    user: Annotated[str, typer.Option(help="The cloud workers' MQTT username.")] = "anju-cloud",
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Read the password from this file (first line). Without it a random "
+            "one is made and printed once.",
+        ),
+    ] = None,
+) -> None:
+    """Make the broker deny by default and give the cloud workers their account.
+
+    Sets the plugin's default access to deny for everything, writes the role
+    anju-cloud (read every gateway's telemetry, events, status and command results,
+    plain or shared; send commands) and gives USER that role and the password. Safe
+    to run again: the role is put back as it should be and the password replaced
+    (sessions already connected stay). Gateways' own accounts are made by the cloud
+    as installers register them (`anju provision gateway`).
+    """
+    try:
+        admin = parse_broker_url(admin_url)
+    except SchemaError as exc:
+        fail(f"ANJU_BROKER_ADMIN_URL: {exc}", code=2)
+    if admin.username is None:
+        fail("ANJU_BROKER_ADMIN_URL has no user: give the dynsec admin account", code=2)
+    if password_file is not None:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+        password, shown = (lines[0] if lines else ""), False
+        if not password:
+            fail(f"{password_file}: the first line is empty; write the password there", code=2)
+    else:
+        password, shown = secrets.token_urlsafe(32), True
+
+    async def apply() -> None:
+        async with DynamicSecurity(admin, ca_file=admin_ca_file) as dynsec:
+            await dynsec.set_default_deny()
+            await dynsec.ensure_service_account(user, password)
+
+    try:
+        asyncio.run(apply())
+    except CloudError as exc:
+        fail(str(exc))
+    typer.echo(f"broker {admin.redacted()}: default access deny; role {SERVICE_ROLE} written")
+    typer.echo(f"account {user} has role {SERVICE_ROLE}")
+    if shown:
+        typer.echo(f"password (shown once): {password}")
+    scheme = "mqtts" if admin.tls else "mqtt"
+    typer.echo(
+        f"next: run the cloud with ANJU_MQTT_URL={scheme}://{user}:PASSWORD@"
+        f"{admin.host}:{admin.port}"
+    )

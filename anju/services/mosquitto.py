@@ -3,11 +3,16 @@
 Debian's package does not start the broker here (no systemd), and tests must not
 share one broker with whatever else runs on the machine, so each ``MosquittoServer``
 writes its own config into a directory it is given and runs ``mosquitto -c`` on it.
+
+It can load the dynamic-security plugin (accounts and ACLs changed over the
+``$CONTROL/dynamic-security/v1`` topic, docs/broker.md) and open more than one
+listener, such as a TLS password listener and a TLS client-certificate listener.
 """
 
 from __future__ import annotations
 
 import atexit
+import glob
 import os
 import shutil
 import subprocess
@@ -19,9 +24,16 @@ from typing import Final, Self
 from anju.services import ServiceError, read_log_tail, stop_process
 from anju.services.ports import LOOPBACK, free_port, wait_for_port
 
-__all__ = ["MosquittoServer", "find_mosquitto"]
+__all__ = ["MosquittoServer", "find_dynsec_plugin", "find_mosquitto", "find_mosquitto_ctrl"]
 
 _SBIN_DIRS: Final = (Path("/usr/sbin"), Path("/usr/local/sbin"))
+_PLUGIN_GLOBS: Final = (
+    "/usr/lib/*/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/*/mosquitto_dynamic_security.so",
+)
+_CTRL_TIMEOUT_S: Final = 30.0
 
 
 def find_mosquitto() -> Path | None:
@@ -40,6 +52,24 @@ def find_mosquitto() -> Path | None:
     return None
 
 
+def find_mosquitto_ctrl() -> Path | None:
+    """Return ``mosquitto_ctrl`` (package mosquitto-clients), or None."""
+    found = shutil.which("mosquitto_ctrl")
+    return Path(found) if found is not None else None
+
+
+def find_dynsec_plugin() -> Path | None:
+    """Return the dynamic-security plugin library shipped with Mosquitto, or None.
+
+    Debian installs it under the multiarch directory
+    (/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so).
+    """
+    for pattern in _PLUGIN_GLOBS:
+        for candidate in sorted(glob.glob(pattern)):
+            return Path(candidate)
+    return None
+
+
 class MosquittoServer:
     """A Mosquitto broker on 127.0.0.1, anonymous, owned by this process.
 
@@ -52,6 +82,14 @@ class MosquittoServer:
     With ``persistence=True`` sessions and queued QoS 1 messages survive ``stop()``
     and ``start()`` (Mosquitto saves them on a clean shutdown; ``kill()`` loses what
     was not yet saved, as a crash would).
+
+    With ``dynsec_admin=(user, password)`` the broker loads the dynamic-security
+    plugin: before the first start ``mosquitto_ctrl dynsec init`` makes
+    ``work_dir/dynsec.json`` with that admin account, and the plugin keeps that file
+    up to date from then on, so accounts survive restarts. Security settings are then
+    global (``per_listener_settings false``): every listener authenticates through
+    the plugin. ``extra_listeners`` each give the lines of one more listener on a
+    port of its own (``extra_ports``, in the same order).
     """
 
     protocol_version: Final = "5"
@@ -69,12 +107,21 @@ class MosquittoServer:
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
         listener_config: Sequence[str] = ("allow_anonymous true",),
+        extra_listeners: Sequence[Sequence[str]] = (),
+        dynsec_admin: tuple[str, str] | None = None,
+        dynsec_plugin: Path | None = None,
     ) -> None:
         """``listener_config`` lines follow the listener line: the default lets anyone
         in; a test of TLS or credentials gives ``cafile``/``certfile``/``keyfile``,
-        ``password_file``, ``acl_file`` and ``allow_anonymous false`` instead."""
+        ``password_file``, ``acl_file`` and ``allow_anonymous false`` instead.
+        ``dynsec_plugin`` defaults to ``find_dynsec_plugin()``."""
         self.work_dir = work_dir
         self.listener_config = tuple(listener_config)
+        self.extra_listeners = tuple(tuple(lines) for lines in extra_listeners)
+        self.extra_ports = tuple(free_port() for _ in self.extra_listeners)
+        self.dynsec_admin = dynsec_admin
+        self._dynsec_plugin = dynsec_plugin
+        self.dynsec_path = work_dir / "dynsec.json"
         self._port = port if port is not None else free_port()
         self._binary = binary
         self.persistence = persistence
@@ -125,7 +172,8 @@ class MosquittoServer:
                 port=self._port,
             )
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self._config(), encoding="utf-8")
+        plugin = self._prepare_dynsec() if self.dynsec_admin is not None else None
+        self.config_path.write_text(self._config(plugin), encoding="utf-8")
         with self.log_path.open("ab") as log:
             try:
                 self._process = subprocess.Popen(
@@ -144,7 +192,8 @@ class MosquittoServer:
                 ) from exc
         atexit.register(self.stop)
         try:
-            wait_for_port(self._port, timeout=self.start_timeout, process=self._process)
+            for port in (self._port, *self.extra_ports):
+                wait_for_port(port, timeout=self.start_timeout, process=self._process)
         except (ChildProcessError, TimeoutError) as exc:
             self.stop()
             raise ServiceError(
@@ -174,11 +223,56 @@ class MosquittoServer:
         else:
             stop_process(process, timeout=self.stop_timeout)
 
-    def _config(self) -> str:
-        lines = [
-            "# Written by anju.services.mosquitto for one run; rewritten at every start.",
-            f"listener {self._port} {LOOPBACK}",
-            *self.listener_config,
+    def _prepare_dynsec(self) -> Path:
+        """The plugin's path, after making ``dynsec.json`` if this is the first start."""
+        plugin = self._dynsec_plugin or find_dynsec_plugin()
+        if plugin is None:
+            raise ServiceError(
+                "mosquitto_dynamic_security.so not found under /usr/lib; it ships with "
+                "the mosquitto package (2.0 or later)",
+                service="mosquitto",
+                port=self._port,
+            )
+        if self.dynsec_path.exists() or self.dynsec_admin is None:
+            return plugin
+        ctrl = find_mosquitto_ctrl()
+        if ctrl is None:
+            raise ServiceError(
+                "mosquitto_ctrl not found on PATH; install mosquitto-clients",
+                service="mosquitto",
+                port=self._port,
+            )
+        user, password = self.dynsec_admin
+        try:
+            subprocess.run(
+                [str(ctrl), "dynsec", "init", str(self.dynsec_path), user, password],
+                check=True,
+                capture_output=True,
+                timeout=_CTRL_TIMEOUT_S,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            output = getattr(exc, "stderr", b"") or getattr(exc, "stdout", b"") or b""
+            raise ServiceError(
+                f"mosquitto_ctrl dynsec init failed: {exc} {output.decode(errors='replace')}",
+                service="mosquitto",
+                binary=ctrl,
+                port=self._port,
+            ) from None
+        return plugin
+
+    def _config(self, dynsec_plugin: Path | None) -> str:
+        lines = ["# Written by anju.services.mosquitto for one run; rewritten at every start."]
+        if dynsec_plugin is not None:
+            lines += [
+                # One authentication for every listener: the plugin's.
+                "per_listener_settings false",
+                f"plugin {dynsec_plugin}",
+                f"plugin_opt_config_file {self.dynsec_path}",
+            ]
+        lines += [f"listener {self._port} {LOOPBACK}", *self.listener_config]
+        for port, listener in zip(self.extra_ports, self.extra_listeners, strict=True):
+            lines += [f"listener {port} {LOOPBACK}", *listener]
+        lines += [
             # The default per-client limits (20 in flight, 1000 queued) make the broker
             # drop QoS 1 messages for a subscriber that falls behind a burst, which
             # would look like message loss in the tests; raise them on purpose.

@@ -10,14 +10,18 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+import yaml
 
 from anju.services.mosquitto import MosquittoServer
+from edge.backoff import Backoff
+from edge.config import load_config
 from edge.spool import Spool
-from edge.uplink import Uplink, UplinkState
+from edge.uplink import BrokerLogin, Uplink, UplinkState
 from schemas.broker import parse_broker_url
 from schemas.topics import Channel, topic_for
 from schemas.vocabulary import EventType, Severity
 from schemas.wire import Event, EventBatch, decode
+from tests.waiting import until
 
 COMMUNITY = "xijin/fenghuang"
 
@@ -194,3 +198,48 @@ async def test_gateway_cannot_publish_as_another(secured: SecuredBroker, tmp_pat
         assert uplink.refused_publishes >= 1
         assert uplink.published_batches == 0
         assert spool.depth[Channel.EVENTS] == 1
+
+
+async def test_refused_credentials_are_read_again_from_the_config_file(
+    secured: SecuredBroker, tmp_path: Path
+) -> None:
+    """A rotation: the broker refuses the old password, the installer has written the
+    new one to the config file, and the running uplink picks it up with nothing lost."""
+    path = tmp_path / "gateway.yaml"
+
+    def write_config(password: str) -> None:
+        document = {
+            "gateway": "gw-fh-01",
+            "community": COMMUNITY,
+            "broker": secured.url("gw-fh-01", password),
+            "tls_ca_file": str(secured.ca_file),
+        }
+        path.write_text(yaml.safe_dump(document))
+
+    def relogin() -> BrokerLogin:
+        config = load_config(path)
+        return BrokerLogin(config.broker_address, ca_file=config.tls_ca_file)
+
+    write_config("the-old-password")
+    with Spool(tmp_path / "spool", "gw-fh-01", COMMUNITY, budget_bytes=2**24) as spool:
+        spool.add_events([alarm()])
+        uplink = Uplink(
+            parse_broker_url(secured.url("gw-fh-01", "the-old-password")),
+            spool,
+            agent_version="test",
+            ca_file=secured.ca_file,
+            backoff=Backoff(initial_s=0.1, cap_s=0.5),
+            relogin=relogin,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(uplink.run(stop))
+        try:
+            await until("a refused connect", 10, lambda: uplink.connection_failures >= 1)
+            assert spool.depth[Channel.EVENTS] == 1
+            write_config("fh-secret")
+            await until("the alarm sent with the new password", 10, lambda: spool.empty)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=30)
+        assert uplink.relogins == 1
+        assert uplink.published_items == 1
