@@ -3,6 +3,14 @@
 The only module of the agent that starts tasks. ``Agent`` is built from a validated
 config and the loaded profiles, so every configuration fault is reported before any
 device is touched or the spool is opened.
+
+A config pushed by the cloud (``apply_config``, ``edge/pushed_config.py``) replaces
+the devices in place: a bus whose devices and settings are the same keeps its poller
+or pump running untouched (no reconnect, no gap in its readings); a bus whose devices
+changed is stopped, closed and opened again; a new bus starts; a bus with no devices
+left stops. Devices that stay keep their records (normaliser, seq, health); a device
+new or changed continues the seq it had. The fire linkage, the device actions and the
+wearable analysis follow the new device list, and their counters carry over.
 """
 
 import asyncio
@@ -10,27 +18,42 @@ import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from edge.actions import DeviceActions
 from edge.cameras.site import CameraSite
 from edge.commands import AUDIT_FILE, CommandProcessor
 from edge.config import GatewayConfig, check_camera_kinds
 from edge.devices import AgentDevice
-from edge.drivers.contract import DriverOptions, DriverUnavailable, StreamingBus
+from edge.drivers.contract import Bus, DriverOptions, DriverUnavailable, StreamingBus
 from edge.drivers.registry import driver_for
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError
 from edge.local_rules import FireLinkage
 from edge.metrics import EdgeCollector, build_registry, serve_metrics
+from edge.normalise import DeviceNormaliser
 from edge.poller import BusPoller, PolledDevice
+from edge.pushed_config import (
+    PUSHED_FILE,
+    ConfigNotNow,
+    ConfigRefused,
+    DeviceChanges,
+    PushedConfig,
+    changes,
+    load_stored,
+    parse_pushed,
+    store,
+)
 from edge.spool import Spool, SpoolError
 from edge.streams import StreamPump
-from edge.uplink import Uplink
+from edge.uplink import BrokerLogin, Uplink
 from edge.wearables.analysis import WearableAnalysis
 from schemas.addressing import for_protocol
+from schemas.errors import SchemaError
 from schemas.profile import DeviceProfile
-from schemas.vocabulary import DeviceKind
+from schemas.vocabulary import DeviceKind, EventType
 from schemas.wire import Event, Reading
 
 log = logging.getLogger(__name__)
@@ -51,13 +74,152 @@ _DROP_LOG_INTERVAL_S = 60.0
 ConfigLoader = Callable[[], tuple[GatewayConfig, dict[str, DeviceProfile]]]
 """Reads and validates the config file again; raises ConfigError or ProfileError."""
 
+Runner = BusPoller | StreamPump
+_LINKAGE = "fire linkage"
+_ANALYSIS = "wearable analysis"
+
+
+@dataclass
+class _Site:
+    """The device side of one config: its buses and their runners, the devices no
+    driver here can run, the actions on them and the fire linkage over them."""
+
+    config: GatewayConfig
+    profiles: dict[str, DeviceProfile]
+    pollers: list[BusPoller] = field(default_factory=list)
+    pumps: list[StreamPump] = field(default_factory=list)
+    unavailable: dict[str, AgentDevice] = field(default_factory=dict)
+    unavailable_because: dict[str, str] = field(default_factory=dict)
+    """Why each device of ``unavailable`` newly found so is offline; emptied once its
+    ``device.offline`` is spooled."""
+    opened: list[Bus] = field(default_factory=list)
+    """Buses opened for this site (not taken over from the one before)."""
+    actions: DeviceActions = field(default_factory=lambda: DeviceActions({}))
+    linkage: FireLinkage | None = None
+
+    @property
+    def runners(self) -> list[Runner]:
+        return [*self.pollers, *self.pumps]
+
+    @property
+    def devices(self) -> list[AgentDevice]:
+        running = [device for runner in self.runners for device in runner.devices]
+        return [*running, *self.unavailable.values()]
+
+    @property
+    def normalisers(self) -> dict[str, DeviceNormaliser]:
+        return {device.device_id: device.normaliser for device in self.devices}
+
+    def close_opened(self) -> None:
+        for bus in self.opened:
+            bus.close()
+
+
+def _same(a: AgentDevice, b: AgentDevice) -> bool:
+    """Whether two device records would be run alike (a bus keeps one for the other)."""
+    return (
+        a.device_id == b.device_id
+        and a.profile == b.profile
+        and a.address == b.address
+        and a.interval_s == b.interval_s
+        and type(a) is type(b)
+    )
+
+
+def _same_members(running: Sequence[AgentDevice], wanted: Sequence[AgentDevice]) -> bool:
+    """Whether a running bus has exactly the devices wanted, each run alike."""
+    if len(running) != len(wanted):
+        return False
+    by_id = {device.device_id: device for device in running}
+    return all(
+        (current := by_id.get(device.device_id)) is not None and _same(current, device)
+        for device in wanted
+    )
+
+
+class _Producers:
+    """The tasks that read devices, each with a stop of its own, so an apply can stop
+    one bus and start another while the others run on untouched."""
+
+    def __init__(self, tasks: asyncio.TaskGroup) -> None:
+        self._tasks = tasks
+        self._running: dict[object, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self.stopping = False
+
+    def start(
+        self, key: object, name: str, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Run ``run(stop)`` as a task, unless ``key`` runs already or all are stopping."""
+        if self.stopping or key in self._running:
+            return
+        stop = asyncio.Event()
+        self._running[key] = (stop, self._tasks.create_task(run(stop), name=name))
+
+    async def stop(self, keys: Iterable[object]) -> None:
+        """Stop the tasks of ``keys`` and wait for them (a poll in progress finishes),
+        at most PRODUCERS_STOP_S."""
+        entries = [self._running.pop(key) for key in keys if key in self._running]
+        for stop, _ in entries:
+            stop.set()
+        tasks = [task for _, task in entries]
+        if tasks:
+            await asyncio.wait(tasks, timeout=PRODUCERS_STOP_S)
+
+    async def stop_all(self) -> None:
+        self.stopping = True
+        await self.stop(list(self._running))
+
+
+class _LinkageNow:
+    """The fire linkage /metrics reads: the agent's current one, after any apply."""
+
+    def __init__(self, agent: "Agent") -> None:
+        self._agent = agent
+
+    @property
+    def releases(self) -> int:
+        return self._agent.linkage.releases
+
+    @property
+    def release_failures(self) -> int:
+        return self._agent.linkage.release_failures
+
+    @property
+    def buildings_in_alarm(self) -> list[str]:
+        return self._agent.linkage.buildings_in_alarm
+
+    @property
+    def internal_errors(self) -> int:
+        return self._agent.linkage.internal_errors
+
+
+class _AnalysisNow:
+    """The wearable analysis /metrics reads: the agent's current one."""
+
+    def __init__(self, agent: "Agent") -> None:
+        self._agent = agent
+
+    @property
+    def findings_by_type(self) -> Mapping[EventType, int]:
+        return self._agent.analysis.findings_by_type
+
+    @property
+    def recovered_falls(self) -> int:
+        return self._agent.analysis.recovered_falls
+
 
 class Agent:
     """One gateway: its devices' pollers feeding one spool drained by one uplink.
 
     ``reload_from``, when given, lets the ``reload_config`` command check a new config
     and then stop this agent with ``reload_requested`` set, for the caller to build
-    a new one from it; the spool carries everything over.
+    a new one from it; the spool carries everything over. It is also where the uplink
+    reads the broker credentials again when the broker refuses them (a rotation).
+
+    ``config`` and ``profiles`` are the config file's; a pushed config stored in its
+    ``state_dir`` (``edge/pushed_config.py``) replaces the file's devices from the
+    start, unless it no longer fits the file (logged, and the file's devices run).
+    ``config`` is then the config running, ``config_version`` its pushed version.
     """
 
     def __init__(
@@ -68,10 +230,12 @@ class Agent:
         source: str = "config",
         reload_from: ConfigLoader | None = None,
     ) -> None:
-        self.config = config
+        self._file_config = config
+        self._file_profiles = profiles
         self._reload_from = reload_from
         self.reload_requested = False
         self._stop: asyncio.Event | None = None
+        self._producers: _Producers | None = None
         self.readings_produced = 0
         self.events_produced = 0
         self.spool_failures = 0
@@ -82,68 +246,52 @@ class Agent:
         self._spool_failing = False
         self._drops_logged_at: float | None = None
         self._drops_unlogged = 0
-        self.pollers: list[BusPoller] = []
-        self.pumps: list[StreamPump] = []
-        self.unavailable: dict[str, AgentDevice] = {}
-        """Devices whose protocol has no driver that can run here; offline from start."""
-        self._unavailable_because: dict[str, str] = {}
-        devices = self._configured_devices(profiles, source)  # unknown profiles named first
-        check_camera_kinds(config, profiles, source)
-        self._open_buses(devices)
-        normalisers = {device.device_id: device.normaliser for device in self.devices}
-        self._normalisers = normalisers
-        self._wearables = [
-            device.device_id
-            for device in self.devices
-            if device.profile.kind is DeviceKind.WEARABLE
-        ]
-        self.analysis = WearableAnalysis(config.wearables, self._wearables)
-        self.cameras = CameraSite(config.cameras) if config.cameras.devices else None
+        self._seen_while_switching: list[Event] | None = None
+        """Events observed while an apply switches fire linkages, for the new one."""
+        self.config_version = 0
+        """The pushed config version running; 0 while the file's devices run."""
+        self._site = self._start_site(config, profiles, source)
+        self.config = self._site.config
+        self._normalisers = self._site.normalisers
+        self._wearables = self._wearables_of(self._site)
+        self.analysis = WearableAnalysis(self.config.wearables, self._wearables)
+        self.cameras = CameraSite(self.config.cameras) if self.config.cameras.devices else None
         """Applies the ``cameras`` section to camera events; None without one."""
         self.spool = Spool(
-            config.state_dir / SPOOL_FILE,
-            config.gateway,
-            config.community,
-            budget_bytes=int(config.spool_budget_mb * 1024 * 1024),
-            linger_s=config.telemetry_linger_s,
+            self.config.state_dir / SPOOL_FILE,
+            self.config.gateway,
+            self.config.community,
+            budget_bytes=int(self.config.spool_budget_mb * 1024 * 1024),
+            linger_s=self.config.telemetry_linger_s,
             # None for a device still in the spool but no longer configured: the spool
             # numbers its gap report from the last seq it stored for it.
             seq_source=lambda device: (
-                normalisers[device].next_seq() if device in normalisers else None
+                self._normalisers[device].next_seq() if device in self._normalisers else None
             ),
         )
-        for device_id, normaliser in normalisers.items():
+        for device_id, normaliser in self._normalisers.items():
             normaliser.seq = self.spool.last_seq(device_id)
-        now = datetime.now(UTC)
-        for device_id, reason in self._unavailable_because.items():
-            self._spool_events(self.unavailable[device_id].lost(reason, now))
-        self.actions = DeviceActions(
-            {
-                device.device_id: (runner.bus, device)
-                for runner in self._runners
-                for device in runner.devices
-            }
-        )
+        self._report_unavailable(self._site)
         self.commands = CommandProcessor(
-            config.gateway,
+            self.config.gateway,
             self.actions,
             reload=self._reload,
-            audit_path=config.state_dir / AUDIT_FILE,
+            audit_path=self.config.state_dir / AUDIT_FILE,
             agent_version=AGENT_VERSION,
-            profiles=profiles.values(),
+            profiles=self._site.profiles.values(),
             polled_buses=[runner.bus.name for runner in self._runners],
-        )
-        self.linkage = FireLinkage(
-            self.actions, config.devices, normalisers, emit=self._emit_local, source=source
+            config=self,
         )
         self.uplink = Uplink(
-            config.broker_address,
+            self.config.broker_address,
             self.spool,
             agent_version=AGENT_VERSION,
-            ca_file=config.tls_ca_file,
-            cert_file=config.tls_cert_file,
-            key_file=config.tls_key_file,
+            ca_file=self.config.tls_ca_file,
+            cert_file=self.config.tls_cert_file,
+            key_file=self.config.tls_key_file,
             on_command=self.commands.handle,
+            config_version=lambda: self.config_version,
+            relogin=self._login_from_file if reload_from is not None else None,
         )
         self.metrics = build_registry(
             EdgeCollector(
@@ -152,21 +300,117 @@ class Agent:
                 pumps=lambda: self.pumps,
                 spool=self.spool,
                 uplink=self.uplink,
-                linkage=self.linkage,
+                linkage=_LinkageNow(self),
                 intake=self,
-                analysis=self.analysis,
+                analysis=_AnalysisNow(self),
                 cameras=self.cameras,
             ),
-            gateway=config.gateway,
-            community=config.community,
+            gateway=self.config.gateway,
+            community=self.config.community,
         )
 
+    def _start_site(
+        self, config: GatewayConfig, profiles: dict[str, DeviceProfile], source: str
+    ) -> _Site:
+        """The site of the stored pushed config if it still fits the file, else the file's."""
+        pushed = load_stored(config, profiles, source)
+        if pushed is not None:
+            try:
+                site = self._build(pushed.config, pushed.profiles, pushed.source, keep=None)
+            except (EdgeError, SchemaError) as exc:
+                log.error(
+                    "%s: ignored, %s; running the devices of %s",
+                    config.state_dir / PUSHED_FILE,
+                    exc,
+                    source,
+                )
+            else:
+                self.config_version = pushed.version
+                log.info("running pushed config version %d", pushed.version)
+                return site
+        return self._build(config, profiles, source, keep=None)
+
+    # -- the device side ----------------------------------------------------------------
+
+    @property
+    def pollers(self) -> list[BusPoller]:
+        return self._site.pollers
+
+    @property
+    def pumps(self) -> list[StreamPump]:
+        return self._site.pumps
+
+    @property
+    def unavailable(self) -> dict[str, AgentDevice]:
+        """Devices whose protocol has no driver that can run here; offline from start."""
+        return self._site.unavailable
+
+    @property
+    def actions(self) -> DeviceActions:
+        return self._site.actions
+
+    @property
+    def linkage(self) -> FireLinkage:
+        assert self._site.linkage is not None, "a built site has its linkage"
+        return self._site.linkage
+
+    @property
+    def device_count(self) -> int:
+        return len(self.devices)
+
+    @property
+    def _runners(self) -> list[Runner]:
+        return self._site.runners
+
+    @property
+    def devices(self) -> list[AgentDevice]:
+        """Every configured device: polled, streaming and those without a driver."""
+        return self._site.devices
+
+    def _build(
+        self,
+        config: GatewayConfig,
+        profiles: dict[str, DeviceProfile],
+        source: str,
+        *,
+        keep: _Site | None,
+    ) -> _Site:
+        """The site of ``config``, its runners built but not started.
+
+        Runners of ``keep`` whose bus has the same devices are taken over as they are,
+        and device records that are the same are taken over into reopened buses.
+        Raises ConfigError (naming ``source`` and the key) for a device whose profile
+        is unknown or does not fit its address, a ``cameras`` section naming a device
+        of the wrong kind, a bus its driver refuses or an egress door without what a
+        fire release needs; nothing is left open then.
+        """
+        devices = self._configured_devices(config, profiles, source)  # unknown profiles first
+        check_camera_kinds(config, profiles, source)
+        site = _Site(config, profiles)
+        try:
+            self._open_buses(site, devices, keep)
+            site.actions = DeviceActions(
+                {
+                    device.device_id: (runner.bus, device)
+                    for runner in site.runners
+                    for device in runner.devices
+                }
+            )
+            site.linkage = FireLinkage(
+                site.actions, config.devices, site.normalisers, emit=self._emit_local, source=source
+            )
+        except BaseException:
+            site.close_opened()
+            raise
+        return site
+
+    @staticmethod
     def _configured_devices(
-        self, profiles: dict[str, DeviceProfile], source: str
+        config: GatewayConfig, profiles: dict[str, DeviceProfile], source: str
     ) -> list[AgentDevice]:
         """The config's devices with their profiles; raises ConfigError for a mismatch."""
         devices: list[AgentDevice] = []
-        for index, device in enumerate(self.config.devices):
+        for index, device in enumerate(config.devices):
             key = f"devices.{index}"
             profile = profiles.get(device.profile)
             if profile is None:
@@ -188,58 +432,212 @@ class Agent:
             devices.append(PolledDevice(device.id, profile, address, interval))
         return devices
 
-    def _open_buses(self, devices: list[AgentDevice]) -> None:
+    def _open_buses(self, site: _Site, devices: list[AgentDevice], keep: _Site | None) -> None:
         """One bus per shared wire or socket, opened by its protocol's driver.
 
         A device whose protocol has no driver that can run here is reported once and
-        kept offline with the reason; every other device runs.
+        kept offline with the reason; every other device runs. A runner of ``keep``
+        whose devices are all run alike is taken over, bus and all.
         """
         by_bus: dict[tuple[str, str], list[AgentDevice]] = defaultdict(list)
         for device in devices:
             by_bus[(device.address.protocol, device.address.bus)].append(device)
-        for (protocol, bus_name), members in by_bus.items():
-            try:
-                driver = driver_for(protocol)
-                options = DriverOptions(
-                    timeout_s=self.config.device_timeout_s,
-                    settings=self.config.drivers.get(driver.name, {}),
-                )
-                bus = driver.open(members[0].address, members, options)
-            except DriverUnavailable as exc:
-                log.error(
-                    "%d device(s) on %s will stay offline: %s (%s)",
-                    len(members),
-                    bus_name,
-                    exc.reason,
-                    ", ".join(device.device_id for device in members),
-                )
-                for device in members:
-                    self.unavailable[device.device_id] = device
-                    self._unavailable_because[device.device_id] = f"unavailable: {exc.reason}"
+        kept_runners = {
+            (runner.devices[0].address.protocol, runner.devices[0].address.bus): runner
+            for runner in (keep.runners if keep else [])
+            if runner.devices
+        }
+        kept_devices = {device.device_id: device for device in keep.devices} if keep else {}
+        for key, wanted in by_bus.items():
+            runner = kept_runners.get(key)
+            if runner is not None and _same_members(runner.devices, wanted):
+                if isinstance(runner, BusPoller):
+                    site.pollers.append(runner)
+                else:
+                    site.pumps.append(runner)
                 continue
-            if isinstance(bus, StreamingBus):
-                self.pumps.append(StreamPump(bus, members, self._accept))
-            else:
-                polled = [device for device in members if isinstance(device, PolledDevice)]
-                self.pollers.append(
-                    BusPoller(
-                        bus,
-                        polled,
-                        self._accept,
-                        offline_after=self.config.offline_after_misses,
-                        offline_retry_max_s=self.config.offline_retry_max_s,
-                    )
+            # A device run alike keeps its record (seq, health) on a reopened bus; one
+            # that was unavailable is tried again (its adapter may have come).
+            members = [
+                kept if (kept := kept_devices.get(d.device_id)) and _same(kept, d) else d
+                for d in wanted
+            ]
+            self._open_bus(site, *key, members)
+
+    def _open_bus(
+        self, site: _Site, protocol: str, bus_name: str, members: list[AgentDevice]
+    ) -> None:
+        try:
+            driver = driver_for(protocol)
+            options = DriverOptions(
+                timeout_s=site.config.device_timeout_s,
+                settings=site.config.drivers.get(driver.name, {}),
+            )
+            bus = driver.open(members[0].address, members, options)
+        except DriverUnavailable as exc:
+            log.error(
+                "%d device(s) on %s will stay offline: %s (%s)",
+                len(members),
+                bus_name,
+                exc.reason,
+                ", ".join(device.device_id for device in members),
+            )
+            for device in members:
+                site.unavailable[device.device_id] = device
+                site.unavailable_because[device.device_id] = f"unavailable: {exc.reason}"
+            return
+        site.opened.append(bus)
+        if isinstance(bus, StreamingBus):
+            site.pumps.append(StreamPump(bus, members, self._accept))
+        else:
+            polled = [device for device in members if isinstance(device, PolledDevice)]
+            site.pollers.append(
+                BusPoller(
+                    bus,
+                    polled,
+                    self._accept,
+                    offline_after=site.config.offline_after_misses,
+                    offline_retry_max_s=site.config.offline_retry_max_s,
                 )
+            )
 
-    @property
-    def _runners(self) -> list[BusPoller | StreamPump]:
-        return [*self.pollers, *self.pumps]
+    def _report_unavailable(self, site: _Site) -> None:
+        """Spool ``device.offline`` for the devices ``site`` found without a driver."""
+        now = datetime.now(UTC)
+        for device_id, reason in site.unavailable_because.items():
+            self._spool_events(site.unavailable[device_id].lost(reason, now))
+        site.unavailable_because.clear()
 
-    @property
-    def devices(self) -> list[AgentDevice]:
-        """Every configured device: polled, streaming and those without a driver."""
-        running = [device for runner in self._runners for device in runner.devices]
-        return [*running, *self.unavailable.values()]
+    @staticmethod
+    def _wearables_of(site: _Site) -> list[str]:
+        return [
+            device.device_id
+            for device in site.devices
+            if device.profile.kind is DeviceKind.WEARABLE
+        ]
+
+    # -- pushed configs (the ConfigTarget of the command processor) ---------------------
+
+    def check_config(self, version: int, document: bytes) -> PushedConfig:
+        """Judge a pushed document against the config file, touching no device.
+
+        Raises ConfigRefused naming the key at fault, or ConfigNotNow while a building
+        is in fire alarm: the fire linkage's record of the fire must not be reset in
+        the middle of it.
+        """
+        self._refuse_during_fire(version)
+        pushed = parse_pushed(document, self._file_config, self._file_profiles, version=version)
+        try:
+            self._configured_devices(pushed.config, pushed.profiles, pushed.source)
+            check_camera_kinds(pushed.config, pushed.profiles, pushed.source)
+        except ConfigError as exc:
+            raise ConfigRefused(version, f"{exc.key}: {exc.problem}") from None
+        return pushed
+
+    async def apply_config(self, pushed: PushedConfig) -> DeviceChanges:
+        """Store ``pushed`` and run its devices in place of the running ones.
+
+        Buses whose devices are the same run on untouched; see the module docstring.
+        Raises ConfigRefused when a driver refuses a bus or an egress door cannot be
+        released, ConfigNotNow during a fire, OSError when the document cannot be
+        stored; the running config is untouched then. Once the document is stored the
+        change is carried to its end even if the caller is cancelled.
+        """
+        self._refuse_during_fire(pushed.version)
+        try:
+            site = self._build(pushed.config, pushed.profiles, pushed.source, keep=self._site)
+        except ConfigError as exc:
+            raise ConfigRefused(pushed.version, f"{exc.key}: {exc.problem}") from None
+        try:
+            await asyncio.to_thread(store, self._file_config.state_dir, pushed.document)
+        except OSError:
+            site.close_opened()
+            raise
+        changed = changes(self.config, self._site.profiles, site.config, site.profiles)
+        switch = asyncio.create_task(
+            self._switch(site, pushed.version), name=f"apply config {pushed.version}"
+        )
+        await asyncio.shield(switch)
+        log.info(
+            "applied pushed config version %d: %d devices (%s)",
+            pushed.version,
+            len(site.config.devices),
+            changed.summary(),
+        )
+        return changed
+
+    def _refuse_during_fire(self, version: int) -> None:
+        burning = self.linkage.buildings_in_alarm
+        if burning:
+            raise ConfigNotNow(
+                version,
+                f"building {', '.join(burning)} in fire alarm; the fire linkage keeps its "
+                "config until the alarm clears",
+            )
+
+    async def _switch(self, site: _Site, version: int) -> None:
+        """Stop what ``site`` does not keep, then start what it adds."""
+        old = self._site
+        going = [runner for runner in old.runners if runner not in site.runners]
+        coming = [runner for runner in site.runners if runner not in old.runners]
+        # A smoke alarm read while the old linkage stops must reach the new one.
+        self._seen_while_switching = []
+        try:
+            if self._producers is not None:
+                await self._producers.stop([*going, old.linkage])
+        except BaseException:
+            self._seen_while_switching = None
+            raise
+        for runner in going:
+            runner.bus.close()
+        previous = {device.device_id: device for device in old.devices}
+        known = {id(device) for device in old.devices}
+        for device in site.devices:
+            if id(device) not in known:
+                before = previous.get(device.device_id)
+                device.normaliser.seq = (
+                    before.normaliser.seq if before else self.spool.last_seq(device.device_id)
+                )
+        before_linkage, linkage = self.linkage, site.linkage
+        assert linkage is not None, "a built site has its linkage"
+        linkage.releases = before_linkage.releases
+        linkage.release_failures = before_linkage.release_failures
+        linkage.internal_errors = before_linkage.internal_errors
+        self._site = site
+        linkage.observe(self._seen_while_switching)
+        self._seen_while_switching = None
+        self.config = site.config
+        self._normalisers = site.normalisers
+        self._report_unavailable(site)
+        wearables = self._wearables_of(site)
+        if wearables != self._wearables:
+            analysis = WearableAnalysis(self.config.wearables, wearables)
+            analysis.findings_by_type = dict(self.analysis.findings_by_type)
+            analysis.recovered_falls = self.analysis.recovered_falls
+            self.analysis, self._wearables = analysis, wearables
+        self.commands.devices_changed(
+            site.actions, site.profiles.values(), [runner.bus.name for runner in site.runners]
+        )
+        self.config_version = version
+        self.uplink.announce()
+        if self._producers is not None:
+            for runner in coming:
+                self._producers.start(runner, f"bus {runner.bus.name}", runner.run)
+            self._start_rules(self._producers)
+
+    def _start_rules(self, producers: _Producers) -> None:
+        """The fire linkage, and the wearable analysis if there are wearables."""
+        producers.start(self.linkage, _LINKAGE, self.linkage.run)
+        if self._wearables:
+            producers.start(_ANALYSIS, _ANALYSIS, self._analyse)
+
+    def _login_from_file(self) -> BrokerLogin:
+        """The broker URL and TLS files the config file holds now (a rotation)."""
+        assert self._reload_from is not None, "only given when started from a file"
+        config, _ = self._reload_from()
+        return BrokerLogin(
+            config.broker_address, config.tls_ca_file, config.tls_cert_file, config.tls_key_file
+        )
 
     def _accept(self, readings: list[Reading], events: list[Event]) -> None:
         """A poll's output: the fire linkage sees it first, then it joins the spool
@@ -249,6 +647,8 @@ class Agent:
         the fire linkage): see ``_spool_events`` and ``_spool_readings``.
         """
         self.linkage.observe(events)
+        if self._seen_while_switching is not None:
+            self._seen_while_switching.extend(events)
         self.readings_produced += len(readings)
         self.events_produced += len(events)
         if self.cameras is not None:
@@ -394,27 +794,19 @@ class Agent:
         exits (or stays on disk if the broker cannot be reached in time).
         """
         self._stop = stop
-        polling_stop, draining = asyncio.Event(), asyncio.Event()
+        draining = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
                 uplink = tasks.create_task(self.uplink.run(draining), name="uplink")
-                producers = [
-                    tasks.create_task(runner.run(polling_stop), name=f"bus {runner.bus.name}")
-                    for runner in self._runners
-                ]
-                producers.append(
-                    tasks.create_task(self.linkage.run(polling_stop), name="fire linkage")
-                )
-                if self._wearables:
-                    producers.append(
-                        tasks.create_task(self._analyse(polling_stop), name="wearable analysis")
-                    )
+                producers = self._producers = _Producers(tasks)
+                for runner in self._runners:
+                    producers.start(runner, f"bus {runner.bus.name}", runner.run)
+                self._start_rules(producers)
                 tasks.create_task(
                     serve_metrics(self.metrics, self.config.metrics_port, stop), name="metrics"
                 )
                 await stop.wait()
-                polling_stop.set()
-                await asyncio.wait(producers, timeout=PRODUCERS_STOP_S)
+                await producers.stop_all()
                 draining.set()
                 await uplink
         finally:

@@ -16,9 +16,9 @@ that retries, a gateway that restarts):
   the allowed clock skew; after that a repeat is refused as expired anyway. Commands
   that live longer than ``CommandLimits.max_lifetime_s`` are refused, which bounds
   both memory and how stale an unlock can be.
-- A command that changes something (unlock, alarm reset, config reload) is not carried
-  out unless its ``started`` line is on disk first: a door unlock is a security act
-  and must never go unrecorded. A restart that finds a ``started`` line without an
+- A command that changes something (unlock, alarm reset, config reload or apply) is
+  not carried out unless its ``started`` line is on disk first: a door unlock is a
+  security act and must never go unrecorded. A restart that finds a ``started`` line without an
   outcome records the command as interrupted and answers repeats with that.
 - A command runs to its end in a task of its own: cancelling the caller of ``handle``
   (the uplink does on a reconnect) does not cut off an unlock half way, and a repeat
@@ -27,6 +27,13 @@ that retries, a gateway that restarts):
 - Expiry is checked again after the ``started`` line is on disk, and carrying out a
   command that changes something ends at its expiry at the latest: a door does not
   open after the moment the cloud said the unlock stops making sense.
+
+``apply_config`` carries a pushed device config (``edge/pushed_config.py``). The
+processor checks the arguments and asks its ``ConfigTarget`` (the agent) to judge the
+document before the ``started`` line and to apply it after; a document the gateway
+will never run is refused with ``data.invalid`` true, which tells the cloud to stop
+sending that version, while every other failure (expired, a fire alarm on, a disk
+that refuses) leaves ``invalid`` out: the cloud may try again with a new id.
 
 Each delivery, and the ``started`` line of a command that changes something, is
 recorded in the audit log, ``commands.jsonl`` in the state directory; its format,
@@ -49,6 +56,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
@@ -58,6 +66,7 @@ from edge.audit import AuditError, AuditLine, AuditLog, Outcome, StoredLine, enc
 from edge.drivers.contract import Driver, DriverOptions, ScanHit
 from edge.drivers.registry import driver_for
 from edge.errors import EdgeError
+from edge.pushed_config import ConfigNotNow, ConfigRefused, DeviceChanges, PushedConfig
 from schemas.errors import SchemaError, WireError
 from schemas.profile import Action, ActionName, DeviceProfile
 from schemas.wire import ArgValue, Command, CommandName, CommandResult, decode, encode
@@ -76,15 +85,42 @@ SchemaError (ConfigError, ProfileError) for a config it cannot use."""
 Data = dict[str, ArgValue]
 
 
+class ConfigTarget(Protocol):
+    """What ``apply_config`` works on: the agent, which runs the devices."""
+
+    @property
+    def config_version(self) -> int:
+        """The pushed config version running; 0 for the config file's own devices."""
+
+    @property
+    def device_count(self) -> int:
+        """How many devices the gateway runs."""
+
+    def check_config(self, version: int, document: bytes) -> PushedConfig:
+        """Judge a pushed document without touching a device.
+
+        Raises ConfigRefused (never runnable) or ConfigNotNow (not at the moment).
+        """
+
+    async def apply_config(self, pushed: PushedConfig) -> DeviceChanges:
+        """Store ``pushed`` and run it in place of the running config.
+
+        Raises ConfigRefused (a driver refuses a bus), ConfigNotNow, or OSError (the
+        document could not be stored); the running config is untouched then.
+        """
+
+
 class CommandError(EdgeError):
     """Base of the errors of this module."""
 
 
 class CommandRefused(CommandError):
-    """A command that is not carried out; ``reason`` is what the cloud is told."""
+    """A command that is not carried out; ``reason`` is what the cloud is told, with
+    ``data`` in the result."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, data: Data | None = None) -> None:
         self.reason = reason
+        self.data: Data = data or {}
         super().__init__(reason)
 
 
@@ -149,10 +185,16 @@ _ARGS: dict[CommandName, frozenset[str]] = {
     CommandName.RELOAD_CONFIG: frozenset(),
     CommandName.PING: frozenset(),
     CommandName.SCAN: frozenset({"bus", "units"}),
+    CommandName.APPLY_CONFIG: frozenset({"version", "document"}),
 }
 _NEEDS_DEVICE = frozenset({CommandName.UNLOCK_DOOR, CommandName.RESET_ALARM})
 _CHANGES_SOMETHING = frozenset(
-    {CommandName.UNLOCK_DOOR, CommandName.RESET_ALARM, CommandName.RELOAD_CONFIG}
+    {
+        CommandName.UNLOCK_DOOR,
+        CommandName.RESET_ALARM,
+        CommandName.RELOAD_CONFIG,
+        CommandName.APPLY_CONFIG,
+    }
 )
 _NO_RESULT = msgspec.Raw(b"null")
 _INTERRUPTED = (
@@ -160,6 +202,24 @@ _INTERRUPTED = (
     "unknown (send a new command with a new id to try again)"
 )
 _REPEATED = "seen before: the first result was sent again, nothing was done"
+
+
+def _applied(running: int, requested: int, *, applied: bool, devices: int) -> Data:
+    """The data of an ok ``apply_config`` result (before the device ids are added)."""
+    return {
+        "version": running,
+        "requested": requested,
+        "applied": applied,
+        "devices": devices,
+        "added": "",
+        "removed": "",
+        "changed": "",
+    }
+
+
+def _invalid(running: int, requested: int) -> Data:
+    """The data of a document refused for good: the cloud stops sending that version."""
+    return {"version": running, "requested": requested, "invalid": True}
 
 
 def _utc_now() -> datetime:
@@ -174,7 +234,8 @@ class CommandProcessor:
     """Decides and carries out the commands addressed to one gateway.
 
     ``actions`` performs unlocks and alarm resets on the agent's devices; ``reload``
-    re-reads the config; ``profiles`` are the candidates a scan suggests; a scan of a
+    re-reads the config; ``config`` judges and applies pushed configs (without it
+    ``apply_config`` is refused); ``profiles`` are the candidates a scan suggests; a scan of a
     serial bus in ``polled_buses`` (``DeviceAddress.bus`` names) is refused, because a
     second master on an RS-485 line garbles the poller's frames and its own; a TCP bus
     is scanned over a connection of the scan's own, beside the poller's. ``clock``
@@ -196,6 +257,7 @@ class CommandProcessor:
         agent_version: str,
         profiles: Iterable[DeviceProfile] = (),
         polled_buses: Collection[str] = (),
+        config: ConfigTarget | None = None,
         clock: Callable[[], datetime] = _utc_now,
         limits: CommandLimits = CommandLimits(),
     ) -> None:
@@ -212,6 +274,7 @@ class CommandProcessor:
         self._agent_version = agent_version
         self._profiles = list(profiles)
         self._polled_buses = frozenset(polled_buses)
+        self._config = config
         self._clock = clock
         self._limits = limits
         self._started_monotonic = time.monotonic()
@@ -223,11 +286,23 @@ class CommandProcessor:
             CommandName.RELOAD_CONFIG: self._reload_config,
             CommandName.PING: self._ping,
             CommandName.SCAN: self._scan,
+            CommandName.APPLY_CONFIG: self._apply_config,
         }
         self.outcomes: Counter[Outcome] = Counter()
         self.audit_failures = 0
         self.internal_errors = 0
         self._load()
+
+    def devices_changed(
+        self,
+        actions: DeviceActions,
+        profiles: Iterable[DeviceProfile],
+        polled_buses: Collection[str],
+    ) -> None:
+        """Take the devices, profiles and buses of a config applied in place."""
+        self._actions = actions
+        self._profiles = list(profiles)
+        self._polled_buses = frozenset(polled_buses)
 
     @property
     def kept(self) -> int:
@@ -310,7 +385,8 @@ class CommandProcessor:
             self._check_shape(command)
             run = self._commands[command.name](command)
         except CommandRefused as exc:
-            return await self._finish(command, Outcome.REFUSED, _Done(False, exc.reason, {}))
+            done = _Done(False, exc.reason, exc.data)
+            return await self._finish(command, Outcome.REFUSED, done)
         timeout_s = self._time_limit(command.name)
         timeout_detail = f"did not finish within {timeout_s:g} s"
         if command.name in _CHANGES_SOMETHING:
@@ -449,8 +525,61 @@ class CommandProcessor:
     def _ping(self, command: Command) -> _Run:
         async def run() -> _Done:
             uptime_s = round(time.monotonic() - self._started_monotonic, 3)
-            data: Data = {"agent_version": self._agent_version, "uptime_s": uptime_s}
+            data: Data = {
+                "agent_version": self._agent_version,
+                "uptime_s": uptime_s,
+                "config_version": self._config.config_version if self._config else 0,
+            }
             return _Done(True, "pong", data)
+
+        return run
+
+    def _apply_config(self, command: Command) -> _Run:
+        """Judge the pushed document now (a refusal needs no ``started`` line); apply it
+        in the run. A version not above the running one is answered, not applied."""
+        target = self._config
+        if target is None:
+            raise CommandRefused("apply_config: this gateway takes no pushed config")
+        version = command.args.get("version")
+        document = command.args.get("document")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise CommandRefused(
+                f"apply_config: version must be a whole number >= 1, not {version!r}"
+            )
+        if not isinstance(document, str):
+            raise CommandRefused("apply_config: document must be the config document as JSON text")
+        running = target.config_version
+        if version <= running:
+
+            async def answer() -> _Done:
+                data = _applied(running, version, applied=False, devices=target.device_count)
+                return _Done(True, f"already runs version {running}; nothing done", data)
+
+            return answer
+        try:
+            pushed = target.check_config(version, document.encode())
+        except ConfigRefused as exc:
+            raise CommandRefused(f"refused {exc}", _invalid(running, version)) from None
+        except ConfigNotNow as exc:
+            raise CommandRefused(str(exc), {"version": running, "requested": version}) from None
+
+        async def run() -> _Done:
+            try:
+                changes = await target.apply_config(pushed)
+            except ConfigRefused as exc:
+                return _Done(False, f"refused {exc}", _invalid(target.config_version, version))
+            except ConfigNotNow as exc:
+                data: Data = {"version": target.config_version, "requested": version}
+                return _Done(False, str(exc), data)
+            devices = len(pushed.config.devices)
+            data = _applied(version, version, applied=True, devices=devices)
+            data.update(
+                added=",".join(changes.added),
+                removed=",".join(changes.removed),
+                changed=",".join(changes.changed),
+            )
+            detail = f"applied version {version}: {devices} devices ({changes.summary()})"
+            return _Done(True, detail, data)
 
         return run
 

@@ -77,6 +77,11 @@ class GatewayConfig(BaseModel):
     gateway: Annotated[str, Field(pattern=_ID)]
     community: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*$")]
     broker: str = "mqtt://127.0.0.1:1883"
+    cloud: str | None = Field(
+        default=None,
+        description="The cloud API this gateway was provisioned from (https://...); "
+        "what anju provision rotate and check talk to.",
+    )
     state_dir: Path = Field(
         default=Path("/var/lib/anju"),
         description="Where the spool and the command audit log live; must survive reboots.",
@@ -130,6 +135,13 @@ class GatewayConfig(BaseModel):
             parse_broker_url(value)
         except SchemaError as exc:
             raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("cloud")
+    @classmethod
+    def _cloud_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"expected the cloud API's URL, https://HOST[:PORT], not {value!r}")
         return value
 
     @field_validator("devices")

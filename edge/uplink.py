@@ -12,24 +12,33 @@ broker threw away. ``_Link`` reads the reason code from paho underneath, and a r
 keeps the batch, is logged with topic and reason, and ends the connection (retried
 with backoff, so a fixed ACL is picked up within the backoff cap).
 
-The retained status topic says online; the Last Will, registered at connect, says
-offline when the gateway vanishes without a goodbye. With an ``on_command`` hook the
-uplink also takes commands (QoS 1, persistent session so commands sent while the
-gateway was offline arrive at reconnect) and publishes each result before
-acknowledging the command, so a command whose result was not sent comes again. A hook
-that fails or overruns ``command_timeout_s`` still gets an answer out: an error
-CommandResult for that id, so the cloud is never left waiting.
+The retained status topic says online, with the pushed config version the gateway
+runs (published again by ``announce`` when that changes); the Last Will, registered
+at connect, says offline when the gateway vanishes without a goodbye. With an
+``on_command`` hook the uplink also takes commands (QoS 1, persistent session so
+commands sent while the gateway was offline arrive at reconnect) and publishes each
+result before acknowledging the command, so a command whose result was not sent comes
+again. A hook that fails or overruns ``command_timeout_s`` still gets an answer out: an
+error CommandResult for that id, so the cloud is never left waiting.
+
+Credentials are rotated without a restart: when the broker refuses the CONNECT as
+bad credentials or not authorised, or refuses a publish as not authorised, and a
+``relogin`` hook is given (the agent was started from a file), the next attempt reads
+the broker URL and TLS files from it again. The spool is not touched, so whatever
+waited for the new credentials goes out with them.
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_SUCCESS, DisconnectFlags
 from paho.mqtt.client import Client as PahoClient
 from paho.mqtt.packettypes import PacketTypes
@@ -40,6 +49,7 @@ from edge.backoff import Backoff, pause
 from edge.errors import EdgeError, UplinkError
 from edge.spool import SealedBatch, Spool
 from schemas.broker import BrokerAddress
+from schemas.errors import SchemaError
 from schemas.topics import Channel, topic_for
 from schemas.wire import CommandResult, GatewayState, Status, encode
 
@@ -60,6 +70,28 @@ CommandHook = Callable[[str, bytes], Awaitable[bytes | None]]
 """``on_command(command_id, payload)``: the result payload to publish, or None for none."""
 
 _T = TypeVar("_T")
+
+_CREDENTIALS_REFUSED = frozenset({0x86, 0x87, 0x8C})
+"""CONNACK reasons that new credentials may cure: bad user name or password, not
+authorised, bad authentication method (MQTT 3.1.1's 4 and 5 arrive from paho as the
+first two)."""
+_NOT_AUTHORISED = 0x87
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLogin:
+    """Where and as whom the uplink connects: the broker (its URL holds the user and
+    password) and the TLS files."""
+
+    broker: BrokerAddress
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+Relogin = Callable[[], BrokerLogin]
+"""Reads the login again (from the config file); raises EdgeError or SchemaError when
+it cannot."""
 
 
 class UplinkState(StrEnum):
@@ -183,6 +215,8 @@ class Uplink:
         command_timeout_s: float = COMMAND_TIMEOUT_S,
         session_expiry_s: int = 7 * 24 * 3600,
         backoff: Backoff | None = None,
+        config_version: Callable[[], int] = lambda: 0,
+        relogin: Relogin | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
@@ -199,6 +233,9 @@ class Uplink:
         self._command_timeout_s = command_timeout_s
         self._session_expiry_s = session_expiry_s
         self._backoff = backoff or Backoff()
+        self._config_version = config_version
+        self._relogin = relogin
+        self._announce = asyncio.Event()
         self._status_topic = topic_for(spool.community, spool.gateway, Channel.STATUS)
         self.state = UplinkState.CONNECTING
         self.published_batches = 0
@@ -210,6 +247,13 @@ class Uplink:
         self.command_failures = 0
         self.in_flight = 0
         self.max_in_flight_seen = 0
+        self.relogins = 0
+        """Times the login was read again after the broker refused the credentials."""
+
+    def announce(self) -> None:
+        """Publish the status again (retained) on the live connection, or at the next
+        connect: the pushed config version changed."""
+        self._announce.set()
 
     def _status(self, state: GatewayState) -> bytes:
         return encode(
@@ -219,6 +263,7 @@ class Uplink:
                 state=state,
                 at=datetime.now(UTC),
                 agent_version=self._agent_version,
+                config_version=self._config_version(),
             )
         )
 
@@ -272,6 +317,7 @@ class Uplink:
             try:
                 async with client:
                     self._spool.rewind()
+                    self._announce.clear()
                     await link.publish(
                         self._status_topic,
                         self._status(GatewayState.ONLINE),
@@ -295,6 +341,8 @@ class Uplink:
                 self.refused_publishes += refused
                 if self.state is not UplinkState.OFFLINE:
                     log.warning("uplink to %s lost: %s", self._broker.redacted(), exc)
+                if _credentials_refused(exc):
+                    self._read_login_again(exc)
             except Exception:
                 # The task's outer loop: an uplink that died would take the agent, and
                 # its fire linkage, down with it. Whatever this was, it is logged with
@@ -308,6 +356,40 @@ class Uplink:
             self.state = UplinkState.OFFLINE
             await pause(stop, self._backoff.next_delay())
         self.state = UplinkState.STOPPED
+
+    def _read_login_again(self, refusal: Exception) -> None:
+        """After ``refusal``, take the broker URL and TLS files from ``relogin``."""
+        if self._relogin is None:
+            return
+        try:
+            login = self._relogin()
+        except (EdgeError, SchemaError) as exc:
+            log.warning(
+                "broker refused our credentials (%s); re-reading them failed: %s", refusal, exc
+            )
+            return
+        current = BrokerLogin(self._broker, self._ca_file, self._cert_file, self._key_file)
+        if login == current:
+            log.warning(
+                "broker %s refused our credentials (%s); the config file still holds the "
+                "same ones (rotate them with anju provision rotate)",
+                self._broker.redacted(),
+                refusal,
+            )
+            return
+        self._broker = login.broker
+        self._ca_file, self._cert_file, self._key_file = (
+            login.ca_file,
+            login.cert_file,
+            login.key_file,
+        )
+        self.relogins += 1
+        log.warning(
+            "broker refused our credentials (%s); the next attempt uses those the config "
+            "file holds now (%s)",
+            refusal,
+            self._broker.redacted(),
+        )
 
     async def _serve(
         self, client: aiomqtt.Client, link: _Link, stop: asyncio.Event, drain_timeout_s: float
@@ -339,6 +421,14 @@ class Uplink:
             self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
             task.add_done_callback(settle)
 
+        announcer = asyncio.create_task(self._announce_status(link), name="uplink-status")
+        announcer.add_done_callback(
+            lambda task: (
+                None
+                if task.cancelled() or failed.done()
+                else failed.set_exception(task.exception() or UplinkError("status task ended"))
+            )
+        )
         commands = None
         if self._on_command is not None:
             commands = asyncio.create_task(self._serve_commands(client, link), name="uplink-cmd")
@@ -362,7 +452,7 @@ class Uplink:
             except TimeoutError:
                 log.error("stopping with %s batches unsent", self._spool.depth)
         finally:
-            pending = [*sends, *([commands] if commands else [])]
+            pending = [*sends, announcer, *([commands] if commands else [])]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -427,6 +517,18 @@ class Uplink:
         self._spool.done(batch)
         self.published_batches += 1
         self.published_items += batch.items
+
+    async def _announce_status(self, link: _Link) -> None:
+        """Publish the status again whenever ``announce`` asks, until cancelled."""
+        while True:
+            await self._announce.wait()
+            self._announce.clear()
+            await link.publish(
+                self._status_topic,
+                self._status(GatewayState.ONLINE),
+                retain=True,
+                timeout_s=self._publish_timeout_s,
+            )
 
     async def _serve_commands(self, client: aiomqtt.Client, link: _Link) -> None:
         """Subscribe to this gateway's commands and answer each, one after another.
@@ -499,3 +601,13 @@ class Uplink:
                 finished_at=datetime.now(UTC),
             )
         )
+
+
+def _credentials_refused(exc: Exception) -> bool:
+    """Whether the broker refused who we are (CONNACK or PUBACK), not something else."""
+    if isinstance(exc, PublishRefused):
+        return exc.code == _NOT_AUTHORISED
+    if isinstance(exc, MqttConnectError):
+        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        return code in _CREDENTIALS_REFUSED or code in (4, 5)
+    return False

@@ -36,7 +36,10 @@ def run(
     """Run the agent until interrupted (Ctrl-C or SIGTERM), then flush and say offline.
 
     A reload_config command from the cloud re-reads this file; if it is valid the
-    agent drains, stops and starts again from it, keeping its spool.
+    agent drains, stops and starts again from it, keeping its spool. A device list
+    pushed by the cloud (apply_config) is applied in place and kept in the state
+    directory (pushed-config.json), so a restart or a reload runs it again; new broker
+    credentials written to this file are picked up when the broker refuses the old.
     """
 
     def load() -> tuple[GatewayConfig, dict[str, DeviceProfile]]:
@@ -58,11 +61,14 @@ async def _run(agent: Agent, path: Path, load: ConfigLoader) -> None:
         loop.add_signal_handler(signum, interrupted.set)
     while True:
         log.info(
-            "gateway %s (%s): %d devices on %d buses",
+            "gateway %s (%s): %d devices on %d buses, %s",
             agent.config.gateway,
             agent.config.community,
             len(agent.devices),
-            len(agent.pollers),
+            len(agent.pollers) + len(agent.pumps),
+            f"pushed config version {agent.config_version}"
+            if agent.config_version
+            else f"the devices of {path}",
         )
         stop = asyncio.Event()
         relay = asyncio.create_task(_relay(interrupted, stop), name="signals")
