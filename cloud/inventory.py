@@ -33,6 +33,10 @@ class GatewayRecord:
     last_seen: datetime | None
     created_at: datetime
     device_count: int
+    auth: str
+    credentials_issued_at: datetime | None
+    config_version: int
+    config_applied: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,26 @@ class DeviceRecord:
     last_seen: datetime | None
     created_at: datetime
     updated_at: datetime
+    address: str | None
+    egress: bool
+    poll_interval_s: float | None
+    resident_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfigRecord:
+    """The device config the cloud wants a gateway to run and what it reported."""
+
+    gateway: str
+    version: int
+    """The wanted version; 0 while the registry never managed its devices."""
+    applied_version: int
+    applied_at: datetime | None
+    pushed_at: datetime | None
+    error: str | None
+    """Why the gateway refused the version it was last sent, if it did."""
+    document: dict[str, Any] | None
+    """The wanted version's ``GatewayConfigDocument`` as JSON; None for version 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +108,16 @@ async def get_gateway(
     """The gateway ``gateway_id``, or None when there is none in ``scope``."""
     found = await _rows(
         conn, GatewayRecord, "inventory_gateway_get", {"id": gateway_id, "scope": scope}
+    )
+    return found[0] if found else None
+
+
+async def get_gateway_config(
+    conn: AsyncConnection[Any], gateway_id: str, *, scope: list[int] | None
+) -> GatewayConfigRecord | None:
+    """The config state of ``gateway_id``, or None when there is no such gateway in ``scope``."""
+    found = await _rows(
+        conn, GatewayConfigRecord, "inventory_gateway_config", {"id": gateway_id, "scope": scope}
     )
     return found[0] if found else None
 

@@ -26,6 +26,10 @@ form it expects.
   (for example ``ANJU_QUEUE_P1_UNCLAIMED_S``; docs/emergency-queue.md)
 - ``ANJU_RESIDENT_KEYS``: the keys that wrap residents' data keys, comma-separated
   ``ID:BASE64`` entries, the current key first; see ``ResidentSettings``
+- ``ANJU_BROKER_*``: how the API gives gateways their broker credentials, see
+  ``BrokerSettings`` (for example ``ANJU_BROKER_ADMIN_URL``; docs/broker.md)
+- ``ANJU_PROFILE_DIR``: the device profiles the registry checks devices against and
+  pushes to gateways, as for the command line; see ``ProfileSettings``
 
 A variable under one of these prefixes that is no setting but close to one (a typo
 such as ``ANJU_QUEUE_P1_UNCLAIMD_S``) is refused too, rather than silently ignored.
@@ -43,6 +47,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
@@ -57,6 +62,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+import schemas
 from cloud.errors import SettingsError, SettingsProblem
 from schemas.broker import BrokerAddress, parse_broker_url
 from schemas.errors import SchemaError
@@ -527,6 +533,89 @@ def _base64(text: str) -> bytes | None:
         return None
 
 
+def _broker_url(value: object) -> object:
+    """A broker URL parsed, for a ``mode="before"`` validator; other values as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_broker_url(value)
+    except SchemaError as exc:
+        raise ValueError(str(exc).replace(value, _without_password(value))) from None
+
+
+_GatewayUrl = Annotated[
+    str | None,
+    Form("mqtts://host[:port] without user or password, such as mqtts://mqtt.example.cn", True),
+]
+_PemFile = Annotated[Path | None, Form("the path of a PEM file")]
+
+
+class BrokerSettings(_Subsystem):
+    """How the API gives each gateway its own broker credentials (``cloud.provisioning``).
+
+    The cloud manages the broker's accounts through Mosquitto's dynamic-security plugin
+    with ``admin_url``'s account; gateways are told ``gateway_url`` (password) or
+    ``gateway_cert_url`` (client certificate) and handed ``server_ca_file`` to check the
+    broker with. Certificates are signed with the client CA. Every field may be unset:
+    the rest of the cloud runs, and the credential routes answer 503 naming what is
+    missing (``cloud.provisioning.BrokerNotConfigured``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ANJU_BROKER_")
+
+    admin_url: Annotated[
+        BrokerAddress | None,
+        Form("mqtt(s)://user:password@host[:port], the dynamic-security admin", secret=True),
+    ] = None
+    admin_ca_file: _PemFile = None
+    """The CA that signed the broker's certificate, for ``admin_url`` over mqtts."""
+    gateway_url: _GatewayUrl = None
+    """Where password gateways connect, as written into their config."""
+    gateway_cert_url: _GatewayUrl = None
+    """The certificate listener; unset, ``gateway_url``."""
+    server_ca_file: _PemFile = None
+    """Handed to gateways as their ``tls_ca_file``."""
+    client_ca_cert_file: _PemFile = None
+    client_ca_key_file: _PemFile = None
+    cert_days: Annotated[int, Field(ge=1, le=3650), Form("whole days, 1-3650")] = 397
+    """Validity of a gateway certificate; 397 days is the web PKI's ceiling."""
+
+    @property
+    def certificate_url(self) -> str | None:
+        """The URL certificate gateways connect to."""
+        return self.gateway_cert_url or self.gateway_url
+
+    @field_validator("admin_url", mode="before")
+    @classmethod
+    def _admin(cls, value: object) -> object:
+        return _broker_url(value)
+
+    @field_validator("gateway_url", "gateway_cert_url")
+    @classmethod
+    def _gateway(cls, value: str | None) -> str | None:
+        address = _broker_url(value)
+        if isinstance(address, BrokerAddress) and (address.username or address.password):
+            raise ValueError("gateways get their own user and password; leave them out")
+        return value
+
+
+class ProfileSettings(_Subsystem):
+    """The device profiles the cloud knows: devices are checked against them when
+    registered, and the ones a gateway uses are pushed to it with its devices."""
+
+    model_config = SettingsConfigDict(env_prefix="ANJU_PROFILE_")
+
+    dir: Annotated[Path | None, Form("a folder of <kind>/<id>.yaml profiles")] = None
+    """Unset: the profiles shipped with Anju, as for the command line."""
+
+    @property
+    def root(self) -> Path:
+        """The profile folder in use."""
+        if self.dir is not None:
+            return self.dir
+        return Path(schemas.__file__).resolve().parents[1] / "device_profiles"
+
+
 class CloudSettings(BaseModel):
     """Everything ``anju cloud run`` and ``anju cloud ingest`` need.
 
@@ -545,6 +634,8 @@ class CloudSettings(BaseModel):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings.defaults)
     queue: QueueSettings = Field(default_factory=QueueSettings.defaults)
     residents: ResidentSettings = Field(default_factory=ResidentSettings.defaults)
+    provisioning: BrokerSettings = Field(default_factory=BrokerSettings.defaults)
+    profiles: ProfileSettings = Field(default_factory=ProfileSettings.defaults)
 
     @property
     def broker(self) -> BrokerAddress:

@@ -28,6 +28,7 @@ from cloud.api.routes import (
     inventory,
     keys,
     metrics,
+    provisioning,
     queue,
     readings,
     residents,
@@ -41,6 +42,7 @@ from cloud.rules.config import load_rules
 from cloud.settings import CloudSettings
 from cloud.storage.pool import open_pool
 from cloud.webhooks.delivery import DeliveryCounters
+from schemas.profile import load_profiles
 
 
 def create_app(
@@ -54,9 +56,10 @@ def create_app(
 
     Webhook filters are checked against the incident types of the rules ingest runs
     with (``load_rules``: ``ANJU_RULES_FILE`` or the packaged file); raises RulesError
-    when those cannot be read. ``counters`` and ``deliveries`` are the ingest and webhook
-    delivery counters of this process, for ``GET /metrics``; None when those do not run
-    here.
+    when those cannot be read. Devices are checked against the profiles of
+    ``settings.profiles`` (read here once; ProfileError for a bad one). ``counters``
+    and ``deliveries`` are the ingest and webhook delivery counters of this process,
+    for ``GET /metrics``; None when those do not run here.
     """
 
     @asynccontextmanager
@@ -73,6 +76,7 @@ def create_app(
         limit=settings.api.auth_failure_limit, window_s=settings.api.auth_failure_window_s
     )
     app.state.filter_vocabulary = webhooks.filter_vocabulary(load_rules())
+    app.state.profiles = load_profiles(settings.profiles.root)
     app.state.keyring = Keyring.from_keys(
         (key.id, key.secret.get_secret_value()) for key in settings.residents.keys
     )
@@ -86,6 +90,7 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(tree.router)
     app.include_router(inventory.router)
+    app.include_router(provisioning.router)
     app.include_router(events.router)
     app.include_router(residents.router)
     problems.install(app)

@@ -118,6 +118,8 @@ class Health(_Response):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unavailable"]
     detail: str = ""
+    time: datetime
+    """The server's clock (UTC, milliseconds), for checking a gateway's clock against."""
 
 
 # Requests of the emergency queue. The dispatcher acting is the holder of the API key

@@ -30,6 +30,9 @@ class Permission(StrEnum):
     TREE_READ = "tree:read"
     TREE_MANAGE = "tree:manage"
     DEVICES_READ = "devices:read"
+    GATEWAYS_MANAGE = "gateways:manage"
+    """Register gateways and issue, rotate and revoke their broker credentials; add,
+    move and remove devices (each change makes a new config pushed to the gateway)."""
     EVENTS_READ = "events:read"
     READINGS_READ = "readings:read"
     INCIDENTS_READ = "incidents:read"
@@ -55,6 +58,7 @@ GRANTS: Final[dict[Permission, frozenset[Role]]] = {
     Permission.TREE_READ: _EVERYONE,
     Permission.TREE_MANAGE: _OFFICE,
     Permission.DEVICES_READ: _EVERYONE,
+    Permission.GATEWAYS_MANAGE: _OFFICE | {Role.INSTALLER},
     Permission.EVENTS_READ: _EVERYONE,
     Permission.READINGS_READ: _EVERYONE,
     Permission.INCIDENTS_READ: _EVERYONE - {Role.INSTALLER},

@@ -27,6 +27,7 @@ from anju.services.ports import free_port
 from cloud.auth.keys import create_key
 from cloud.auth.roles import Role
 from tests.api_support import bearer, populate
+from tests.brokers import SecureBroker, secure_broker  # noqa: F401
 
 BIN = Path(sys.executable).parent
 CHECKS = (
@@ -55,9 +56,15 @@ def admin_key(database_url: str) -> str:
 
 @pytest.fixture
 def live_api(
-    database_url: str, mqtt_url: str, unique_id: Callable[[str], str], tmp_path: Path
+    database_url: str,
+    mqtt_url: str,
+    unique_id: Callable[[str], str],
+    tmp_path: Path,
+    secure_broker: SecureBroker,  # noqa: F811
 ) -> Iterator[str]:
-    """`anju cloud run` serving the API on a free port; its log is kept for failures."""
+    """`anju cloud run` serving the API on a free port; its log is kept for failures.
+    The installer's credential routes drive a TLS + dynamic-security broker of their
+    own, so they answer as in production rather than 503 for missing settings."""
     port = free_port()
     env = {
         **os.environ,
@@ -69,6 +76,13 @@ def live_api(
         "ANJU_INGEST_GROUP": unique_id("fuzz"),
         "ANJU_RESIDENT_KEYS": "k1:"
         + base64.b64encode(b"fuzz-test-key-of-thirty-two-byte").decode(),
+        "ANJU_BROKER_ADMIN_URL": secure_broker.admin_url,
+        "ANJU_BROKER_ADMIN_CA_FILE": str(secure_broker.ca_file),
+        "ANJU_BROKER_GATEWAY_URL": secure_broker.gateway_url,
+        "ANJU_BROKER_GATEWAY_CERT_URL": secure_broker.certificate_url,
+        "ANJU_BROKER_SERVER_CA_FILE": str(secure_broker.ca_file),
+        "ANJU_BROKER_CLIENT_CA_CERT_FILE": str(secure_broker.client_ca.cert_path),
+        "ANJU_BROKER_CLIENT_CA_KEY_FILE": str(secure_broker.client_ca.key_path),
     }
     log = (tmp_path / "cloud.log").open("w")
     process = subprocess.Popen([str(BIN / "anju"), "cloud", "run"], env=env, stdout=log, stderr=log)

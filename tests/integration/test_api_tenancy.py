@@ -61,6 +61,18 @@ BODIES: Final[dict[tuple[str, str], dict[str, Any] | None]] = {
     ("POST", "/incidents/{incident_id}/dispatch"): {"dispatched_to": "care team"},
     ("POST", "/incidents/{incident_id}/resolve"): {"outcome": "handled"},
     ("POST", "/incidents/{incident_id}/notes"): {"text": "a note"},
+    ("POST", "/gateways"): {"id": "gw-new", "community": HOME},
+    ("POST", "/gateways/{gateway_id}/credentials"): {"auth": "password"},
+    ("POST", "/gateways/{gateway_id}/devices/import"): {"devices": [], "dry_run": True},
+    ("POST", "/devices"): {
+        "id": "dev-new",
+        "gateway": "gw-home",
+        "profile": "anju-smoke-mb",
+        "address": "modbus-tcp://127.0.0.1:502?unit=1",
+        "building": "3",
+        "unit": "201",
+    },
+    ("PATCH", "/devices/{device_id}"): {"building": "2"},
 }
 QUERIES: Final[dict[tuple[str, str], dict[str, str]]] = {
     ("GET", "/devices/{device_id}/readings"): {

@@ -201,6 +201,10 @@ async def test_a_gateway_and_a_device_in_detail(api: httpx.AsyncClient, site: Si
         "last_seen": None,
         "created_at": "",
         "device_count": 3,
+        "auth": "password",
+        "credentials_issued_at": None,
+        "config_version": 0,
+        "config_applied": 0,
     }
     device = await api.get("/devices/a-door-2", headers=site.manager)
     assert device.status_code == 200, device.text
@@ -216,6 +220,10 @@ async def test_a_gateway_and_a_device_in_detail(api: httpx.AsyncClient, site: Si
         "last_seen": None,
         "created_at": "",
         "updated_at": "",
+        "address": None,
+        "egress": False,
+        "poll_interval_s": None,
+        "resident_id": None,
     }
 
 

@@ -1,6 +1,12 @@
-"""``GET /health``: whether the API can reach its database."""
+"""``GET /health``: whether the API can reach its database, and the server's clock.
+
+``time`` lets a gateway's installer compare clocks (``anju provision check``): readings
+and events carry the gateway's timestamps.
+"""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response, status
 
@@ -24,5 +30,11 @@ async def health(pool: PoolDep, response: Response) -> Health:
                 await conn.execute(queries()["ping"])
     except StorageError as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return Health(status="unavailable", database="unavailable", detail=str(exc))
-    return Health(status="ok", database="ok")
+        return Health(status="unavailable", database="unavailable", detail=str(exc), time=_now())
+    return Health(status="ok", database="ok", time=_now())
+
+
+def _now() -> datetime:
+    """UTC now at millisecond precision, as the wire's timestamps are."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

@@ -1,16 +1,17 @@
 """``/gateways`` and ``/devices``: what is installed in the communities a key reaches.
 
-Read-only: gateways and devices are registered by installers (``anju provision``,
-``anju device add``). A device belongs to its gateway's community, and a key sees the
-gateways and devices of the communities of its subtree only; one outside it is
-answered 404, exactly like one that does not exist.
+Reads only: installers register gateways and devices through
+``cloud.api.routes.provisioning`` (``anju provision``, ``anju device add``). A device
+belongs to its gateway's community, and a key sees the gateways and devices of the
+communities of its subtree only; one outside it is answered 404, exactly like one that
+does not exist.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict
@@ -43,6 +44,14 @@ class GatewayView(BaseModel):
     created_at: datetime
     device_count: int
     """Devices registered behind it, disabled ones included."""
+    auth: Literal["password", "certificate"]
+    """How it authenticates to the broker."""
+    credentials_issued_at: datetime | None
+    """When its current broker credentials were issued; null before the first."""
+    config_version: int
+    """The device config version the cloud wants it to run (0: none is pushed)."""
+    config_applied: int
+    """The version it last reported running."""
 
 
 class DeviceView(BaseModel):
@@ -62,6 +71,35 @@ class DeviceView(BaseModel):
     last_seen: datetime | None
     created_at: datetime
     updated_at: datetime
+    address: str | None
+    """Where its gateway reaches it (``modbus-tcp://10.0.0.5:502?unit=3``); null for a
+    device its gateway's own config file declares, which is never pushed."""
+    egress: bool
+    """A door on an escape route, released when smoke is detected in its building."""
+    poll_interval_s: float | None
+    """Its own poll interval; null: its profile's."""
+    resident_id: int | None
+    """The resident a personal device (a wearable) belongs to."""
+
+
+class GatewayConfigView(BaseModel):
+    """The device config the cloud keeps for a gateway, and what the gateway reported."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    gateway: str
+    version: int
+    """The version the gateway should run; 0 while its devices were never managed here."""
+    applied_version: int
+    """The version it reported running."""
+    applied_at: datetime | None
+    pushed_at: datetime | None
+    """When the wanted version was last sent to it."""
+    error: str | None
+    """Why it refused the version it was last sent; null when it did not."""
+    document: dict[str, Any] | None
+    """The wanted version as sent (a ``gateway_config`` document, schemas/json); null
+    for version 0."""
 
 
 router = APIRouter(tags=["inventory"])
@@ -112,6 +150,22 @@ async def get_gateway(
     if found is None:
         raise HTTPException(HTTPStatus.NOT_FOUND, f"no gateway {gateway_id!r}")
     return GatewayView.model_validate(found)
+
+
+@router.get(
+    "/gateways/{gateway_id}/config",
+    response_model=GatewayConfigView,
+    responses={HTTPStatus.NOT_FOUND.value: problem_response("No gateway with this id in reach")},
+)
+async def get_gateway_config(
+    conn: ConnectionDep, principal: Reader, gateway_id: IdentifierPath
+) -> GatewayConfigView:
+    """The device config version the gateway should run, the one it runs, and the
+    document of the first (what ``anju provision check`` compares against)."""
+    found = await inventory.get_gateway_config(conn, gateway_id, scope=principal.scope)
+    if found is None:
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"no gateway {gateway_id!r}")
+    return GatewayConfigView.model_validate(found)
 
 
 @router.get(

@@ -6,7 +6,8 @@
 -- name: inventory_gateway_list
 -- Gateways in a scope by id; a page starts after the id %(after)s.
 SELECT g.id, c.path AS community, g.status, g.last_seen, g.created_at,
-       (SELECT count(*) FROM devices d WHERE d.gateway_id = g.id) AS device_count
+       (SELECT count(*) FROM devices d WHERE d.gateway_id = g.id) AS device_count,
+       g.auth, g.credentials_issued_at, g.config_version, g.config_applied
 FROM gateways g
 JOIN communities c ON c.id = g.community_id
 WHERE (%(scope)s::bigint[] IS NULL OR g.community_id = ANY(%(scope)s::bigint[]))
@@ -17,7 +18,8 @@ LIMIT %(limit)s
 
 -- name: inventory_gateway_get
 SELECT g.id, c.path AS community, g.status, g.last_seen, g.created_at,
-       (SELECT count(*) FROM devices d WHERE d.gateway_id = g.id) AS device_count
+       (SELECT count(*) FROM devices d WHERE d.gateway_id = g.id) AS device_count,
+       g.auth, g.credentials_issued_at, g.config_version, g.config_applied
 FROM gateways g
 JOIN communities c ON c.id = g.community_id
 WHERE g.id = %(id)s
@@ -26,7 +28,8 @@ WHERE g.id = %(id)s
 -- name: inventory_device_list
 -- Devices behind the gateways of a scope by id; a page starts after the id %(after)s.
 SELECT d.id, d.gateway_id, c.path AS community, d.kind, d.profile_id, d.building, d.unit,
-       d.status, d.last_seen, d.created_at, d.updated_at
+       d.status, d.last_seen, d.created_at, d.updated_at, d.address, d.egress,
+       d.poll_interval_s, d.resident_id
 FROM devices d
 JOIN gateways g ON g.id = d.gateway_id
 JOIN communities c ON c.id = g.community_id
@@ -40,11 +43,23 @@ LIMIT %(limit)s
 
 -- name: inventory_device_get
 SELECT d.id, d.gateway_id, c.path AS community, d.kind, d.profile_id, d.building, d.unit,
-       d.status, d.last_seen, d.created_at, d.updated_at
+       d.status, d.last_seen, d.created_at, d.updated_at, d.address, d.egress,
+       d.poll_interval_s, d.resident_id
 FROM devices d
 JOIN gateways g ON g.id = d.gateway_id
 JOIN communities c ON c.id = g.community_id
 WHERE d.id = %(id)s
+  AND (%(scope)s::bigint[] IS NULL OR g.community_id = ANY(%(scope)s::bigint[]))
+
+-- name: inventory_gateway_config
+-- The config the cloud wants a gateway to run, what it runs, and the document of the
+-- wanted version (NULL while the version is 0: nothing was ever pushed).
+SELECT g.id AS gateway, g.config_version AS version, g.config_applied AS applied_version,
+       g.config_applied_at AS applied_at, g.config_pushed_at AS pushed_at,
+       g.config_error AS error, gc.document
+FROM gateways g
+LEFT JOIN gateway_configs gc ON gc.gateway_id = g.id AND gc.version = g.config_version
+WHERE g.id = %(id)s
   AND (%(scope)s::bigint[] IS NULL OR g.community_id = ANY(%(scope)s::bigint[]))
 
 -- name: inventory_event_list

@@ -21,7 +21,7 @@ FOR SHARE
 INSERT INTO gateways (id, community_id)
 VALUES (%(id)s, %(community_id)s)
 ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id
-RETURNING id, community_id, status
+RETURNING id, community_id, status, auth, credentials_issued_at
 
 -- name: upsert_device
 -- Registers a device or updates its description; returns no row when the device is
@@ -39,7 +39,117 @@ SET kind = EXCLUDED.kind,
     resident_id = EXCLUDED.resident_id,
     updated_at = now()
 WHERE devices.gateway_id = EXCLUDED.gateway_id
-RETURNING id, gateway_id, kind, profile_id, building, unit, status, resident_id
+RETURNING id, gateway_id, kind, profile_id, building, unit, status, resident_id, address,
+          egress, poll_interval_s
 
 -- name: device_gateway
 SELECT gateway_id FROM devices WHERE id = %(id)s
+
+-- The installer's path (cloud.registry's add/move/remove/import): a change to a
+-- gateway's devices locks the gateway row first, so its config versions follow one
+-- another and two changes never make the same version.
+
+-- name: registry_gateway_lock
+SELECT id, community_id, status, auth, credentials_issued_at, config_version
+FROM gateways
+WHERE id = %(id)s
+FOR UPDATE
+
+-- name: registry_gateway_credentials
+-- New credentials were issued (and granted on the broker) just now.
+UPDATE gateways
+SET auth = %(auth)s, credentials_issued_at = now()
+WHERE id = %(id)s
+RETURNING id, community_id, status, auth, credentials_issued_at
+
+-- name: registry_gateway_revoke
+-- Idempotent: a revoked gateway stays as it is (ingest refuses its batches).
+UPDATE gateways
+SET status = 'revoked'
+WHERE id = %(id)s
+RETURNING id, community_id, status, auth, credentials_issued_at
+
+-- name: registry_resident_home
+-- The community of an active resident, to bind a device only to someone living in the
+-- community of its gateway.
+SELECT community_id FROM residents WHERE id = %(id)s AND status = 'active'
+
+-- name: registry_device_lock
+SELECT id, gateway_id, kind, profile_id, building, unit, status, resident_id, address,
+       egress, poll_interval_s
+FROM devices
+WHERE id = %(id)s
+FOR UPDATE
+
+-- name: registry_device_put
+-- Adds a device or replaces its description (and makes a disabled one active again)
+-- behind the same gateway; no row when it is behind another one.
+INSERT INTO devices (
+    id, gateway_id, kind, profile_id, building, unit, resident_id, address, egress,
+    poll_interval_s
+)
+VALUES (
+    %(id)s, %(gateway_id)s, %(kind)s, %(profile_id)s, %(building)s, %(unit)s,
+    %(resident_id)s, %(address)s, %(egress)s, %(poll_interval_s)s
+)
+ON CONFLICT (id) DO UPDATE
+SET kind = EXCLUDED.kind,
+    profile_id = EXCLUDED.profile_id,
+    building = EXCLUDED.building,
+    unit = EXCLUDED.unit,
+    resident_id = EXCLUDED.resident_id,
+    address = EXCLUDED.address,
+    egress = EXCLUDED.egress,
+    poll_interval_s = EXCLUDED.poll_interval_s,
+    status = 'active',
+    updated_at = now()
+WHERE devices.gateway_id = EXCLUDED.gateway_id
+RETURNING id, gateway_id, kind, profile_id, building, unit, status, resident_id, address,
+          egress, poll_interval_s
+
+-- name: registry_device_move
+UPDATE devices
+SET gateway_id = %(gateway_id)s,
+    building = %(building)s,
+    unit = %(unit)s,
+    resident_id = %(resident_id)s,
+    address = %(address)s,
+    updated_at = now()
+WHERE id = %(id)s
+RETURNING id, gateway_id, kind, profile_id, building, unit, status, resident_id, address,
+          egress, poll_interval_s
+
+-- name: registry_device_disable
+UPDATE devices
+SET status = 'disabled', updated_at = now()
+WHERE id = %(id)s
+RETURNING id, gateway_id, kind, profile_id, building, unit, status, resident_id, address,
+          egress, poll_interval_s
+
+-- name: registry_config_devices
+-- What a gateway's pushed config holds: its active devices that have an address (those
+-- registered without one are read by the gateway's own file).
+SELECT id, profile_id, address, building, unit, egress, poll_interval_s
+FROM devices
+WHERE gateway_id = %(gateway_id)s AND status = 'active' AND address IS NOT NULL
+ORDER BY id
+
+-- name: registry_config_insert
+-- A gateway's new config version; the caller holds the gateway row locked. A new
+-- version supersedes the refusal of an older one, so its error is cleared.
+WITH config AS (
+    INSERT INTO gateway_configs (gateway_id, version, document)
+    VALUES (%(gateway_id)s, %(version)s, %(document)s::jsonb)
+    RETURNING gateway_id, version
+)
+UPDATE gateways g
+SET config_version = config.version, config_error = NULL
+FROM config
+WHERE g.id = config.gateway_id
+RETURNING g.config_version
+
+-- name: registry_gateway_config
+-- One version of a gateway's config, as JSON text (the pusher sends it as it is).
+SELECT document::text AS document, created_at
+FROM gateway_configs
+WHERE gateway_id = %(gateway_id)s AND version = %(version)s
