@@ -22,6 +22,7 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.api.app import create_app
+from cloud.configs.worker import run_config_pusher
 from cloud.errors import CloudError, SettingsError, StorageError
 from cloud.ingest.consumer import IngestConsumer
 from cloud.ingest.counters import IngestCounters
@@ -42,6 +43,17 @@ STATS_INTERVAL_S: Final = 60.0
 def worker_client_ids(settings: CloudSettings, workers: int) -> list[str]:
     """The stable, distinct MQTT client ids of ``workers`` ingest workers."""
     return [f"{settings.ingest.client_id}-{index}" for index in range(workers)]
+
+
+def config_pusher_client_id(settings: CloudSettings) -> str:
+    """The config pusher's MQTT client id: ``{ANJU_INGEST_CLIENT_ID}-configs-{pid}``.
+
+    Its session is clean, so nothing is kept under the id and it need not survive a
+    restart; it must only differ from every other live connection's, or the broker
+    drops one for the other, and the process id keeps ``anju cloud run`` and
+    ``anju cloud configs`` on one host apart without another setting.
+    """
+    return f"{settings.ingest.client_id}-configs-{os.getpid()}"
 
 
 async def run_ingest(
@@ -153,6 +165,28 @@ async def run_escalation(
                 task.cancel()
 
 
+async def run_configs(
+    settings: CloudSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Run the config pusher (``cloud.configs``) until ``stop`` is set: it sends gateways
+    the device configs of the registry and records their answers and statuses.
+
+    Any number may run, here and in other processes (claims skip locked rows). ``started``
+    is set once it listens for answers. Raises SettingsError when ``ANJU_MQTT_URL`` is
+    missing.
+    """
+    await run_config_pusher(
+        settings.database_url,
+        settings.broker,
+        client_id=config_pusher_client_id(settings),
+        stop=stop,
+        started=started,
+    )
+
+
 async def run_cloud(
     settings: CloudSettings,
     *,
@@ -162,12 +196,14 @@ async def run_cloud(
     counters: IngestCounters | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Run ingest (with the rules and the silence sweep), escalation, webhook delivery
-    and the API (on ``settings.api.host`` and ``port``) until ``stop`` is set.
+    """Run ingest (with the rules and the silence sweep), escalation, webhook delivery,
+    the config pusher (``cloud.configs``) and the API (on ``settings.api.host`` and
+    ``port``) until ``stop`` is set.
 
-    ``started`` is set once the API accepts connections and every ingest worker has
-    subscribed. The API's ``GET /metrics`` reads the ingest workers' ``counters`` (fresh
-    ones when not given) and the webhook workers' counters. Raises CloudError when the
+    ``started`` is set once the API accepts connections, every ingest worker has
+    subscribed and the config pusher listens for gateways' answers. The API's
+    ``GET /metrics`` reads the ingest workers' ``counters`` (fresh ones when not given)
+    and the webhook workers' counters. Raises CloudError when the
     API cannot bind its address, SettingsError as ``run_ingest`` does.
     """
     totals = counters if counters is not None else IngestCounters()
@@ -183,6 +219,7 @@ async def run_cloud(
     ingest_stop = asyncio.Event()
     ingest_started = asyncio.Event()
     api_started = asyncio.Event()
+    configs_started = asyncio.Event()
     async with _cloud_error_alone(), asyncio.TaskGroup() as group:
         api = group.create_task(server.serve_checked(), name="api")
         group.create_task(
@@ -204,8 +241,13 @@ async def run_cloud(
             name="webhooks",
         )
         group.create_task(run_escalation(settings, stop=ingest_stop), name="escalation")
+        group.create_task(
+            run_configs(settings, stop=ingest_stop, started=configs_started), name="configs"
+        )
         if started is not None:
-            group.create_task(_all_set([api_started, ingest_started], started), name="started")
+            group.create_task(
+                _all_set([api_started, ingest_started, configs_started], started), name="started"
+            )
         await _wait(stop)
         server.should_exit = True
         ingest_stop.set()

@@ -559,7 +559,7 @@ class CommandProcessor:
         try:
             pushed = target.check_config(version, document.encode())
         except ConfigRefused as exc:
-            raise CommandRefused(f"refused {exc}", _invalid(running, version)) from None
+            raise CommandRefused(str(exc), _invalid(running, version)) from None
         except ConfigNotNow as exc:
             raise CommandRefused(str(exc), {"version": running, "requested": version}) from None
 
@@ -567,7 +567,7 @@ class CommandProcessor:
             try:
                 changes = await target.apply_config(pushed)
             except ConfigRefused as exc:
-                return _Done(False, f"refused {exc}", _invalid(target.config_version, version))
+                return _Done(False, str(exc), _invalid(target.config_version, version))
             except ConfigNotNow as exc:
                 data: Data = {"version": target.config_version, "requested": version}
                 return _Done(False, str(exc), data)

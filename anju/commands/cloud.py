@@ -12,7 +12,7 @@ import typer
 
 from anju.commands import keys, residents
 from anju.commands.common import fail
-from cloud.app import run_cloud, run_escalation, run_ingest
+from cloud.app import run_cloud, run_configs, run_escalation, run_ingest
 from cloud.broker.dynsec import DynamicSecurity
 from cloud.broker.policy import SERVICE_ROLE
 from cloud.errors import CloudError
@@ -226,6 +226,33 @@ def webhooks(workers: WebhookWorkers = 1) -> None:
                 settings.database_url, settings.webhooks, workers=workers, stop=stop
             )
         )
+    except CloudError as exc:
+        fail(str(exc))
+
+
+@app.command(
+    epilog="Example: ANJU_DATABASE_URL=postgresql://anju@db:5432/anju "
+    "ANJU_MQTT_URL=mqtt://anju-cloud:PASSWORD@broker:1883 anju cloud configs\n\n"
+    "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname), "
+    "ANJU_MQTT_URL (mqtt://[user[:password]@]host[:port][?version=5|3.1.1]; the cloud "
+    "workers' account of `anju cloud broker setup`, which may publish commands and read "
+    "results and statuses), ANJU_INGEST_CLIENT_ID (client id prefix, default "
+    "anju-ingest-HOSTNAME; this process connects as PREFIX-configs-PID)."
+)
+def configs() -> None:
+    """Run the config pusher only (no API, no ingest) until Ctrl-C or SIGTERM.
+
+    It sends each gateway the device config the registry keeps for it, as an
+    apply_config command, whenever a device is added, moved or removed, and again
+    while the gateway does not answer (after 30 s, then waits that double up to 30
+    minutes; at once when the gateway comes online). It records the version each
+    gateway runs and the reason of a config a gateway refuses, which is not sent again:
+    `GET /gateways/ID/config` shows both. `anju cloud run` runs one such worker too;
+    more may run here and elsewhere, none pushes a version twice at once.
+    """
+    try:
+        settings = load_settings()
+        _run_until_signal(lambda stop: run_configs(settings, stop=stop))
     except CloudError as exc:
         fail(str(exc))
 

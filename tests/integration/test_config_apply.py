@@ -289,7 +289,7 @@ async def test_a_bad_document_is_refused_and_the_old_devices_keep_reporting(
         refused = await cloud.apply("cfg-2", ble)
         assert not refused.ok
         assert refused.detail == (
-            "refused pushed config version 2: devices.1.address: smoke-c is a modbus-rtu "
+            "pushed config version 2: devices.1.address: smoke-c is a modbus-rtu "
             "device (anju-smoke-mb): its address must be modbus-rtu:// or modbus-tcp://, "
             "not ble://"
         )
