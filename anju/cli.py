@@ -7,7 +7,7 @@ import typer
 from rich.logging import RichHandler
 from typer.core import TyperOption
 
-from anju.commands import cloud, demo, device, edge, profile, sim
+from anju.commands import cloud, demo, device, edge, inventory, profile, provision, sim
 
 
 def _hide_flag_types() -> None:
@@ -43,6 +43,8 @@ root.add_typer(cloud.app, name="cloud")
 root.add_typer(profile.app, name="profile")
 root.add_typer(sim.app, name="sim")
 root.add_typer(device.app, name="device")
+inventory.register(device.app)
+root.add_typer(provision.app, name="provision")
 
 
 @root.callback()
