@@ -115,6 +115,7 @@ async def run_ingest(
                 totals,
                 client_id=client_id,
                 shared_group=settings.ingest.group if share else None,
+                ca_file=settings.mqtt_tls.ca_file,
             )
             for client_id in worker_client_ids(settings, workers)
         ]
@@ -182,6 +183,7 @@ async def run_configs(
         settings.database_url,
         settings.broker,
         client_id=config_pusher_client_id(settings),
+        ca_file=settings.mqtt_tls.ca_file,
         stop=stop,
         started=started,
     )

@@ -14,6 +14,12 @@ form it expects.
   ``ANJU_API_PORT`` (``8080``), and how it slows down key guessing,
   ``ANJU_API_AUTH_FAILURE_LIMIT`` (``20`` failed authentications per client address
   in each ``ANJU_API_AUTH_FAILURE_WINDOW_S``, ``60``); see ``ApiSettings``
+- ``ANJU_MQTT_CA_FILE``: the CA of an ``mqtts://`` broker for the cloud's own workers
+  (ingest, the config pusher), when the system does not trust it; see ``MqttSettings``
+- ``ANJU_BROKER_*``: the broker's dynamic-security admin account and what gateways are
+  handed when they are provisioned, see ``BrokerSettings`` (docs/broker.md)
+- ``ANJU_PROFILE_DIR``: the device profiles devices are checked against, see
+  ``ProfileSettings``
 - ``ANJU_INGEST_*``: how ingest workers meet the broker, see ``IngestSettings``: for
   example ``ANJU_INGEST_GROUP`` (default ``anju-ingest``), the MQTT v5
   shared-subscription group, and ``ANJU_INGEST_CLIENT_ID`` (default
@@ -616,6 +622,20 @@ class ProfileSettings(_Subsystem):
         return Path(schemas.__file__).resolve().parents[1] / "device_profiles"
 
 
+class MqttSettings(_Subsystem):
+    """How the cloud's own workers (ingest, the config pusher) trust an ``mqtts://``
+    broker. Webhook deliveries keep the system's CAs, so a private broker CA is named
+    here rather than through ``SSL_CERT_FILE``, which would replace them for the whole
+    process."""
+
+    model_config = SettingsConfigDict(env_prefix="ANJU_MQTT_")
+
+    ca_file: Annotated[
+        Path | None, Form("a PEM file of the CA that signed the broker's certificate")
+    ] = None
+    """Unset: the system's CAs."""
+
+
 class CloudSettings(BaseModel):
     """Everything ``anju cloud run`` and ``anju cloud ingest`` need.
 
@@ -636,6 +656,7 @@ class CloudSettings(BaseModel):
     residents: ResidentSettings = Field(default_factory=ResidentSettings.defaults)
     provisioning: BrokerSettings = Field(default_factory=BrokerSettings.defaults)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings.defaults)
+    mqtt_tls: MqttSettings = Field(default_factory=MqttSettings.defaults)
 
     @property
     def broker(self) -> BrokerAddress:

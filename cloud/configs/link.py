@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
@@ -34,7 +35,9 @@ class ConfigLink:
     connection or a subscription, or does not answer within ``TIMEOUT_S``.
     """
 
-    def __init__(self, broker: BrokerAddress, *, client_id: str) -> None:
+    def __init__(
+        self, broker: BrokerAddress, *, client_id: str, ca_file: Path | None = None
+    ) -> None:
         self._broker = broker
         self.client_id = client_id
         v5 = broker.version == "5"
@@ -46,7 +49,7 @@ class ConfigLink:
             identifier=client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else True,
-            tls_context=ssl.create_default_context() if broker.tls else None,
+            tls_context=ssl.create_default_context(cafile=ca_file) if broker.tls else None,
             timeout=TIMEOUT_S,
         )
 

@@ -34,6 +34,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Final
 
 from cloud.backoff import Backoff
@@ -120,6 +121,8 @@ class ConfigWorker:
     client_id: str
     policy: PushPolicy = field(default_factory=PushPolicy)
     counters: ConfigCounters = field(default_factory=ConfigCounters)
+    ca_file: Path | None = None
+    """The CA of an ``mqtts://`` broker; None trusts the system's."""
     uniform: Callable[[float, float], float] = random.uniform
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the first session listens for answers (never cleared)."""
@@ -148,7 +151,7 @@ class ConfigWorker:
             await asyncio.sleep(delay)
 
     async def _session(self, backoff: Backoff) -> None:
-        async with ConfigLink(self.broker, client_id=self.client_id) as link:
+        async with ConfigLink(self.broker, client_id=self.client_id, ca_file=self.ca_file) as link:
             await link.subscribe(SUBSCRIPTIONS)
             log.info("%s: pushing configs on %s", self.client_id, self.broker.redacted())
             self.subscribed.set()
@@ -299,6 +302,7 @@ async def run_config_pusher(
     broker: BrokerAddress,
     *,
     client_id: str,
+    ca_file: Path | None = None,
     policy: PushPolicy | None = None,
     stop: asyncio.Event | None = None,
     counters: ConfigCounters | None = None,
@@ -313,7 +317,12 @@ async def run_config_pusher(
     halt = stop if stop is not None else asyncio.Event()
     async with open_pool(database_url, name="configs", max_size=2) as pool:
         worker = ConfigWorker(
-            pool, broker, client_id, policy=policy or PushPolicy(), counters=totals
+            pool,
+            broker,
+            client_id,
+            policy=policy or PushPolicy(),
+            counters=totals,
+            ca_file=ca_file,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [

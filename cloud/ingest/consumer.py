@@ -30,6 +30,7 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import aiomqtt
@@ -100,8 +101,11 @@ class IngestConsumer:
         *,
         client_id: str,
         shared_group: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        """``ca_file``: the CA of an ``mqtts://`` broker; None trusts the system's."""
         self._broker = broker
+        self._ca_file = ca_file
         self._shared_group = shared_group
         self._settings = settings
         self._writer = writer
@@ -158,7 +162,9 @@ class IngestConsumer:
             # where clean_session=False above keeps the session instead.
             clean_start=False if v5 else MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
-            tls_context=ssl.create_default_context() if self._broker.tls else None,
+            tls_context=(
+                ssl.create_default_context(cafile=self._ca_file) if self._broker.tls else None
+            ),
             timeout=_BROKER_TIMEOUT_S,
             # Unbounded: aiomqtt drops what arrives past its bound, and a dropped message
             # is never acknowledged (see IngestSettings.receive_maximum).

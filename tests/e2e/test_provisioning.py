@@ -115,12 +115,9 @@ async def visit(
     database_url: str,
     tmp_path: Path,
     unique_id: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Visit]:
     """The cloud running, an installer key for the community, and a box whose config
     already holds settings of its own (kept by provisioning) and its one device."""
-    # Ingest checks the broker with the system's CAs; here the test CA is the system's.
-    monkeypatch.setenv("SSL_CERT_FILE", str(broker.ca_file))
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await register_community(conn, COMMUNITY)
         key = await make_key(conn, role=Role.INSTALLER, scope=COMMUNITY)
@@ -137,6 +134,7 @@ async def visit(
             "client_ca_cert_file": str(broker.client_ca.cert_path),
             "client_ca_key_file": str(broker.client_ca.key_path),
         },
+        mqtt_tls={"ca_file": str(broker.ca_file)},
     )
     gateway = unique_id("gw")
     metrics_port = free_port()
@@ -238,9 +236,8 @@ async def test_password_gateway_rotated_with_nothing_lost_then_revoked(
     database_url: str,
     tmp_path: Path,
     unique_id: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with visit(secure_broker, database_url, tmp_path, unique_id, monkeypatch) as box:
+    async with visit(secure_broker, database_url, tmp_path, unique_id) as box:
         await provision(box, tmp_path)
         again = await anju(
             "provision", "gateway", "--community", COMMUNITY, "--name", box.gateway,
@@ -305,9 +302,8 @@ async def test_certificate_gateway_publishes_then_is_cut_off(
     database_url: str,
     tmp_path: Path,
     unique_id: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with visit(secure_broker, database_url, tmp_path, unique_id, monkeypatch) as box:
+    async with visit(secure_broker, database_url, tmp_path, unique_id) as box:
         await provision(box, tmp_path, "--auth", "certificate")
         written = box.written()
         key_file, cert_file = Path(written["tls_key_file"]), Path(written["tls_cert_file"])
