@@ -16,10 +16,6 @@ form it expects.
   in each ``ANJU_API_AUTH_FAILURE_WINDOW_S``, ``60``); see ``ApiSettings``
 - ``ANJU_MQTT_CA_FILE``: the CA of an ``mqtts://`` broker for the cloud's own workers
   (ingest, the config pusher), when the system does not trust it; see ``MqttSettings``
-- ``ANJU_BROKER_*``: the broker's dynamic-security admin account and what gateways are
-  handed when they are provisioned, see ``BrokerSettings`` (docs/broker.md)
-- ``ANJU_PROFILE_DIR``: the device profiles devices are checked against, see
-  ``ProfileSettings``
 - ``ANJU_INGEST_*``: how ingest workers meet the broker, see ``IngestSettings``: for
   example ``ANJU_INGEST_GROUP`` (default ``anju-ingest``), the MQTT v5
   shared-subscription group, and ``ANJU_INGEST_CLIENT_ID`` (default
