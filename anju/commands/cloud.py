@@ -23,7 +23,8 @@ from schemas.broker import parse_broker_url
 from schemas.errors import SchemaError
 
 app = typer.Typer(
-    help="The cloud tier: database migrations, ingest workers and the incident API. "
+    help="The cloud tier: database migrations, ingest workers, the config pusher and the "
+    "incident API. "
     "Configured by ANJU_DATABASE_URL and ANJU_MQTT_URL.",
     no_args_is_help=True,
 )
@@ -119,9 +120,11 @@ def migrate() -> None:
 def run(workers: Workers = 1, shared: Shared = None) -> None:
     """Run the whole cloud tier in one process until Ctrl-C or SIGTERM.
 
-    Ingest with the rules and the silence sweep, escalation, webhook delivery and the
-    HTTP API: enough for a small site. Larger ones run `anju cloud ingest`, `escalate`
-    and `webhooks` as separate processes, as many of each as they need.
+    Ingest with the rules and the silence sweep, escalation, webhook delivery, the
+    config pusher (each gateway's device config sent as an apply_config command) and
+    the HTTP API: enough for a small site. Larger ones run `anju cloud ingest`,
+    `escalate`, `webhooks` and `configs` as separate processes, as many of each as
+    they need.
     """
     try:
         settings = load_settings()

@@ -8,8 +8,8 @@ through ``edge.drivers.registry`` and use its installer hooks (``probe``, ``scan
 so a protocol whose driver offers them works here with no change to this module, and
 one whose driver does not is refused with the reason. What the values mean is
 ``edge.inspection``'s; this module parses the command line and presents what comes
-back. ``add``/``list``/``remove``/``move`` need the cloud's device registry and come
-with provisioning.
+back. ``add``/``list``/``remove``/``move``/``import`` work on the cloud's device
+registry and live in ``anju.commands.inventory``.
 """
 
 import asyncio
@@ -55,7 +55,8 @@ from schemas.profile import DeviceProfile, load_profiles
 from schemas.vocabulary import Protocol
 
 app = typer.Typer(
-    help="Check devices on site: read one through its profile, scan a bus, write a setting.\n\n"
+    help="Check devices on site: read one through its profile, scan a bus, write a setting; "
+    "register them in the cloud: add, list, remove, move, import (docs/install.md).\n\n"
     "Device addresses are URLs: modbus-tcp://HOST:PORT?unit=N for a device or an "
     "RTU-to-TCP converter on the network, modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N "
     "for an RS-485 line on the gateway itself, ble://AA:BB:CC:DD:EE:FF for a wearable band "

@@ -108,7 +108,8 @@ class Written:
     "--cloud https://api.example.cn --auth certificate\n\n"
     "With --auth certificate a private key is made on this box (never sent; mode 0600) "
     "and the cloud signs a certificate for it; the broker knows the gateway by the "
-    "certificate's name. Files go next to the config: <name>.key, <name>.crt and "
+    "certificate's name. Files go next to the config, named after it (gateway.key, "
+    "gateway.crt for gateway.yaml) with "
     f"{CA_FILE} (the broker's CA, when the cloud hands one out). Re-running gives the "
     "same id fresh credentials; the old ones stop working at once. Run as root, the "
     f"files are given to the {AGENT_USER} user when it exists.",

@@ -1,4 +1,5 @@
-"""The ingest side of MQTT: the only module of ``cloud`` that imports aiomqtt.
+"""The ingest side of MQTT: the only module of ``cloud.ingest`` that imports aiomqtt
+(``cloud.broker.dynsec`` and ``cloud.configs.link`` are the others in ``cloud``).
 
 An ``IngestConsumer`` keeps one broker connection with a stable client id and a
 persistent session (MQTT v5: clean start off, a session expiry interval and a Receive
