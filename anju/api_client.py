@@ -32,9 +32,8 @@ import httpx
 import typer
 import yaml
 
-from anju.commands.common import fail
+from anju.commands.common import CLOUD_URL_VAR, fail
 
-CLOUD_URL_VAR: Final = "ANJU_CLOUD_URL"
 API_KEY_VAR: Final = "ANJU_API_KEY"
 TIMEOUT_S: Final = 15.0
 _PAGE: Final = 500

@@ -2,11 +2,14 @@
 
 import os
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Final, NoReturn
 
 import typer
 
 import schemas
+
+CLOUD_URL_VAR: Final = "ANJU_CLOUD_URL"
+"""The cloud API's URL for the installers' commands, when --cloud is not given."""
 
 ProfilesOption = Annotated[
     Path | None,
@@ -19,6 +22,16 @@ ProfilesOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+CloudOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cloud",
+        metavar="URL",
+        help=f"The cloud's API, e.g. https://api.example.cn (default: ${CLOUD_URL_VAR}, "
+        "else the gateway config's cloud:). The key comes from $ANJU_API_KEY or a prompt.",
+        show_default=False,
+    ),
+]
 
 
 def profile_root() -> Path:

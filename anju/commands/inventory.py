@@ -30,13 +30,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from anju.api_client import (
-    CLOUD_URL_VAR,
     CloudApi,
     cloud_session,
     config_defaults,
     fail_command,
 )
-from anju.commands.common import JsonOption, ProfilesOption, profile_root
+from anju.commands.common import CloudOption, JsonOption, ProfilesOption, profile_root
 from edge.config import DeviceConfig
 from schemas.addressing import for_protocol
 from schemas.errors import ProfileError
@@ -61,16 +60,6 @@ _FALSE: Final = frozenset({"false", "no", "n", "0", ""})
 _API_FIELDS: Final = {"resident_id": "resident", "gateway": "gateway"}
 """The API's field names that differ from the import file's column names."""
 
-CloudOption = Annotated[
-    str | None,
-    typer.Option(
-        "--cloud",
-        metavar="URL",
-        help=f"The cloud's API, e.g. https://api.example.cn (default: ${CLOUD_URL_VAR}, "
-        "else the gateway config's cloud:). The key comes from $ANJU_API_KEY or a prompt.",
-        show_default=False,
-    ),
-]
 ConfigOption = Annotated[
     Path,
     typer.Option(

@@ -34,8 +34,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from anju.api_client import CLOUD_URL_VAR, cloud_session, config_defaults, fail_command
-from anju.commands.common import JsonOption, ProfilesOption
+from anju.api_client import cloud_session, config_defaults, fail_command
+from anju.commands.common import CLOUD_URL_VAR, CloudOption, JsonOption, ProfilesOption
 from anju.provision_check import CheckRow, Result, run_checks
 from edge.config import parse_config
 from edge.errors import ConfigError
@@ -75,16 +75,6 @@ ConfigOption = Annotated[
         metavar="FILE",
         help="The gateway's config file (the agent's --config).",
         dir_okay=False,
-    ),
-]
-CloudOption = Annotated[
-    str | None,
-    typer.Option(
-        "--cloud",
-        metavar="URL",
-        help=f"The cloud's API, e.g. https://api.example.cn (default: ${CLOUD_URL_VAR}, "
-        "else the config's cloud:).",
-        show_default=False,
     ),
 ]
 
