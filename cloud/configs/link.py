@@ -12,17 +12,21 @@ version N" when it had been applied, the same refusal when it was refused).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self, TypeVar
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.configs.errors import ConfigLinkLost
 from schemas.broker import BrokerAddress
+
+_T = TypeVar("_T")
 
 TIMEOUT_S: Final = 10.0
 """Longest a connect, subscribe or publish (until its PUBACK) may take."""
@@ -77,7 +81,7 @@ class ConfigLink:
         """Subscribe to ``topics`` at QoS 1; a refused one raises ConfigLinkLost naming it."""
         for topic in topics:
             try:
-                granted = await self._client.subscribe(topic, qos=1, timeout=TIMEOUT_S)
+                granted = await _to_the_end(self._client.subscribe(topic, qos=1, timeout=TIMEOUT_S))
             except aiomqtt.MqttError as exc:
                 raise self._lost(f"subscribing to {topic}", exc) from None
             for code in granted:
@@ -109,3 +113,21 @@ class ConfigLink:
 
     def _lost(self, doing: str, reason: object) -> ConfigLinkLost:
         return ConfigLinkLost(self._broker.redacted(), doing, str(reason))
+
+
+async def _to_the_end(subscribing: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``subscribing`` even when the caller is cancelled meanwhile, then re-raise
+    the cancellation.
+
+    aiomqtt 2.5 forgets a subscribe whose caller is cancelled; the broker's SUBACK then
+    arrives for an id it no longer knows and it logs that with a traceback (seen when
+    ``anju cloud run`` stops because its API port is taken). The wait is bounded by the
+    subscribe's own timeout.
+    """
+    task = asyncio.ensure_future(subscribing)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
