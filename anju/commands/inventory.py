@@ -255,14 +255,13 @@ def read_import_file(text: str, profiles: Mapping[str, DeviceProfile]) -> Import
             continue
         row = {name: cell.strip() for name, cell in zip(header, cells, strict=True)}
         entry, faults = _entry(row)
-        if entry is not None:
-            faults += check_entry(entry, profiles)
-            first = seen.setdefault(entry.id, line)
-            if first != line:
-                faults.append(("id", f"{entry.id} appears again (first on line {first})"))
+        faults += check_entry(entry, profiles)
+        first = seen.setdefault(entry.id, line)
+        if first != line:
+            faults.append(("id", f"{entry.id} appears again (first on line {first})"))
         if faults:
             found.bad += [BadRow(line, column, reason) for column, reason in faults]
-        elif entry is not None:
+        else:
             found.good.append((line, entry))
     if header is None:
         found.bad.append(BadRow(1, "-", f"empty file; the header line names {', '.join(COLUMNS)}"))
@@ -287,8 +286,12 @@ def _header_faults(header: list[str], line: int) -> list[BadRow]:
     return faults
 
 
-def _entry(row: Mapping[str, str]) -> tuple[DeviceEntry | None, list[tuple[str, str]]]:
-    """The row's typed entry, or None and what does not convert (resident, egress, interval)."""
+def _entry(row: Mapping[str, str]) -> tuple[DeviceEntry, list[tuple[str, str]]]:
+    """The row's typed entry and what does not convert (resident, egress, interval).
+
+    A cell that does not convert is left at its default in the entry, so the row's
+    other cells are still checked and every fault of the row is reported at once.
+    """
     faults: list[tuple[str, str]] = []
     resident: int | None = None
     text = row.get("resident", "")
@@ -310,8 +313,6 @@ def _entry(row: Mapping[str, str]) -> tuple[DeviceEntry | None, list[tuple[str, 
             interval = float(text)
         except ValueError:
             faults.append(("poll_interval_s", f"{text!r} is not a number of seconds"))
-    if faults:
-        return None, faults
     entry = DeviceEntry(
         id=row.get("id", ""),
         profile=row.get("profile", ""),
@@ -322,7 +323,7 @@ def _entry(row: Mapping[str, str]) -> tuple[DeviceEntry | None, list[tuple[str, 
         egress=egress_text in _TRUE,
         poll_interval_s=interval,
     )
-    return entry, []
+    return entry, faults
 
 
 def load_known_profiles(
