@@ -168,10 +168,15 @@ class CloudApi:
         path: str,
         *,
         body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str | int | bool] | None = None,
+        params: Mapping[str, str | int | bool | float] | None = None,
+        timeout_s: float | None = None,
     ) -> Any:
-        """The decoded JSON answer of ``method path``; an error status raises ApiProblem."""
-        return self._json(method, path, self._send(method, path, body=body, params=params))
+        """The decoded JSON answer of ``method path``; an error status raises ApiProblem.
+
+        ``timeout_s`` replaces the client's timeout for a request the API itself holds
+        open for a while (a device test)."""
+        response = self._send(method, path, body=body, params=params, timeout_s=timeout_s)
+        return self._json(method, path, response)
 
     def _send(
         self,
@@ -179,10 +184,12 @@ class CloudApi:
         path: str,
         *,
         body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str | int | bool] | None = None,
+        params: Mapping[str, str | int | bool | float] | None = None,
+        timeout_s: float | None = None,
     ) -> httpx.Response:
+        timeout = self._http.timeout if timeout_s is None else httpx.Timeout(timeout_s)
         try:
-            response = self._http.request(method, path, json=body, params=params)
+            response = self._http.request(method, path, json=body, params=params, timeout=timeout)
         except httpx.TimeoutException:
             raise ApiUnreachable(self.base_url, "no answer in time") from None
         except httpx.HTTPError as exc:
@@ -250,6 +257,22 @@ class CloudApi:
     def remove_device(self, device: str) -> dict[str, Any]:
         """``DELETE /devices/{id}``: the device, now disabled and out of its gateway's config."""
         found: dict[str, Any] = self.request("DELETE", f"/devices/{_seg(device)}")
+        return found
+
+    def test_device(
+        self, device: str, *, timeout_s: float, gateway: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /devices/{id}/test``: the device read once through its gateway, which
+        the API waits up to ``timeout_s`` for (504 when it does not answer in time)."""
+        params: dict[str, str | int | bool | float] = {"timeout_s": timeout_s}
+        if gateway is not None:
+            params["gateway"] = gateway
+        found: dict[str, Any] = self.request(
+            "POST",
+            f"/devices/{_seg(device)}/test",
+            params=params,
+            timeout_s=timeout_s + TIMEOUT_S,
+        )
         return found
 
     def devices(self, *, gateway: str | None = None) -> Iterator[dict[str, Any]]:
@@ -324,6 +347,8 @@ _HINTS: Final = {
     403: "this key's role may not do this: gateways and devices need an installer, street "
     "or admin key",
     404: "it is not registered, or it is outside the communities this key reaches",
+    504: "the gateway did not answer: is it online (anju provision check on the box), and "
+    "does the cloud run its config pusher (anju cloud run, or anju cloud configs)?",
 }
 
 

@@ -35,6 +35,18 @@ will never run is refused with ``data.invalid`` true, which tells the cloud to s
 sending that version, while every other failure (expired, a fire alarm on, a disk
 that refuses) leaves ``invalid`` out: the cloud may try again with a new id.
 
+``read_device`` is an installer's test through the running gateway: every point of
+one device read once, through the bus the agent already runs for it
+(``DeviceActions.read_all``), so the read waits its turn behind the poller's requests
+and a shared RS-485 line never has two masters. It changes nothing, so like ``ping``
+and ``scan`` it needs no ``started`` line. Its data holds one ``point.{name}`` key per
+point (the engineering value: ``raw * scale + offset``, rounded to the resolution the
+profile gives it; text as text) and ``elapsed_ms``; the ``point.`` prefix keeps a
+point called ``elapsed_ms`` or ``fault`` from clashing with the keys about the read. A
+device that does not answer is a failure (``ok`` false) with the error in ``detail``
+and its kind (``timeout``, ``unreachable``, ``disconnected``, ``exception``...) in
+``data.fault``; an unknown device, or one on a streaming bus, is refused.
+
 Each delivery, and the ``started`` line of a command that changes something, is
 recorded in the audit log, ``commands.jsonl`` in the state directory; its format,
 fsync and rotation are in ``edge/audit.py``. This module reads it at start to keep the
@@ -52,7 +64,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,11 +77,21 @@ from edge.addresses import DeviceAddress, parse_address
 from edge.audit import AuditError, AuditLine, AuditLog, Outcome, StoredLine, encode_line
 from edge.drivers.contract import Driver, DriverOptions, ScanHit
 from edge.drivers.registry import driver_for
-from edge.errors import EdgeError
+from edge.errors import DeviceError, EdgeError
+from edge.inspection import resolution_decimals
+from edge.normalise import engineering_value
 from edge.pushed_config import ConfigNotNow, ConfigRefused, DeviceChanges, PushedConfig
 from schemas.errors import SchemaError, WireError
 from schemas.profile import Action, ActionName, DeviceProfile
-from schemas.wire import ArgValue, Command, CommandName, CommandResult, decode, encode
+from schemas.wire import (
+    READ_POINT_PREFIX,
+    ArgValue,
+    Command,
+    CommandName,
+    CommandResult,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +208,11 @@ _ARGS: dict[CommandName, frozenset[str]] = {
     CommandName.PING: frozenset(),
     CommandName.SCAN: frozenset({"bus", "units"}),
     CommandName.APPLY_CONFIG: frozenset({"version", "document"}),
+    CommandName.READ_DEVICE: frozenset(),
 }
-_NEEDS_DEVICE = frozenset({CommandName.UNLOCK_DOOR, CommandName.RESET_ALARM})
+_NEEDS_DEVICE = frozenset(
+    {CommandName.UNLOCK_DOOR, CommandName.RESET_ALARM, CommandName.READ_DEVICE}
+)
 _CHANGES_SOMETHING = frozenset(
     {
         CommandName.UNLOCK_DOOR,
@@ -220,6 +245,29 @@ def _applied(running: int, requested: int, *, applied: bool, devices: int) -> Da
 def _invalid(running: int, requested: int) -> Data:
     """The data of a document refused for good: the cloud stops sending that version."""
     return {"version": running, "requested": requested, "invalid": True}
+
+
+def _elapsed_ms(started: float) -> int:
+    """Whole milliseconds since ``started`` (a ``time.perf_counter`` reading)."""
+    return round((time.perf_counter() - started) * 1000)
+
+
+def _point_values(profile: DeviceProfile, sample: Mapping[str, ArgValue]) -> Data:
+    """``point.{name}``: each point's engineering value, in the profile's order.
+
+    Numbers are rounded to the resolution the point's scale and offset give (0.01 for
+    a scale of 0.01), so 21.5 °C reads 21.5 rather than 21.500000000000004.
+    """
+    values: Data = {}
+    for point in profile.points:
+        if point.name not in sample:
+            continue
+        raw = sample[point.name]
+        value = engineering_value(point, raw)
+        if isinstance(value, float) and not isinstance(raw, float):
+            value = round(value, resolution_decimals(point))
+        values[READ_POINT_PREFIX + point.name] = value
+    return values
 
 
 def _utc_now() -> datetime:
@@ -287,6 +335,7 @@ class CommandProcessor:
             CommandName.PING: self._ping,
             CommandName.SCAN: self._scan,
             CommandName.APPLY_CONFIG: self._apply_config,
+            CommandName.READ_DEVICE: self._read_device,
         }
         self.outcomes: Counter[Outcome] = Counter()
         self.audit_failures = 0
@@ -531,6 +580,32 @@ class CommandProcessor:
                 "config_version": self._config.config_version if self._config else 0,
             }
             return _Done(True, "pong", data)
+
+        return run
+
+    def _read_device(self, command: Command) -> _Run:
+        """Refuse a device the agent lacks or cannot read on request now; read it in the run."""
+        assert command.device is not None, "_check_shape requires a device"
+        device_id = command.device
+        try:
+            device = self._actions.polled(device_id)
+        except ActionError as exc:
+            raise CommandRefused(f"read_device: {exc}") from None
+        profile = device.profile
+
+        async def run() -> _Done:
+            started = time.perf_counter()
+            try:
+                sample = await self._actions.read_all(device_id)
+            except DeviceError as exc:
+                elapsed_ms = _elapsed_ms(started)
+                detail = f"{device_id} did not answer: {exc}"
+                return _Done(False, detail, {"fault": exc.kind, "elapsed_ms": elapsed_ms})
+            elapsed_ms = _elapsed_ms(started)
+            data = _point_values(profile, sample)
+            data["elapsed_ms"] = elapsed_ms
+            detail = f"read {len(sample)} points of {device_id} in {elapsed_ms} ms"
+            return _Done(True, detail, data)
 
         return run
 

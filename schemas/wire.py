@@ -156,9 +156,18 @@ class CommandName(StrEnum):
     SCAN = "scan"
     APPLY_CONFIG = "apply_config"
     """Args ``version`` (int) and ``document`` (a ``GatewayConfigDocument`` as JSON)."""
+    READ_DEVICE = "read_device"
+    """``device``: the device to read once, every point of its profile; no args. The
+    result's data holds ``point.{name}`` per point (``READ_POINT_PREFIX``; engineering
+    values) and ``elapsed_ms``; a device that does not answer fails with ``fault``
+    (its kind: timeout, unreachable, ...)."""
 
 
 ArgValue = str | int | float | bool
+
+READ_POINT_PREFIX: Final = "point."
+"""Prefix of each point's key in a ``read_device`` result's data (``point.temperature``):
+it keeps a point named ``elapsed_ms`` or ``fault`` apart from the keys about the read."""
 
 
 class Command(_Wire, kw_only=True, frozen=True):

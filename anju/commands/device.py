@@ -1,15 +1,19 @@
 """``anju device``: an installer's checks of one device or one bus, on site.
 
 ``test`` reads a device once through its profile and shows every decoded value next
-to where it lives and the raw data it came from; ``scan PROTOCOL`` finds the devices
-that answer on a bus and the profiles that fit them; ``write`` sets one writable
-point of a Modbus device and reads it back. ``test`` and ``scan`` find the driver
-through ``edge.drivers.registry`` and use its installer hooks (``probe``, ``scan``),
-so a protocol whose driver offers them works here with no change to this module, and
-one whose driver does not is refused with the reason. What the values mean is
-``edge.inspection``'s; this module parses the command line and presents what comes
-back. ``add``/``list``/``remove``/``move``/``import`` work on the cloud's device
-registry and live in ``anju.commands.inventory``.
+to where it lives and the raw data it came from. It has two forms: directly
+(``--profile`` and ``--address``: this machine opens the bus itself, so on a serial
+line the agent must be stopped, one master per RS-485 line) and through the running
+gateway (``--device``: the cloud asks the device's gateway to read it, queued behind
+its own polling, so the agent keeps running; ``POST /devices/{id}/test``).
+``scan PROTOCOL`` finds the devices that answer on a bus and the profiles that fit
+them; ``write`` sets one writable point of a Modbus device and reads it back. ``test``
+and ``scan`` find the driver through ``edge.drivers.registry`` and use its installer
+hooks (``probe``, ``scan``), so a protocol whose driver offers them works here with no
+change to this module, and one whose driver does not is refused with the reason. What
+the values mean is ``edge.inspection``'s; this module parses the command line and
+presents what comes back. ``add``/``list``/``remove``/``move``/``import`` work on the
+cloud's device registry and live in ``anju.commands.inventory``.
 """
 
 import asyncio
@@ -26,8 +30,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from anju.api_client import cloud_session, config_defaults, fail_command
 from anju.commands import device_views as views
-from anju.commands.common import JsonOption, ProfilesOption, fail, profile_root
+from anju.commands.common import CloudOption, JsonOption, ProfilesOption, fail, profile_root
 from edge.addresses import DeviceAddress, parse_address
 from edge.drivers.contract import (
     Driver,
@@ -107,15 +112,27 @@ AdapterOption = Annotated[
 ]
 _MODBUS = ModbusDriver.protocols
 
+DEFAULT_GATEWAY_CONFIG: Final = Path("/etc/anju/gateway.yaml")
+GATEWAY_TIMEOUT_S: Final = 10.0
+"""How long ``device test --device`` waits for the gateway by default (the API's too)."""
+
 
 @app.command(
     "test",
     epilog="Examples:\n\n"
+    "  anju device test --device fh-b3-smoke-0301\n\n"
+    "  anju device test --device fh-b3-smoke-0301 --gateway gw-fh-01 --timeout 20 --json\n\n"
     "  anju device test --profile anju-smoke-mb --address 'modbus-tcp://127.0.0.1:5020?unit=1'\n\n"
     "  anju device test --profile anju-smoke-mb "
     "--address 'modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=3' --raw\n\n"
     "  anju device test --profile anju-door-mb "
     "--address 'modbus-tcp://10.0.0.7:502?unit=2' --json\n\n"
+    "Two forms. --device ID reads a registered device through its running gateway: the "
+    "cloud (--cloud, else $ANJU_CLOUD_URL; key from $ANJU_API_KEY) asks the gateway, which "
+    "reads it between its own polls of the bus, so nothing needs stopping; Modbus devices "
+    "only (a band or a serial device sends its values on its own). --profile and --address "
+    "read it directly from this machine, which opens the bus itself: on a serial line, "
+    "stop the agent first (one master per RS-485 line). Give one form, not both.\n\n"
     "The profile's protocol picks the driver, which must serve the address's scheme; a "
     "driver that cannot probe is refused. A Modbus exception 2 (illegal data address) "
     "usually means the profile does not fit the device; a timeout means a wrong unit id, "
@@ -127,37 +144,106 @@ _MODBUS = ModbusDriver.protocols
     "(at least 6).",
 )
 def device_test(
-    profile_id: ProfileOption,
-    address: AddressOption,
+    profile_id: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            metavar="ID",
+            help="Directly: the profile id of the device model, e.g. anju-smoke-mb "
+            "(anju profile list). With --address.",
+            show_default=False,
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            metavar="URL",
+            help="Directly: the device address, modbus-tcp://HOST:PORT?unit=N, "
+            "modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&unit=N (quote it in the shell), "
+            "ble://AA:BB:CC:DD:EE:FF or serial:///dev/ttyS1?baud=115200. With --profile.",
+            show_default=False,
+        ),
+    ] = None,
+    device_id: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            metavar="ID",
+            help="Through the gateway: the registered device to read (anju device list).",
+            show_default=False,
+        ),
+    ] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway",
+            metavar="GW",
+            help="Through the gateway: the gateway the device should be behind; refused "
+            "if it is behind another.",
+            show_default=False,
+        ),
+    ] = None,
+    cloud: CloudOption = None,
     raw: Annotated[
         bool,
         typer.Option(
-            "--raw", help="Also show where each point lives, its raw data, and every request."
+            "--raw",
+            help="Directly: also show where each point lives, its raw data, and every request.",
         ),
     ] = False,
     as_json: JsonOption = False,
     timeout: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--timeout",
             metavar="S",
             min=0.05,
-            help="Seconds to wait per request; for a band (ble://), to hear it advertise "
-            "and for each first notification (at least 3); for a serial device, to listen "
-            "for its records (at least 6).",
+            help="Directly: seconds to wait per request (default 1); for a band (ble://), "
+            "to hear it advertise and for each first notification (at least 3); for a "
+            "serial device, to listen for its records (at least 6). Through the gateway: "
+            f"seconds to wait for its answer (default {GATEWAY_TIMEOUT_S:g}, 1-30).",
+            show_default=False,
         ),
-    ] = 1.0,
+    ] = None,
     profiles: ProfilesOption = None,
     adapter: AdapterOption = "bleak:hci0",
 ) -> None:
-    """Read a device once and show every point of its profile, decoded.
+    """Read a device once and show every point of its profile, decoded: directly
+    (--profile, --address) or through its running gateway (--device).
 
     Reads all points, not only those the gateway polls: configuration registers and
-    serial numbers too. Shows each value with its metric, unit and label, and the
-    events the profile's rules would raise on this reading. Exits 1 if there is no
-    driver for the protocol or it cannot probe, or if the device does not answer or
-    refuses a read, naming the address (for Modbus the unit, table and register).
+    serial numbers too. Shows each value with its metric, unit and label; directly,
+    also the events the profile's rules would raise on this reading. Exits 1 if there
+    is no driver for the protocol or it cannot probe, or if the device does not answer
+    or refuses a read, naming the address (for Modbus the unit, table and register);
+    through the gateway, also if the gateway does not answer in time. Exits 2 when the
+    two forms are mixed or neither is given.
     """
+    if device_id is not None:
+        if profile_id is not None or address is not None or raw:
+            fail_command(
+                as_json,
+                "--device reads through the gateway; --profile/--address (and --raw) read "
+                "directly from this machine: give one form, not both",
+                code=2,
+            )
+        _test_through_gateway(
+            device_id, gateway, cloud, timeout or GATEWAY_TIMEOUT_S, profiles, as_json=as_json
+        )
+        return
+    if gateway is not None or cloud is not None:
+        fail_command(
+            as_json, "--gateway and --cloud go with --device (a test through the gateway)", code=2
+        )
+    if profile_id is None or address is None:
+        fail_command(
+            as_json,
+            "which device? --device ID (through its gateway), or --profile ID and --address "
+            "URL (directly from this machine)",
+            code=2,
+        )
+    timeout = 1.0 if timeout is None else timeout
     profile = _profile(profile_id, profiles, as_json=as_json)
     device = _address(address, as_json=as_json)
     try:
@@ -188,6 +274,59 @@ def device_test(
             )
     else:
         console.print("No events: no rule of the profile holds on this reading.")
+
+
+def _test_through_gateway(
+    device_id: str,
+    gateway: str | None,
+    cloud: str | None,
+    timeout_s: float,
+    profiles: Path | None,
+    *,
+    as_json: bool,
+) -> None:
+    """``device test --device``: ask the cloud to have the device's gateway read it.
+
+    The local profile, when there is one of the device's, gives each value its metric,
+    unit and label; the values themselves are the gateway's.
+    """
+    if not 1 <= timeout_s <= 30:
+        fail_command(as_json, f"--timeout {timeout_s:g}: through the gateway, 1-30 s", code=2)
+    # On the gateway box, the cloud its config names is the default.
+    _, config_cloud = config_defaults(DEFAULT_GATEWAY_CONFIG)
+    with cloud_session(cloud, config_cloud, as_json=as_json) as api:
+        registered = api.get_device(device_id)
+        answer = api.test_device(device_id, timeout_s=timeout_s, gateway=gateway)
+    if as_json:
+        typer.echo(json.dumps({**answer, "profile": registered.get("profile_id")}))
+        raise typer.Exit(0 if answer.get("ok") else 1)
+    elapsed = answer.get("elapsed_ms")
+    took = f" in {elapsed} ms" if isinstance(elapsed, int) else ""
+    if not answer.get("ok"):
+        fault = answer.get("fault")
+        kind = f" ({fault})" if fault else ""
+        fail(
+            f"{device_id} through {answer.get('gateway')}: no answer{kind}{took}: "
+            f"{answer.get('detail')}"
+        )
+    profile_id = str(registered.get("profile_id") or "")
+    known = _known_profiles(profiles)
+    console = Console()
+    console.print(
+        f"[bold]{escape(device_id)}[/bold] ({escape(profile_id)}) at "
+        f"{escape(str(registered.get('address') or '?'))}, read by "
+        f"{escape(str(answer.get('gateway')))}{took}"
+    )
+    console.print(views.gateway_points_table(answer.get("values") or {}, known.get(profile_id)))
+
+
+def _known_profiles(profiles: Path | None) -> dict[str, DeviceProfile]:
+    """The profiles here, to explain values read elsewhere; none when they cannot be read
+    (the values still show, without metric, unit or label)."""
+    try:
+        return load_profiles(profiles or profile_root())
+    except ProfileError:
+        return {}
 
 
 @app.command(

@@ -5,6 +5,7 @@ came from in its own terms, and ``edge.inspection`` what the value means, so the
 render any device a driver can probe or scan; only a write is Modbus's alone.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -14,7 +15,9 @@ from rich.table import Table
 from edge.addresses import DeviceAddress
 from edge.drivers.contract import Driver, RawRead, ScanHit, ScanTerms
 from edge.drivers.modbus.probe import WriteResult
-from edge.inspection import InspectedPoint, Inspection
+from edge.inspection import InspectedPoint, Inspection, label_for
+from schemas.profile import DeviceProfile, Point
+from schemas.vocabulary import METRIC_UNITS
 
 
 def points_table(points: tuple[InspectedPoint, ...], *, raw: bool) -> Table:
@@ -38,6 +41,41 @@ def points_table(points: tuple[InspectedPoint, ...], *, raw: bool) -> Table:
             cells += [point.where, raw_text(point)]
         table.add_row(*(escape(cell) for cell in cells))
     return table
+
+
+def gateway_points_table(values: Mapping[str, object], profile: DeviceProfile | None) -> Table:
+    """The values a gateway read (``anju device test --device``), by point, explained by
+    ``profile`` when it is known here: metric, unit and label, as the direct form shows."""
+    table = Table(title="Points (read by the gateway)")
+    table.add_column("point", no_wrap=True)
+    table.add_column("metric", overflow="fold")
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("label")
+    points = {point.name: point for point in profile.points} if profile is not None else {}
+    for name, value in values.items():
+        point = points.get(name)
+        metric = point.metric if point is not None else None
+        unit = METRIC_UNITS[metric] if metric is not None else None
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        cells = [
+            name + (" (writable)" if point is not None and point.writable else ""),
+            str(metric) if metric is not None else "-",
+            f"{text} {unit}" if unit else text,
+            _label(point, value) or "",
+        ]
+        table.add_row(*(escape(cell) for cell in cells))
+    return table
+
+
+def _label(point: Point | None, value: object) -> str | None:
+    """The profile's label of an engineering ``value``, for points whose value is the raw."""
+    if point is None or point.scale != 1 or point.offset != 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not float(value).is_integer():
+        return None
+    return label_for(point, int(value))
 
 
 def requests_table(requests: tuple[RawRead, ...]) -> Table:

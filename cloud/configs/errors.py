@@ -2,8 +2,11 @@
 
     CloudError
     └── ConfigPushError
-        └── ConfigLinkLost     the broker connection failed, refused us or timed out;
-                               the worker reconnects with backoff
+        ├── ConfigLinkLost     the broker connection failed, refused us or timed out;
+        │                      the worker reconnects with backoff
+        └── DeviceTestRefused  a device test that cannot be asked for: the device is
+                               removed, its gateway revoked, or it is behind another
+                               gateway than the one named
 
 A gateway's refusal of a config is not an error here: it is an answer, recorded on
 the gateway's row (``cloud.configs.store``).
@@ -26,3 +29,13 @@ class ConfigLinkLost(ConfigPushError):
         self.doing = doing
         self.reason = reason
         super().__init__(f"config pusher on {broker}: {doing} failed: {reason}")
+
+
+class DeviceTestRefused(ConfigPushError):
+    """``device`` (behind ``gateway``) cannot be tested through its gateway: ``reason``."""
+
+    def __init__(self, device: str, gateway: str | None, reason: str) -> None:
+        self.device = device
+        self.gateway = gateway
+        self.reason = reason
+        super().__init__(f"cannot test {device} through its gateway: {reason}")

@@ -18,6 +18,13 @@ loops on it:
   at once. Offline statuses are ignored: the Last Will carries the version of its
   connect time, which a later apply outdated.
 
+The same session carries installers' device tests (``cloud.configs.device_test_store``
+says why they come through the database): a **reads** loop claims, every
+``read_poll_s``, the test requests not yet sent and publishes each a ``read_device``
+command (id ``test-{request}``, expiring with the request) in the claiming transaction,
+and the listen loop records each answer on its request, which the API is waiting on.
+A test is sent once and never retried: the installer is waiting for it, and asks again.
+
 Any number of workers may run, in one process or several: claims skip locked rows and
 stamp ``config_pushed_at``, so one attempt goes out per due version; every worker hears
 every answer and status, and recording them twice changes nothing.
@@ -46,6 +53,9 @@ from cloud.configs.commands import (
     document_problem,
     read_answer,
 )
+from cloud.configs.device_test_store import claim_requests, record_answer
+from cloud.configs.device_tests import ReadAnswer, read_device
+from cloud.configs.device_tests import read_answer as read_test_answer
 from cloud.configs.errors import ConfigLinkLost
 from cloud.configs.link import ConfigLink
 from cloud.configs.store import claim_pushes, record_applied, record_refused, record_status
@@ -73,7 +83,10 @@ class PushPolicy:
     longest wait before an unanswered version is pushed again (the wait grows with the
     version's age in between). ``lifetime_s``: from a command's issue to its expiry, the
     longest it may wait in an offline gateway's broker session. ``batch``: pushes per
-    claim. ``backoff_initial_s`` and ``backoff_cap_s``: reconnect delays.
+    claim. ``backoff_initial_s`` and ``backoff_cap_s``: reconnect delays. ``read_poll_s``:
+    how often the database is asked for device tests to send (an installer waits on
+    each, so far more often than for configs; the query reads a partial index of the
+    unsent ones).
     """
 
     poll_s: float = 1.0
@@ -83,6 +96,7 @@ class PushPolicy:
     batch: int = 100
     backoff_initial_s: float = 1.0
     backoff_cap_s: float = 30.0
+    read_poll_s: float = 0.2
 
 
 @dataclass(slots=True)
@@ -99,6 +113,10 @@ class ConfigCounters:
     """Answers of commands not carried out for a passing reason; retried."""
     reported: int = 0
     """Statuses that changed a gateway's row."""
+    reads_sent: int = 0
+    """``read_device`` commands of device tests the broker acknowledged."""
+    reads_answered: int = 0
+    """Answers to them recorded on their requests."""
     malformed: int = 0
     """Results and statuses that could not be read."""
     errors: int = 0
@@ -157,6 +175,7 @@ class ConfigWorker:
             self.subscribed.set()
             async with asyncio.TaskGroup() as loops:
                 loops.create_task(self._push(link, backoff), name=f"{self.client_id}:push")
+                loops.create_task(self._send_reads(link), name=f"{self.client_id}:reads")
                 loops.create_task(self._listen(link), name=f"{self.client_id}:listen")
 
     async def _push(self, link: ConfigLink, backoff: Backoff) -> None:
@@ -204,6 +223,35 @@ class ConfigWorker:
                 )
         return len(claimed)
 
+    async def _send_reads(self, link: ConfigLink) -> None:
+        policy = self.policy
+        while True:
+            sent = await self.send_reads_once(link)
+            if sent < policy.batch:
+                await asyncio.sleep(policy.read_poll_s * self.uniform(0.5, 1.0))
+
+    async def send_reads_once(self, link: ConfigLink) -> int:
+        """Claim the unsent device tests and publish them in one transaction; return how
+        many. Raises StorageError or ConfigLinkLost; either rolls the claims back."""
+        with storage_errors("device_tests_claim"):
+            async with (
+                self.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn,
+                conn.transaction(),
+            ):
+                claimed = await claim_requests(conn, limit=self.policy.batch)
+                for request in claimed:
+                    topic, payload = read_device(request)
+                    await link.publish(topic, payload)
+                    self.counters.reads_sent += 1
+                    log.info(
+                        "%s: asked %s to read %s (device test %d)",
+                        self.client_id,
+                        request.gateway,
+                        request.device,
+                        request.id,
+                    )
+        return len(claimed)
+
     async def _listen(self, link: ConfigLink) -> None:
         async for topic, payload in link.messages():
             await self.hear(topic, payload)
@@ -218,11 +266,17 @@ class ConfigWorker:
             if address.channel is Channel.STATUS:
                 await self._status(address.community, address.gateway, topic, payload)
             elif address.channel is Channel.COMMAND_RESULT and address.command_id is not None:
+                ident = address.command_id
                 answer = read_answer(
-                    address.community, address.gateway, address.command_id, payload, topic=topic
+                    address.community, address.gateway, ident, payload, topic=topic
                 )
                 if answer is not None:
                     await self._answer(answer)
+                read = read_test_answer(
+                    address.community, address.gateway, ident, payload, topic=topic
+                )
+                if read is not None:
+                    await self._read_answer(read)
         except WireError as exc:
             self.counters.malformed += 1
             log.warning("%s: unreadable message on %s: %s", self.client_id, topic, exc)
@@ -288,6 +342,20 @@ class ConfigWorker:
                 answer.gateway,
                 answer.requested,
                 answer.command_id,
+                answer.detail,
+            )
+
+    async def _read_answer(self, answer: ReadAnswer) -> None:
+        with storage_errors("device_tests_record"):
+            async with self.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
+                recorded = await record_answer(conn, answer)
+        if recorded:
+            self.counters.reads_answered += 1
+            log.info(
+                "%s: %s answered device test %d: %s",
+                self.client_id,
+                answer.gateway,
+                answer.request_id,
                 answer.detail,
             )
 

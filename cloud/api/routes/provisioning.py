@@ -5,6 +5,10 @@
 off. ``POST``/``PATCH``/``DELETE /devices`` and the import place devices behind
 gateways, each checked against its profile (``cloud.registry.check_device``); every
 change makes the gateway's next config version, which ``cloud.configs`` pushes to it.
+``POST /devices/{id}/test`` reads a device once through its running gateway: the
+request is a ``device_tests`` row that the config pusher sends as a ``read_device``
+command and answers, while this route waits on the row
+(``cloud.configs.device_test_store`` says why the database sits in between).
 
 Scope first: a gateway, device or community outside the key's subtree is answered 404
 exactly like a missing one, before any setting or body is looked at further.
@@ -18,7 +22,7 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Final, Literal, Self, cast
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,6 +41,9 @@ from cloud.broker.errors import (
     CertificateRequestError,
     TopicLevelError,
 )
+from cloud.configs import device_test_store
+from cloud.configs.device_tests import point_values
+from cloud.configs.errors import DeviceTestRefused
 from cloud.errors import RegistryError
 from cloud.settings import BrokerSettings, CloudSettings
 from schemas.profile import DeviceProfile
@@ -81,6 +88,32 @@ class GatewayRequest(CredentialsRequest):
     id: _Identifier
     community: Annotated[str, Field(pattern=COMMUNITY_PATH_PATTERN, max_length=65)]
     """The community's path, ``street/community``; registered, active and in reach."""
+
+
+class DeviceTestView(BaseModel):
+    """One read of a device through its gateway, as the gateway answered it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    """The test request; its command id on the gateway is ``test-{id}`` (its audit log)."""
+    device: str
+    gateway: str
+    """The gateway that read it."""
+    ok: bool
+    """Whether the device answered; false with the reason in ``detail`` when it did not
+    (or the gateway refused the read: an unknown device, one on a streaming bus)."""
+    detail: str
+    values: dict[str, float | int | bool | str]
+    """Every point of the device's profile by name, in engineering units (``raw *
+    scale + offset``), configuration points included; empty when ``ok`` is false."""
+    elapsed_ms: int | None
+    """How long the read took on the gateway, waiting for its bus included."""
+    fault: str | None
+    """What kind of failure a device that did not answer showed: ``timeout``,
+    ``unreachable``, ``disconnected``, ``exception`` ...; null otherwise."""
+    requested_at: datetime
+    finished_at: datetime
 
 
 class CredentialsView(BaseModel):
@@ -202,6 +235,18 @@ _BROKER: Final[dict[int | str, dict[str, Any]]] = {
         "(`detail` names them), or the database is unavailable"
     ),
 }
+_TEST_REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
+    HTTPStatus.NOT_FOUND.value: _DEVICE_MISSING,
+    HTTPStatus.CONFLICT.value: problem_response(
+        "The device is removed, its gateway is revoked, or it is behind another gateway "
+        "than `gateway`"
+    ),
+    HTTPStatus.GATEWAY_TIMEOUT.value: problem_response(
+        "The gateway did not answer within `timeout_s`; `detail` says whether the read "
+        "was sent to it"
+    ),
+}
+MAX_TEST_TIMEOUT_S: Final = 30.0
 _DEVICE_REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
     HTTPStatus.NOT_FOUND.value: problem_response("No device or gateway with this id in reach"),
     HTTPStatus.CONFLICT.value: problem_response(
@@ -467,3 +512,88 @@ async def import_devices(
             skip_bad=body.skip_bad,
         )
     return ImportView.model_validate(report)
+
+
+@router.post(
+    "/devices/{device_id}/test",
+    response_model=DeviceTestView,
+    responses=_TEST_REFUSALS,
+)
+async def run_device_test(
+    conn: ConnectionDep,
+    principal: Installer,
+    profiles: ProfilesDep,
+    device_id: IdentifierPath,
+    timeout_s: Annotated[
+        float,
+        Query(
+            ge=1,
+            le=MAX_TEST_TIMEOUT_S,
+            description="Seconds to wait for the gateway's answer (1-30).",
+        ),
+    ] = 10.0,
+    gateway: Annotated[
+        str | None,
+        Query(
+            pattern=IDENTIFIER_PATTERN,
+            max_length=64,
+            description="The gateway the device should be behind; 409 if it is not.",
+        ),
+    ] = None,
+) -> DeviceTestView:
+    """Read every point of the device once through its running gateway, which queues
+    the read behind its own polling of the bus (safe on a shared RS-485 line), and
+    answer with the values. 200 also when the device did not answer (``ok`` false, the
+    fault named); 504 when the gateway did not answer in time (offline, or the cloud's
+    config pusher not running), saying whether the read was sent. Changes nothing."""
+    device = await _device_in_reach(conn, principal, device_id)
+    try:
+        asked = await device_test_store.request_test(
+            conn, device_id, key_id=principal.key_id, timeout_s=timeout_s, gateway=gateway
+        )
+    except DeviceTestRefused as exc:
+        raise HTTPException(HTTPStatus.CONFLICT, str(exc)) from None
+    test = await device_test_store.wait_for_answer(conn, asked.id, timeout_s=timeout_s)
+    if test.finished_at is None or test.ok is None:
+        raise HTTPException(HTTPStatus.GATEWAY_TIMEOUT, _unanswered(test, timeout_s))
+    data = test.data or {}
+    elapsed = data.get("elapsed_ms")
+    fault = data.get("fault")
+    return DeviceTestView(
+        id=test.id,
+        device=test.device,
+        gateway=test.gateway,
+        ok=test.ok,
+        detail=test.detail or "",
+        values=_in_profile_order(point_values(data), profiles.get(device.profile_id))
+        if test.ok
+        else {},
+        elapsed_ms=elapsed if isinstance(elapsed, int) and not isinstance(elapsed, bool) else None,
+        fault=fault if isinstance(fault, str) else None,
+        requested_at=test.requested_at,
+        finished_at=test.finished_at,
+    )
+
+
+def _in_profile_order(values: dict[str, Any], profile: DeviceProfile | None) -> dict[str, Any]:
+    """``values`` in the order of the profile's points (JSON storage sorts keys), any
+    point the profile here does not name last."""
+    if profile is None:
+        return values
+    ordered = {point.name: values[point.name] for point in profile.points if point.name in values}
+    return {**ordered, **values}
+
+
+def _unanswered(test: device_test_store.DeviceTest, timeout_s: float) -> str:
+    """Why a test got no answer in time: sent and unanswered, or never sent."""
+    if test.sent_at is not None:
+        return (
+            f"{test.gateway} did not answer the read of {test.device} within {timeout_s:g} s; "
+            "it was sent: is the gateway online (anju provision check on the box), and its "
+            f"clock right? (device test {test.id})"
+        )
+    return (
+        f"the read of {test.device} was not sent to {test.gateway} within {timeout_s:g} s: "
+        "the cloud's config pusher (anju cloud run, or anju cloud configs) is not running "
+        f"or cannot reach the broker (device test {test.id})"
+    )

@@ -7,7 +7,7 @@ poller decides what a miss means for a device.
 
 ``read(device)`` and ``write(device, point, value)`` are the driver contract's
 (``edge.drivers.contract.PolledBus``): a device's points are planned into as few
-requests as its profile allows once, on its first read. ``read_block``,
+requests as its profile allows once per set of points, on its first read. ``read_block``,
 ``write_registers`` and ``write_coils`` are the Modbus requests underneath, for the
 installer's tools.
 
@@ -66,9 +66,11 @@ class ModbusBus(PolledBus):
         self._lost: asyncio.Future[None] | None = None
         # Whether any bytes came back on this connection since the last request went out.
         self._heard = False
-        # Each device's read plan, made on its first read: profiles and points are fixed
-        # for the life of the agent.
-        self._plans: dict[str, list[PlannedRead]] = {}
+        # Each device's read plan per set of points, made on its first read: profiles
+        # and points are fixed for the life of the agent. Keyed by the points too, so a
+        # read of every point (a test through the gateway) and the poller's routine
+        # read of the same device each keep their own plan.
+        self._plans: dict[tuple[str, tuple[str, ...]], list[PlannedRead]] = {}
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         # pymodbus clients bind to the running event loop when created, so the bus
@@ -126,9 +128,10 @@ class ModbusBus(PolledBus):
 
     async def read(self, device: DeviceSpec) -> Sample:
         """Read ``device.points`` with the fewest requests its profile allows."""
-        plan = self._plans.get(device.device_id)
+        key = (device.device_id, tuple(point.name for point in device.points))
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[device.device_id] = plan_reads(device.profile, list(device.points))
+            plan = self._plans[key] = plan_reads(device.profile, list(device.points))
         unit = device.address.unit
         values: dict[str, RawValue] = {}
         for read in plan:
