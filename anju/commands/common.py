@@ -8,6 +8,8 @@ import typer
 
 import schemas
 
+DEFAULT_GATEWAY_CONFIG: Final = Path("/etc/anju/gateway.yaml")
+"""Where ``anju provision gateway`` writes the box's config, and the agent reads it."""
 CLOUD_URL_VAR: Final = "ANJU_CLOUD_URL"
 """The cloud API's URL for the installers' commands, when --cloud is not given."""
 
@@ -22,6 +24,16 @@ ProfilesOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+SiteConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="The gateway config; run on the gateway box, its gateway id and cloud URL are "
+        "the defaults of --gateway and --cloud. Ignored when it does not exist.",
+        dir_okay=False,
+    ),
+]
 CloudOption = Annotated[
     str | None,
     typer.Option(

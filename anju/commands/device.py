@@ -32,7 +32,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from anju.api_client import cloud_session, config_defaults, fail_command
 from anju.commands import device_views as views
-from anju.commands.common import CloudOption, JsonOption, ProfilesOption, fail, profile_root
+from anju.commands.common import (
+    DEFAULT_GATEWAY_CONFIG,
+    CloudOption,
+    JsonOption,
+    ProfilesOption,
+    SiteConfigOption,
+    fail,
+    profile_root,
+)
 from edge.addresses import DeviceAddress, parse_address
 from edge.drivers.contract import (
     Driver,
@@ -112,7 +120,6 @@ AdapterOption = Annotated[
 ]
 _MODBUS = ModbusDriver.protocols
 
-DEFAULT_GATEWAY_CONFIG: Final = Path("/etc/anju/gateway.yaml")
 GATEWAY_TIMEOUT_S: Final = 10.0
 """How long ``device test --device`` waits for the gateway by default (the API's too)."""
 
@@ -185,6 +192,7 @@ def device_test(
         ),
     ] = None,
     cloud: CloudOption = None,
+    config: SiteConfigOption = DEFAULT_GATEWAY_CONFIG,
     raw: Annotated[
         bool,
         typer.Option(
@@ -229,12 +237,20 @@ def device_test(
                 code=2,
             )
         _test_through_gateway(
-            device_id, gateway, cloud, timeout or GATEWAY_TIMEOUT_S, profiles, as_json=as_json
+            device_id,
+            gateway,
+            cloud,
+            config,
+            timeout or GATEWAY_TIMEOUT_S,
+            profiles,
+            as_json=as_json,
         )
         return
-    if gateway is not None or cloud is not None:
+    if gateway is not None or cloud is not None or config != DEFAULT_GATEWAY_CONFIG:
         fail_command(
-            as_json, "--gateway and --cloud go with --device (a test through the gateway)", code=2
+            as_json,
+            "--gateway, --cloud and --config go with --device (a test through the gateway)",
+            code=2,
         )
     if profile_id is None or address is None:
         fail_command(
@@ -280,6 +296,7 @@ def _test_through_gateway(
     device_id: str,
     gateway: str | None,
     cloud: str | None,
+    config: Path,
     timeout_s: float,
     profiles: Path | None,
     *,
@@ -293,7 +310,7 @@ def _test_through_gateway(
     if not 1 <= timeout_s <= 30:
         fail_command(as_json, f"--timeout {timeout_s:g}: through the gateway, 1-30 s", code=2)
     # On the gateway box, the cloud its config names is the default.
-    _, config_cloud = config_defaults(DEFAULT_GATEWAY_CONFIG)
+    _, config_cloud = config_defaults(config)
     with cloud_session(cloud, config_cloud, as_json=as_json) as api:
         registered = api.get_device(device_id)
         answer = api.test_device(device_id, timeout_s=timeout_s, gateway=gateway)

@@ -56,7 +56,10 @@ def gateway_points_table(values: Mapping[str, object], profile: DeviceProfile | 
         point = points.get(name)
         metric = point.metric if point is not None else None
         unit = METRIC_UNITS[metric] if metric is not None else None
-        text = f"{value:g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float) and not isinstance(value, bool):
+            text = f"{value:.{_decimals(value)}f}"
+        else:
+            text = str(value)
         cells = [
             name + (" (writable)" if point is not None and point.writable else ""),
             str(metric) if metric is not None else "-",

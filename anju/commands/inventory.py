@@ -35,13 +35,19 @@ from anju.api_client import (
     config_defaults,
     fail_command,
 )
-from anju.commands.common import CloudOption, JsonOption, ProfilesOption, profile_root
+from anju.commands.common import (
+    DEFAULT_GATEWAY_CONFIG,
+    CloudOption,
+    JsonOption,
+    ProfilesOption,
+    SiteConfigOption,
+    profile_root,
+)
 from edge.config import DeviceConfig
 from schemas.addressing import for_protocol
 from schemas.errors import ProfileError
 from schemas.profile import ActionName, DeviceProfile, load_profiles
 
-DEFAULT_CONFIG: Final = Path("/etc/anju/gateway.yaml")
 COLUMNS: Final = (
     "id",
     "profile",
@@ -60,16 +66,6 @@ _FALSE: Final = frozenset({"false", "no", "n", "0", ""})
 _API_FIELDS: Final = {"resident_id": "resident", "gateway": "gateway"}
 """The API's field names that differ from the import file's column names."""
 
-ConfigOption = Annotated[
-    Path,
-    typer.Option(
-        "--config",
-        metavar="FILE",
-        help="The gateway config; run on the gateway box, its gateway id and cloud URL are "
-        "the defaults of --gateway and --cloud. Ignored when it does not exist.",
-        dir_okay=False,
-    ),
-]
 GatewayOption = Annotated[
     str | None,
     typer.Option(
@@ -416,7 +412,7 @@ def device_add(
         ),
     ] = None,
     cloud: CloudOption = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: SiteConfigOption = DEFAULT_GATEWAY_CONFIG,
     profiles: ProfilesOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -461,7 +457,7 @@ def device_list(
         ),
     ] = None,
     cloud: CloudOption = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: SiteConfigOption = DEFAULT_GATEWAY_CONFIG,
     as_json: JsonOption = False,
 ) -> None:
     """List the registered devices the key reaches, with where each is.
@@ -516,7 +512,7 @@ def device_list(
 def device_remove(
     device_id: Annotated[str, typer.Argument(metavar="ID", help="The device to remove.")],
     cloud: CloudOption = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: SiteConfigOption = DEFAULT_GATEWAY_CONFIG,
     as_json: JsonOption = False,
 ) -> None:
     """Take a device out of service; its history stays.
@@ -567,7 +563,7 @@ def device_move(
         bool, typer.Option("--no-resident", help="Bound to no resident any more.")
     ] = False,
     cloud: CloudOption = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: SiteConfigOption = DEFAULT_GATEWAY_CONFIG,
     profiles: ProfilesOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -647,7 +643,7 @@ def device_import(
         typer.Option("--skip-bad", help="Import the good rows even if some are bad."),
     ] = False,
     cloud: CloudOption = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: SiteConfigOption = DEFAULT_GATEWAY_CONFIG,
     profiles: ProfilesOption = None,
     as_json: JsonOption = False,
 ) -> None:

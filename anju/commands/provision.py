@@ -35,12 +35,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from anju.api_client import cloud_session, config_defaults, fail_command
-from anju.commands.common import CLOUD_URL_VAR, CloudOption, JsonOption, ProfilesOption
+from anju.commands.common import (
+    CLOUD_URL_VAR,
+    DEFAULT_GATEWAY_CONFIG,
+    CloudOption,
+    JsonOption,
+    ProfilesOption,
+)
 from anju.provision_check import CheckRow, Result, run_checks
 from edge.config import parse_config
 from edge.errors import ConfigError
 
-DEFAULT_CONFIG: Final = Path("/etc/anju/gateway.yaml")
 DEFAULT_STATE_DIR: Final = Path("/var/lib/anju")
 AGENT_USER: Final = "anju"
 """The user ``anju-edge.service`` runs the agent as; it must read what is written here."""
@@ -133,7 +138,7 @@ def provision_gateway(
             "certificate whose key never leaves the box.",
         ),
     ] = Auth.PASSWORD,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = DEFAULT_GATEWAY_CONFIG,
     state_dir: Annotated[
         Path | None,
         typer.Option(
@@ -193,7 +198,7 @@ def provision_gateway(
     "lost and the agent need not restart.",
 )
 def provision_rotate(
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = DEFAULT_GATEWAY_CONFIG,
     cloud: CloudOption = None,
     auth: Annotated[
         Auth | None,
@@ -252,7 +257,7 @@ def provision_revoke(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     cloud: CloudOption = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = DEFAULT_GATEWAY_CONFIG,
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a gateway: its broker credentials stop at once, for good."""
@@ -294,7 +299,7 @@ def provision_revoke(
     "wants). Exits 1 when any check fails.",
 )
 def provision_check(
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = DEFAULT_GATEWAY_CONFIG,
     cloud: CloudOption = None,
     timeout: Annotated[
         float,
