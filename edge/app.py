@@ -10,7 +10,10 @@ or pump running untouched (no reconnect, no gap in its readings); a bus whose de
 changed is stopped, closed and opened again; a new bus starts; a bus with no devices
 left stops. Devices that stay keep their records (normaliser, seq, health); a device
 new or changed continues the seq it had. The fire linkage, the device actions and the
-wearable analysis follow the new device list, and their counters carry over.
+wearable analysis follow the new device list, and their counters carry over. The new
+fire linkage takes over the old one's fire (``FireLinkage.hand_over``): buildings in
+alarm and door releases still being retried or repeated carry on for the devices that
+stay, so a push never ends a door's release half way.
 """
 
 import asyncio
@@ -246,8 +249,6 @@ class Agent:
         self._spool_failing = False
         self._drops_logged_at: float | None = None
         self._drops_unlogged = 0
-        self._seen_while_switching: list[Event] | None = None
-        """Events observed while an apply switches fire linkages, for the new one."""
         self.config_version = 0
         """The pushed config version running; 0 while the file's devices run."""
         self._site = self._start_site(config, profiles, source)
@@ -580,14 +581,10 @@ class Agent:
         old = self._site
         going = [runner for runner in old.runners if runner not in site.runners]
         coming = [runner for runner in site.runners if runner not in old.runners]
-        # A smoke alarm read while the old linkage stops must reach the new one.
-        self._seen_while_switching = []
-        try:
-            if self._producers is not None:
-                await self._producers.stop([*going, old.linkage])
-        except BaseException:
-            self._seen_while_switching = None
-            raise
+        # The old linkage observes every event until the new one takes over below, a
+        # smoke alarm read while it stops included; hand_over carries all it knows.
+        if self._producers is not None:
+            await self._producers.stop([*going, old.linkage])
         for runner in going:
             runner.bus.close()
         previous = {device.device_id: device for device in old.devices}
@@ -598,14 +595,10 @@ class Agent:
                 device.normaliser.seq = (
                     before.normaliser.seq if before else self.spool.last_seq(device.device_id)
                 )
-        before_linkage, linkage = self.linkage, site.linkage
-        assert linkage is not None, "a built site has its linkage"
-        linkage.releases = before_linkage.releases
-        linkage.release_failures = before_linkage.release_failures
-        linkage.internal_errors = before_linkage.internal_errors
+        assert site.linkage is not None, "a built site has its linkage"
+        # No await from here to the swap: an event read now would reach neither linkage.
+        self.linkage.hand_over(site.linkage)
         self._site = site
-        linkage.observe(self._seen_while_switching)
-        self._seen_while_switching = None
         self.config = site.config
         self._normalisers = site.normalisers
         self._report_unavailable(site)
@@ -647,8 +640,6 @@ class Agent:
         the fire linkage): see ``_spool_events`` and ``_spool_readings``.
         """
         self.linkage.observe(events)
-        if self._seen_while_switching is not None:
-            self._seen_while_switching.extend(events)
         self.readings_produced += len(readings)
         self.events_produced += len(events)
         if self.cameras is not None:

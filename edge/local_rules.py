@@ -184,6 +184,54 @@ class FireLinkage:
                     device.building,
                 )
 
+    def hand_over(self, successor: "FireLinkage") -> None:
+        """Give ``successor`` (built for a new device list) this linkage's fire state.
+
+        Called by the agent when a pushed config is switched in, after this linkage's
+        ``run`` stopped and before ``successor``'s starts, with nothing awaited in
+        between: every event this linkage observed, those read while the switch was
+        under way included, is in what it hands over, so none needs replaying.
+
+        - Counters carry on, so /metrics never sees them fall.
+        - A detector in alarm that the new list still has (under the building it now
+          names) keeps its building in alarm: it will not say ``smoke.alarm`` again, so
+          a fresh linkage would never release that building's doors.
+        - A door that stays an egress door in the same building keeps its release as
+          it stands: still being retried, repeated every ``repeat_s`` while the alarm
+          lasts, or done. A door that moved to another building keeps only a release
+          that has not succeeded yet: a door the fire never released is released late
+          rather than never.
+        - A door of a building in alarm that has no release under way (added by the
+          new list, or made an egress door) is released at once, as at an alarm's start.
+        - A released door whose building is no longer in alarm, or whose action now
+          holds by itself, is written no more.
+        """
+        successor.releases = self.releases
+        successor.release_failures = self.release_failures
+        successor.internal_errors = self.internal_errors
+        for detectors in self._alarming.values():
+            for detector in detectors:
+                building = successor._building_of.get(detector)
+                if building is not None:
+                    successor._alarming[building].add(detector)
+        before = {door.device_id: door for doors in self._doors.values() for door in doors}
+        now = successor._clock()
+        for building, doors in successor._doors.items():
+            in_alarm = successor._alarming.get(building)
+            for door in doors:
+                old = before.get(door.device_id)
+                pending = old is not None and old.due is not None and not old.reported
+                if old is not None and (old.building == building or pending):
+                    door.due, door.reported, door.cause = old.due, old.reported, old.cause
+                    door.backoff, door.failing = old.backoff, old.failing
+                if in_alarm and door.due is None and not door.reported:
+                    door.due = now
+                    door.cause = f"smoke.alarm at {min(in_alarm)}"
+                    door.backoff.reset()
+                elif door.reported and (not in_alarm or door.repeat_s is None):
+                    door.due = None
+        successor._wake.set()
+
     @property
     def buildings_in_alarm(self) -> list[str]:
         """Buildings with at least one smoke detector in alarm, sorted."""

@@ -18,20 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import msgspec
 import yaml
 
 from edge.app import Agent
 from edge.config import parse_config
 from edge.pushed_config import PUSHED_FILE, stored_version
+from firmware_sim.door_controller import DoorController
 from firmware_sim.modbus_server import ModbusSimServer
 from firmware_sim.smoke_detector import SmokeDetector
 from schemas.broker import parse_broker_url
 from schemas.profile import DeviceProfile, load_profiles
 from schemas.topics import Channel, parse_topic, topic_for
+from schemas.vocabulary import EventType
 from schemas.wire import (
     Command,
     CommandName,
     CommandResult,
+    Event,
+    EventBatch,
     GatewayConfigDocument,
     PushedDevice,
     Reading,
@@ -46,6 +51,7 @@ BUNDLED = Path(__file__).resolve().parents[2] / "device_profiles"
 COMMUNITY = "xijin/fenghuang"
 INTERVAL_S = 0.5
 SMOKE = "anju-smoke-mb"
+DOOR = "anju-door-mb"
 
 
 def profiles_every_poll(folder: Path) -> Path:
@@ -69,6 +75,7 @@ class Cloud:
     """Per device, its readings by seq (a batch sent twice counts once)."""
     results: dict[str, CommandResult] = field(default_factory=dict)
     statuses: list[Status] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
     def take(self, message: aiomqtt.Message) -> None:
         assert isinstance(message.payload, bytes)
@@ -81,9 +88,11 @@ class Cloud:
             self.results[result.id] = result
         elif channel is Channel.STATUS:
             self.statuses.append(decode(message.payload, Status))
+        elif channel is Channel.EVENTS:
+            self.events.extend(decode(message.payload, EventBatch).items)
 
-    async def command(self, command_id: str, name: CommandName, **args: Any) -> CommandResult:
-        """Send a command until its result comes (same id: the gateway acts once)."""
+    async def send(self, command_id: str, name: CommandName, **args: Any) -> None:
+        """Publish a command once."""
         now = datetime.now(UTC)
         command = Command(
             id=command_id,
@@ -93,9 +102,13 @@ class Cloud:
             expires_at=now + timedelta(minutes=5),
         )
         topic = topic_for(COMMUNITY, self.gateway, Channel.COMMAND, command_id)
+        await self.client.publish(topic, encode(command), qos=1)
+
+    async def command(self, command_id: str, name: CommandName, **args: Any) -> CommandResult:
+        """Send a command until its result comes (same id: the gateway acts once)."""
         for _ in range(30):
             # The agent subscribes once online; a command sent before that has no taker.
-            await self.client.publish(topic, encode(command), qos=1)
+            await self.send(command_id, name, **args)
             try:
                 await until(f"result of {command_id}", 1.0, lambda: command_id in self.results)
             except AssertionError:
@@ -114,6 +127,18 @@ class Cloud:
     def seqs(self, device: str) -> list[int]:
         return sorted(self.readings[device])
 
+    def all_seqs(self, device: str) -> list[int]:
+        """The device's readings' and events' seqs together (one counter numbers both)."""
+        events = {event.seq for event in self.events if event.device == device}
+        return sorted(events | self.readings[device].keys())
+
+    def fire_releases(self, device: str) -> list[Event]:
+        return [
+            event
+            for event in self.events
+            if event.device == device and event.type is EventType.DOOR_UNLOCKED_BY_FIRE
+        ]
+
     def reading_times(self, device: str) -> list[datetime]:
         return sorted({reading.ts for reading in self.readings[device].values()})
 
@@ -123,7 +148,7 @@ async def cloud_for(mqtt_url: str, gateway: str) -> AsyncIterator[Cloud]:
     broker = parse_broker_url(mqtt_url)
     async with aiomqtt.Client(broker.host, broker.port) as client:
         cloud = Cloud(client, gateway)
-        for channel in (Channel.TELEMETRY, Channel.STATUS):
+        for channel in (Channel.TELEMETRY, Channel.STATUS, Channel.EVENTS):
             await client.subscribe(topic_for(COMMUNITY, gateway, channel), qos=1)
         await client.subscribe(topic_for(COMMUNITY, gateway, Channel.COMMAND_RESULT, "+"), qos=1)
 
@@ -384,3 +409,233 @@ def test_a_stored_document_that_no_longer_fits_the_file_is_ignored(
         assert "running the devices of gateway.yaml" in caplog.text
     finally:
         agent.spool.close()
+
+
+async def test_a_device_added_to_a_shared_bus_reopens_it_and_its_device_reads_on(
+    tmp_path: Path, mqtt_url: str, unique_id: Callable[[str], str]
+) -> None:
+    """smoke-a and the pushed smoke-d are units 1 and 2 behind one Modbus TCP server, so
+    they share a bus: adding smoke-d changes that bus, which is closed and opened again
+    with both. smoke-b, alone behind a server of its own, runs on untouched.
+
+    What is asserted for smoke-a, and why: its seq (readings and events together, one
+    counter numbers both) has no hole from before the apply to after it, because its
+    record is taken over into the reopened bus and the cloud must see no gap report;
+    and no two of its reads lie further apart than two poll intervals plus two device
+    timeouts: the old poller may have just polled (one interval), a poll in progress
+    is let finish and the new bus connects (each bounded by ``device_timeout_s``), and
+    the new poller's first poll falls within one interval of its start. A reopen may
+    cost that much time; it may not cost a reading.
+    """
+    gateway = unique_id("gw")
+    async with (
+        site_for(tmp_path, mqtt_url, gateway) as site,
+        ModbusSimServer({1: SmokeDetector(), 2: SmokeDetector()}) as shared,
+        cloud_for(mqtt_url, gateway) as cloud,
+    ):
+        site.sims["smoke-d"] = shared
+        site.file["devices"][0]["address"] = shared.url_for(1)
+        timeout_s = parse_config(site.file, "gateway.yaml").device_timeout_s
+
+        def smoke_d() -> PushedDevice:
+            return site.device("smoke-d", address=shared.url_for(2))
+
+        async with running(site.agent()) as agent:
+            await until("readings of smoke-a", 15, lambda: len(cloud.seqs("smoke-a")) > 8)
+            (before,) = [p for p in agent.pollers if p.devices[0].device_id == "smoke-a"]
+            (untouched,) = [p for p in agent.pollers if p.devices[0].device_id == "smoke-b"]
+
+            applied_at = datetime.now(UTC)
+            document = site.document(
+                1,
+                [
+                    site.device("smoke-a", address=shared.url_for(1)),
+                    site.device("smoke-b"),
+                    smoke_d(),
+                ],
+            )
+            result = await cloud.apply("cfg-1", document)
+            assert result.ok, result.detail
+            assert (result.data["added"], result.data["changed"]) == ("smoke-d", "")
+
+            (reopened,) = [
+                p for p in agent.pollers if "smoke-a" in {d.device_id for d in p.devices}
+            ]
+            assert reopened is not before, "the shared bus was not reopened"
+            assert reopened.bus is not before.bus
+            assert sorted(d.device_id for d in reopened.devices) == ["smoke-a", "smoke-d"]
+            assert untouched in agent.pollers
+
+            resumed = applied_at + timedelta(seconds=3)
+            await until(
+                "smoke-a and smoke-d read well after the apply",
+                15,
+                lambda: all(cloud.reading_times(d)[-1] > resumed for d in ("smoke-a", "smoke-d")),
+            )
+        seqs = cloud.all_seqs("smoke-a")
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)), "smoke-a: seq gaps across the reopen"
+        times = cloud.reading_times("smoke-a")
+        assert times[0] < applied_at < times[-1]
+        gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
+        bound = 2 * INTERVAL_S + 2 * timeout_s
+        assert max(gaps) < bound, f"smoke-a: {max(gaps):.2f} s between two reads (< {bound})"
+        assert_no_gap(cloud, "smoke-b", applied_at)
+        seqs_d = cloud.seqs("smoke-d")
+        assert seqs_d == list(range(seqs_d[0], seqs_d[-1] + 1))
+
+
+@asynccontextmanager
+async def fire_site_for(tmp_path: Path, mqtt_url: str, gateway: str) -> AsyncIterator[Site]:
+    """Building 3: a smoke detector and an egress door, each behind a server of its own;
+    smoke-x (building 9) and smoke-c are a bus each, for pushes to remove and add.
+
+    The file names smoke, door and smoke-x. Requests wait up to 6 s, so that a poll
+    held by a ``delay`` fault keeps a bus's poller busy while a test acts.
+    """
+    folder = profiles_every_poll(tmp_path / "profiles")
+    async with AsyncExitStack() as stack:
+        sims = {
+            name: await stack.enter_async_context(ModbusSimServer({1: device}))
+            for name, device in (
+                ("smoke", SmokeDetector()),
+                ("door", DoorController()),
+                ("smoke-x", SmokeDetector()),
+                ("smoke-c", SmokeDetector()),
+            )
+        }
+        site = Site(sims, {}, load_profiles(folder))
+        site.file = {
+            "gateway": gateway,
+            "community": COMMUNITY,
+            "broker": mqtt_url,
+            "state_dir": str(tmp_path / "state"),
+            "profiles": str(folder),
+            "device_timeout_s": 6.0,
+            "devices": [
+                msgspec.structs.asdict(device)
+                for device in (fire_device(site, "smoke"), fire_device(site, "door"))
+            ]
+            + [msgspec.structs.asdict(site.device("smoke-x", building="9"))],
+        }
+        yield site
+
+
+def fire_device(site: Site, name: str) -> PushedDevice:
+    """The building's detector, or its egress door."""
+    if name == "door":
+        return site.device("door", profile=DOOR, egress=True)
+    return site.device(name)
+
+
+def door_of(site: Site) -> DoorController:
+    door = site.sims["door"].devices[1]
+    assert isinstance(door, DoorController)
+    return door
+
+
+def detector_of(site: Site) -> SmokeDetector:
+    detector = site.sims["smoke"].devices[1]
+    assert isinstance(detector, SmokeDetector)
+    return detector
+
+
+async def test_a_fire_release_still_being_retried_carries_on_across_an_apply(
+    tmp_path: Path, mqtt_url: str, unique_id: Callable[[str], str]
+) -> None:
+    """The door refuses its fire release; the smoke clears (so the push is taken, not
+    answered "not now") while the release is still being retried. After the apply the
+    new fire linkage goes on retrying, and the door is released once it takes writes:
+    a fresh linkage would know nothing of that release and leave the door locked."""
+    gateway = unique_id("gw")
+    async with (
+        fire_site_for(tmp_path, mqtt_url, gateway) as site,
+        cloud_for(mqtt_url, gateway) as cloud,
+        running(site.agent()) as agent,
+    ):
+        door, detector = door_of(site), detector_of(site)
+        await until("readings of the detector", 15, lambda: cloud.seqs("smoke"))
+        site.sims["door"].faults(1).exception(4)  # the door refuses every request
+        detector.trigger_alarm()
+        await until("a refused fire release", 15, lambda: agent.linkage.release_failures >= 1)
+        detector.clear_smoke()
+        assert detector.reset_alarm()
+        await until("the alarm cleared", 15, lambda: not agent.linkage.buildings_in_alarm)
+        assert not door.strike_released
+        before = agent.linkage
+
+        document = site.document(
+            1,
+            [
+                fire_device(site, "smoke"),
+                fire_device(site, "door"),
+                site.device("smoke-x", building="9"),
+                site.device("smoke-c"),
+            ],
+        )
+        result = await cloud.apply("cfg-1", document)
+        assert result.ok, result.detail
+        assert result.data["added"] == "smoke-c"
+        assert agent.linkage is not before
+        failures = agent.linkage.release_failures
+        assert failures >= before.release_failures >= 1, "the counters fell"
+        await until(
+            "the new linkage retrying the release",
+            15,
+            lambda: agent.linkage.release_failures > failures,
+        )
+
+        site.sims["door"].faults(1).clear()
+        await until("the door released", 15, lambda: door.strike_released)
+        await until("door.unlocked_by_fire sent", 15, lambda: cloud.fire_releases("door"))
+        (released,) = cloud.fire_releases("door")
+        assert released.data.reason == "smoke.alarm at smoke"
+        assert agent.linkage.buildings_in_alarm == []
+
+
+async def test_a_smoke_alarm_read_during_the_switch_reaches_the_new_linkage(
+    tmp_path: Path, mqtt_url: str, unique_id: Callable[[str], str]
+) -> None:
+    """The push removes smoke-x while a poll of it is held (a delay fault longer than
+    the 6 s request timeout), so the switch waits for that poll. The detector's alarm
+    is read meanwhile, by the old linkage, whose task has stopped; the door must still
+    be released, by the new linkage, and building 3 be in alarm there. Were the alarm
+    lost in the switch (neither handed over nor replayed), the detector would not say
+    smoke.alarm again and the door would stay locked."""
+    gateway = unique_id("gw")
+    state = Path(tmp_path / "state")
+    async with (
+        fire_site_for(tmp_path, mqtt_url, gateway) as site,
+        cloud_for(mqtt_url, gateway) as cloud,
+        running(site.agent()) as agent,
+    ):
+        door, detector = door_of(site), detector_of(site)
+        await until("readings of smoke-x", 15, lambda: cloud.seqs("smoke-x"))
+        held = site.sims["smoke-x"].faults(1)
+        held.delay(60.0, count=1)
+        await until("a poll of smoke-x held", 15, lambda: held.stats.delayed >= 1)
+
+        # Sent once, to a gateway known to take commands (the ping's answer came): the
+        # apply takes seconds here, and a command repeated every second meanwhile would
+        # pile up repeats for the agent to answer as it stops.
+        assert (await cloud.command("ping-1", CommandName.PING)).ok
+        document = site.document(1, [fire_device(site, "smoke"), fire_device(site, "door")])
+        await cloud.send(
+            "cfg-1",
+            CommandName.APPLY_CONFIG,
+            version=document.version,
+            document=encode(document).decode(),
+        )
+        await until("the document stored", 10, lambda: stored_version(state) == 1)
+        assert agent.config_version == 0, "the switch ended before the test could act"
+        detector.trigger_alarm()
+        await until("the alarm read", 5, lambda: agent.linkage.buildings_in_alarm == ["3"])
+        assert agent.config_version == 0, "the alarm was read after the switch, not during it"
+        assert not door.strike_released, "the old linkage released the door while stopped"
+
+        result = await until("the apply's result", 20, lambda: cloud.results.get("cfg-1"))
+        assert result.ok, result.detail
+        assert result.data["removed"] == "smoke-x"
+        await until("the door released", 15, lambda: door.strike_released)
+        assert agent.linkage.buildings_in_alarm == ["3"]
+        await until("door.unlocked_by_fire sent", 15, lambda: cloud.fire_releases("door"))
+        assert [e.data.reason for e in cloud.fire_releases("door")] == ["smoke.alarm at smoke"]

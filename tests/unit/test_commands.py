@@ -10,7 +10,7 @@ function of the test's own. Time is a clock the test moves.
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,12 +20,24 @@ import pytest
 
 from edge.actions import DeviceActions
 from edge.addresses import parse_address
-from edge.commands import CommandLimits, CommandProcessor
+from edge.app import Agent
+from edge.commands import CommandLimits, CommandProcessor, ConfigTarget
+from edge.config import parse_config
 from edge.errors import ConfigError, DeviceTimeout
 from edge.poller import PolledDevice
+from edge.pushed_config import PUSHED_FILE
 from edge.uplink import COMMAND_TIMEOUT_S
 from schemas.profile import load_profiles
-from schemas.wire import ArgValue, Command, CommandName, CommandResult, decode, encode
+from schemas.wire import (
+    ArgValue,
+    Command,
+    CommandName,
+    CommandResult,
+    GatewayConfigDocument,
+    PushedDevice,
+    decode,
+    encode,
+)
 from tests.memory_driver import MemoryBus, Write
 
 PROFILES = load_profiles(Path(__file__).resolve().parents[2] / "device_profiles")
@@ -67,6 +79,7 @@ class Site:
         reload: Callable[[], Awaitable[str]] | None = None,
         limits: CommandLimits | None = None,
         polled_buses: tuple[str, ...] = (),
+        config: ConfigTarget | None = None,
     ) -> CommandProcessor:
         return CommandProcessor(
             "gw-fh-01",
@@ -78,6 +91,7 @@ class Site:
             polled_buses=polled_buses,
             clock=self.clock,
             limits=limits or CommandLimits(),
+            config=config,
         )
 
     def audit_lines(self) -> list[dict[str, Any]]:
@@ -517,6 +531,165 @@ async def test_reload_config_reports_the_summary_or_the_config_error(site: Site)
         "/etc/anju/gateway.yaml: devices.0.profile: no profile 'x'",
     )
     assert site.audit_lines()[-1]["outcome"] == "failed"
+
+
+RUNNING_VERSION = 3
+"""The pushed config version the agent of ``pushed_agent`` starts with."""
+
+
+def pushed_document(version: int, gateway: str = "gw-fh-01") -> GatewayConfigDocument:
+    """The two devices of ``site``, pushed as ``version``."""
+    return GatewayConfigDocument(
+        gateway=gateway,
+        version=version,
+        devices=[
+            PushedDevice(id="door-1", profile=DOOR.id, address=f"{BUS_URL}?unit=1"),
+            PushedDevice(id="smoke-2", profile=SMOKE.id, address=f"{BUS_URL}?unit=2"),
+        ],
+    )
+
+
+@pytest.fixture
+def pushed_agent(tmp_path: Path) -> Iterator[Agent]:
+    """A real agent (never run: its buses are never connected) whose state_dir holds
+    version RUNNING_VERSION of a pushed config, so it starts running that version: the
+    ``ConfigTarget`` apply_config judges documents with."""
+    state = tmp_path / "agent-state"
+    state.mkdir()
+    (state / PUSHED_FILE).write_bytes(encode(pushed_document(RUNNING_VERSION)))
+    file = {
+        "gateway": "gw-fh-01",
+        "community": "xijin/fenghuang",
+        "state_dir": str(state),
+        "devices": [{"id": "door-1", "profile": DOOR.id, "address": f"{BUS_URL}?unit=1"}],
+    }
+    agent = Agent(parse_config(file, "gateway.yaml"), PROFILES, source="gateway.yaml")
+    assert agent.config_version == RUNNING_VERSION
+    try:
+        yield agent
+    finally:
+        agent.spool.close()
+
+
+def apply_command(*, device: str | None = None, **args: ArgValue) -> bytes:
+    return command("apply_config", device=device, args=args)
+
+
+NEXT = encode(pushed_document(RUNNING_VERSION + 1)).decode()
+APPLY_REFUSALS = [
+    pytest.param(
+        apply_command(document=NEXT),
+        "apply_config: version must be a whole number >= 1, not None",
+        {},
+        id="version-missing",
+    ),
+    pytest.param(
+        apply_command(version=True, document=NEXT),
+        "apply_config: version must be a whole number >= 1, not True",
+        {},
+        id="version-bool",
+    ),
+    pytest.param(
+        apply_command(version=0, document=NEXT),
+        "apply_config: version must be a whole number >= 1, not 0",
+        {},
+        id="version-zero",
+    ),
+    pytest.param(
+        apply_command(version=4.0, document=NEXT),
+        "apply_config: version must be a whole number >= 1, not 4.0",
+        {},
+        id="version-float",
+    ),
+    pytest.param(
+        apply_command(version=4),
+        "apply_config: document must be the config document as JSON text",
+        {},
+        id="document-missing",
+    ),
+    pytest.param(
+        apply_command(version=4, document=4),
+        "apply_config: document must be the config document as JSON text",
+        {},
+        id="document-not-a-string",
+    ),
+    pytest.param(
+        apply_command(device="door-1", version=4, document=NEXT),
+        "apply_config takes no device (got 'door-1')",
+        {},
+        id="device-given",
+    ),
+    pytest.param(
+        apply_command(version=4, document=NEXT, force=True),
+        "apply_config has no argument force",
+        {},
+        id="unknown-argument",
+    ),
+    pytest.param(
+        apply_command(version=4, document="{not json"),
+        "pushed config version 4: not a gateway config document: JSON is malformed",
+        {"version": RUNNING_VERSION, "requested": 4, "invalid": True},
+        id="document-not-json",
+    ),
+    pytest.param(
+        apply_command(version=5, document=NEXT),
+        "pushed config version 5: the document says version 4, the command 5",
+        {"version": RUNNING_VERSION, "requested": 5, "invalid": True},
+        id="versions-differ",
+    ),
+    pytest.param(
+        apply_command(version=4, document=encode(pushed_document(4, "gw-elsewhere")).decode()),
+        "pushed config version 4: it is for gateway 'gw-elsewhere', this is 'gw-fh-01'",
+        {"version": RUNNING_VERSION, "requested": 4, "invalid": True},
+        id="another-gateways-document",
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason", "data"), APPLY_REFUSALS)
+async def test_apply_config_refusals_name_the_reason_and_leave_the_config(
+    site: Site, pushed_agent: Agent, payload: bytes, reason: str, data: dict[str, ArgValue]
+) -> None:
+    """Bad arguments are refused with no data (a cloud bug, not a verdict on a
+    document); a document the gateway will never run carries ``invalid``, which alone
+    stops the cloud pushing that version. Either way nothing changes and, refused
+    before anything started, the audit has the refusal alone."""
+    stored = (pushed_agent.config.state_dir / PUSHED_FILE).read_bytes()
+    processor = site.processor(config=pushed_agent)
+    result = result_of(await processor.handle("c-1", payload))
+    assert not result.ok
+    assert result.detail.startswith(reason), result.detail
+    assert result.data == data
+    assert pushed_agent.config_version == RUNNING_VERSION
+    assert (pushed_agent.config.state_dir / PUSHED_FILE).read_bytes() == stored
+    (line,) = site.audit_lines()
+    assert (line["outcome"], line["detail"]) == ("refused", result.detail)
+
+
+@pytest.mark.parametrize("version", [1, RUNNING_VERSION - 1, RUNNING_VERSION])
+async def test_apply_config_of_a_version_not_above_the_running_one_is_answered_not_applied(
+    site: Site, pushed_agent: Agent, version: int
+) -> None:
+    """The cloud may push a version again (its result was lost): that is no fault, and
+    nothing is judged or done, even for a document that would be refused."""
+    processor = site.processor(config=pushed_agent)
+    payload = apply_command(version=version, document="{not json")
+    result = result_of(await processor.handle("c-1", payload))
+    assert (result.ok, result.detail) == (
+        True,
+        f"already runs version {RUNNING_VERSION}; nothing done",
+    )
+    assert result.data == {
+        "version": RUNNING_VERSION,
+        "requested": version,
+        "applied": False,
+        "devices": 2,
+        "added": "",
+        "removed": "",
+        "changed": "",
+    }
+    assert pushed_agent.config_version == RUNNING_VERSION
+    assert [line["outcome"] for line in site.audit_lines()] == ["started", "ok"]
 
 
 async def test_scanning_the_serial_line_of_a_gateway_device_is_refused(tmp_path: Path) -> None:
