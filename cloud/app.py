@@ -22,7 +22,7 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.api.app import create_app
-from cloud.configs.worker import run_config_pusher
+from cloud.configs.worker import ConfigCounters, run_config_pusher
 from cloud.errors import CloudError, SettingsError, StorageError
 from cloud.ingest.consumer import IngestConsumer
 from cloud.ingest.counters import IngestCounters
@@ -171,13 +171,15 @@ async def run_configs(
     *,
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
+    counters: ConfigCounters | None = None,
 ) -> None:
     """Run the config pusher (``cloud.configs``) until ``stop`` is set: it sends gateways
     the device configs of the registry and records their answers and statuses.
 
     Any number may run, here and in other processes (claims skip locked rows). ``started``
-    is set once it listens for answers. Raises SettingsError when ``ANJU_MQTT_URL`` is
-    missing.
+    is set once it listens for answers. ``counters`` (fresh ones when not given) count
+    what it does, for an API of the same process to export. Raises SettingsError when
+    ``ANJU_MQTT_URL`` is missing.
     """
     await run_config_pusher(
         settings.database_url,
@@ -186,6 +188,7 @@ async def run_configs(
         ca_file=settings.mqtt_tls.ca_file,
         stop=stop,
         started=started,
+        counters=counters,
     )
 
 
@@ -204,14 +207,15 @@ async def run_cloud(
 
     ``started`` is set once the API accepts connections, every ingest worker has
     subscribed and the config pusher listens for gateways' answers. The API's
-    ``GET /metrics`` reads the ingest workers' ``counters`` (fresh ones when not given)
-    and the webhook workers' counters. Raises CloudError when the
+    ``GET /metrics`` reads the ingest workers' ``counters`` (fresh ones when not given),
+    the webhook workers' and the config pusher's counters. Raises CloudError when the
     API cannot bind its address, SettingsError as ``run_ingest`` does.
     """
     totals = counters if counters is not None else IngestCounters()
     deliveries = DeliveryCounters()
+    pushes = ConfigCounters()
     config = uvicorn.Config(
-        create_app(settings, counters=totals, deliveries=deliveries),
+        create_app(settings, counters=totals, deliveries=deliveries, configs=pushes),
         host=settings.api.host,
         port=settings.api.port,
         log_config=None,
@@ -244,7 +248,8 @@ async def run_cloud(
         )
         group.create_task(run_escalation(settings, stop=ingest_stop), name="escalation")
         group.create_task(
-            run_configs(settings, stop=ingest_stop, started=configs_started), name="configs"
+            run_configs(settings, stop=ingest_stop, started=configs_started, counters=pushes),
+            name="configs",
         )
         if started is not None:
             group.create_task(

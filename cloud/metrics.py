@@ -1,14 +1,15 @@
 """The cloud tier's Prometheus metrics: this process's counters and the database's figures.
 
-Two sources, read at each scrape. The process's counters (ingest, webhook delivery)
-say what this process did since it started; they exist when those parts run here, as
-in ``anju cloud run``, and a restart sets them back to 0, which Prometheus reads as a
-counter reset. The database's figures (open incidents, escalations, deliveries
-waiting) are the same from every process, so they are read at scrape time with a few
-aggregate queries (``cloud/storage/queries/metrics.sql``). Webhook attempts, failures
-and dead letters come from the process, not the database: a replay sets a delivery's
-attempts back to 0 and its status back to pending, so totals summed from the rows
-would fall, which a Prometheus counter must never do.
+Two sources, read at each scrape. The process's counters (ingest, webhook delivery,
+the config pusher) say what this process did since it started; they exist when those
+parts run here, as in ``anju cloud run``, and a restart sets them back to 0, which
+Prometheus reads as a counter reset. The database's figures (open incidents,
+escalations, deliveries waiting, gateways behind their config) are the same from every
+process, so they are read at scrape time with a few aggregate queries
+(``cloud/storage/queries/metrics.sql``). Webhook attempts, failures and dead letters
+come from the process, not the database: a replay sets a delivery's attempts back to
+0 and its status back to pending, so totals summed from the rows would fall, which a
+Prometheus counter must never do.
 
 prometheus-client collectors are synchronous and the API is async, so a scrape reads
 the database first (``read_database``: one pooled connection, a short timeout) and
@@ -31,10 +32,14 @@ ingest_lag_seconds                      gauge    process (ingest); absent until 
                                                  batch is stored
 webhook_attempts_total, ..._failures,   counter  process (webhook delivery)
 webhook_dead_letters_total
+config_pushes_total, config_errors_total counter  process (config pusher)
+config_results_total                    counter  outcome (applied, refused, failed);
+                                                 process (config pusher)
 incidents_open                          gauge    priority, status; database
 incident_oldest_open_age_seconds        gauge    priority; database (0: none open)
 escalations_total                       counter  database
 webhook_deliveries                      gauge    status (pending, dead); database
+gateways_config_behind                  gauge    database
 scrape_database_up                      gauge    1 when the database was read
 ======================================  =======  ======================================
 """
@@ -54,6 +59,7 @@ from prometheus_client.exposition import generate_latest
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from cloud.configs.worker import ConfigCounters
 from cloud.errors import StorageError, StorageUnavailable
 from cloud.incidents import Priority
 from cloud.queue.escalation import ESCALATION_ACTOR
@@ -95,6 +101,8 @@ INGEST_COUNTS: Final = (
     ),
 )
 """``IngestView`` attributes exported as ``ingest_<name>_total``, with their help."""
+CONFIG_OUTCOMES: Final = ("applied", "refused", "failed")
+"""``ConfigCounters`` attributes exported as ``config_results_total{outcome=...}``."""
 
 
 class IngestView(Protocol):
@@ -129,6 +137,8 @@ class DatabaseFigures:
     escalations: int
     deliveries: dict[str, int]
     """Deliveries by status: ``pending`` and ``dead``."""
+    gateways_config_behind: int
+    """Active gateways not running their wanted config version, nor refusing it."""
 
 
 async def read_database(pool: Pool, *, timeout_s: float = DATABASE_TIMEOUT_S) -> DatabaseFigures:
@@ -147,6 +157,7 @@ async def read_database(pool: Pool, *, timeout_s: float = DATABASE_TIMEOUT_S) ->
                         conn, "metrics_escalations", actor=ESCALATION_ACTOR
                     )
                     [(pending, dead)] = await _rows(conn, "metrics_webhook_deliveries")
+                    [(behind,)] = await _rows(conn, "metrics_gateways_config_behind")
     except TimeoutError:
         raise StorageUnavailable(
             f"reading the metrics took over {timeout_s:g} s", query="metrics"
@@ -159,6 +170,7 @@ async def read_database(pool: Pool, *, timeout_s: float = DATABASE_TIMEOUT_S) ->
         oldest_open_age_s=oldest,
         escalations=int(escalations),
         deliveries={"pending": int(pending), "dead": int(dead)},
+        gateways_config_behind=int(behind),
     )
 
 
@@ -176,8 +188,8 @@ class CloudCollector:
     """A Prometheus collector over one scrape's database figures and the process's counters.
 
     ``database`` is None when the scrape could not read it: its families are then left
-    out and ``scrape_database_up`` is 0. ``ingest`` and ``deliveries`` are None when
-    those parts do not run in this process; their families are then left out.
+    out and ``scrape_database_up`` is 0. ``ingest``, ``deliveries`` and ``configs`` are
+    None when those parts do not run in this process; their families are then left out.
     """
 
     def __init__(
@@ -186,10 +198,12 @@ class CloudCollector:
         database: DatabaseFigures | None,
         ingest: IngestView | None = None,
         deliveries: DeliveryCounters | None = None,
+        configs: ConfigCounters | None = None,
     ) -> None:
         self._database = database
         self._ingest = ingest
         self._deliveries = deliveries
+        self._configs = configs
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family (prometheus-client calls it while rendering)."""
@@ -203,6 +217,8 @@ class CloudCollector:
             yield from self._ingested(self._ingest, datetime.now(UTC))
         if self._deliveries is not None:
             yield from self._delivered(self._deliveries)
+        if self._configs is not None:
+            yield from self._pushed(self._configs)
         if self._database is not None:
             yield from self._stored(self._database)
 
@@ -247,6 +263,34 @@ class CloudCollector:
         ]
 
     @staticmethod
+    def _pushed(configs: ConfigCounters) -> Iterable[Metric]:
+        results = CounterMetricFamily(
+            _name("config_results"),
+            "Gateways' answers to this process's config pushes, and statuses that settled a "
+            "push, by outcome: applied (a gateway's applied version moved forward), refused "
+            "(a version refused for good, by the gateway or the cloud's own check), failed "
+            "(not carried out for a passing reason; pushed again later).",
+            labels=["outcome"],
+        )
+        for outcome in CONFIG_OUTCOMES:
+            results.add_metric([outcome], getattr(configs, outcome))
+        return [
+            CounterMetricFamily(
+                _name("config_pushes"),
+                "apply_config commands this process's config pusher sent and the broker "
+                "acknowledged.",
+                value=configs.pushes,
+            ),
+            results,
+            CounterMetricFamily(
+                _name("config_errors"),
+                "Config pusher sessions ended by the broker or the database (each is "
+                "started again).",
+                value=configs.errors,
+            ),
+        ]
+
+    @staticmethod
     def _stored(database: DatabaseFigures) -> Iterable[Metric]:
         open_incidents = GaugeMetricFamily(
             _name("incidents_open"),
@@ -280,6 +324,12 @@ class CloudCollector:
                 value=database.escalations,
             ),
             deliveries,
+            GaugeMetricFamily(
+                _name("gateways_config_behind"),
+                "Active gateways that do not run the device config version the cloud wants "
+                "them to, and have not refused it: offline, or answers still to come.",
+                value=database.gateways_config_behind,
+            ),
         ]
 
 
@@ -288,6 +338,7 @@ async def render(
     *,
     ingest: IngestView | None = None,
     deliveries: DeliveryCounters | None = None,
+    configs: ConfigCounters | None = None,
 ) -> bytes:
     """The exposition text of one scrape: the database read first, then rendered.
 
@@ -300,7 +351,9 @@ async def render(
         log.warning("metrics: the database could not be read: %s", exc)
         database = None
     registry = CollectorRegistry()
-    registry.register(CloudCollector(database=database, ingest=ingest, deliveries=deliveries))
+    registry.register(
+        CloudCollector(database=database, ingest=ingest, deliveries=deliveries, configs=configs)
+    )
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return generate_latest(registry)

@@ -36,6 +36,7 @@ from cloud.api.routes import (
     webhooks,
 )
 from cloud.api.security import FailureLimiter
+from cloud.configs.worker import ConfigCounters
 from cloud.metrics import IngestView
 from cloud.residents.crypto import Keyring
 from cloud.rules.config import load_rules
@@ -51,15 +52,16 @@ def create_app(
     pool_size: int = 8,
     counters: IngestView | None = None,
     deliveries: DeliveryCounters | None = None,
+    configs: ConfigCounters | None = None,
 ) -> FastAPI:
     """The API for ``settings.database_url``; its pool lives as long as its lifespan.
 
     Webhook filters are checked against the incident types of the rules ingest runs
     with (``load_rules``: ``ANJU_RULES_FILE`` or the packaged file); raises RulesError
     when those cannot be read. Devices are checked against the profiles of
-    ``settings.profiles`` (read here once; ProfileError for a bad one). ``counters``
-    and ``deliveries`` are the ingest and webhook delivery counters of this process,
-    for ``GET /metrics``; None when those do not run here.
+    ``settings.profiles`` (read here once; ProfileError for a bad one). ``counters``,
+    ``deliveries`` and ``configs`` are the ingest, webhook delivery and config pusher
+    counters of this process, for ``GET /metrics``; None when those do not run here.
     """
 
     @asynccontextmanager
@@ -72,6 +74,7 @@ def create_app(
     app.state.settings = settings
     app.state.ingest_counters = counters
     app.state.delivery_counters = deliveries
+    app.state.config_counters = configs
     app.state.auth_failures = FailureLimiter(
         limit=settings.api.auth_failure_limit, window_s=settings.api.auth_failure_window_s
     )

@@ -177,6 +177,39 @@ async def test_open_incidents_and_escalations_are_read_at_each_scrape(
     assert value(again, "anju_cloud_webhook_deliveries", status="pending") == 14
 
 
+async def test_gateways_behind_their_config_are_counted_at_each_scrape(
+    database_url: str, conn: AsyncConnection[Any]
+) -> None:
+    """Behind: active, wanting a version it neither runs nor refused. A gateway that
+    refused its version waits for a new one (config_error says why), and a revoked one
+    is never pushed to, so neither is the pusher's backlog."""
+    await register_community(conn, COMMUNITY)
+    rows = {
+        "gw-behind": (2, 1, 0, "active"),
+        "gw-never-applied": (1, 0, 0, "active"),
+        "gw-current": (2, 2, 0, "active"),
+        "gw-refused": (3, 1, 3, "active"),
+        "gw-revoked": (2, 0, 0, "revoked"),
+    }
+    for gateway, (wanted, applied, refused, status) in rows.items():
+        await register_gateway(conn, gateway, COMMUNITY)
+        await conn.execute(
+            "UPDATE gateways SET config_version = %s, config_applied = %s, "
+            "config_refused = %s, status = %s WHERE id = %s",
+            [wanted, applied, refused, status, gateway],
+        )
+    app = create_app(CloudSettings(database_url=database_url))
+
+    samples = await scrape(app)
+
+    assert value(samples, "anju_cloud_gateways_config_behind") == 2
+    # No pusher runs in this app: no process counters of it.
+    assert not {name for name in names(samples) if name.startswith("anju_cloud_config_")}
+
+    await conn.execute("UPDATE gateways SET config_applied = 2 WHERE id = 'gw-behind'")
+    assert value(await scrape(app), "anju_cloud_gateways_config_behind") == 1
+
+
 async def test_a_dead_letter_counts_in_the_database_and_in_the_process(
     database_url: str, conn: AsyncConnection[Any], receiver: Receiver
 ) -> None:
@@ -407,6 +440,14 @@ async def test_anju_cloud_run_serves_its_ingest_and_webhook_counters(
     assert value(samples, "anju_cloud_ingest_batches_total") == 1
     assert value(samples, "anju_cloud_ingest_readings_total") == 2
     assert value(samples, "anju_cloud_webhook_attempts_total") == 0
+    # The config pusher runs too; nothing was due to be pushed.
+    assert value(samples, "anju_cloud_config_pushes_total") == 0
+    assert by_labels(samples, "anju_cloud_config_results_total") == {
+        ("applied",): 0,
+        ("refused",): 0,
+        ("failed",): 0,
+    }
+    assert value(samples, "anju_cloud_gateways_config_behind") == 0
 
 
 async def test_the_openapi_document_lists_metrics_as_text() -> None:

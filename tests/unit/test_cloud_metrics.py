@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from cloud.configs.worker import ConfigCounters
 from cloud.ingest.counters import IngestCounters
 from cloud.metrics import INGEST_COUNTS, CloudCollector, DatabaseFigures
 from cloud.webhooks.delivery import DeliveryCounters
@@ -109,6 +110,35 @@ def test_process_counters_become_counters_with_help() -> None:
     assert "anju_cloud_incidents_open" not in found
 
 
+def test_config_pusher_counters_become_counters_by_outcome() -> None:
+    """The pusher's pushes and errors are plain counters; its answers one counter with
+    an ``outcome`` label, so an alert can watch refusals alone or every answer."""
+    configs = ConfigCounters(
+        pushes=9, applied=5, refused=1, failed=2, reported=7, malformed=3, errors=4
+    )
+
+    found = families(CloudCollector(database=None, configs=configs))
+
+    kind, help_text, [pushes] = found["anju_cloud_config_pushes"]
+    assert (kind, pushes.name, pushes.value, help_text != "") == (
+        "counter",
+        "anju_cloud_config_pushes_total",
+        9,
+        True,
+    )
+    kind, _, results = found["anju_cloud_config_results"]
+    assert kind == "counter"
+    assert {(s.name, s.labels["outcome"]): s.value for s in results} == {
+        ("anju_cloud_config_results_total", "applied"): 5,
+        ("anju_cloud_config_results_total", "refused"): 1,
+        ("anju_cloud_config_results_total", "failed"): 2,
+    }
+    assert found["anju_cloud_config_errors"][2][0].value == 4
+    # A process without the pusher exports none of its families.
+    none = families(CloudCollector(database=None))
+    assert not [name for name in none if name.startswith("anju_cloud_config_")]
+
+
 def test_lag_is_absent_until_a_batch_is_stored() -> None:
     found = families(CloudCollector(database=None, ingest=IngestCounters(groups=3)))
     _, help_text, samples = found["anju_cloud_ingest_lag_seconds"]
@@ -122,6 +152,7 @@ def test_database_figures_cover_every_priority_and_active_status() -> None:
         oldest_open_age_s={1: 75.5, 3: 9.0},
         escalations=4,
         deliveries={"pending": 6, "dead": 1},
+        gateways_config_behind=2,
     )
 
     found = families(CloudCollector(database=figures))
@@ -142,4 +173,6 @@ def test_database_figures_cover_every_priority_and_active_status() -> None:
     )
     _, _, waiting = found["anju_cloud_webhook_deliveries"]
     assert {s.labels["status"]: s.value for s in waiting} == {"pending": 6, "dead": 1}
+    kind, _, [behind] = found["anju_cloud_gateways_config_behind"]
+    assert (kind, behind.value) == ("gauge", 2)
     assert not [name for name in found if name.startswith("anju_cloud_ingest_")]

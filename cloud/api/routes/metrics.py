@@ -39,12 +39,18 @@ async def metrics(
     pool: PoolDep,
     principal: Annotated[Principal, allowed(Permission.METRICS_READ)],
 ) -> Response:
-    """The metrics of this process (ingest, webhook delivery) and of the database."""
+    """The metrics of this process (ingest, webhook delivery, config pusher) and of the
+    database."""
     if principal.communities is not None:
         raise HTTPException(
             HTTPStatus.FORBIDDEN,
             "metrics count every community: use an admin key over the whole tree",
         )
     state = request.app.state
-    body = await render(pool, ingest=state.ingest_counters, deliveries=state.delivery_counters)
+    body = await render(
+        pool,
+        ingest=state.ingest_counters,
+        deliveries=state.delivery_counters,
+        configs=state.config_counters,
+    )
     return Response(body, media_type=CONTENT_TYPE_LATEST)

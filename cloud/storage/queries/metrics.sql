@@ -25,3 +25,12 @@ WHERE actor = %(actor)s AND from_status = to_status
 -- (webhook_deliveries_due, webhook_deliveries_dead), not the delivered history.
 SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM webhook_deliveries WHERE status = 'dead') AS dead
+
+-- name: metrics_gateways_config_behind
+-- Active gateways that do not run the device config the cloud wants them to and have
+-- not refused it: the pusher's backlog (offline gateways, answers still to come). The
+-- condition is that of the partial index gateways_config_due, plus the refusal.
+SELECT count(*) FROM gateways
+WHERE config_version > config_applied
+  AND config_version > config_refused
+  AND status = 'active'
