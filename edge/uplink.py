@@ -177,7 +177,8 @@ class _Link:
         waiter = asyncio.get_running_loop().create_future()
         self._waiting[info.mid] = waiter
         try:
-            reason = await asyncio.wait_for(waiter, timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                reason = await waiter
         except TimeoutError:
             raise aiomqtt.MqttError(f"no PUBACK on {topic} within {timeout_s} s") from None
         finally:
@@ -550,9 +551,11 @@ class Uplink:
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
         result = None
         try:
-            result = await asyncio.wait_for(
-                self._on_command(command_id, bytes(payload)), timeout=self._command_timeout_s
-            )
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a result that
+            # lands together with a cancellation and drops the cancellation (CPython
+            # gh-86296); a test saw an agent whose command task then never stopped.
+            async with asyncio.timeout(self._command_timeout_s):
+                result = await self._on_command(command_id, bytes(payload))
         except TimeoutError:
             self.command_failures += 1
             log.error(
