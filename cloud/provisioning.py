@@ -104,9 +104,14 @@ async def provision_gateway(
     Raises BrokerNotConfigured before anything is written, RegistryError when the
     community is unknown or retired or the gateway is registered under another one,
     GatewayRevoked for a revoked gateway, CertificateRequestError for a bad CSR,
-    BrokerUnreachable or BrokerAdminError from the broker (re-run to finish).
+    AccountInUse when the id names a broker account that is not a gateway's (before
+    anything is registered), BrokerUnreachable or BrokerAdminError from the broker
+    (re-run to finish).
     """
     admin = _required(settings, auth)
+    # Before the registry: an id that names another broker account is never registered.
+    async with _dynsec(settings, admin) as dynsec:
+        await dynsec.refuse_other_accounts(gateway_id, "grantGateway")
     gateway = await registry.register_gateway(conn, gateway_id, community)
     issued_before = gateway.credentials_issued_at is not None
     return await _issue(

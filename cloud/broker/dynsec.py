@@ -26,7 +26,7 @@ from typing import Any, Final, Self
 
 import aiomqtt
 
-from cloud.broker.errors import BrokerAdminError, BrokerUnreachable
+from cloud.broker.errors import AccountInUse, BrokerAdminError, BrokerUnreachable
 from cloud.broker.policy import (
     DEFAULT_ACCESS,
     SERVICE_ROLE,
@@ -191,6 +191,7 @@ class DynamicSecurity:
         its old password at once: the box reconnects with the new credentials.
         """
         role = gateway_role(gateway)
+        await self.refuse_other_accounts(gateway, "grantGateway")
         await self._ensure_role(role, gateway_acls(community, gateway))
         client: dict[str, Any] = {
             "command": "createClient",
@@ -213,6 +214,7 @@ class DynamicSecurity:
         (docs/broker.md, "revoking a certificate").
         """
         role = gateway_role(gateway)
+        await self.refuse_other_accounts(gateway, "revokeGateway")
         client, role_answer = await self.execute(
             [
                 {"command": "deleteClient", "username": gateway},
@@ -251,6 +253,14 @@ class DynamicSecurity:
                 {"command": "addClientRole", "username": username, "rolename": SERVICE_ROLE}
             )
         await self._expect(commands, subject=username)
+
+    async def refuse_other_accounts(self, gateway: str, command: str) -> None:
+        """Raise AccountInUse when an account named ``gateway`` exists with any role but
+        the gateway's own: a gateway id must never replace the cloud workers' or the
+        admin's account, which share the plugin's one namespace of usernames."""
+        state = await self._client_state(gateway)
+        if state.exists and set(state.roles) - {gateway_role(gateway)}:
+            raise AccountInUse(command, gateway, state.roles)
 
     async def gateway_state(self, gateway: str) -> ClientState:
         """Whether ``gateway``'s client exists and is disabled, and its roles."""

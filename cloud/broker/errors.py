@@ -3,6 +3,7 @@
 CloudError
 └── BrokerError
     ├── BrokerAdminError        the plugin refused a command (carries it and its text)
+    │   ├── AccountInUse            a gateway id names an account that is not a gateway's
     │   └── BrokerUnreachable       no answer: the broker is down, refused the admin
     │                               account, or did not answer in time; retry later
     ├── CertificateRequestError  a gateway's CSR is malformed, badly signed, or names
@@ -32,6 +33,21 @@ class BrokerAdminError(BrokerError):
         self.subject = subject
         about = f" {subject!r}" if subject else ""
         super().__init__(f"broker refused {command}{about}: {error}")
+
+
+class AccountInUse(BrokerAdminError):
+    """``subject`` names a broker account that is not that gateway's (the cloud workers',
+    the plugin's admin, one made by hand): granting or revoking a gateway of that name
+    would delete it, so nothing is done."""
+
+    def __init__(self, command: str, username: str, roles: tuple[str, ...]) -> None:
+        held = ", ".join(roles) or "none"
+        super().__init__(
+            command,
+            f"the broker account {username!r} is not a gateway's (its roles: {held}); "
+            "give the gateway another id",
+            subject=username,
+        )
 
 
 class BrokerUnreachable(BrokerAdminError):

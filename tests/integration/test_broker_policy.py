@@ -21,7 +21,7 @@ from anju.cli import root as cli
 from anju.services.tls import certificate_request, new_key
 from cloud.broker.certificates import sign_gateway_csr
 from cloud.broker.dynsec import ClientState
-from cloud.broker.errors import CertificateRequestError, TopicLevelError
+from cloud.broker.errors import AccountInUse, CertificateRequestError, TopicLevelError
 from cloud.broker.policy import gateway_acls, service_acls
 from schemas.topics import Channel, subscription, topic_for
 from tests.brokers import (
@@ -161,6 +161,22 @@ async def test_cloud_account_reads_every_gateway_and_sends_commands(
         ):
             assert await cloud.publish(topic) == NOT_AUTHORIZED, topic
         assert await cloud.subscribe(subscription(Channel.COMMAND)) == NOT_AUTHORIZED
+
+
+async def test_a_gateway_id_never_takes_over_the_cloud_account(
+    secure_broker: SecureBroker,  # noqa: F811
+) -> None:
+    """Granting or revoking a "gateway" named like the cloud workers' account would
+    delete that account; both are refused and the account keeps working."""
+    async with secure_broker.dynsec() as dynsec:
+        with pytest.raises(AccountInUse, match="not a gateway's"):
+            await dynsec.grant_gateway(SERVICE_USER, FENGHUANG, "stolen")
+        with pytest.raises(AccountInUse, match="anju-cloud"):
+            await dynsec.revoke_gateway(SERVICE_USER)
+    cloud = MqttProbe(secure_broker, username=SERVICE_USER, password=secure_broker.service_password)
+    async with cloud:
+        assert await cloud.connect() == CONNECTED
+        assert await cloud.subscribe(subscription(Channel.TELEMETRY)) == 1
 
 
 async def test_a_role_edited_by_hand_is_put_back(

@@ -27,7 +27,7 @@ from schemas.profile import DeviceProfile
 from schemas.topics import Channel, topic_for
 from schemas.wire import GatewayConfigDocument, decode
 from tests.api_support import api_client, make_key
-from tests.brokers import MqttProbe, SecureBroker, secure_broker  # noqa: F401
+from tests.brokers import SERVICE_USER, MqttProbe, SecureBroker, secure_broker  # noqa: F401
 from tests.waiting import until
 
 HOME = "xijin/fenghuang"
@@ -230,6 +230,22 @@ async def test_a_revoked_gateway_is_cut_off_and_its_id_never_reused(
         assert "another community" in elsewhere.json()["detail"]
         hidden = await away.post(f"/gateways/{gateway}/revoke")
         assert hidden.status_code == 404, hidden.text
+
+
+async def test_a_gateway_id_naming_the_cloud_account_is_refused_and_not_registered(
+    api: Api,
+    http: httpx.AsyncClient,
+    secure_broker: SecureBroker,  # noqa: F811
+) -> None:
+    """An installer cannot take over the cloud workers' broker account by registering
+    a gateway of its name: 409, nothing registered, the account untouched."""
+    refused = await http.post("/gateways", json={"id": SERVICE_USER, "community": HOME})
+    assert refused.status_code == 409, refused.text
+    assert "is not a gateway's" in refused.json()["detail"]
+    assert (await http.get(f"/gateways/{SERVICE_USER}")).status_code == 404
+    cloud = MqttProbe(secure_broker, username=SERVICE_USER, password=secure_broker.service_password)
+    async with cloud:
+        assert await cloud.connect() == 0
 
 
 async def test_without_broker_settings_credentials_are_refused_naming_the_variables(

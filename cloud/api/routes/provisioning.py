@@ -36,6 +36,7 @@ from cloud.api.security import allowed
 from cloud.auth.principal import Principal
 from cloud.auth.roles import Permission
 from cloud.broker.errors import (
+    AccountInUse,
     BrokerAdminError,
     BrokerUnreachable,
     CertificateRequestError,
@@ -225,7 +226,8 @@ _GATEWAY_MISSING: Final = problem_response("No gateway with this id in reach")
 _DEVICE_MISSING: Final = problem_response("No device with this id in reach")
 _BROKER: Final[dict[int | str, dict[str, Any]]] = {
     HTTPStatus.CONFLICT.value: problem_response(
-        "The gateway is revoked (ids are not reused) or registered under another community"
+        "The gateway is revoked (ids are not reused), registered under another community, "
+        "or its id names a broker account that is not a gateway's"
     ),
     HTTPStatus.BAD_GATEWAY.value: problem_response(
         "The broker refused the change; running the same request again is safe"
@@ -270,6 +272,8 @@ def _refusals() -> Iterator[None]:
         raise HTTPException(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
     except (CertificateRequestError, TopicLevelError) as exc:
         raise HTTPException(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
+    except AccountInUse as exc:
+        raise HTTPException(HTTPStatus.CONFLICT, str(exc)) from None
     except BrokerUnreachable as exc:
         raise HTTPException(
             HTTPStatus.SERVICE_UNAVAILABLE, f"{exc}; try again", headers={"Retry-After": "5"}
