@@ -167,6 +167,7 @@ def provision_gateway(
             f"{config} is the config of gateway {existing!r}, not {name!r}; to reprovision "
             f"this box as {name}, move that file away first (or use --config)",
         )
+    had_certificate = bool(document.get("tls_cert_file"))
     key, csr = _key_and_csr(name) if auth is Auth.CERTIFICATE else (None, None)
     with cloud_session(cloud, _text(document.get("cloud")), as_json=as_json) as api:
         answer, created = api.register_gateway(name, community, auth=auth.value, csr=csr)
@@ -178,9 +179,7 @@ def provision_gateway(
         typer.echo(json.dumps(_written_json(written, answer, created=created)))
         return
     verb = "registered" if created else "was registered already; issued new credentials for"
-    typer.echo(
-        f"{verb} {name} in {community}" + ("" if created else " (the old ones no longer work)")
-    )
+    typer.echo(f"{verb} {name} in {community}" + ("" if created else _old_ones(had_certificate)))
     _print_written(written)
     typer.echo(
         f"next: add its devices (anju device add|import --gateway {name}), start the agent "
@@ -219,7 +218,8 @@ def provision_rotate(
             f"{config} names no gateway: provision it first (anju provision gateway)",
             code=2,
         )
-    kind = auth or (Auth.CERTIFICATE if document.get("tls_cert_file") else Auth.PASSWORD)
+    had_certificate = bool(document.get("tls_cert_file"))
+    kind = auth or (Auth.CERTIFICATE if had_certificate else Auth.PASSWORD)
     key, csr = _key_and_csr(gateway) if kind is Auth.CERTIFICATE else (None, None)
     with cloud_session(cloud, _text(document.get("cloud")), as_json=as_json) as api:
         answer = api.issue_credentials(gateway, auth=kind.value, csr=csr)
@@ -228,7 +228,7 @@ def provision_rotate(
     if as_json:
         typer.echo(json.dumps(_written_json(written, answer, created=False)))
         return
-    typer.echo(f"new {kind.value} credentials for {gateway}; the old ones no longer work")
+    typer.echo(f"new {kind.value} credentials for {gateway}" + _old_ones(had_certificate))
     _print_written(written)
     typer.echo(
         "the running agent reads them on its next connect and sends what it spooled "
@@ -546,3 +546,15 @@ def _written_json(written: Written, answer: dict[str, Any], *, created: bool) ->
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _old_ones(had_certificate: bool) -> str:
+    """What became of the credentials replaced. A password stops at once; a certificate
+    carries the gateway's id, which the broker still knows, so it works until it
+    expires (docs/broker.md, "revoking a certificate")."""
+    if had_certificate:
+        return (
+            "; the old certificate keeps working until it expires: revoke it on the "
+            "broker's CRL if the box that held it is lost (docs/broker.md)"
+        )
+    return "; the old password no longer works"
