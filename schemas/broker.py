@@ -39,15 +39,16 @@ def parse_broker_url(url: str) -> BrokerAddress:
     """Parse a broker URL; raises SchemaError saying which part is wrong and the form."""
     form = "expected mqtt://[user[:password]@]host[:port][?version=5|3.1.1]"
     parts = urlsplit(url)
+    shown = _without_password(url, parts.password)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise SchemaError(f"broker URL {url!r}: {form}")
+        raise SchemaError(f"broker URL {shown!r}: {form}")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:
-        raise SchemaError(f"broker URL {url!r}: port is not a number; {form}") from None
+        raise SchemaError(f"broker URL {shown!r}: port is not a number; {form}") from None
     version = parse_qs(parts.query).get("version", ["5"])[-1]
     if version not in ("5", "3.1.1"):
-        raise SchemaError(f"broker URL {url!r}: version must be 5 or 3.1.1, not {version!r}")
+        raise SchemaError(f"broker URL {shown!r}: version must be 5 or 3.1.1, not {version!r}")
     return BrokerAddress(
         host=parts.hostname,
         port=port,
@@ -56,3 +57,11 @@ def parse_broker_url(url: str) -> BrokerAddress:
         password=unquote(parts.password) if parts.password else None,
         version="5" if version == "5" else "3.1.1",
     )
+
+
+def _without_password(url: str, password: str | None) -> str:
+    """``url`` as an error may show it: a broker URL carries a gateway's or the admin's
+    password, and errors end up in terminals, logs and CI output."""
+    if not password:
+        return url
+    return url.replace(f":{password}@", ":***@", 1)
