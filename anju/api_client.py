@@ -17,6 +17,7 @@ Every failure is one of these, each saying what to do about it::
 """
 
 import getpass
+import ipaddress
 import json
 import os
 import sys
@@ -96,7 +97,8 @@ class ApiProblem(ApiError):
 def cloud_url(option: str | None, config_cloud: str | None = None) -> str:
     """The API's base URL: ``option``, else ``$ANJU_CLOUD_URL``, else ``config_cloud``.
 
-    Raises ApiSetupError when none is given or the URL is not http(s)://HOST[:PORT][/PATH].
+    Raises ApiSetupError when none is given, or the URL is not https://HOST[:PORT][/PATH]
+    (http:// only to this machine).
     """
     url = option or os.environ.get(CLOUD_URL_VAR) or config_cloud
     if not url:
@@ -105,8 +107,23 @@ def cloud_url(option: str | None, config_cloud: str | None = None) -> str:
         )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiSetupError(f"cloud URL {url!r}: expected http(s)://HOST[:PORT][/PATH]")
+        raise ApiSetupError(f"cloud URL {url!r}: expected https://HOST[:PORT][/PATH]")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ApiSetupError(
+            f"cloud URL {url!r}: use https://; over plain http the API key, and the broker "
+            "password the cloud hands back, would cross the network in clear (http:// is "
+            "taken only for this machine: localhost, 127.0.0.1, ::1)"
+        )
     return url.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def api_key(environ: Mapping[str, str] | None = None) -> str:
