@@ -456,7 +456,7 @@ async def add_device(
             raise InvalidDevice(spec.id, problems)
         existing = await _lock_device(conn, spec.id)
         if existing is not None and existing.gateway_id != gateway_id:
-            raise _elsewhere(spec.id, existing.gateway_id)
+            raise _elsewhere(spec.id)
         kind = profiles[spec.profile].kind
         if existing is not None and _as_device(spec, gateway_id, kind) == existing:
             return Placed(existing, "unchanged", gateway.config_version)
@@ -606,13 +606,17 @@ async def _row_problems(
     if not any(problem.field == "id" for problem in problems):
         existing = await _fetch(conn, Device, "registry_device_lock", {"id": spec.id})
         if existing and existing[0].gateway_id != gateway.id:
-            problems.append(DeviceProblem("id", str(_elsewhere(spec.id, existing[0].gateway_id))))
+            problems.append(DeviceProblem("id", str(_elsewhere(spec.id))))
     return problems
 
 
-def _elsewhere(device_id: str, gateway_id: str | None) -> RegistryError:
-    behind = f"gateway {gateway_id}" if gateway_id else "another gateway"
-    return RegistryError(f"is behind {behind}; move it instead", entity="device", key=device_id)
+def _elsewhere(device_id: str) -> RegistryError:
+    # The other gateway is not named: it may be in a community the caller cannot see.
+    return RegistryError(
+        "is registered behind another gateway; move it instead (anju device move)",
+        entity="device",
+        key=device_id,
+    )
 
 
 def _as_device(spec: DeviceSpec, gateway_id: str, kind: str) -> Device:
@@ -683,7 +687,7 @@ async def _put(
     }
     stored = await _fetch(conn, Device, "registry_device_put", params)
     if not stored:
-        raise _elsewhere(spec.id, None)
+        raise _elsewhere(spec.id)
     return stored[0]
 
 
