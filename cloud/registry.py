@@ -36,7 +36,6 @@ from psycopg.rows import class_row
 from cloud.errors import RegistryError
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
-from schemas.addressing import for_protocol
 from schemas.profile import ActionName, DeviceProfile
 from schemas.vocabulary import DeviceKind
 from schemas.wire import (
@@ -411,16 +410,9 @@ def check_device(spec: DeviceSpec, profiles: Mapping[str, DeviceProfile]) -> lis
         hint = f"closest: {', '.join(close)}" if close else f"known: {', '.join(sorted(profiles))}"
         problems.append(DeviceProblem("profile", f"no profile {spec.profile[:64]!r}; {hint}"))
         return problems
-    family = for_protocol(profile.protocol)
-    if scheme and scheme not in family.protocols:
-        schemes = " or ".join(f"{p}://" for p in sorted(family.protocols))
-        problems.append(
-            DeviceProblem(
-                "address",
-                f"{spec.id} is a {family.key} device ({profile.id}): its address must be "
-                f"{schemes}, not {scheme[:32]}://",
-            )
-        )
+    mismatch = profile.address_mismatch(spec.id, scheme) if scheme else None
+    if mismatch is not None:
+        problems.append(DeviceProblem("address", mismatch))
     if spec.egress and ActionName.FIRE_RELEASE not in profile.actions:
         problems.append(
             DeviceProblem(

@@ -53,7 +53,6 @@ from edge.spool import Spool, SpoolError
 from edge.streams import StreamPump
 from edge.uplink import BrokerLogin, Uplink
 from edge.wearables.analysis import WearableAnalysis
-from schemas.addressing import for_protocol
 from schemas.errors import SchemaError
 from schemas.profile import DeviceProfile
 from schemas.vocabulary import DeviceKind, EventType
@@ -420,15 +419,9 @@ class Agent:
                     source, f"{key}.profile", f"no profile {device.profile!r}; known: {known}"
                 )
             address = device.parsed_address
-            family = for_protocol(profile.protocol)
-            if address.protocol not in family.protocols:
-                schemes = " or ".join(f"{p}://" for p in sorted(family.protocols))
-                raise ConfigError(
-                    source,
-                    f"{key}.address",
-                    f"{device.id} is a {profile.protocol} device ({profile.id}): its address "
-                    f"must be {schemes}, not {address.protocol}://",
-                )
+            mismatch = profile.address_mismatch(device.id, address.protocol)
+            if mismatch is not None:
+                raise ConfigError(source, f"{key}.address", mismatch)
             interval = device.poll_interval_s or profile.poll_interval_s
             devices.append(PolledDevice(device.id, profile, address, interval))
         return devices

@@ -358,6 +358,21 @@ class DeviceProfile(Strict):
             )
         return self._settings if isinstance(self._settings, kind) else None
 
+    def address_mismatch(self, device_id: str, scheme: str) -> str | None:
+        """Why an address of ``scheme`` cannot reach a device of this profile, or None.
+
+        One wording for the agent, the installer's command line and the cloud's
+        registry, which all refuse, say, a Modbus profile with a ``ble://`` address.
+        """
+        protocols = for_protocol(self.protocol).protocols
+        if scheme in protocols:
+            return None
+        schemes = " or ".join(f"{protocol}://" for protocol in sorted(protocols))
+        return (
+            f"{device_id} is a {self.protocol} device ({self.id}): its address must be "
+            f"{schemes}, not {scheme[:32]}://"
+        )
+
     def point(self, name: str) -> Point:
         """The point called ``name``; raises KeyError if the profile has none."""
         for point in self.points:

@@ -44,7 +44,6 @@ from anju.commands.common import (
     profile_root,
 )
 from edge.config import DeviceConfig
-from schemas.addressing import for_protocol
 from schemas.errors import ProfileError
 from schemas.profile import ActionName, DeviceProfile, load_profiles
 
@@ -191,18 +190,8 @@ def check_entry(entry: DeviceEntry, profiles: Mapping[str, DeviceProfile]) -> li
 
 def _address_fits(entry: DeviceEntry, profile: DeviceProfile) -> list[tuple[str, str]]:
     """The gateway's check that the address's scheme reaches the profile's protocol."""
-    scheme = entry.address.partition("://")[0]
-    family = for_protocol(profile.protocol)
-    if scheme in family.protocols:
-        return []
-    schemes = " or ".join(f"{protocol}://" for protocol in sorted(family.protocols))
-    return [
-        (
-            "address",
-            f"{entry.id} is a {profile.protocol} device ({profile.id}): its address must be "
-            f"{schemes}, not {scheme}://",
-        )
-    ]
+    mismatch = profile.address_mismatch(entry.id, entry.address.partition("://")[0])
+    return [] if mismatch is None else [("address", mismatch)]
 
 
 def _unknown_profile(profile_id: str, profiles: Mapping[str, DeviceProfile]) -> str:

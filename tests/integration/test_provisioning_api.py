@@ -327,7 +327,7 @@ async def test_devices_are_checked_against_their_profiles_and_each_change_is_a_c
             "address": (
                 {**SMOKE, "address": "ble://AA:BB:CC:DD:EE:FF"},
                 "fh-b3-smoke-02 is a "
-                "modbus device (anju-smoke-mb): its address must be modbus-rtu:// or "
+                "modbus-rtu device (anju-smoke-mb): its address must be modbus-rtu:// or "
                 "modbus-tcp://, not ble://",
             ),
             "profile": ({**SMOKE, "profile": "anju-smok-mb"}, "closest: anju-smoke-mb"),
