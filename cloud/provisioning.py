@@ -112,11 +112,13 @@ async def provision_gateway(
     # Before the registry: an id that names another broker account is never registered.
     async with _dynsec(settings, admin) as dynsec:
         await dynsec.refuse_other_accounts(gateway_id, "grantGateway")
-    gateway = await registry.register_gateway(conn, gateway_id, community)
-    issued_before = gateway.credentials_issued_at is not None
-    return await _issue(
-        conn, settings, admin, gateway.id, gateway.status, community, issued_before, auth, csr
-    )
+    async with conn.transaction():
+        gateway = await registry.register_gateway(conn, gateway_id, community)
+        await registry.lock_gateway(conn, gateway_id)
+        issued_before = gateway.credentials_issued_at is not None
+        return await _issue(
+            conn, settings, admin, gateway.id, gateway.status, community, issued_before, auth, csr
+        )
 
 
 async def rotate_credentials(
@@ -132,13 +134,16 @@ async def rotate_credentials(
     Raises RegistryError for an unknown gateway, otherwise as ``provision_gateway``.
     """
     admin = _required(settings, auth)
-    found = await inventory.get_gateway(conn, gateway_id, scope=None)
-    if found is None:
-        raise RegistryError("unknown gateway", entity="gateway", key=gateway_id)
-    issued_before = found.credentials_issued_at is not None
-    return await _issue(
-        conn, settings, admin, found.id, found.status, found.community, issued_before, auth, csr
-    )
+    async with conn.transaction():
+        # Locked first, so the status read below is the one the grant runs under.
+        await registry.lock_gateway(conn, gateway_id)
+        found = await inventory.get_gateway(conn, gateway_id, scope=None)
+        if found is None:
+            raise RegistryError("unknown gateway", entity="gateway", key=gateway_id)
+        issued_before = found.credentials_issued_at is not None
+        return await _issue(
+            conn, settings, admin, found.id, found.status, found.community, issued_before, auth, csr
+        )
 
 
 async def revoke(
@@ -152,6 +157,9 @@ async def revoke(
     """
     if settings.admin_url is None:
         raise BrokerNotConfigured([BrokerSettings.variable("admin_url")])
+    # Committed before the broker step, so a broker failure leaves the gateway revoked.
+    # Its UPDATE waits for a grant holding the row (lock_gateway), and a grant after it
+    # finds the gateway revoked: a grant and a revocation never interleave.
     gateway = await registry.revoke_gateway(conn, gateway_id)
     async with _dynsec(settings, settings.admin_url) as dynsec:
         await dynsec.revoke_gateway(gateway_id)

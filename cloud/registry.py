@@ -628,6 +628,16 @@ def _as_device(spec: DeviceSpec, gateway_id: str, kind: str) -> Device:
     )
 
 
+async def lock_gateway(conn: AsyncConnection[Any], gateway_id: str) -> None:
+    """Hold ``gateway_id``'s row until the caller's transaction ends.
+
+    Broker changes for one gateway (a grant, a revocation) run one at a time under it:
+    a revocation between a grant's role and its client would leave the grant failing
+    on a role that is gone. Raises RegistryError for an unknown gateway.
+    """
+    await _lock_gateway(conn, gateway_id, allow_revoked=True)
+
+
 async def _lock_gateway(
     conn: AsyncConnection[Any], gateway_id: str, *, allow_revoked: bool = False
 ) -> _LockedGateway:
