@@ -366,6 +366,11 @@ class _LockedGateway:
 
 
 @dataclass(frozen=True, slots=True)
+class _Whereabouts:
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class _ConfigDevice:
     id: str
     profile_id: str
@@ -482,18 +487,16 @@ async def move_device(
     again instead), an unknown or revoked gateway; InvalidDevice as ``add_device``.
     """
     async with conn.transaction():
-        current = await _lock_device(conn, device_id)
-        if current is None:
+        placed = await _lock_placed(conn, device_id, joining=gateway_id)
+        if placed is None:
             raise RegistryError("unknown device", entity="device", key=device_id)
+        current, locked = placed
         if current.status != "active":
             raise RegistryError(
                 "is removed from its gateway; add it again instead", entity="device", key=device_id
             )
         target_id = gateway_id or current.gateway_id
-        locked = {
-            gid: await _lock_gateway(conn, gid, allow_revoked=gid != target_id)
-            for gid in sorted({current.gateway_id, target_id})
-        }
+        _refuse_revoked(locked[target_id])
         spec = DeviceSpec(
             id=device_id,
             profile=current.profile_id,
@@ -530,10 +533,11 @@ async def remove_device(
     """Disable ``device_id``: it leaves its gateway's config (a new version), its
     readings and events stay. Idempotent. Raises RegistryError for an unknown device."""
     async with conn.transaction():
-        current = await _lock_device(conn, device_id)
-        if current is None:
+        placed = await _lock_placed(conn, device_id)
+        if placed is None:
             raise RegistryError("unknown device", entity="device", key=device_id)
-        gateway = await _lock_gateway(conn, current.gateway_id, allow_revoked=True)
+        current, locked = placed
+        gateway = locked[current.gateway_id]
         if current.status != "active":
             return Placed(current, "unchanged", gateway.config_version)
         removed = (await _fetch(conn, Device, "registry_device_disable", {"id": device_id}))[0]
@@ -596,7 +600,8 @@ async def _row_problems(
     problems = check_device(spec, profiles)
     problems += await _resident_problems(conn, spec.resident_id, gateway.community_id)
     if not any(problem.field == "id" for problem in problems):
-        existing = await _fetch(conn, Device, "registry_device_lock", {"id": spec.id})
+        # Unlocked: a device behind another gateway is that gateway's to lock.
+        existing = await _fetch(conn, _Whereabouts, "registry_device_gateway", {"id": spec.id})
         if existing and existing[0].gateway_id != gateway.id:
             problems.append(DeviceProblem("id", str(_elsewhere(spec.id))))
     return problems
@@ -644,9 +649,49 @@ async def _lock_gateway(
     found = await _fetch(conn, _LockedGateway, "registry_gateway_lock", {"id": gateway_id})
     if not found:
         raise RegistryError("unknown gateway; register it first", entity="gateway", key=gateway_id)
-    if found[0].status != "active" and not allow_revoked:
-        raise RegistryError("is revoked; it takes no devices", entity="gateway", key=gateway_id)
+    if not allow_revoked:
+        _refuse_revoked(found[0])
     return found[0]
+
+
+def _refuse_revoked(gateway: _LockedGateway) -> None:
+    if gateway.status != "active":
+        raise RegistryError("is revoked; it takes no devices", entity="gateway", key=gateway.id)
+
+
+class _MovedMeanwhile(Exception):
+    """The device left the gateway locked for it before its own row was locked."""
+
+
+async def _lock_placed(
+    conn: AsyncConnection[Any], device_id: str, *, joining: str | None = None
+) -> tuple[Device, dict[str, _LockedGateway]] | None:
+    """Lock the gateway ``device_id`` is behind (with ``joining``, in id order), then the
+    device: the order every change of the installer's path locks in (registry.sql), so
+    an add and a removal of one device never deadlock. None for an unknown device.
+
+    A device another change moved between the look and the lock is looked up again;
+    the savepoint's rollback lets go of the gateway locked for nothing.
+    """
+    while True:
+        try:
+            async with conn.transaction():
+                where = await _fetch(
+                    conn, _Whereabouts, "registry_device_gateway", {"id": device_id}
+                )
+                if not where:
+                    return None
+                home = where[0].gateway_id
+                locked = {
+                    gid: await _lock_gateway(conn, gid, allow_revoked=True)
+                    for gid in sorted({home, joining or home})
+                }
+                device = await _lock_device(conn, device_id)
+                if device is None or device.gateway_id != home:
+                    raise _MovedMeanwhile(device_id)
+                return device, locked
+        except _MovedMeanwhile:
+            continue
 
 
 async def _lock_device(conn: AsyncConnection[Any], device_id: str) -> Device | None:

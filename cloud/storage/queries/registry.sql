@@ -42,12 +42,14 @@ WHERE devices.gateway_id = EXCLUDED.gateway_id
 RETURNING id, gateway_id, kind, profile_id, building, unit, status, resident_id, address,
           egress, poll_interval_s
 
--- name: device_gateway
-SELECT gateway_id FROM devices WHERE id = %(id)s
-
 -- The installer's path (cloud.registry's add/move/remove/import): a change to a
 -- gateway's devices locks the gateway row first, so its config versions follow one
--- another and two changes never make the same version.
+-- another and two changes never make the same version, and only then the device rows,
+-- so two changes never wait on each other's locks in opposite orders.
+
+-- name: registry_device_gateway
+-- Where a device is now, unlocked: what to lock before the device itself.
+SELECT gateway_id FROM devices WHERE id = %(id)s
 
 -- name: registry_gateway_lock
 SELECT id, community_id, status, auth, credentials_issued_at, config_version
