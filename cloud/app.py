@@ -21,7 +21,7 @@ import psycopg
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
-from cloud.api.app import create_app
+from cloud.api.app import close_streams, create_app
 from cloud.configs.worker import ConfigCounters, run_config_pusher
 from cloud.errors import CloudError, SettingsError, StorageError
 from cloud.ingest.consumer import IngestConsumer
@@ -214,8 +214,9 @@ async def run_cloud(
     totals = counters if counters is not None else IngestCounters()
     deliveries = DeliveryCounters()
     pushes = ConfigCounters()
+    app = create_app(settings, counters=totals, deliveries=deliveries, configs=pushes)
     config = uvicorn.Config(
-        create_app(settings, counters=totals, deliveries=deliveries, configs=pushes),
+        app,
         host=settings.api.host,
         port=settings.api.port,
         log_config=None,
@@ -256,6 +257,7 @@ async def run_cloud(
                 _all_set([api_started, ingest_started, configs_started], started), name="started"
             )
         await _wait(stop)
+        close_streams(app)
         server.should_exit = True
         ingest_stop.set()
 

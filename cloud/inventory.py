@@ -199,6 +199,15 @@ async def get_event(
     return found[0] if found else None
 
 
+async def incident_events(
+    conn: AsyncConnection[Any], incident_id: int, *, scope: list[int] | None, limit: int
+) -> list[EventRecord]:
+    """The first ``limit`` events that opened and joined ``incident_id``, oldest first;
+    none when the incident is not in ``scope``."""
+    params = {"id": incident_id, "scope": scope, "limit": limit}
+    return await _rows(conn, EventRecord, "inventory_incident_events", params)
+
+
 async def _rows(
     conn: AsyncConnection[Any], kind: type[Row], query: str, params: dict[str, Any]
 ) -> list[Row]:

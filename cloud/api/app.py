@@ -6,6 +6,10 @@ connects to nothing. Every error is answered as RFC 9457 problem details
 ``detail`` instead of a traceback. Every route but ``/``, ``/health`` and the docs
 needs an API key (``cloud.api.security``).
 
+The lifespan also runs the process's incident feed (``cloud.api.live``), the source
+of ``GET /incidents/live``; ``close_streams`` ends those streams so a shutting-down
+server is not held open by them.
+
 ``/docs`` (Swagger UI) and ``/redoc`` load their scripts, styles and icon from the app
 itself (``fastapi_offline`` ships them) rather than from a CDN, so they render where the
 API is reached without internet access; CDN-loaded pages stay blank there.
@@ -20,6 +24,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from cloud.api import problems
+from cloud.api.live import IncidentFeed
 from cloud.api.routes import (
     events,
     health,
@@ -27,6 +32,7 @@ from cloud.api.routes import (
     index,
     inventory,
     keys,
+    live,
     metrics,
     provisioning,
     queue,
@@ -66,8 +72,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_pool(settings.database_url, name="api", max_size=pool_size) as pool:
+        async with (
+            open_pool(settings.database_url, name="api", max_size=pool_size) as pool,
+            IncidentFeed(settings.database_url, pool) as feed,
+        ):
             app.state.pool = pool
+            app.state.incident_feed = feed
             yield
 
     app = FastAPIOffline(title="Anju cloud", version="0.1.0", lifespan=lifespan)
@@ -85,6 +95,7 @@ def create_app(
     )
     app.include_router(index.router)
     app.include_router(health.router)
+    app.include_router(live.router)
     app.include_router(incidents.router)
     app.include_router(queue.router)
     app.include_router(readings.router)
@@ -99,3 +110,11 @@ def create_app(
     problems.install(app)
     problems.document_problems(app)
     return app
+
+
+def close_streams(app: FastAPI) -> None:
+    """End the app's live streams (and any opened from now on): before the server
+    stops, which otherwise waits for every open response to finish."""
+    feed = getattr(app.state, "incident_feed", None)
+    if isinstance(feed, IncidentFeed):
+        feed.close()

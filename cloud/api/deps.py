@@ -38,4 +38,6 @@ async def get_connection(pool: PoolDep) -> AsyncIterator[AsyncConnection[TupleRo
         await pool.putconn(conn)
 
 
-ConnectionDep = Annotated[AsyncConnection[TupleRow], Depends(get_connection)]
+ConnectionDep = Annotated[AsyncConnection[TupleRow], Depends(get_connection, scope="function")]
+"""Returned to the pool when the route returns, before its answer is sent: a streamed
+answer (``GET /incidents/live``) must not hold a connection for its whole life."""

@@ -80,6 +80,8 @@ QUERIES: Final[dict[tuple[str, str], dict[str, str]]] = {
         "from": "2026-01-01T00:00:00Z",
         "to": "2026-01-01T01:00:00Z",
     },
+    # A stream the in-process client must see end: the hello alone.
+    ("GET", "/incidents/live"): {"lifetime_s": "0"},
 }
 MISSING: Final = {
     "node_id": "987654321",

@@ -5,22 +5,25 @@ from __future__ import annotations
 
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Query
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from pydantic import BaseModel
 
 from cloud.api.deps import ConnectionDep
 from cloud.api.models import IncidentDetail, IncidentLogEntry, IncidentNote, IncidentSummary
 from cloud.api.pagination import CursorQuery, Page, decode, page
 from cloud.api.params import IdentifierQuery, IdPath, Instant, Limit
 from cloud.api.problems import problem_response
+from cloud.api.routes.events import EventView
 from cloud.api.scoping import CommunityQuery, TierQuery, scope_within
 from cloud.api.security import allowed
 from cloud.auth.principal import Principal
 from cloud.auth.roles import Permission
 from cloud.incidents import Priority
+from cloud.inventory import incident_events
 from cloud.queue.states import IncidentStatus
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
@@ -96,6 +99,34 @@ async def get_incident(
     if incident is None:
         raise HTTPException(HTTPStatus.NOT_FOUND, f"no incident {incident_id}")
     return incident
+
+
+class IncidentEvents(BaseModel):
+    items: list[EventView]
+
+
+INCIDENT_EVENTS_LIMIT: Final = 100
+
+
+@router.get("/{incident_id}/events", response_model=IncidentEvents, responses=NOT_FOUND)
+async def get_incident_events(
+    conn: ConnectionDep,
+    principal: Annotated[Principal, allowed(Permission.EVENTS_READ)],
+    incident_id: IdPath,
+) -> IncidentEvents:
+    """The events that opened and joined the incident, oldest first (the first 100):
+    what the console marks on its chart, and whose gateway it asks for context."""
+    with storage_errors("incident_in_scope"):
+        cur = await conn.execute(
+            queries()["incident_in_scope"], {"id": incident_id, "scope": principal.scope}
+        )
+        row = await cur.fetchone()
+    if not (row and row[0]):
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"no incident {incident_id}")
+    found = await incident_events(
+        conn, incident_id, scope=principal.scope, limit=INCIDENT_EVENTS_LIMIT
+    )
+    return IncidentEvents(items=[EventView.model_validate(event) for event in found])
 
 
 async def read_incident(

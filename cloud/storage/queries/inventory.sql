@@ -119,3 +119,17 @@ JOIN gateways g ON g.id = e.gateway_id
 JOIN communities c ON c.id = g.community_id
 WHERE e.id = %(id)s
   AND (%(scope)s::bigint[] IS NULL OR g.community_id = ANY(%(scope)s::bigint[]))
+
+-- name: inventory_incident_events
+-- The events that opened and joined an incident within the scope, oldest first.
+SELECT e.id, e.ts, e.received_at, e.device_id, e.gateway_id, c.path AS community, e.seq,
+       e.type, e.severity, e.data
+FROM incident_events ie
+JOIN incidents i ON i.id = ie.incident_id
+JOIN events e ON e.id = ie.event_id
+JOIN gateways g ON g.id = e.gateway_id
+JOIN communities c ON c.id = g.community_id
+WHERE ie.incident_id = %(id)s
+  AND (%(scope)s::bigint[] IS NULL OR i.community_id = ANY(%(scope)s::bigint[]))
+ORDER BY e.ts, e.id
+LIMIT %(limit)s

@@ -1,0 +1,197 @@
+"""The incident feed behind ``GET /incidents/live``: one LISTEN connection per API
+process, fanned out to every open stream.
+
+PostgreSQL notifies ``anju_incidents`` with an incident's id when a transaction that
+opened or changed it (or added a note) commits (migration 0016). The feed reads the
+incidents of a burst of notifications in one query and offers each to every stream,
+which keeps it only when its scope holds the incident's community: a hundred open
+consoles cost one query per burst, not a hundred.
+
+Notifications are not stored. When the LISTEN connection was lost and made again, or
+a stream fell behind, or the feed could not read the incidents it was told of, the
+streams concerned get ``RESYNC``: the page reloads the queue rather than trusting an
+update it may have missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from enum import Enum
+from types import TracebackType
+from typing import Any, Final, Self
+
+import psycopg
+from psycopg.rows import dict_row
+
+from cloud.api.models import IncidentSummary
+from cloud.backoff import Backoff
+from cloud.errors import StorageError
+from cloud.storage.database import storage_errors
+from cloud.storage.pool import Pool
+from cloud.storage.sql import queries
+
+log = logging.getLogger(__name__)
+
+CHANNEL: Final = "anju_incidents"
+STREAM_DEPTH: Final = 512
+"""Changes a stream may hold unsent; past it the stream is told to resync instead."""
+
+
+class Signal(Enum):
+    """What a stream hears besides a changed incident."""
+
+    RESYNC = "resync"
+    """Changes may have been missed: reload the queue."""
+    CLOSED = "closed"
+    """The feed is shutting down: end the stream (the page reconnects)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    incident: IncidentSummary
+    community_id: int
+
+
+class Subscription:
+    """One stream's view of the feed: the changes within its scope, in order."""
+
+    def __init__(self, scope: list[int] | None) -> None:
+        self._scope = None if scope is None else frozenset(scope)
+        self._queue: asyncio.Queue[IncidentSummary | Signal] = asyncio.Queue(STREAM_DEPTH)
+        self._behind = False
+
+    def offer(self, change: Change) -> None:
+        if self._scope is None or change.community_id in self._scope:
+            self._put(change.incident)
+
+    def signal(self, signal: Signal) -> None:
+        self._put(signal)
+
+    async def next(self) -> IncidentSummary | Signal:
+        """The next change or signal; ``RESYNC`` first when changes were dropped."""
+        if self._behind:
+            self._behind = False
+            while not self._queue.empty():
+                if self._queue.get_nowait() is Signal.CLOSED:
+                    return Signal.CLOSED
+            return Signal.RESYNC
+        return await self._queue.get()
+
+    def _put(self, item: IncidentSummary | Signal) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._behind = True
+            if item is Signal.CLOSED:
+                self._queue.get_nowait()
+                self._queue.put_nowait(item)
+
+
+class IncidentFeed:
+    """Listens while entered; ``subscribe`` gives each stream its ``Subscription``.
+
+    ``listening`` is set while the LISTEN connection is up (the tests wait for it).
+    """
+
+    def __init__(self, database_url: str, pool: Pool) -> None:
+        self._url = database_url
+        self._pool = pool
+        self._subscriptions: set[Subscription] = set()
+        self._ids: asyncio.Queue[int] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self.listening = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="incident-feed:listen"),
+            asyncio.create_task(self._publish(), name="incident-feed:publish"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        """End every stream, and any opened from now on, so a server shutting down is
+        not held open by them."""
+        self._closed = True
+        for subscription in self._subscriptions:
+            subscription.signal(Signal.CLOSED)
+
+    @asynccontextmanager
+    async def subscribe(self, scope: list[int] | None) -> AsyncIterator[Subscription]:
+        """The changes of incidents in ``scope`` (None: every community) from now on."""
+        subscription = Subscription(scope)
+        if self._closed:
+            subscription.signal(Signal.CLOSED)
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+    def _broadcast(self, signal: Signal) -> None:
+        for subscription in self._subscriptions:
+            subscription.signal(signal)
+
+    async def _listen(self) -> None:
+        backoff = Backoff(initial=0.5, cap=10.0)
+        connected_before = False
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    if connected_before:
+                        log.info("incident feed: listening again; streams resync")
+                        self._broadcast(Signal.RESYNC)
+                    connected_before = True
+                    backoff.reset()
+                    async for notice in conn.notifies():
+                        with suppress(ValueError):
+                            self._ids.put_nowait(int(notice.payload))
+            except psycopg.Error as exc:
+                self.listening.clear()
+                delay = backoff.next_delay()
+                log.warning("incident feed: %s; listening again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _publish(self) -> None:
+        while True:
+            ids = {await self._ids.get()}
+            while not self._ids.empty():
+                ids.add(self._ids.get_nowait())
+            try:
+                changes = await self._read(sorted(ids))
+            except StorageError as exc:
+                log.warning("incident feed: could not read incidents %s: %s", sorted(ids), exc)
+                self._broadcast(Signal.RESYNC)
+                continue
+            for change in changes:
+                for subscription in self._subscriptions:
+                    subscription.offer(change)
+
+    async def _read(self, ids: list[int]) -> list[Change]:
+        with storage_errors("live_incidents"):
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(queries()["live_incidents"], {"ids": ids})
+                rows: list[dict[str, Any]] = await cur.fetchall()
+        return [
+            Change(IncidentSummary.model_validate(row), int(row["community_id"])) for row in rows
+        ]
