@@ -144,8 +144,11 @@ def test_the_live_api_answers_every_fuzzed_request_as_documented(
             "true",
             "--generation-database",
             "none",
+            # One worker: with two threads, hypothesis' ast.parse of a lambda's source
+            # can raise CPython 3.11's "AST constructor recursion depth mismatch"
+            # (a schemathesis Runtime Error unrelated to the API; seen in CI).
             "--workers",
-            "2",
+            "1",
             "--no-color",
             "--request-timeout",
             "30",
