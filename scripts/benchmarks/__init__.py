@@ -64,6 +64,11 @@ REGISTRY: dict[str, Benchmark] = {
             "benchmarks.alarm_latency",
             "1,000 SOS alarms to the emergency queue (via the API) under 20,000 readings/s",
         ),
+        Benchmark(
+            "queue",
+            "benchmarks.queue",
+            "dispatcher's queue request and live push of a new incident, 10,000 open incidents",
+        ),
     )
 }
 """Every benchmark by name; add one here when its module exists."""
