@@ -4,7 +4,8 @@ The connection pool is opened by the lifespan and closed with it, so building th
 connects to nothing. Every error is answered as RFC 9457 problem details
 (``cloud.api.problems``): storage failures become 503 (transient) or 500 with a short
 ``detail`` instead of a traceback. Every route but ``/``, ``/health`` and the docs
-needs an API key (``cloud.api.security``).
+needs an API key (``cloud.api.security``), and the dispatcher console's files under
+``/console/``, whose page asks for one.
 
 The lifespan also runs the process's incident feed (``cloud.api.live``), the source
 of ``GET /incidents/live``; ``close_streams`` ends those streams so a shutting-down
@@ -26,6 +27,7 @@ from fastapi_offline import FastAPIOffline
 from cloud.api import problems
 from cloud.api.live import IncidentFeed
 from cloud.api.routes import (
+    console,
     events,
     health,
     incidents,
@@ -107,6 +109,7 @@ def create_app(
     app.include_router(provisioning.router)
     app.include_router(events.router)
     app.include_router(residents.router)
+    app.mount(console.PATH, console.console_files(), name="console")
     problems.install(app)
     problems.document_problems(app)
     return app

@@ -1,0 +1,1 @@
+"""The package holding the dispatcher console's static files (``static/``)."""

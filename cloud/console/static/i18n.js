@@ -1,0 +1,293 @@
+// Chinese and English labels. Static labels in index.html carry data-i18n (text) or
+// data-i18n-placeholder; everything rendered from data calls t() or label().
+
+const STORAGE_KEY = "anju.console.lang";
+
+const MESSAGES = {
+  en: {
+    "app.title": "Anju dispatch",
+    "title": "Anju",
+    "lang.label": "Language",
+    "signout": "Sign out",
+    "signin.heading": "Sign in with your dispatcher key",
+    "signin.key": "API key",
+    "signin.submit": "Sign in",
+    "signin.refused": "The key was refused: {detail}",
+    "signin.no_queue": "This key ({role}) may not work the emergency queue; use a dispatcher's key.",
+    "signin.failed": "Could not reach the server: {detail}",
+    "whoami": "{name} · {role} · {scope}",
+    "scope.all": "everywhere",
+    "live.live": "Live",
+    "live.reconnecting": "Reconnecting…",
+    "queue.unclaimed": "Unclaimed",
+    "queue.mine": "My incidents",
+    "queue.others": "Taken by others",
+    "queue.more": "More incidents wait beyond the first 200.",
+    "incident.escalated": "escalated ×{level}",
+    "incident.taken_by": "taken by {name}",
+    "card.empty": "Select an incident (j/k, n for the next unclaimed).",
+    "card.resident": "Resident",
+    "card.contacts": "Emergency contacts",
+    "card.chart": "Heart rate, last hour",
+    "card.events": "Triggering events",
+    "card.gateway_events": "Gateway, 10 min before to 5 min after",
+    "card.log": "Log and notes",
+    "card.claim_to_see": "Claim the incident to see the resident.",
+    "card.no_resident": "No resident registered for this device.",
+    "card.no_personal": "No personal data stored for this resident.",
+    "card.no_contacts": "No emergency contacts.",
+    "card.no_readings": "No heart-rate readings",
+    "card.no_gateway": "No gateway known for this incident.",
+    "card.none": "None",
+    "card.loading": "Loading…",
+    "card.load_failed": "Could not load: {detail}",
+    "fact.place": "Place",
+    "fact.opened": "Opened",
+    "fact.claimed": "Claimed",
+    "fact.acknowledged": "In contact",
+    "fact.dispatched": "Dispatched",
+    "fact.closed": "Closed",
+    "fact.device": "Device",
+    "fact.events": "Events",
+    "resident.name": "Name",
+    "resident.phone": "Phone",
+    "resident.reference": "Reference",
+    "resident.building": "Building",
+    "resident.unit": "Unit",
+    "resident.evacuation": "Needs help to evacuate",
+    "resident.medical": "Medical notes",
+    "yes": "yes",
+    "no": "no",
+    "action.claim": "Claim (c)",
+    "action.acknowledge": "Acknowledge (a)",
+    "action.dispatch": "Dispatch (d)",
+    "action.dispatch_to": "Who was sent",
+    "action.resolve": "Resolve (r)",
+    "action.note": "Add note",
+    "action.note_text": "Note",
+    "action.need_dispatch_to": "Say who was sent before dispatching.",
+    "action.need_note": "Write the note first.",
+    "notice.vanished": "This incident is no longer in your reach.",
+    "notice.failed": "The server refused: {detail}",
+    "notice.unreachable": "The server could not be reached: {detail}",
+    "notice.signed_out": "Your key is no longer accepted: {detail}",
+    "log.opened": "opened",
+    "log.note": "note",
+    "outcome.handled": "Handled",
+    "outcome.hospital": "Hospital",
+    "outcome.false_alarm": "False alarm",
+    "keys.button": "Keys (?)",
+    "keys.title": "Keyboard",
+    "keys.next": "next incident",
+    "keys.previous": "previous incident",
+    "keys.next_unclaimed": "next unclaimed (most urgent, oldest)",
+    "keys.claim": "claim",
+    "keys.acknowledge": "acknowledge",
+    "keys.dispatch": "who was sent (Enter dispatches)",
+    "keys.resolve": "outcome (Enter resolves)",
+    "keys.note": "in the note: add it",
+    "keys.escape": "leave the input, close this help",
+    "keys.help": "this help",
+    "age.s": "{n} s",
+    "age.min": "{n} min",
+    "age.h": "{n} h",
+    "age.d": "{n} d",
+  },
+  zh: {
+    "app.title": "安居调度台",
+    "title": "安居调度台",
+    "lang.label": "语言",
+    "signout": "退出",
+    "signin.heading": "用调度员密钥登录",
+    "signin.key": "API 密钥",
+    "signin.submit": "登录",
+    "signin.refused": "密钥被拒绝：{detail}",
+    "signin.no_queue": "此密钥（{role}）不能处理紧急队列，请使用调度员密钥。",
+    "signin.failed": "无法连接服务器：{detail}",
+    "whoami": "{name} · {role} · {scope}",
+    "scope.all": "全部",
+    "live.live": "实时",
+    "live.reconnecting": "正在重新连接…",
+    "queue.unclaimed": "待接单",
+    "queue.mine": "我的事件",
+    "queue.others": "他人已接",
+    "queue.more": "前 200 条之后还有更多事件。",
+    "incident.escalated": "已升级 ×{level}",
+    "incident.taken_by": "已被 {name} 接单",
+    "card.empty": "请选择一个事件（j/k 切换，n 下一个待接单）。",
+    "card.resident": "住户",
+    "card.contacts": "紧急联系人",
+    "card.chart": "最近一小时心率",
+    "card.events": "触发事件",
+    "card.gateway_events": "网关事件（报警前 10 分钟至后 5 分钟）",
+    "card.log": "记录与备注",
+    "card.claim_to_see": "接单后可查看住户信息。",
+    "card.no_resident": "此设备没有登记住户。",
+    "card.no_personal": "此住户没有存储个人信息。",
+    "card.no_contacts": "没有紧急联系人。",
+    "card.no_readings": "没有心率数据",
+    "card.no_gateway": "未知此事件的网关。",
+    "card.none": "无",
+    "card.loading": "加载中…",
+    "card.load_failed": "加载失败：{detail}",
+    "fact.place": "位置",
+    "fact.opened": "发生",
+    "fact.claimed": "接单",
+    "fact.acknowledged": "已联系",
+    "fact.dispatched": "派员",
+    "fact.closed": "关闭",
+    "fact.device": "设备",
+    "fact.events": "事件数",
+    "resident.name": "姓名",
+    "resident.phone": "电话",
+    "resident.reference": "编号",
+    "resident.building": "楼栋",
+    "resident.unit": "单元",
+    "resident.evacuation": "疏散需协助",
+    "resident.medical": "病史备注",
+    "yes": "是",
+    "no": "否",
+    "action.claim": "接单 (c)",
+    "action.acknowledge": "已联系 (a)",
+    "action.dispatch": "派员 (d)",
+    "action.dispatch_to": "派遣人员",
+    "action.resolve": "结案 (r)",
+    "action.note": "添加备注",
+    "action.note_text": "备注",
+    "action.need_dispatch_to": "请先填写派遣人员。",
+    "action.need_note": "请先填写备注。",
+    "notice.vanished": "此事件已不在您的范围内。",
+    "notice.failed": "服务器拒绝：{detail}",
+    "notice.unreachable": "无法连接服务器：{detail}",
+    "notice.signed_out": "您的密钥已失效：{detail}",
+    "log.opened": "发生",
+    "log.note": "备注",
+    "outcome.handled": "已处理",
+    "outcome.hospital": "送医",
+    "outcome.false_alarm": "误报",
+    "keys.button": "快捷键 (?)",
+    "keys.title": "快捷键",
+    "keys.next": "下一个事件",
+    "keys.previous": "上一个事件",
+    "keys.next_unclaimed": "下一个待接单（最紧急、最早）",
+    "keys.claim": "接单",
+    "keys.acknowledge": "已联系",
+    "keys.dispatch": "派遣人员（回车派员）",
+    "keys.resolve": "结果（回车结案）",
+    "keys.note": "在备注中：添加",
+    "keys.escape": "离开输入框，关闭此帮助",
+    "keys.help": "此帮助",
+    "age.s": "{n} 秒",
+    "age.min": "{n} 分钟",
+    "age.h": "{n} 小时",
+    "age.d": "{n} 天",
+  },
+};
+
+// Labels of values from the API (incident and event types, statuses, roles, ...);
+// an unknown value is shown as it came.
+const VALUES = {
+  en: {
+    type: {
+      sos: "SOS", fall: "Fall", fire: "Fire", resident_smoke_alarm: "Smoke alarm at home",
+      heart_rate_abnormal: "Abnormal heart rate", wearable_out_of_range: "Band out of range",
+      inactivity: "Inactivity", door_forced_open: "Door forced open",
+      door_held_open: "Door held open", access_denied_burst: "Repeated access denied",
+      intrusion: "Intrusion", tailgating: "Tailgating",
+      smoke_detector_offline: "Smoke detector offline", gateway_offline: "Gateway offline",
+      evacuation_assistance: "Evacuation help",
+      "smoke.alarm": "Smoke alarm", "smoke.cleared": "Smoke cleared",
+      "smoke.fault": "Smoke detector fault", "smoke.test": "Smoke detector test",
+      "door.forced_open": "Door forced open", "door.held_open": "Door held open",
+      "door.closed": "Door closed", "access.granted": "Access granted",
+      "access.denied": "Access denied", "door.unlocked_by_fire": "Door unlocked by fire",
+      "camera.intrusion": "Camera: intrusion", "camera.loitering": "Camera: loitering",
+      "camera.line_crossing": "Camera: line crossing", "camera.tamper": "Camera tampered",
+      "camera.video_loss": "Camera video lost", "wearable.sos": "SOS button",
+      "wearable.fall": "Fall detected", "wearable.fall_suspected": "Fall suspected",
+      "wearable.heart_rate_abnormal": "Abnormal heart rate",
+      "wearable.inactivity": "Inactivity", "wearable.out_of_range": "Band out of range",
+      "device.offline": "Device offline", "device.online": "Device online",
+      "battery.low": "Battery low", "device.tamper": "Device tampered",
+      "device.power_fault": "Power fault", "telemetry.gap": "Telemetry gap",
+    },
+    status: {
+      open: "open", claimed: "claimed", acknowledged: "in contact",
+      dispatched: "dispatched", resolved: "resolved", false_alarm: "false alarm",
+    },
+    outcome: { handled: "handled", hospital: "hospital", false_alarm: "false alarm" },
+    severity: { info: "info", warning: "warning", critical: "critical" },
+    role: {
+      admin: "admin", street: "street office", property_manager: "property manager",
+      dispatcher: "dispatcher", installer: "installer",
+    },
+  },
+  zh: {
+    type: {
+      sos: "紧急呼叫", fall: "跌倒", fire: "火警", resident_smoke_alarm: "住户烟感报警",
+      heart_rate_abnormal: "心率异常", wearable_out_of_range: "手环离开范围",
+      inactivity: "长时间无活动", door_forced_open: "门被强行打开",
+      door_held_open: "门长时间未关", access_denied_burst: "多次刷卡被拒",
+      intrusion: "入侵", tailgating: "尾随进入", smoke_detector_offline: "烟感离线",
+      gateway_offline: "网关离线", evacuation_assistance: "疏散协助",
+      "smoke.alarm": "烟感报警", "smoke.cleared": "烟感解除", "smoke.fault": "烟感故障",
+      "smoke.test": "烟感测试", "door.forced_open": "门被强行打开",
+      "door.held_open": "门长时间未关", "door.closed": "门已关闭",
+      "access.granted": "刷卡通过", "access.denied": "刷卡被拒",
+      "door.unlocked_by_fire": "火警开门", "camera.intrusion": "摄像头：入侵",
+      "camera.loitering": "摄像头：徘徊", "camera.line_crossing": "摄像头：越线",
+      "camera.tamper": "摄像头被破坏", "camera.video_loss": "摄像头视频丢失",
+      "wearable.sos": "SOS 按键", "wearable.fall": "检测到跌倒",
+      "wearable.fall_suspected": "疑似跌倒", "wearable.heart_rate_abnormal": "心率异常",
+      "wearable.inactivity": "长时间无活动", "wearable.out_of_range": "手环离开范围",
+      "device.offline": "设备离线", "device.online": "设备上线", "battery.low": "电量低",
+      "device.tamper": "设备被破坏", "device.power_fault": "电源故障",
+      "telemetry.gap": "数据中断",
+    },
+    status: {
+      open: "待接单", claimed: "已接单", acknowledged: "已联系", dispatched: "已派员",
+      resolved: "已解决", false_alarm: "误报",
+    },
+    outcome: { handled: "已处理", hospital: "送医", false_alarm: "误报" },
+    severity: { info: "信息", warning: "警告", critical: "严重" },
+    role: {
+      admin: "管理员", street: "街道办", property_manager: "物业", dispatcher: "调度员",
+      installer: "安装人员",
+    },
+  },
+};
+
+let current = "en";
+
+/** The language to start in: the remembered choice, else the browser's. */
+export function initialLanguage() {
+  const stored = localStorage.getItem(STORAGE_KEY);
+  if (stored in MESSAGES) return stored;
+  return navigator.language.toLowerCase().startsWith("zh") ? "zh" : "en";
+}
+
+export function language() {
+  return current;
+}
+
+/** Switch to `lang`, remember it, and relabel the static parts of the page. */
+export function setLanguage(lang, remember) {
+  current = lang in MESSAGES ? lang : "en";
+  if (remember) localStorage.setItem(STORAGE_KEY, current);
+  document.documentElement.lang = current;
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-placeholder]")) {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
+  }
+}
+
+/** The message `key` in the current language with `{name}` placeholders filled. */
+export function t(key, params = {}) {
+  const text = MESSAGES[current][key] ?? MESSAGES.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
+}
+
+/** The label of an API value of `kind` ("type", "status", "outcome", "severity", "role"). */
+export function label(kind, value) {
+  return VALUES[current][kind][value] ?? String(value);
+}
