@@ -190,13 +190,15 @@ def cloud(
         process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Module-scoped: Playwright's sync API keeps an event loop marked running on this
+    thread while it is started, so it must stop before the suite's asyncio tests run."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Debian's Chromium, headless; Playwright adds --no-sandbox, which Chromium needs
     when the suite runs as root (CI)."""
