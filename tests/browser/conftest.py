@@ -49,6 +49,7 @@ from schemas.topics import Channel, topic_for
 from schemas.vocabulary import DeviceKind, EventType, Metric, Severity
 from schemas.wire import Event, EventBatch, Reading, TelemetryBatch, encode
 from tests.api_support import make_key
+from tests.databases import ExternalServer, clone_database
 
 CHROMIUM = Path("/usr/bin/chromium")
 BIN = Path(sys.executable).parent
@@ -78,17 +79,14 @@ def run_async(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
 
 
 @pytest.fixture(scope="module")
-def console_database(postgres: PostgresServer, template_database: str) -> Iterator[str]:
+def console_database(
+    postgres: PostgresServer | ExternalServer, template_database: str
+) -> Iterator[str]:
     """A fresh migrated database for the module's one cloud process (the suite's
     ``database_url`` is per test); tests keep apart by community instead."""
     admin_url = postgres.url_for("postgres")
     name = f"test_console_{uuid.uuid4().hex}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_database)
-            )
-        )
+    clone_database(admin_url, name, template_database)
     yield postgres.url_for(name)
     if not postgres.running:
         postgres.start()

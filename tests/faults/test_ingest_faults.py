@@ -243,6 +243,7 @@ async def test_two_workers_one_killed_mid_stream_store_every_reading_once(
     assert held[2] < len(messages), "nothing was left for the killed worker to redeliver"
 
 
+@pytest.mark.own_server
 async def test_database_restarted_mid_stream_loses_nothing(
     database_url: str,
     mosquitto: MosquittoServer,

@@ -320,6 +320,7 @@ async def test_bad_input_is_quarantined_with_a_reason_while_the_rest_flows(
     assert (counters.quarantined, counters.batches) == (4, 2)
 
 
+@pytest.mark.own_server
 async def test_message_is_not_acknowledged_while_the_database_is_down(
     site: Site,
     counters: IngestCounters,

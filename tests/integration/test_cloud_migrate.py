@@ -37,6 +37,7 @@ def _names() -> list[str]:
     return [migration.name for migration in load_migrations()]
 
 
+@pytest.mark.plain_storage
 def test_applies_every_migration_once_in_order(empty_database_url: str) -> None:
     assert apply_migrations(empty_database_url) == _names()
     assert apply_migrations(empty_database_url) == []
@@ -83,6 +84,7 @@ def test_edited_migration_is_refused(database_url: str) -> None:
     assert "changed after it was applied" in str(caught.value)
 
 
+@pytest.mark.plain_storage
 def test_partitions_take_rows_waiting_in_the_default_partition(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute(
@@ -95,6 +97,7 @@ def test_partitions_take_rows_waiting_in_the_default_partition(database_url: str
     assert where == [("readings_2041_03", 21.5)]
 
 
+@pytest.mark.plain_storage
 def test_new_partition_waits_for_a_reading_landing_in_default(database_url: str) -> None:
     """A reading committed into DEFAULT while the month's partition is being made.
 
@@ -123,6 +126,7 @@ def test_new_partition_waits_for_a_reading_landing_in_default(database_url: str)
     assert rows == [("readings_2042_01",)]
 
 
+@pytest.mark.plain_storage
 async def test_ingest_creates_partitions_ahead_when_it_starts(
     database_url: str, mqtt_url: str
 ) -> None:

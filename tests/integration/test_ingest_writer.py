@@ -194,6 +194,7 @@ async def test_a_message_that_keeps_failing_is_quarantined_and_the_rest_flows(
     assert reasons[0][1] == len(poison.payload)
 
 
+@pytest.mark.plain_storage
 async def test_late_and_out_of_order_readings_land_in_their_own_time(
     pool: AsyncConnectionPool[Any], database_url: str
 ) -> None:

@@ -80,6 +80,7 @@ async def test_mosquitto_restart_keeps_its_url(
     assert message.payload == b"hello"
 
 
+@pytest.mark.own_server
 def test_postgres_round_trips_sql(postgres: PostgresServer) -> None:
     with psycopg.connect(postgres.url) as conn:
         conn.execute("CREATE TEMPORARY TABLE t (id int PRIMARY KEY, note text)")
@@ -89,6 +90,7 @@ def test_postgres_round_trips_sql(postgres: PostgresServer) -> None:
     assert row == ("安居", "anju", "anju")
 
 
+@pytest.mark.own_server
 def test_postgres_restart_keeps_url_and_data(postgres: PostgresServer, database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute("CREATE TABLE kept (n int)")
