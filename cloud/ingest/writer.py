@@ -31,7 +31,7 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 QUARANTINE_PAYLOAD_LIMIT: Final = 64 * 1024
 """Bytes of a quarantined payload kept; the original size is recorded beside them."""
 
+LATE_AFTER: Final = timedelta(hours=1)
+"""Readings older than this when stored get their hour noted (``note_late_hours``): the
+TimescaleDB path's refresh policy stops an hour short of now, so those hours are the
+ones real-time aggregation no longer covers."""
 _READING_TYPES: Final = ("text", "text", "timestamptz", "float8", "text", "int8")
 """Column types of ``copy_readings``, in its column order (device, metric, ts first, so
 rows sorted as tuples follow the (device_id, metric, ts) index)."""
@@ -260,7 +264,7 @@ class BatchWriter:
             for index in fresh:
                 _split(index, messages[index], misplaced, group)
             await _insert_quarantine(conn, group.quarantine)
-            await _copy_readings(conn, group.readings)
+            await copy_readings(conn, group.readings)
             if group.events:
                 await _store_events(conn, self._rules, self._queue, group)
             # Last, so the rows this writes (shared with other workers' groups) stay
@@ -434,20 +438,34 @@ def _split(index: int, message: Decoded, misplaced: _Misplaced, group: _Group) -
             group.events.append((index, gateway, accepted))
 
 
-async def _copy_readings(
+async def copy_readings(
     conn: AsyncConnection[Any], rows: list[tuple[str, str, datetime, float, str, int]]
 ) -> None:
     """Binary COPY of the group's readings, sorted as the (device_id, metric, ts) index is:
     consecutive rows then land on the same index pages, about twice as fast as in
-    arrival order (docs/decisions.md)."""
+    arrival order (docs/decisions.md). The table is locked by name first, so a COPY
+    waiting out a conversion to TimescaleDB lands in the hypertable (ingest.sql); the
+    hours of readings over ``LATE_AFTER`` old are noted for the rollup (migration 0017)."""
     if not rows:
         return
     rows.sort()
+    with storage_errors("lock_readings_for_copy"):
+        await conn.execute(queries()["lock_readings_for_copy"])
     with storage_errors("copy_readings"):
         async with conn.cursor() as cur, cur.copy(queries()["copy_readings"]) as copy:
             copy.set_types(list(_READING_TYPES))
             for row in rows:
                 await copy.write_row(row)
+    late = datetime.now(UTC) - LATE_AFTER
+    hours = {_hour(row[2]) for row in rows if row[2] < late}
+    if hours:
+        with storage_errors("note_late_hours"):
+            await conn.execute(queries()["note_late_hours"], {"ts": sorted(hours)})
+
+
+def _hour(ts: datetime) -> datetime:
+    """The UTC hour holding ``ts``, as ``date_bin('1 hour', ts, '2000-01-01')`` gives it."""
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 async def _store_events(

@@ -24,11 +24,13 @@ it is complete, so the readings API runs the same queries on both paths.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
@@ -36,6 +38,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from cloud.backoff import Backoff
 from cloud.errors import SettingsError, StorageError
 from cloud.settings import StorageSettings
 from cloud.storage.database import storage_errors
@@ -53,6 +56,11 @@ FOLD_MARGIN: Final = timedelta(seconds=10)
 """The fold never goes nearer to now than this (see ``rollup_safe_until`` in timeseries.sql)."""
 LOCK_TIMEOUT: Final = "2s"
 """Longest a maintenance step waits for a lock before giving up until the next round."""
+
+REFRESH_ATTEMPTS: Final = 8
+"""Tries of a refresh refused for a lock (about a minute with the backoff's pauses)."""
+LOCK_NOT_AVAILABLE: Final = "55P03"
+HOUR: Final = timedelta(hours=1)
 
 _READINGS: Final = "readings"
 
@@ -77,6 +85,10 @@ class Catalogue:
     readings_kind: str | None
     rollup_kind: str | None
     shared_buffers: int
+    preloaded: bool = True
+    """Whether ``shared_preload_libraries`` names TimescaleDB, which it must to load."""
+    rollup_unrefreshed: bool = False
+    """Whether the continuous aggregate still awaits its first full refresh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +121,10 @@ class MaintenanceReport:
     partitions_dropped: tuple[str, ...] = ()
     default_rows_deleted: int = 0
     rollup_rows_deleted: int = 0
+    stray_rows_moved: int = 0
+    """TimescaleDB: rows found in the hypertable's root table and moved to its chunks."""
+    late_hours_refreshed: int = 0
+    """TimescaleDB: hours late readings reached, refreshed in the continuous aggregate."""
 
     @property
     def changed_layout(self) -> bool:
@@ -136,12 +152,28 @@ def chunk_interval(settings: StorageSettings, shared_buffers: int) -> timedelta:
 def choose_backend(settings: StorageSettings, catalogue: Catalogue) -> Backend:
     """The path ``settings.backend`` asks for, given what the server offers.
 
-    ``auto`` takes TimescaleDB when it is installed or available. Raises SettingsError
-    when ``timescaledb`` is asked of a server without it, or ``partitions`` of a
-    database whose readings are already a hypertable (there is no way back).
+    ``auto`` takes TimescaleDB when it is installed or available and the server preloads
+    it; offered but not preloaded, ``auto`` keeps the partitions (``prepare`` warns).
+    Raises SettingsError when ``timescaledb`` is asked of a server without it or not
+    preloading it, when the database already has the extension but the server does not
+    preload it (nothing of it could run), or when ``partitions`` is asked of a database
+    whose readings are already a hypertable (there is no way back).
     """
     offered = catalogue.installed or catalogue.available
     is_hypertable = catalogue.installed and catalogue.readings_kind == "r"
+    if (
+        offered
+        and not catalogue.preloaded
+        and (catalogue.installed or settings.backend == "timescaledb")
+    ):
+        raise SettingsError(
+            "ANJU_STORAGE_BACKEND",
+            "TimescaleDB is "
+            + ("installed in this database" if catalogue.installed else "offered by the server")
+            + " but not in the server's shared_preload_libraries, so it cannot be loaded",
+            "timescaledb added to shared_preload_libraries and the server restarted"
+            + ("" if catalogue.installed else ", or auto or partitions"),
+        )
     if settings.backend == "partitions":
         if is_hypertable:
             raise SettingsError(
@@ -156,7 +188,7 @@ def choose_backend(settings: StorageSettings, catalogue: Catalogue) -> Backend:
             "timescaledb is not offered by this PostgreSQL server (not in pg_available_extensions)",
             "auto or partitions, or TimescaleDB installed on the server",
         )
-    return Backend.TIMESCALEDB if offered else Backend.PARTITIONS
+    return Backend.TIMESCALEDB if offered and catalogue.preloaded else Backend.PARTITIONS
 
 
 def timescale_plan(settings: StorageSettings, catalogue: Catalogue) -> TimescalePlan:
@@ -167,7 +199,8 @@ def timescale_plan(settings: StorageSettings, catalogue: Catalogue) -> Timescale
     it is set aside, a table with the same columns and defaults is made a hypertable,
     the rows are moved, the old table dropped and the (device_id, metric, ts) index
     created; compression is enabled then. A plain ``readings_hourly`` is set aside for
-    the continuous aggregate, which is filled after the commit. Every time, the chunk
+    the continuous aggregate, which is filled after the commit; until that first full
+    refresh succeeds, every later plan owes it again. Every time, the chunk
     interval and all policies are set again from ``settings``, so a changed setting
     takes effect at the next ``anju cloud migrate``.
     """
@@ -197,8 +230,11 @@ def timescale_plan(settings: StorageSettings, catalogue: Catalogue) -> Timescale
             pg("timescale_set_aside_rollup")
         ts("timescale_create_rollup")
         pg("timescale_create_rollup_index")
-        pg("timescale_rollup_horizon")
+        pg("timescale_mark_rollup_unrefreshed")
+    pg("timescale_rollup_horizon")
+    if catalogue.rollup_kind != "v" or catalogue.rollup_unrefreshed:
         after_commit.append(Step("timescale_refresh_rollup", {}, timescaledb=True))
+        after_commit.append(Step("timescale_rollup_refreshed", {}, timescaledb=False))
     ts("timescale_chunk_interval", chunk_interval=interval)
     ts("timescale_remove_compression_policy")
     ts("timescale_add_compression_policy", compress_after=late)
@@ -231,11 +267,23 @@ def prepare(conn: psycopg.Connection[TupleRow], settings: StorageSettings) -> Ba
     sql = queries()
     catalogue = _catalogue(conn)
     backend = choose_backend(settings, catalogue)
+    if catalogue.available and not catalogue.preloaded:
+        log.warning(
+            "TimescaleDB is offered by the server but not in shared_preload_libraries, so "
+            "it cannot be loaded; keeping native partitions (add it and restart the server, "
+            "then run anju cloud migrate again, to use TimescaleDB)"
+        )
     if backend is Backend.TIMESCALEDB and not catalogue.installed:
         try:
             with conn.transaction():
                 conn.execute(sql["timescale_create_extension"])
         except psycopg.Error as exc:
+            if conn.closed:
+                raise StorageError(
+                    f"the server closed the connection creating the timescaledb extension: {exc}",
+                    query="timescale_create_extension",
+                    sqlstate=exc.sqlstate,
+                ) from exc
             if settings.backend == "timescaledb":
                 raise StorageError(
                     f"could not create the timescaledb extension: {exc}",
@@ -267,7 +315,7 @@ def prepare(conn: psycopg.Connection[TupleRow], settings: StorageSettings) -> Ba
         for step in plan.steps:
             _run(conn, step)
     for step in plan.after_commit:
-        _run(conn, step)
+        run_retrying(conn, step)
     log.info(
         "readings: TimescaleDB hypertable, chunks of %s, compressed after %d h; raw kept "
         "%d days, hourly continuous aggregate %d days",
@@ -313,7 +361,10 @@ async def maintain(
     newest instant every earlier reading is committed (``fold_margin`` short of now,
     at most); then partitions wholly older than the retention period dropped, and
     expired rows deleted from the DEFAULT partition and the rollup. On the TimescaleDB
-    path there is nothing to do: its policies run as background jobs.
+    path its policies run as background jobs; the round moves any rows found in the
+    hypertable's root table (which no query reads) to its chunks, and refreshes the
+    hours late readings reached (``readings_late_hours``), which the refresh policy's
+    window near now never does.
 
     Raises StorageError for the first step that fails (a lock not granted within
     ``LOCK_TIMEOUT`` among them); the steps before it stay done and the next round
@@ -323,13 +374,18 @@ async def maintain(
     """
     backend = await detect(conn)
     if backend is Backend.TIMESCALEDB:
-        return MaintenanceReport(backend)
+        stray = await _rescue_root_rows(conn)
+        return MaintenanceReport(
+            backend, stray_rows_moved=stray, late_hours_refreshed=await _refresh_late_hours(conn)
+        )
     sql = queries()
     retention = timedelta(days=settings.retention_days)
 
     async with conn.transaction():
         created: int = await _scalar(conn, "partitions_ahead", _partition_params(settings))
     hours = await _fold(conn, fold_margin)
+    with storage_errors("forget_all_late_hours"):
+        await conn.execute(sql["forget_all_late_hours"])
     async with conn.transaction():
         await _scalar(conn, "maintenance_lock_timeout", {"timeout": LOCK_TIMEOUT})
         with storage_errors("retention_drop_partitions"):
@@ -352,6 +408,78 @@ async def maintain(
         default_rows_deleted=default_deleted,
         rollup_rows_deleted=rollup_deleted,
     )
+
+
+async def _refresh_late_hours(conn: AsyncConnection[TupleRow]) -> int:
+    """Refresh the continuous aggregate over each run of noted hours; forget those
+    whose notes had settled. Returns the hours refreshed."""
+    with storage_errors("late_hours"):
+        cur = await conn.execute(queries()["late_hours"])
+        noted = await cur.fetchall()
+    if not noted:
+        return 0
+    hours = [bucket for bucket, _ in noted]
+    for start, end in _runs(hours):
+        await _call_retrying(conn, "timescale_refresh_hours", {"start": start, "end": end})
+    with storage_errors("forget_late_hours"):
+        await conn.execute(queries()["forget_late_hours"], {"hours": hours, "settled": noted[0][1]})
+    return len(hours)
+
+
+def _runs(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """Sorted whole hours as [start, end) runs of consecutive hours."""
+    runs: list[tuple[datetime, datetime]] = []
+    for hour in hours:
+        if runs and runs[-1][1] == hour:
+            runs[-1] = (runs[-1][0], hour + HOUR)
+        else:
+            runs.append((hour, hour + HOUR))
+    return runs
+
+
+async def _call_retrying(
+    conn: AsyncConnection[TupleRow], query: str, params: Mapping[str, object]
+) -> None:
+    """A refresh, again after a pause while a refresh policy holds the aggregate
+    (SQLSTATE 55P03), as ``run_retrying`` does at migrate time."""
+    delays = Backoff(initial=0.5, cap=8.0)
+    for attempt in range(1, REFRESH_ATTEMPTS + 1):
+        try:
+            with storage_errors(query):
+                await conn.execute(queries()[query], params)
+            return
+        except StorageError as exc:
+            if exc.sqlstate != LOCK_NOT_AVAILABLE or attempt == REFRESH_ATTEMPTS:
+                raise
+            await asyncio.sleep(delays.next_delay())
+
+
+async def _rescue_root_rows(conn: AsyncConnection[TupleRow]) -> int:
+    """Move rows from the hypertable's root table into its chunks; return how many.
+
+    Such rows are invisible to every query. They can only come from a COPY that began
+    before ``readings`` became a hypertable and waited out the conversion; the writer
+    prevents that for ingest, so finding any means another writer did it.
+    """
+    async with conn.transaction():
+        await _scalar(conn, "timescale_see_root_table", {"on": "on"})
+        if not await _scalar(conn, "timescale_root_rows_exist", {}):
+            return 0
+        for query in ("timescale_lock_root_table", "timescale_take_root_rows"):
+            with storage_errors(query):
+                await conn.execute(queries()[query])
+        with storage_errors("timescale_clear_root_rows"):
+            moved = (await conn.execute(queries()["timescale_clear_root_rows"])).rowcount
+        await _scalar(conn, "timescale_see_root_table", {"on": "off"})
+        with storage_errors("timescale_put_root_rows"):
+            await conn.execute(queries()["timescale_put_root_rows"])
+    log.warning(
+        "readings: %d rows were in the hypertable's root table, where no query reads "
+        "them, and are now in its chunks (a COPY begun before the conversion to "
+        "TimescaleDB by a writer that did not lock readings first)",
+        moved,
+    )
+    return moved
 
 
 async def _fold(conn: AsyncConnection[TupleRow], margin: timedelta) -> int:
@@ -402,16 +530,42 @@ def _catalogue(conn: psycopg.Connection[TupleRow]) -> Catalogue:
     with storage_errors("timeseries_catalogue"):
         row = conn.execute(queries()["timeseries_catalogue"]).fetchone()
     assert row is not None  # one row, always
-    installed, available, readings_kind, rollup_kind, shared_buffers = row
+    installed, available, readings_kind, rollup_kind, shared_buffers, preloaded, unrefreshed = row
     return Catalogue(
         installed=bool(installed),
         available=bool(available),
         readings_kind=None if readings_kind is None else str(readings_kind),
         rollup_kind=None if rollup_kind is None else str(rollup_kind),
         shared_buffers=int(str(shared_buffers)),
+        preloaded=bool(preloaded),
+        rollup_unrefreshed=bool(unrefreshed),
     )
 
 
 def _run(conn: psycopg.Connection[TupleRow], step: Step) -> None:
     with storage_errors(step.query):
         conn.execute(queries()[step.query], step.params or None)
+
+
+def run_retrying(
+    conn: psycopg.Connection[TupleRow],
+    step: Step,
+    *,
+    backoff: Backoff | None = None,
+    attempts: int = REFRESH_ATTEMPTS,
+) -> None:
+    """``_run``, again after a pause while the step is refused for a lock held
+    elsewhere: the refresh policy this migrate just added may be refreshing the same
+    aggregate at that moment (SQLSTATE 55P03). Other failures, and the last refusal,
+    raise StorageError."""
+    delays = backoff or Backoff(initial=0.5, cap=8.0)
+    for attempt in range(1, attempts + 1):
+        try:
+            _run(conn, step)
+            return
+        except StorageError as exc:
+            if exc.sqlstate != LOCK_NOT_AVAILABLE or attempt == attempts:
+                raise
+            delay = delays.next_delay()
+            log.info("%s: %s; trying again in %.1f s", step.query, exc, delay)
+            time.sleep(delay)

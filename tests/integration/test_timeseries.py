@@ -5,7 +5,8 @@ readings and readings still being committed included), retention by partitions. 
 TimescaleDB path cannot run here (no TimescaleDB in any registry this machine
 reaches): its statements are checked for PostgreSQL syntax by the server's own parser,
 and its plain PostgreSQL steps (rebuilding ``readings`` without partitions, setting the
-rollup table aside) run on a real database.
+rollup table aside) run on a real database. Against a TimescaleDB server
+(``ANJU_TEST_DATABASE_URL``) the module is skipped: migrate builds the other path there.
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg import AsyncConnection, sql
 
+from cloud.backoff import Backoff
 from cloud.errors import SettingsError, StorageError
+from cloud.ingest.writer import copy_readings
 from cloud.settings import StorageSettings
 from cloud.storage.migrate import apply_migrations
 from cloud.storage.sql import queries
@@ -32,8 +37,14 @@ from cloud.storage.timeseries import (
     MaintenanceReport,
     Step,
     maintain,
+    run_retrying,
     timescale_plan,
 )
+
+# Every test here starts from, or asserts, the plain path (native partitions, the
+# folded rollup table); tests/integration/test_timescaledb.py covers the TimescaleDB
+# path on a server that has it.
+pytestmark = pytest.mark.plain_storage
 
 NO_MARGIN = timedelta(0)
 Row = tuple[datetime, str, str, float]
@@ -104,6 +115,13 @@ def _partitions(database_url: str) -> set[str]:
             "WHERE i.inhparent = 'readings'::regclass",
         )
     }
+
+
+def _as_role(url: str, role: str) -> str:
+    """``url`` with its user replaced by ``role`` (and no password: trust auth)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
 
 
 def _month_name(instant: datetime, months: int = 0) -> str:
@@ -222,12 +240,10 @@ async def test_fold_refuses_when_other_sessions_are_hidden(
             )
         )
     try:
-        user = re.match(r"postgresql://([^@:]+)", database_url)
-        assert user is not None
-        with psycopg.connect(database_url.replace(user.group(1), writer_role, 1)) as writer:
+        with psycopg.connect(_as_role(database_url, writer_role)) as writer:
             writer.execute("SELECT 1")  # an open transaction of another role
             with pytest.raises(StorageError, match="pg_read_all_stats") as caught:
-                await _maintain(database_url.replace(user.group(1), maintainer_role, 1))
+                await _maintain(_as_role(database_url, maintainer_role))
         assert caught.value.query == "rollup_safe_until"
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
@@ -307,6 +323,56 @@ async def test_a_busy_table_fails_the_round_and_the_next_round_finishes(
     assert _fetch(database_url, "SELECT count(*) FROM readings_hourly")[0][0] > 0
     report = await _maintain(database_url)
     assert report.partitions_dropped == (_month_name(old),)
+
+
+async def test_the_writer_notes_the_hours_of_late_readings(database_url: str) -> None:
+    """Issue 17, defect 4: the TimescaleDB path's refresh policy never reaches hours
+    older than its window, so the writer notes them for maintenance to refresh; live
+    readings note nothing."""
+    now = _now()
+    late = now - timedelta(hours=60)
+    rows = [
+        ("dev-a", "co_ppm", late, 1.0, "gw-1", 1),
+        ("dev-a", "co_ppm", late + timedelta(minutes=1), 2.0, "gw-1", 2),
+        ("dev-a", "co_ppm", now - timedelta(hours=3), 3.0, "gw-1", 3),
+        ("dev-a", "co_ppm", now - timedelta(seconds=5), 4.0, "gw-1", 4),
+    ]
+    async with await AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await copy_readings(conn, rows)
+        await copy_readings(conn, [("dev-b", "co_ppm", now, 5.0, "gw-1", 5)])
+    noted = [bucket for (bucket,) in _fetch(database_url, "SELECT bucket FROM readings_late_hours")]
+    hour = timedelta(hours=1)
+    assert sorted(noted) == [
+        datetime.fromtimestamp(instant.timestamp() // 3600 * 3600, UTC)
+        for instant in (late, now - 3 * hour)
+    ]
+    # The plain path folds late readings by arrival; its round forgets the notes.
+    await _maintain(database_url)
+    assert _fetch(database_url, "SELECT count(*) FROM readings_late_hours") == [(0,)]
+
+
+def test_a_refresh_refused_for_a_lock_is_tried_again(database_url: str) -> None:
+    """Issue 17, defect 2: the refresh after a conversion met the refresh policy's
+    refresh (SQLSTATE 55P03) and migrate gave up. Here a lock_timeout gives the same
+    SQLSTATE on plain PostgreSQL: the step waits out the lock holder and succeeds."""
+    step = Step("retention_default_rows", {"retention": timedelta(days=1)}, timescaledb=False)
+    with (
+        psycopg.connect(database_url) as holder,
+        psycopg.connect(database_url, autocommit=True) as conn,
+    ):
+        holder.execute("LOCK TABLE readings_default IN ACCESS EXCLUSIVE MODE")
+        conn.execute("SET lock_timeout = '100ms'")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            released = pool.submit(lambda: (time.sleep(1.0), holder.rollback()))
+            started = time.monotonic()
+            run_retrying(conn, step, backoff=Backoff(initial=0.2, cap=0.2), attempts=20)
+            released.result()
+        assert time.monotonic() - started >= 1.0  # it did wait for the holder
+        # A lock held past the last try fails the step, naming the SQLSTATE.
+        holder.execute("LOCK TABLE readings_default IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(StorageError) as caught:
+            run_retrying(conn, step, backoff=Backoff(initial=0.1, cap=0.1), attempts=2)
+        assert caught.value.sqlstate == "55P03"
 
 
 def test_migrate_refuses_timescaledb_where_the_server_has_none(database_url: str) -> None:
@@ -398,7 +464,8 @@ def test_rebuilding_readings_keeps_columns_index_and_rows(database_url: str) -> 
     leftovers = _fetch(
         database_url,
         "SELECT relname FROM pg_class WHERE relname LIKE 'readings\\_%%' AND relkind IN ('r', 'p') "
-        "AND relname NOT LIKE 'readings\\_hourly%%' AND relname <> 'readings_rollup_state'",
+        "AND relname NOT LIKE 'readings\\_hourly%%' "
+        "AND relname NOT IN ('readings_rollup_state', 'readings_late_hours')",
     )
     assert leftovers == []
     assert _fetch(

@@ -71,6 +71,33 @@ def test_choose_backend(setting: str, catalogue: Catalogue, expected: Backend) -
     assert choose_backend(settings, catalogue) is expected
 
 
+def test_a_server_offering_timescaledb_without_preloading_it_keeps_partitions() -> None:
+    """Issue 17, defect 3: the old choice took TimescaleDB here, and CREATE EXTENSION
+    then answered FATAL and closed migrate's connection."""
+    offered = Catalogue(False, True, "p", "r", GIB, preloaded=False)
+    assert choose_backend(StorageSettings(), offered) is Backend.PARTITIONS
+    with pytest.raises(SettingsError, match="shared_preload_libraries"):
+        choose_backend(StorageSettings(backend="timescaledb"), offered)
+    # Installed in the database but not loadable: nothing of it could run, either way.
+    installed = Catalogue(True, True, "r", "v", GIB, preloaded=False)
+    for setting in ("auto", "timescaledb"):
+        with pytest.raises(SettingsError, match="installed in this database"):
+            choose_backend(StorageSettings.model_validate({"backend": setting}), installed)
+
+
+def test_the_first_full_refresh_is_owed_until_it_succeeds() -> None:
+    """Issue 17, defect 2: a refresh that failed after the conversion committed was
+    never tried again, since later plans saw the aggregate and skipped it."""
+    owed = ["timescale_refresh_rollup", "timescale_rollup_refreshed"]
+    first = timescale_plan(StorageSettings(), PARTITIONED)
+    assert "timescale_mark_rollup_unrefreshed" in [step.query for step in first.steps]
+    assert [step.query for step in first.after_commit] == owed
+    unfinished = Catalogue(True, True, "r", "v", 4 * GIB, rollup_unrefreshed=True)
+    plan = timescale_plan(StorageSettings(), unfinished)
+    assert [step.query for step in plan.after_commit] == owed
+    assert "timescale_create_rollup" not in [step.query for step in plan.steps]
+
+
 def test_choose_backend_refuses_what_the_server_cannot_do() -> None:
     with pytest.raises(SettingsError, match="not offered by this PostgreSQL") as caught:
         choose_backend(
@@ -109,8 +136,11 @@ def test_first_plan_rebuilds_readings_as_a_hypertable_then_sets_policies() -> No
             f"timescale_add_{policy}"
         )
     # The continuous aggregate is filled outside the transaction (TimescaleDB refuses
-    # to refresh inside one).
-    assert [step.query for step in plan.after_commit] == ["timescale_refresh_rollup"]
+    # to refresh inside one), and only then marked as filled.
+    assert [step.query for step in plan.after_commit] == [
+        "timescale_refresh_rollup",
+        "timescale_rollup_refreshed",
+    ]
 
     params = {step.query: step.params for step in plan.steps}
     assert plan.chunk_interval == chunk_interval(settings, PARTITIONED.shared_buffers)
@@ -128,10 +158,13 @@ def test_first_plan_rebuilds_readings_as_a_hypertable_then_sets_policies() -> No
     assert refresh["start_offset"] < timedelta(days=30)
 
 
-def test_later_plans_only_reapply_interval_and_policies() -> None:
+def test_later_plans_only_reapply_interval_policies_and_horizon() -> None:
     plan = timescale_plan(StorageSettings(), CONVERTED)
-    assert all(step.timescaledb for step in plan.steps)
+    assert [step.query for step in plan.steps if not step.timescaledb] == [
+        "timescale_rollup_horizon"
+    ]
     assert {step.query for step in plan.steps} == {
+        "timescale_rollup_horizon",
         "timescale_chunk_interval",
         "timescale_remove_compression_policy",
         "timescale_add_compression_policy",

@@ -32,9 +32,27 @@ JOIN gateways g ON g.id = d.gateway_id
 JOIN communities c ON c.id = g.community_id
 WHERE d.id = ANY(%(devices)s)
 
+-- name: lock_readings_for_copy
+-- Before copy_readings, in its transaction. TimescaleDB decides how to route a COPY
+-- when the statement starts, before it waits for its lock: a COPY queued behind
+-- anju cloud migrate rebuilding readings as a hypertable would then write into the
+-- hypertable's root table, which no query reads (issue 17, defect 1). This LOCK waits
+-- instead, finds the new readings by name once it is free, and the COPY after it is
+-- routed to the chunks. ROW EXCLUSIVE is what the COPY takes anyway.
+LOCK TABLE readings IN ROW EXCLUSIVE MODE
+
 -- name: copy_readings
 -- Device, metric and ts first: the writer sorts rows as tuples, in index order.
 COPY readings (device_id, metric, ts, value, gateway_id, seq) FROM STDIN (FORMAT BINARY)
+
+-- name: note_late_hours
+-- The hours of readings more than an hour old (migration 0017 says why); the writer
+-- runs it only for a group holding such a reading.
+INSERT INTO readings_late_hours AS late (bucket)
+SELECT DISTINCT date_bin('1 hour', ts, timestamptz '2000-01-01 00:00:00+00')
+FROM unnest(%(ts)s::timestamptz[]) AS ts
+WHERE ts < now() - INTERVAL '1 hour'
+ON CONFLICT (bucket) DO UPDATE SET noted_at = greatest(late.noted_at, EXCLUDED.noted_at)
 
 -- name: insert_event
 INSERT INTO events (ts, device_id, gateway_id, seq, type, severity, data)

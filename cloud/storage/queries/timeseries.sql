@@ -5,13 +5,27 @@
 -- name: timeseries_catalogue
 -- What decides the path: TimescaleDB installed in this database or available to the
 -- server, what `readings` and `readings_hourly` are ('p' partitioned table, 'r' table or
--- hypertable, 'v' view such as a continuous aggregate), and shared_buffers in bytes.
+-- hypertable, 'v' view such as a continuous aggregate), shared_buffers in bytes, whether
+-- the server preloads TimescaleDB (without it CREATE EXTENSION answers FATAL and closes
+-- the connection; pg_settings hides the setting from roles without pg_read_all_settings,
+-- and then it is taken as preloaded and such a FATAL reported plainly), and whether the continuous aggregate still awaits its first full
+-- refresh (readings_rollup_unrefreshed, made with it and dropped by that refresh).
 SELECT
     EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS installed,
     EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS available,
     (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('readings')) AS readings_kind,
     (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('readings_hourly')) AS rollup_kind,
-    pg_size_bytes(current_setting('shared_buffers')) AS shared_buffers
+    pg_size_bytes(current_setting('shared_buffers')) AS shared_buffers,
+    coalesce(
+        (
+            SELECT bool_or(regexp_replace(trim(lib), '^.*/|"', '', 'g') = 'timescaledb')
+            FROM pg_settings,
+                 unnest(string_to_array(setting, ',')) AS lib
+            WHERE name = 'shared_preload_libraries'
+        ),
+        true
+    ) AS preloaded,
+    to_regclass('readings_rollup_unrefreshed') IS NOT NULL AS rollup_unrefreshed
 
 -- name: partitions_ahead
 -- Monthly partitions from the month holding the retention cutoff (last month at the
@@ -171,14 +185,72 @@ WITH NO DATA
 CREATE INDEX readings_hourly_device_metric_bucket ON readings_hourly (device_id, metric, bucket)
 
 -- name: timescale_rollup_horizon
--- The real-time aggregate is complete at every hour, so the API reads all of it.
+-- The real-time aggregate is complete at every hour but those late readings reached
+-- after their hour was materialized (readings_late_hours, migration 0017): the API
+-- reads from the oldest of those on from readings, until maintenance refreshes them.
 CREATE OR REPLACE FUNCTION readings_rollup_horizon()
 RETURNS timestamptz
-LANGUAGE sql STABLE AS $$ SELECT timestamptz 'infinity' $$
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(min(bucket), timestamptz 'infinity') FROM readings_late_hours
+$$
+
+-- name: timescale_mark_rollup_unrefreshed
+-- Made with the continuous aggregate: until timescale_rollup_refreshed drops it, a later
+-- anju cloud migrate knows the first full refresh is still owed (it may have failed
+-- after the conversion committed).
+CREATE TABLE readings_rollup_unrefreshed (since timestamptz NOT NULL DEFAULT now())
 
 -- name: timescale_refresh_rollup
 -- Materializes every hour of the readings moved in; cannot run inside a transaction.
 CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)
+
+-- name: timescale_rollup_refreshed
+DROP TABLE IF EXISTS readings_rollup_unrefreshed
+
+-- name: late_hours
+-- The hours to refresh, with the instant from which a note counts as settled: its
+-- writer began over five minutes before this round, and ingest's transactions last
+-- seconds, so its readings are committed and the refresh below sees them.
+SELECT bucket, now() - INTERVAL '5 minutes' AS settled FROM readings_late_hours ORDER BY bucket
+
+-- name: timescale_refresh_hours
+-- Cannot run inside a transaction; [start, end) is whole hours.
+CALL refresh_continuous_aggregate('readings_hourly', %(start)s, %(end)s)
+
+-- name: forget_late_hours
+-- Hours refreshed whose every note had settled; one noted again since stays for the
+-- next round.
+DELETE FROM readings_late_hours
+WHERE bucket = ANY(%(hours)s::timestamptz[]) AND noted_at < %(settled)s
+
+-- name: forget_all_late_hours
+-- The plain path folds late readings by arrival and needs no notes.
+DELETE FROM readings_late_hours
+
+-- name: timescale_see_root_table
+-- With timescaledb.restoring on for the transaction, ONLY readings reads the
+-- hypertable's own (root) table, which queries of readings never read: rows land there
+-- only from a COPY that started before readings became a hypertable (the writer locks
+-- readings first so that ingest's cannot; ingest.sql, lock_readings_for_copy).
+SELECT set_config('timescaledb.restoring', %(on)s, true)
+
+-- name: timescale_root_rows_exist
+SELECT EXISTS (SELECT 1 FROM ONLY readings)
+
+-- name: timescale_lock_root_table
+-- Holds off writers while stray rows move, so none arrives between the copy and the
+-- delete below (only ever taken when there are stray rows).
+LOCK TABLE readings IN EXCLUSIVE MODE
+
+-- name: timescale_take_root_rows
+CREATE TEMPORARY TABLE readings_stray ON COMMIT DROP AS SELECT * FROM ONLY readings
+
+-- name: timescale_clear_root_rows
+DELETE FROM ONLY readings
+
+-- name: timescale_put_root_rows
+-- With restoring off again, so the rows are routed to their chunks.
+INSERT INTO readings SELECT * FROM readings_stray
 
 -- name: timescale_chunk_interval
 -- For chunks created from now on; existing chunks keep theirs.
