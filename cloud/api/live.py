@@ -165,7 +165,7 @@ class IncidentFeed:
                     async for notice in conn.notifies():
                         with suppress(ValueError):
                             self._ids.put_nowait(int(notice.payload))
-            except psycopg.Error as exc:
+            except (psycopg.Error, OSError) as exc:
                 self.listening.clear()
                 delay = backoff.next_delay()
                 log.warning("incident feed: %s; listening again in %.1f s", exc, delay)
