@@ -9,6 +9,7 @@ const MAX_DELAY_MS = 10000;
 // The server sends a keepalive every 15 s; silence well past that means the connection
 // died without closing (a cable pulled, a laptop asleep), so drop it and reconnect.
 const SILENCE_MS = 40000;
+const LONG_STREAM_MS = 30000;
 
 export class LiveFeed {
   /**
@@ -32,8 +33,13 @@ export class LiveFeed {
   async #run() {
     let delay = FIRST_DELAY_MS;
     while (!this.stopper.signal.aborted) {
+      const opened = Date.now();
       try {
-        if (await this.#connect(() => { delay = FIRST_DELAY_MS; }) === "denied") return;
+        const outcome = await this.#connect(() => { delay = FIRST_DELAY_MS; });
+        if (outcome === "denied") return;
+        // The server ends every stream after its lifetime (5 min): reconnect at once,
+        // without showing a drop. A stream ended sooner (a server shutting down) waits.
+        if (outcome === "ended" && Date.now() - opened >= LONG_STREAM_MS) continue;
       } catch {
         // A network error or a dropped stream: reconnect below.
       }
