@@ -221,6 +221,9 @@ async def run_cloud(
         port=settings.api.port,
         log_config=None,
         lifespan="on",
+        # Live streams end at shutdown (close_streams); one whose client stopped
+        # reading may not notice, so the server stops waiting after this.
+        timeout_graceful_shutdown=10,
     )
     server = _ApiServer(config)
     ingest_stop = asyncio.Event()

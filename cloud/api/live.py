@@ -25,11 +25,11 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from cloud.api.models import IncidentSummary
 from cloud.backoff import Backoff
-from cloud.errors import StorageError
 from cloud.storage.database import storage_errors
 from cloud.storage.pool import Pool
 from cloud.storage.sql import queries
@@ -149,23 +149,30 @@ class IncidentFeed:
 
     async def _listen(self) -> None:
         backoff = Backoff(initial=0.5, cap=10.0)
-        connected_before = False
         while True:
             try:
+                # TCP keepalives: a LISTEN connection cut without a reset (a network
+                # partition) is otherwise never noticed and waits for nothing forever.
+                listening = make_conninfo(
+                    self._url,
+                    keepalives=1,
+                    keepalives_idle=30,
+                    keepalives_interval=10,
+                    keepalives_count=3,
+                )
                 async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True
+                    listening, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
-                    if connected_before:
-                        log.info("incident feed: listening again; streams resync")
-                        self._broadcast(Signal.RESYNC)
-                    connected_before = True
+                    # Changes before this LISTEN (a first start with the database
+                    # down, a reconnection) were not heard: every stream reloads.
+                    self._broadcast(Signal.RESYNC)
                     backoff.reset()
                     async for notice in conn.notifies():
                         with suppress(ValueError):
                             self._ids.put_nowait(int(notice.payload))
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # the feed must outlive any failure
                 self.listening.clear()
                 delay = backoff.next_delay()
                 log.warning("incident feed: %s; listening again in %.1f s", exc, delay)
@@ -178,7 +185,7 @@ class IncidentFeed:
                 ids.add(self._ids.get_nowait())
             try:
                 changes = await self._read(sorted(ids))
-            except StorageError as exc:
+            except Exception as exc:  # the feed must outlive any failure
                 log.warning("incident feed: could not read incidents %s: %s", sorted(ids), exc)
                 self._broadcast(Signal.RESYNC)
                 continue

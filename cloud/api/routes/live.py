@@ -34,7 +34,8 @@ from cloud.auth.roles import Permission
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
 KEEPALIVE_S: Final = 15.0
-MAX_LIFETIME_S: Final = 3600
+MAX_LIFETIME_S: Final = 300
+"""The key is checked when a stream opens, so this bounds how long a revoked key hears."""
 EVENT_STREAM: Final = "text/event-stream"
 
 
