@@ -375,9 +375,9 @@ async def maintain(
     backend = await detect(conn)
     if backend is Backend.TIMESCALEDB:
         stray = await _rescue_root_rows(conn)
-        return MaintenanceReport(
-            backend, stray_rows_moved=stray, late_hours_refreshed=await _refresh_late_hours(conn)
-        )
+        retention = timedelta(days=settings.retention_days)
+        refreshed = await _refresh_late_hours(conn, retention)
+        return MaintenanceReport(backend, stray_rows_moved=stray, late_hours_refreshed=refreshed)
     sql = queries()
     retention = timedelta(days=settings.retention_days)
 
@@ -410,11 +410,14 @@ async def maintain(
     )
 
 
-async def _refresh_late_hours(conn: AsyncConnection[TupleRow]) -> int:
+async def _refresh_late_hours(conn: AsyncConnection[TupleRow], retention: timedelta) -> int:
     """Refresh the continuous aggregate over each run of noted hours; forget those
-    whose notes had settled. Returns the hours refreshed."""
+    whose notes had settled, and those older than ``retention`` unrefreshed (their raw
+    chunks may be gone: a refresh would erase the hour). Returns the hours refreshed."""
+    with storage_errors("forget_expired_late_hours"):
+        await conn.execute(queries()["forget_expired_late_hours"], {"retention": retention})
     with storage_errors("late_hours"):
-        cur = await conn.execute(queries()["late_hours"])
+        cur = await conn.execute(queries()["late_hours"], {"retention": retention})
         noted = await cur.fetchall()
     if not noted:
         return 0
@@ -465,6 +468,7 @@ async def _rescue_root_rows(conn: AsyncConnection[TupleRow]) -> int:
         await _scalar(conn, "timescale_see_root_table", {"on": "on"})
         if not await _scalar(conn, "timescale_root_rows_exist", {}):
             return 0
+        await _scalar(conn, "maintenance_lock_timeout", {"timeout": LOCK_TIMEOUT})
         for query in ("timescale_lock_root_table", "timescale_take_root_rows"):
             with storage_errors(query):
                 await conn.execute(queries()[query])

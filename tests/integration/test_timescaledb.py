@@ -134,3 +134,17 @@ def test_a_later_migrate_finishes_an_unfinished_first_refresh(database_url: str)
         conn.execute("CREATE TABLE readings_rollup_unrefreshed (since timestamptz DEFAULT now())")
     apply_migrations(database_url)
     assert _scalar(database_url, "SELECT to_regclass('readings_rollup_unrefreshed')") is None
+
+
+async def test_a_late_hour_older_than_the_raw_retention_is_forgotten_unrefreshed(
+    database_url: str,
+) -> None:
+    """Its raw chunks may be gone: refreshing it would erase the aggregate's history of
+    that hour for every device, so the note is dropped and the hour left as it is."""
+    ancient = (datetime.now(UTC) - timedelta(days=400)).replace(minute=0, second=0, microsecond=0)
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO readings_late_hours (bucket) VALUES (%s)", [ancient])
+        report = await maintain(conn, StorageSettings(retention_days=90))
+        assert report.late_hours_refreshed == 0
+        left = await (await conn.execute("SELECT count(*) FROM readings_late_hours")).fetchone()
+        assert left == (0,)

@@ -38,8 +38,9 @@ WHERE d.id = ANY(%(devices)s)
 -- anju cloud migrate rebuilding readings as a hypertable would then write into the
 -- hypertable's root table, which no query reads (issue 17, defect 1). This LOCK waits
 -- instead, finds the new readings by name once it is free, and the COPY after it is
--- routed to the chunks. ROW EXCLUSIVE is what the COPY takes anyway.
-LOCK TABLE readings IN ROW EXCLUSIVE MODE
+-- routed to the chunks. ROW EXCLUSIVE is what the COPY takes anyway; ONLY, or it
+-- would lock every partition or chunk too (thousands, and waiting on compression).
+LOCK TABLE ONLY readings IN ROW EXCLUSIVE MODE
 
 -- name: copy_readings
 -- Device, metric and ts first: the writer sorts rows as tuples, in index order.
@@ -52,6 +53,7 @@ INSERT INTO readings_late_hours AS late (bucket)
 SELECT DISTINCT date_bin('1 hour', ts, timestamptz '2000-01-01 00:00:00+00')
 FROM unnest(%(ts)s::timestamptz[]) AS ts
 WHERE ts < now() - INTERVAL '1 hour'
+ORDER BY 1  -- rows locked in one order by every writer
 ON CONFLICT (bucket) DO UPDATE SET noted_at = greatest(late.noted_at, EXCLUDED.noted_at)
 
 -- name: insert_event

@@ -210,8 +210,16 @@ DROP TABLE IF EXISTS readings_rollup_unrefreshed
 -- name: late_hours
 -- The hours to refresh, with the instant from which a note counts as settled: its
 -- writer began over five minutes before this round, and ingest's transactions last
--- seconds, so its readings are committed and the refresh below sees them.
-SELECT bucket, now() - INTERVAL '5 minutes' AS settled FROM readings_late_hours ORDER BY bucket
+-- seconds, so its readings are committed and the refresh below sees them. Hours older
+-- than the raw retention are left out: their chunks may be dropped, and refreshing an
+-- hour without its raw rows would delete the aggregate's history of it.
+SELECT bucket, now() - INTERVAL '5 minutes' AS settled
+FROM readings_late_hours
+WHERE bucket >= now() - %(retention)s::interval
+ORDER BY bucket
+
+-- name: forget_expired_late_hours
+DELETE FROM readings_late_hours WHERE bucket < now() - %(retention)s::interval
 
 -- name: timescale_refresh_hours
 -- Cannot run inside a transaction; [start, end) is whole hours.
