@@ -13,6 +13,8 @@ import { IncidentStore } from "./store.js";
 
 const KEY_STORAGE = "anju.console.key";
 const QUEUE_LIMIT = 200;
+const RELOAD_RETRY_MS = 2000;
+const RELOAD_RETRY_MAX_MS = 30000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -96,7 +98,7 @@ async function signIn(key) {
     store.upsert(incident);
     render();
   });
-  session = { api, me, store, card, reloads: 0, loaded: false, feed: null, pending: null };
+  session = { api, me, store, card, reloads: 0, loaded: false, feed: null, pending: null, reloadFailures: 0 };
   session.feed = new LiveFeed(key, {
     hello: (data) => {
       setServerTime(data.server_time);
@@ -156,10 +158,21 @@ async function reload() {
       s.api.get(`/incidents?${new URLSearchParams({ limit: QUEUE_LIMIT, claimed_by: s.me.name })}`),
     ]);
   } catch (err) {
-    if (s === session && err.status === 401) signOut(t("notice.signed_out", { detail: err.detail }));
-    // Otherwise the stream drops too and its next hello reloads again.
+    if (s !== session) return;
+    if (err.status === 401) {
+      signOut(t("notice.signed_out", { detail: err.detail }));
+      return;
+    }
+    // The stream may stay up (a 503 while the database recovers): try again on our
+    // own, so the queue is never left stale under a "live" badge.
+    showNotice(t("notice.unreachable", { detail: err.detail ?? err.message }));
+    const wait = Math.min(RELOAD_RETRY_MS * 2 ** s.reloadFailures, RELOAD_RETRY_MAX_MS);
+    s.reloadFailures += 1;
+    setTimeout(() => { if (s === session && generation === s.reloads) reload(); }, wait);
     return;
   }
+  if (s.reloadFailures) showNotice("");
+  s.reloadFailures = 0;
   if (s !== session || generation !== s.reloads) return;
   const unseen = s.store.replace([...queue.items, ...mine.items], since);
   $("more").hidden = !queue.next_cursor;
