@@ -18,10 +18,7 @@ The goal: p99 under 250 ms with 20,000 readings/s of background telemetry.
 import argparse
 import asyncio
 import multiprocessing
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,10 +31,9 @@ import httpx
 import psycopg
 
 from anju.services.mosquitto import MosquittoServer
-from anju.services.ports import free_port
 from anju.services.postgres import PostgresServer, find_postgres_bin
 from benchmarks import Result
-from benchmarks.processes import wait_subscribed
+from benchmarks.processes import cloud_process
 from cloud.auth.keys import create_key
 from cloud.auth.roles import Role
 from cloud.registry import register_community, register_device, register_gateway
@@ -237,13 +233,6 @@ async def _handle(http: httpx.AsyncClient, incident_id: int) -> None:
     resolved.raise_for_status()
 
 
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -270,48 +259,29 @@ def run(argv: list[str]) -> Result:
         apply_migrations(pg.url)
         key = asyncio.run(_register(pg.url, args.alarms))
         _progress(f"{args.alarms} wearables and {BACKGROUND_GATEWAYS} background gateways")
-        port = free_port()
-        api = f"http://127.0.0.1:{port}"
-        log_path = Path(tmp) / "cloud.log"
-        env = {
-            **os.environ,
-            "ANJU_DATABASE_URL": pg.url,
-            "ANJU_MQTT_URL": broker.url,
-            "ANJU_API_PORT": str(port),
-        }
-        anju = Path(sys.executable).with_name("anju")
-        with log_path.open("wb") as log:
-            cloud = subprocess.Popen(
-                [str(anju), "cloud", "run", "--workers", str(args.workers)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        log = Path(tmp) / "cloud.log"
+        with cloud_process(pg.url, broker.url, log, workers=args.workers) as cloud:
+            context = multiprocessing.get_context("spawn")
+            ours, theirs = context.Pipe()
+            background = context.Process(
+                target=_background, args=(broker.url, args.background, theirs)
             )
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        background = context.Process(target=_background, args=(broker.url, args.background, theirs))
-        try:
-            wait_subscribed(cloud, log_path, args.workers, ready=lambda: _healthy(api))
-            background.start()
-            if ours.recv() != "ready":
-                raise RuntimeError("background publisher failed to start")
-            time.sleep(2.0)  # let the background flow settle before the first alarm
-            _progress(f"{args.background:,} readings/s flowing; publishing alarms")
-            latencies, lost = asyncio.run(_alarms(broker.url, api, key, args.alarms, args.rate))
-            ours.send("stop")
-            sent, elapsed = ours.recv()
-            with psycopg.connect(pg.url) as conn:
-                row = conn.execute("SELECT count(*) FROM readings").fetchone()
-                stored = int(row[0]) if row else 0
-        finally:
-            background.join(timeout=30)
-            cloud.send_signal(signal.SIGTERM)
             try:
-                cloud.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                cloud.kill()
-            if cloud.returncode not in (0, None, -signal.SIGTERM):
-                _progress(f"anju cloud run exited {cloud.returncode}")
+                background.start()
+                if ours.recv() != "ready":
+                    raise RuntimeError("background publisher failed to start")
+                time.sleep(2.0)  # let the background flow settle before the first alarm
+                _progress(f"{args.background:,} readings/s flowing; publishing alarms")
+                latencies, lost = asyncio.run(
+                    _alarms(broker.url, cloud.api, key, args.alarms, args.rate)
+                )
+                ours.send("stop")
+                sent, elapsed = ours.recv()
+                with psycopg.connect(pg.url) as conn:
+                    row = conn.execute("SELECT count(*) FROM readings").fetchone()
+                    stored = int(row[0]) if row else 0
+            finally:
+                background.join(timeout=30)
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = _percentile(latencies, 0.99) if latencies else float("nan")
     _progress(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, lost {lost}; {sent / elapsed:,.0f} readings/s")

@@ -5,10 +5,18 @@ hook inside the process it measures.
 """
 
 import os
+import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
+
+from anju.services.ports import free_port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -46,3 +54,54 @@ def wait_subscribed(
             return
         time.sleep(0.05)
     raise RuntimeError(f"{process.args!r} not ready within {timeout_s:g} s; see {log}")
+
+
+@dataclass(frozen=True, slots=True)
+class Cloud:
+    """An ``anju cloud run`` a benchmark started: its API's URL and its process."""
+
+    api: str
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def cloud_process(
+    database_url: str, mqtt_url: str, log: Path, *, workers: int = 1
+) -> Iterator[Cloud]:
+    """``anju cloud run --workers N`` in its own process on a free port, logging to
+    ``log``; yielded once its ingest workers subscribed and ``/health`` answers, and
+    stopped with SIGTERM (killed after 30 s) on the way out."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "ANJU_DATABASE_URL": database_url,
+        "ANJU_MQTT_URL": mqtt_url,
+        "ANJU_API_PORT": str(port),
+    }
+    anju = Path(sys.executable).with_name("anju")
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(anju), "cloud", "run", "--workers", str(workers)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_subscribed(process, log, workers, ready=lambda: _healthy(api))
+        yield Cloud(api, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if process.returncode not in (0, None, -signal.SIGTERM):
+            print(f"anju cloud run exited {process.returncode}; see {log}", file=sys.stderr)
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

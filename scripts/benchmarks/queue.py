@@ -33,8 +33,6 @@ import json
 import math
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,10 +44,9 @@ import httpx
 import psycopg
 
 from anju.services.mosquitto import MosquittoServer
-from anju.services.ports import free_port
 from anju.services.postgres import PostgresServer, find_postgres_bin
 from benchmarks import Result
-from benchmarks.processes import cpu_seconds, wait_subscribed
+from benchmarks.processes import cloud_process, cpu_seconds
 from cloud.auth.keys import authenticate, create_key
 from cloud.auth.roles import Role
 from cloud.incidents import IncidentDraft, Priority, open_or_join
@@ -281,7 +278,7 @@ async def _pushes(api: str, db_url: str, seeded: Seeded, pushes: int) -> PushTim
     timeout = httpx.Timeout(10, read=None)
     async with (
         httpx.AsyncClient(base_url=api, timeout=timeout, headers=headers) as http,
-        http.stream("GET", "/incidents/live", params={"lifetime_s": 3600}) as response,
+        http.stream("GET", "/incidents/live", params={"lifetime_s": 300}) as response,
         await psycopg.AsyncConnection.connect(db_url, autocommit=True) as writer,
         await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener,
     ):
@@ -378,13 +375,6 @@ async def _notify(
         return None
 
 
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -432,40 +422,16 @@ def run(argv: list[str]) -> Result:
             f"{args.incidents:,} incidents in {args.communities} communities seeded in "
             f"{time.monotonic() - started:.1f} s; {seeded.in_queue} in the dispatcher's queue"
         )
-        port = free_port()
-        api = f"http://127.0.0.1:{port}"
-        log_path = Path(tmp) / "cloud.log"
-        env = {
-            **os.environ,
-            "ANJU_DATABASE_URL": pg.url,
-            "ANJU_MQTT_URL": broker.url,
-            "ANJU_API_PORT": str(port),
-        }
-        anju = Path(sys.executable).with_name("anju")
-        with log_path.open("wb") as log:
-            cloud = subprocess.Popen(
-                [str(anju), "cloud", "run", "--workers", "1"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_subscribed(cloud, log_path, 1, ready=lambda: _healthy(api))
+        with cloud_process(pg.url, broker.url, Path(tmp) / "cloud.log") as cloud:
             _progress(f"anju cloud run up; {args.warmup} + {args.requests} queue requests")
-            queue = asyncio.run(_queue(api, pg.url, seeded, args.requests, args.warmup, cloud.pid))
+            queue = asyncio.run(
+                _queue(cloud.api, pg.url, seeded, args.requests, args.warmup, cloud.process.pid)
+            )
             _progress(
                 f"queue p99 {_ms(queue.api_ms, 0.99)} ms (SQL {_ms(queue.sql_ms, 0.99)} ms); "
                 f"{args.pushes} pushes"
             )
-            push = asyncio.run(_pushes(api, pg.url, seeded, args.pushes))
-        finally:
-            cloud.send_signal(signal.SIGTERM)
-            try:
-                cloud.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                cloud.kill()
-            if cloud.returncode not in (0, None, -signal.SIGTERM):
-                _progress(f"anju cloud run exited {cloud.returncode}")
+            push = asyncio.run(_pushes(cloud.api, pg.url, seeded, args.pushes))
     queue_p99 = _percentile(queue.api_ms, 0.99)
     sql_p99 = _percentile(queue.sql_ms, 0.99)
     push_p99 = _percentile(push.push_ms, 0.99)
