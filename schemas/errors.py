@@ -2,6 +2,7 @@
 
 SchemaError
 ├── WireError      a payload or topic that does not match the wire contract
+│   └── SchemaVersionMismatch   a payload of another schema version
 └── ProfileError   a device profile file that does not match the profile schema
 """
 
@@ -31,6 +32,26 @@ class WireError(SchemaError):
     @property
     def excerpt(self) -> str:
         return self.payload[: self.PAYLOAD_EXCERPT].decode("utf-8", errors="replace")
+
+
+class SchemaVersionMismatch(WireError):
+    """A payload written for another version of the wire contract.
+
+    Said apart from other wire errors because the cure is an upgrade, not a fix of the
+    payload: the message says which side reads which version.
+    """
+
+    def __init__(
+        self, found: object, expected: int, *, topic: str | None = None, payload: bytes = b""
+    ) -> None:
+        self.found = found
+        self.expected = expected
+        super().__init__(
+            f"schema_version {found!r}, this side reads {expected}: upgrade the gateway agent "
+            "or the cloud so both speak one version",
+            topic=topic,
+            payload=payload,
+        )
 
 
 class ProfileError(SchemaError):

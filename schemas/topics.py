@@ -18,6 +18,8 @@ class Channel(StrEnum):
     STATUS = "status"
     COMMAND = "cmd"
     COMMAND_RESULT = "cmd-result"
+    ACK = "ack"
+    """The cloud's acknowledgement of committed batches, to one gateway."""
 
 
 _WITH_ID = {Channel.COMMAND, Channel.COMMAND_RESULT}

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import msgspec
 
 from schemas import SCHEMA_VERSION
-from schemas.errors import WireError
+from schemas.errors import SchemaVersionMismatch, WireError
 from schemas.vocabulary import EventType, Metric, Severity
 
 IDENTIFIER_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -51,7 +51,16 @@ SpoolEpoch = Annotated[
         description="Random hex id made when a gateway's spool is created.",
     ),
 ]
-Version = Literal[1]
+Version = Literal[2]
+"""``schemas.SCHEMA_VERSION``; a payload of another version is refused as
+``SchemaVersionMismatch``, naming both."""
+
+
+Name = Annotated[str, msgspec.Meta(max_length=64)]
+"""A point, zone or door name, an agent version: short by nature. Every string and list
+on the wire is bounded, so one forged field cannot make ingest store megabytes."""
+Reason = Annotated[str, msgspec.Meta(max_length=1024)]
+"""A human-readable reason or detail; long enough for a message, not for a document."""
 
 
 class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -80,16 +89,16 @@ class EventData(_Wire, kw_only=True, frozen=True, omit_defaults=True):
     the edge, cameras send zones and counts.
     """
 
-    point: str | None = None
+    point: Name | None = None
     value: float | None = None
     threshold: float | None = None
-    zone: str | None = None
+    zone: Name | None = None
     channel: int | None = None
     count: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
-    card_hash: str | None = None
-    door: str | None = None
+    card_hash: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    door: Name | None = None
     duration_s: float | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     """How sure the edge's analysis is (a confirmed fall), from 0 to 1."""
     direction: Literal["in", "out"] | None = None
@@ -142,7 +151,7 @@ class Status(_Wire, kw_only=True, frozen=True):
     community: CommunityPath
     state: GatewayState
     at: UtcTime
-    agent_version: str = ""
+    agent_version: Name = ""
     config_version: Annotated[int, msgspec.Meta(ge=0)] = 0
     """The version of the cloud-pushed device config the gateway runs; 0 for none
     (it runs the devices of its own config file)."""
@@ -163,7 +172,10 @@ class CommandName(StrEnum):
     (its kind: timeout, unreachable, ...)."""
 
 
-ArgValue = str | int | float | bool
+ArgValue = Annotated[str, msgspec.Meta(max_length=1_048_576)] | int | float | bool
+"""A command argument or result value; a string may hold a whole config document
+(``apply_config``), hence the megabyte."""
+ArgName = Annotated[str, msgspec.Meta(max_length=128)]
 
 READ_POINT_PREFIX: Final = "point."
 """Prefix of each point's key in a ``read_device`` result's data (``point.temperature``):
@@ -177,7 +189,7 @@ class Command(_Wire, kw_only=True, frozen=True):
     id: Identifier
     name: CommandName
     device: Identifier | None = None
-    args: dict[str, ArgValue] = {}
+    args: Annotated[dict[ArgName, ArgValue], msgspec.Meta(max_length=64)] = {}
     issued_at: UtcTime
     expires_at: UtcTime
 
@@ -189,8 +201,8 @@ class CommandResult(_Wire, kw_only=True, frozen=True):
     id: Identifier
     gateway: Identifier
     ok: bool
-    detail: str = ""
-    data: dict[str, ArgValue] = {}
+    detail: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    data: Annotated[dict[ArgName, ArgValue], msgspec.Meta(max_length=4096)] = {}
     finished_at: UtcTime
 
 
@@ -218,9 +230,71 @@ class GatewayConfigDocument(_Wire, kw_only=True, frozen=True):
     schema_version: Version = SCHEMA_VERSION
     gateway: Identifier
     version: Annotated[int, msgspec.Meta(ge=1)]
-    devices: list[PushedDevice] = []
-    profiles: dict[str, dict[str, Any]] = {}
+    devices: Annotated[list[PushedDevice], msgspec.Meta(max_length=10_000)] = []
+    profiles: Annotated[dict[Name, dict[str, Any]], msgspec.Meta(max_length=1000)] = {}
     """Profile documents by id, as ``DeviceProfile.model_dump(mode="json")`` gives them."""
+
+
+class AckOutcome(StrEnum):
+    """What the cloud made of one batch; every outcome ends the gateway's resending."""
+
+    STORED = "stored"
+    """Committed by this acknowledgement's transaction."""
+    DUPLICATE = "duplicate"
+    """Committed before, with the same content (a resend after a lost acknowledgement)."""
+    REFUSED = "refused"
+    """Never stored: quarantined in the cloud, or a different content under a stored
+    batch key; ``reason`` says which. Resending cannot change it."""
+
+
+class AckedBatch(_Wire, kw_only=True, frozen=True, omit_defaults=True):
+    """One batch of a gateway, named as its spool sealed it."""
+
+    spool_epoch: SpoolEpoch
+    batch_seq: Sequence
+    outcome: AckOutcome
+    reason: Reason = ""
+
+
+class BatchAck(_Wire, kw_only=True, frozen=True):
+    """The cloud's word that batches of one gateway are settled, sent after the commit.
+
+    The gateway deletes a batch from its spool only on this, never on the broker's
+    PUBACK, so a broker that loses a message cannot make a batch vanish.
+    """
+
+    schema_version: Version = SCHEMA_VERSION
+    gateway: Identifier
+    batches: Annotated[list[AckedBatch], msgspec.Meta(min_length=1, max_length=10_000)]
+    acked_at: UtcTime
+
+
+class BatchHeader(msgspec.Struct, kw_only=True, frozen=True):
+    """The key of a batch, read leniently from a payload that failed its full decode, so
+    a refused batch can still be acknowledged as refused."""
+
+    schema_version: Any = None
+    gateway: Identifier
+    spool_epoch: SpoolEpoch
+    batch_seq: Sequence
+
+
+_HEADER_DECODER = msgspec.json.Decoder(BatchHeader)
+
+
+class _VersionOnly(msgspec.Struct):
+    schema_version: Any = None
+
+
+_VERSION_DECODER = msgspec.json.Decoder(_VersionOnly)
+
+
+def read_batch_header(payload: bytes) -> BatchHeader | None:
+    """The batch key of ``payload``, or None when even that cannot be read; never raises."""
+    try:
+        return _HEADER_DECODER.decode(payload)
+    except msgspec.DecodeError:
+        return None
 
 
 WIRE_TYPES: dict[str, type[msgspec.Struct]] = {
@@ -230,6 +304,7 @@ WIRE_TYPES: dict[str, type[msgspec.Struct]] = {
     "command": Command,
     "command_result": CommandResult,
     "gateway_config": GatewayConfigDocument,
+    "batch_ack": BatchAck,
 }
 """The payloads that get a JSON Schema file in schemas/json/, by file stem."""
 
@@ -249,11 +324,25 @@ def decode(payload: bytes, wire_type: type[_W], *, topic: str | None = None) -> 
     """Parse and validate ``payload`` as ``wire_type``.
 
     Raises WireError naming the first offending field (for example
-    ``Expected `int` >= 0 - at `$.items[3].seq```) and carrying the payload.
+    ``Expected `int` >= 0 - at `$.items[3].seq```) and carrying the payload, or
+    SchemaVersionMismatch when the payload says another ``schema_version``.
     """
     decoder = _DECODERS.get(wire_type) or msgspec.json.Decoder(wire_type)
     try:
         result: _W = decoder.decode(payload)
     except msgspec.DecodeError as exc:
+        found = _schema_version(payload)
+        if isinstance(found, int) and found != SCHEMA_VERSION:
+            raise SchemaVersionMismatch(
+                found, SCHEMA_VERSION, topic=topic, payload=payload
+            ) from None
         raise WireError(str(exc), topic=topic, payload=payload) from None
     return result
+
+
+def _schema_version(payload: bytes) -> object:
+    """The top-level ``schema_version`` of a JSON object, or None when there is none."""
+    try:
+        return _VERSION_DECODER.decode(payload).schema_version
+    except msgspec.DecodeError:
+        return None

@@ -24,9 +24,6 @@ from schemas.topics import ROOT, Channel
 
 GATEWAY_ROLE_PREFIX: Final = "anju-gw-"
 SERVICE_ROLE: Final = "anju-cloud"
-ACK: Final = "ack"
-"""The channel on which the cloud acknowledges what a gateway sent (the coming commit
-acknowledgement); gateways may already subscribe to it."""
 
 
 class AclType(StrEnum):
@@ -100,7 +97,7 @@ def gateway_acls(community: str, gateway: str) -> tuple[Acl, ...]:
         f"{base}/{Channel.STATUS}",
         f"{base}/{Channel.COMMAND_RESULT}/#",
     ]
-    inbound = [f"{base}/{Channel.COMMAND}/#", f"{base}/{ACK}/#"]
+    inbound = [f"{base}/{Channel.COMMAND}/#", f"{base}/{Channel.ACK}/#"]
     return (
         *(Acl(AclType.PUBLISH_SEND, topic) for topic in sends),
         *(Acl(AclType.SUBSCRIBE_PATTERN, topic) for topic in inbound),
@@ -129,7 +126,7 @@ def service_acls() -> tuple[Acl, ...]:
         *(Acl(AclType.UNSUBSCRIBE_PATTERN, topic) for topic in filters),
         *(Acl(AclType.PUBLISH_RECEIVE, topic) for topic in uplink),
         Acl(AclType.PUBLISH_SEND, f"{every}/{Channel.COMMAND}/#"),
-        Acl(AclType.PUBLISH_SEND, f"{every}/{ACK}/#"),
+        Acl(AclType.PUBLISH_SEND, f"{every}/{Channel.ACK}/#"),
     )
 
 

@@ -27,6 +27,7 @@ from edge.errors import ConfigError, DeviceTimeout
 from edge.poller import PolledDevice
 from edge.pushed_config import PUSHED_FILE
 from edge.uplink import COMMAND_TIMEOUT_S
+from schemas import SCHEMA_VERSION
 from schemas.profile import load_profiles
 from schemas.wire import (
     ArgValue,
@@ -140,7 +141,7 @@ def command(
 
 def raw_command(**fields: Any) -> bytes:
     document = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "id": "c-1",
         "name": "ping",
         "issued_at": "2025-03-01T07:59:59Z",

@@ -212,7 +212,7 @@ def test_encoded_event_batch_validates() -> None:
 def test_wire_schema_rejects_what_decode_rejects() -> None:
     validator = _validator("telemetry_batch")
     payload = {
-        "schema_version": 2,
+        "schema_version": 1,
         "gateway": "GW",
         "community": "xijin/fenghuang",
         "spool_epoch": "0123456789abcdef",

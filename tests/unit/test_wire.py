@@ -8,11 +8,14 @@ import msgspec
 import pytest
 
 from schemas import SCHEMA_VERSION
-from schemas.errors import WireError
+from schemas.errors import SchemaVersionMismatch, WireError
 from schemas.topics import Channel, TopicAddress, parse_topic, subscription, topic_for
 from schemas.vocabulary import EventType, Metric, Severity
 from schemas.wire import (
     WIRE_TYPES,
+    AckedBatch,
+    AckOutcome,
+    BatchAck,
     Command,
     CommandName,
     CommandResult,
@@ -27,6 +30,7 @@ from schemas.wire import (
     TelemetryBatch,
     decode,
     encode,
+    read_batch_header,
 )
 
 T0 = datetime(2024, 5, 1, 8, 30, 0, 125000, tzinfo=UTC)
@@ -112,6 +116,19 @@ SAMPLES: dict[str, msgspec.Struct] = {
         ],
         profiles={"anju-smoke-mb": {"id": "anju-smoke-mb"}},
     ),
+    "batch_ack": BatchAck(
+        gateway="gw-fenghuang-01",
+        batches=[
+            AckedBatch(spool_epoch="3f9a0c1b7d2e4a65", batch_seq=41, outcome=AckOutcome.STORED),
+            AckedBatch(
+                spool_epoch="3f9a0c1b7d2e4a65",
+                batch_seq=42,
+                outcome=AckOutcome.REFUSED,
+                reason="unknown device 'x'",
+            ),
+        ],
+        acked_at=T0 + timedelta(milliseconds=40),
+    ),
 }
 
 
@@ -163,7 +180,7 @@ def test_decode_error_names_the_field_path_and_keeps_the_payload() -> None:
     assert error.payload == payload
     assert error.topic == "anju/v1/xijin/fenghuang/gw-fenghuang-01/telemetry"
     assert str(error).endswith(" on anju/v1/xijin/fenghuang/gw-fenghuang-01/telemetry")
-    assert error.excerpt.startswith('{"schema_version": 1')
+    assert error.excerpt.startswith(f'{{"schema_version": {SCHEMA_VERSION}')
 
 
 def test_payload_excerpt_is_bounded() -> None:
@@ -194,11 +211,61 @@ def test_unknown_fields_are_rejected_at_any_depth() -> None:
         decode(json.dumps(nested).encode(), TelemetryBatch)
 
 
-@pytest.mark.parametrize("version", [0, 2, "1"])
-def test_wrong_schema_version_is_rejected(version: object) -> None:
+@pytest.mark.parametrize("version", [SCHEMA_VERSION - 1, SCHEMA_VERSION + 1, 0])
+def test_another_schema_version_is_named_as_such(version: int) -> None:
     document = _telemetry_dict() | {"schema_version": version}
-    with pytest.raises(WireError, match=r"\$.schema_version"):
+    with pytest.raises(SchemaVersionMismatch) as caught:
+        decode(json.dumps(document).encode(), TelemetryBatch, topic="anju/v1/a/b/gw/telemetry")
+    assert (caught.value.found, caught.value.expected) == (version, SCHEMA_VERSION)
+    assert f"schema_version {version}, this side reads {SCHEMA_VERSION}" in str(caught.value)
+    assert "upgrade" in str(caught.value)
+
+
+def test_a_schema_version_that_is_not_a_number_is_a_plain_wire_error() -> None:
+    document = _telemetry_dict() | {"schema_version": "2"}
+    with pytest.raises(WireError, match=r"\$.schema_version") as caught:
         decode(json.dumps(document).encode(), TelemetryBatch)
+    assert not isinstance(caught.value, SchemaVersionMismatch)
+
+
+@pytest.mark.parametrize(
+    ("field", "length"),
+    [("reason", 1025), ("point", 65), ("zone", 65), ("door", 65), ("card_hash", 129)],
+)
+def test_event_strings_are_bounded(field: str, length: int) -> None:
+    document: dict[str, Any] = json.loads(encode(_events()))
+    document["items"][0]["data"][field] = "x" * length
+    with pytest.raises(WireError, match=rf"\$.items\[0\].data.{field}"):
+        decode(json.dumps(document).encode(), EventBatch)
+    document["items"][0]["data"][field] = "x" * (length - 1)
+    decode(json.dumps(document).encode(), EventBatch)
+
+
+def test_command_arguments_are_bounded() -> None:
+    document: dict[str, Any] = json.loads(encode(SAMPLES["command"]))
+    document["args"] = {f"a{n}": n for n in range(65)}
+    with pytest.raises(WireError, match=r"\$.args"):
+        decode(json.dumps(document).encode(), Command)
+
+
+def test_a_refused_batch_still_gives_its_key() -> None:
+    document = _telemetry_dict() | {"schema_version": 1}
+    document["items"] = "not a list"
+    header = read_batch_header(json.dumps(document).encode())
+    assert header is not None
+    assert (header.gateway, header.spool_epoch, header.batch_seq) == (
+        "gw-fenghuang-01",
+        "3f9a0c1b7d2e4a65",
+        41,
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[1]", b'{"gateway": "gw"}', b'{"gateway": "gw", "spool_epoch": "x", "batch_seq": 1}'],
+)
+def test_no_key_is_read_from_a_payload_without_one(payload: bytes) -> None:
+    assert read_batch_header(payload) is None
 
 
 @pytest.mark.parametrize(
@@ -224,7 +291,7 @@ def test_constraints_are_enforced(path: str, value: object, expected: str) -> No
 
 @pytest.mark.parametrize(
     ("payload", "problem"),
-    [(b'{"schema_version": 1,', "truncated"), (b"[1, 2]", "Expected `object`, got `array`")],
+    [(b'{"schema_version": 2,', "truncated"), (b"[1, 2]", "Expected `object`, got `array`")],
 )
 def test_malformed_json_is_a_wire_error(payload: bytes, problem: str) -> None:
     with pytest.raises(WireError, match=problem) as caught:
