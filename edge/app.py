@@ -263,6 +263,8 @@ class Agent:
             self.config.community,
             budget_bytes=int(self.config.spool_budget_mb * 1024 * 1024),
             linger_s=self.config.telemetry_linger_s,
+            ack_timeout_s=self.config.uplink.ack_timeout_s,
+            ack_timeout_cap_s=self.config.uplink.ack_timeout_cap_s,
             # None for a device still in the spool but no longer configured: the spool
             # numbers its gap report from the last seq it stored for it.
             seq_source=lambda device: (

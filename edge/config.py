@@ -6,6 +6,9 @@ Example::
     gateway: gw-fh-01
     community: xijin/fenghuang
     broker: mqtt://127.0.0.1:1883
+    uplink:
+      ack_timeout_s: 30        # resend a batch the cloud has not acknowledged after this
+      ack_timeout_cap_s: 600   # ... doubling at each resend, up to this
     drivers:
       ble: {adapter: "bumble:usb:0"}
     devices:
@@ -33,6 +36,7 @@ from pydantic import (
 from edge.addresses import DeviceAddress, parse_address
 from edge.cameras.settings import CameraSettings, CameraSiteSettings, LineSettings, ZoneSettings
 from edge.errors import AddressError, ConfigError
+from edge.spool import ACK_TIMEOUT_CAP_S, ACK_TIMEOUT_S
 from edge.wearables.settings import AnalysisSettings
 from schemas.broker import BrokerAddress, parse_broker_url
 from schemas.errors import SchemaError
@@ -71,6 +75,38 @@ class DeviceConfig(BaseModel):
         return parse_address(self.address)
 
 
+class UplinkSettings(BaseModel):
+    """The ``uplink`` section: resending batches the cloud has not acknowledged.
+
+    A batch the broker took (PUBACK) stays in the spool until the cloud acknowledges
+    it after its commit. With no acknowledgement after ``ack_timeout_s`` it is sent
+    again, byte for byte (the cloud drops repeats and acknowledges them again); each
+    further resend of that batch waits twice as long, up to ``ack_timeout_cap_s``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=ACK_TIMEOUT_S,
+        description="How long a sent batch waits for the cloud's acknowledgement before it "
+        "goes again; doubles at each resend of that batch, up to ack_timeout_cap_s.",
+    )
+    ack_timeout_cap_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=ACK_TIMEOUT_CAP_S,
+        description="The longest wait between resends of one unacknowledged batch.",
+    )
+
+    @model_validator(mode="after")
+    def _cap_holds_the_timeout(self) -> Self:
+        if self.ack_timeout_cap_s < self.ack_timeout_s:
+            raise _KeyedError(
+                "uplink.ack_timeout_cap_s",
+                f"{self.ack_timeout_cap_s:g} is below ack_timeout_s ({self.ack_timeout_s:g}): "
+                "the cap must be at least the timeout",
+            )
+        return self
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,6 +126,11 @@ class GatewayConfig(BaseModel):
         default=512.0,
         description="Disk the spool may use; past it the oldest telemetry is dropped "
         "(and reported), events never are.",
+    )
+    uplink: UplinkSettings = Field(
+        default_factory=UplinkSettings,
+        description="How long the gateway waits for the cloud's acknowledgement of a batch "
+        "before it sends it again.",
     )
     tls_ca_file: Path | None = Field(
         default=None, description="CA bundle for an mqtts:// broker; default: the system's."
@@ -241,6 +282,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "devices": DeviceConfig,
     "wearables": AnalysisSettings,
     "cameras": CameraSiteSettings,
+    "uplink": UplinkSettings,
 }
 """The model of each nested section, to list its keys when one is unknown."""
 

@@ -22,11 +22,21 @@ device_offline_info                         gauge    device, protocol, reason
 bus_overruns_total                          counter  bus
 bus_restarts_total                          counter  bus (streaming buses)
 unknown_device_records_total                counter  bus (streaming buses)
-spool_depth_batches                         gauge    lane
+spool_depth_batches                         gauge    lane (not acknowledged
+                                                     by the cloud yet)
+spool_sent_unacked_batches                  gauge    lane (PUBACKed, waiting for
+                                                     the cloud's acknowledgement)
 spool_oldest_unsent_age_seconds             gauge    (0 when nothing waits)
 telemetry_dropped_total                     counter  (readings evicted by budget)
 uplink_state                                gauge    state (1 for the current one)
-uplink_published_batches_total, ..._items   counter
+uplink_published_batches_total, ..._items   counter  (PUBACKed by the broker)
+uplink_acknowledged_batches_total           counter  (stored or duplicate in the
+                                                     cloud: deleted)
+uplink_refused_batches_total                counter  (refused by the cloud:
+                                                     deleted, never resent)
+uplink_resent_batches_total                 counter  (no acknowledgement within
+                                                     the ack timeout)
+uplink_unreadable_acks_total                counter  kind (schema_version, invalid)
 uplink_connection_failures_total            counter
 fire_releases_total                         counter  (writes the doors took)
 fire_release_failures_total                 counter
@@ -73,6 +83,10 @@ class SpoolView(Protocol):
         """Batches waiting per lane."""
 
     @property
+    def sent_unacked(self) -> Mapping[Channel, int]:
+        """Batches per lane the broker took and the cloud has not acknowledged."""
+
+    @property
     def oldest_unsent_age_s(self) -> float | None:
         """Age of the oldest item not yet acknowledged; None when nothing waits."""
 
@@ -95,6 +109,21 @@ class UplinkView(Protocol):
 
     @property
     def connection_failures(self) -> int: ...
+
+    @property
+    def acknowledged_batches(self) -> int: ...
+
+    @property
+    def refused_batches(self) -> int: ...
+
+    @property
+    def resent_batches(self) -> int: ...
+
+    @property
+    def unreadable_acks(self) -> int: ...
+
+    @property
+    def ack_version_mismatches(self) -> int: ...
 
 
 class LinkageView(Protocol):
@@ -275,14 +304,23 @@ class EdgeCollector:
     @staticmethod
     def _spooled(spool: SpoolView) -> Iterable[Metric]:
         depth = GaugeMetricFamily(
-            _name("spool_depth_batches"), "Batches waiting in the spool, per lane.", labels=["lane"]
+            _name("spool_depth_batches"),
+            "Batches in the spool the cloud has not acknowledged, per lane.",
+            labels=["lane"],
         )
         for lane, batches in sorted(spool.depth.items()):
             depth.add_metric([str(lane)], batches)
+        sent = GaugeMetricFamily(
+            _name("spool_sent_unacked_batches"),
+            "Batches the broker took that wait for the cloud's acknowledgement, per lane.",
+            labels=["lane"],
+        )
+        for lane, batches in sorted(spool.sent_unacked.items()):
+            sent.add_metric([str(lane)], batches)
         age = spool.oldest_unsent_age_s
         oldest = GaugeMetricFamily(
             _name("spool_oldest_unsent_age_seconds"),
-            "Age of the oldest item the broker has not acknowledged; 0 when nothing waits.",
+            "Age of the oldest item the cloud has not acknowledged; 0 when nothing waits.",
             value=0.0 if age is None else age,
         )
         dropped = CounterMetricFamily(
@@ -290,7 +328,7 @@ class EdgeCollector:
             "Readings evicted from the spool to keep within its disk budget.",
             value=spool.dropped_readings,
         )
-        return [depth, oldest, dropped]
+        return [depth, sent, oldest, dropped]
 
     @staticmethod
     def _uplinked(uplink: UplinkView) -> Iterable[Metric]:
@@ -301,11 +339,36 @@ class EdgeCollector:
         )
         for candidate in UplinkState:
             state.add_metric([str(candidate)], 1.0 if candidate is uplink.state else 0.0)
+        unreadable = CounterMetricFamily(
+            _name("uplink_unreadable_acks"),
+            "Acknowledgements from the cloud that could not be read (their batches stay "
+            "and are resent); schema_version: the cloud speaks another wire version.",
+            labels=["kind"],
+        )
+        mismatches = uplink.ack_version_mismatches
+        unreadable.add_metric(["schema_version"], mismatches)
+        unreadable.add_metric(["invalid"], uplink.unreadable_acks - mismatches)
         return [
             state,
+            unreadable,
+            CounterMetricFamily(
+                _name("uplink_acknowledged_batches"),
+                "Batches the cloud acknowledged as stored or duplicate (deleted from the spool).",
+                value=uplink.acknowledged_batches,
+            ),
+            CounterMetricFamily(
+                _name("uplink_refused_batches"),
+                "Batches the cloud refused (quarantined or conflicting): deleted, never resent.",
+                value=uplink.refused_batches,
+            ),
+            CounterMetricFamily(
+                _name("uplink_resent_batches"),
+                "Batches sent again because no acknowledgement came within the ack timeout.",
+                value=uplink.resent_batches,
+            ),
             CounterMetricFamily(
                 _name("uplink_published_batches"),
-                "Batches the broker acknowledged.",
+                "Batches the broker acknowledged (PUBACK); the cloud's acknowledgement follows.",
                 value=uplink.published_batches,
             ),
             CounterMetricFamily(

@@ -1,4 +1,4 @@
-"""The gateway's durable spool: sealed batches on disk, waiting for the broker's PUBACK.
+"""The gateway's durable spool: sealed batches on disk until the cloud acknowledges them.
 
 What it guarantees (docs/design.md section 8):
 
@@ -6,20 +6,40 @@ What it guarantees (docs/design.md section 8):
   one SQLite transaction, committed before the call returns, and only committed items
   are ever sealed and handed out.
 - A batch is sealed once (header, ``batch_seq``, bytes) and resent byte for byte until
-  ``done`` is called for it, across reconnects and restarts, so the cloud can drop a
+  the cloud acknowledges it, across reconnects and restarts, so the cloud can drop a
   repeat by its (gateway, ``spool_epoch``, ``batch_seq``). ``spool_epoch`` is made once
   with the file; ``batch_seq`` and each device's last ``seq`` continue after a restart.
+- A broker's PUBACK does not delete a batch, it only marks it *sent* (``sent``): a
+  broker can PUBACK and then lose a message (a restart that drops a shared
+  subscription's queue, a worker that dies holding it). Only the cloud's
+  acknowledgement, published after its commit, deletes a batch (``acknowledge``). A
+  sent batch with no acknowledgement goes again, byte for byte, ``ack_timeout_s`` after
+  its first PUBACK, then after twice that, and so on up to ``ack_timeout_cap_s``.
 - Events are never dropped and always go out before telemetry. Past the disk budget the
   oldest telemetry is dropped, counted (``dropped_readings``) and reported upstream as
   ``telemetry.gap`` events. What was dropped is recorded per device in the ``gap`` table
   in the same transaction as the deletion, and sealed as one event per device once the
   budget is met again, or at most every ``_GAP_REPORT_INTERVAL_S`` while it cannot be
-  (events and batches in flight are never evicted, so they alone can fill the budget):
-  one gap report per device per interval, not one per add.
+  (events, and batches in flight or sent, are never evicted, so they alone can fill
+  the budget): one gap report per device per interval, not one per add.
 - Every failure to read or write the file is raised as SpoolError naming the file,
   whatever raised it underneath (SQLite, a full disk, the ``seq_source``).
 - The file, its write-ahead log and shared-memory file are readable by the owner only
   (0o600), and a state folder the spool creates is 0o700.
+
+A sealed batch is in one of three states:
+
+- *unsent* (no row in ``sent``): handed out once per connection by ``take``; a batch
+  handed out and not PUBACKed before the connection ended goes again at once after
+  ``rewind``;
+- *sent* (a row in ``sent``: ``attempts`` PUBACKs so far, ``resend_at`` in wall-clock
+  seconds): handed out again once ``resend_at`` has passed, events first; ``rewind``
+  leaves it alone, and a restart keeps it, so a reconnect does not resend what the
+  cloud may be committing;
+- gone: deleted by the cloud's acknowledgement (stored, duplicate or refused alike).
+
+The sent state is its own small table, not columns of ``sealed``: SQLite rewrites a
+whole row to update one column, and a telemetry batch is a few hundred kilobytes.
 
 Storage: SQLite in WAL mode with ``synchronous=FULL`` by default, so a committed add
 survives both ``kill -9`` and power loss (the WAL is fsynced at every commit);
@@ -33,9 +53,20 @@ never linger); readings are sealed when ``max_batch_items`` have gathered or the
 has lingered ``linger_s``.
 
 The budget counts the database's used pages (the write-ahead log stays near 4 MB on
-top, copies of some of those pages between checkpoints). The oldest sealed telemetry
-batches that are not in flight go first (they hold the oldest readings, and dropping
-whole batches never rewrites a sealed batch), then the oldest unsealed readings.
+top, copies of some of those pages between checkpoints), sent but unacknowledged
+batches included: they are on disk until the cloud says otherwise. The oldest unsent
+telemetry batches not in flight go first (they hold the oldest readings, and dropping
+whole batches never rewrites a sealed batch), then the oldest unsealed readings. Sent
+batches are never dropped: the cloud has most likely stored them (an acknowledgement
+lost in an outage), and reporting their readings as a gap would report a loss that
+did not happen. A cloud that never acknowledges (another wire version, counted by the
+uplink) therefore fills the budget with sent batches, and new telemetry is dropped
+and reported until it does.
+
+Format 2 added the ``sent`` table; a format 1 file is upgraded in place at
+open: its batches are all unsent (format 1 deleted a batch at its PUBACK), and their
+payloads, sealed as ``schema_version`` 1, are restamped 2 (the first bytes of the
+payload, nothing else), since a cloud reading version 2 would refuse them otherwise.
 """
 
 import asyncio
@@ -53,6 +84,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from edge.errors import EdgeError
+from schemas import SCHEMA_VERSION
 from schemas.topics import Channel
 from schemas.vocabulary import EVENT_SEVERITY, EventType
 from schemas.wire import (
@@ -67,8 +99,13 @@ from schemas.wire import (
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-"""Layout version of the spool file; a file of another version is refused."""
+FORMAT = 2
+"""Layout version of the spool file; format 1 is upgraded at open, any other refused."""
+
+ACK_TIMEOUT_S = 30.0
+"""How long a sent batch waits for the cloud's acknowledgement before it goes again."""
+ACK_TIMEOUT_CAP_S = 600.0
+"""The longest wait between resends of one batch (the timeout doubles up to it)."""
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -100,6 +137,20 @@ CREATE TABLE sealed (
 );
 CREATE INDEX sealed_lane ON sealed (lane, batch_seq);
 """
+_SENT_SCHEMA = (
+    """CREATE TABLE sent (
+    batch_seq INTEGER PRIMARY KEY,
+    lane TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    resend_at REAL NOT NULL
+)""",
+    "CREATE INDEX sent_due ON sent (lane, resend_at, batch_seq)",
+)
+"""Sealed batches the broker PUBACKed (format 2; a format 1 file gets it empty: every
+batch in it is unsent)."""
+_VERSION_1_PREFIX = b'{"schema_version":1,'
+"""How every batch sealed by a format 1 spool begins (encode writes fields in order)."""
+_CURRENT_PREFIX = f'{{"schema_version":{SCHEMA_VERSION},'.encode()
 _GAP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS gap (
     device TEXT PRIMARY KEY,
@@ -128,16 +179,19 @@ class SealedBatch:
     batch_seq: int
     payload: bytes
     items: int
+    attempts: int = 0
+    """PUBACKs it had before this hand-out: more than 0 for a resend."""
 
 
 class Spool:
     """Seals items into batches on disk and hands them out events first.
 
-    ``take`` hands each batch out once per connection (so several can be in flight at
-    once), ``done`` deletes a batch after its PUBACK, in any order, and ``rewind`` makes
-    every batch not yet done available again (call it at each new connection). The
-    spool is used from one thread (the agent's event loop); its calls block for one
-    SQLite commit, well under a millisecond on an SSD.
+    ``take`` hands each unsent batch out once per connection (so several can be in
+    flight at once), and each sent batch again once its ``resend_at`` has passed;
+    ``sent`` records a batch's PUBACK, in any order; ``acknowledge`` deletes what the
+    cloud acknowledged; ``rewind`` makes every unsent batch available again (call it at
+    each new connection). The spool is used from one thread (the agent's event loop);
+    its calls block for one SQLite commit, well under a millisecond on an SSD.
 
     Raises SpoolError, naming the file, for a file that is not a spool, belongs to
     another gateway, or cannot be written.
@@ -155,6 +209,9 @@ class Spool:
         synchronous: Synchronous = "FULL",
         seq_source: Callable[[str], int | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+        ack_timeout_cap_s: float = ACK_TIMEOUT_CAP_S,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """Open the spool at ``path``, creating it (and its folder) if missing.
 
@@ -164,7 +221,15 @@ class Spool:
         (a device no longer configured, still in the spool), the spool numbers the gap
         event from the last seq it stored, which is right because nothing else numbers
         that device any more.
+
+        ``wall_clock`` dates resends (``resend_at`` survives a restart, so it is wall
+        time, not ``clock``'s monotonic time).
         """
+        if not 0 < ack_timeout_s <= ack_timeout_cap_s:
+            raise ValueError(
+                f"need 0 < ack_timeout_s <= ack_timeout_cap_s, not {ack_timeout_s} and "
+                f"{ack_timeout_cap_s}"
+            )
         self.path = path
         self.gateway = gateway
         self.community = community
@@ -173,9 +238,22 @@ class Spool:
         self._max_items = max_batch_items
         self._seq_source = seq_source
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._ack_timeout_s = ack_timeout_s
+        self._ack_timeout_cap_s = ack_timeout_cap_s
         self._changed = asyncio.Event()
         self._cursor = dict.fromkeys(_LANES, -1)
+        """Per lane, the highest unsent batch handed out on this connection."""
+        self._in_flight: set[int] = set()
+        """Batches handed out on this connection and not PUBACKed yet: never evicted,
+        never handed out twice on one connection."""
         self._db = self._connect(synchronous)
+        self._marks: sqlite3.Connection
+        """A second connection, ``synchronous=NORMAL``, for ``sent`` alone: in WAL mode
+        its commits are not fsynced, the next commit of ``_db`` (an add, an
+        acknowledgement) fsyncs them along with its own. A sent mark lost to a power
+        cut only makes that batch go again at once, which the cloud absorbs, and an
+        fsync per PUBACK halved the drain rate (``scripts/bench.py edge-spool``)."""
         self.spool_epoch = ""
         self._next_batch_seq = 0
         self._dropped = 0
@@ -190,6 +268,7 @@ class Spool:
         self._budget_failing = False
         try:
             self._load()
+            self._marks = self._connect("NORMAL")
         except BaseException:
             self._db.close()
             raise
@@ -250,9 +329,9 @@ class Spool:
             raise SpoolError(
                 self.path, f"not a usable spool file ({exc}); move it aside to start a new one"
             ) from None
-        if meta.get("format") != str(FORMAT):
+        if meta.get("format") not in ("1", str(FORMAT)):
             raise SpoolError(
-                self.path, f"spool format {meta.get('format')!r}, this agent reads {FORMAT}"
+                self.path, f"spool format {meta.get('format')!r}, this agent reads 1 and {FORMAT}"
             )
         if meta.get("gateway") != self.gateway:
             raise SpoolError(
@@ -263,8 +342,34 @@ class Spool:
         if "gap" not in tables:
             with self._write() as db:
                 db.execute(_GAP_SCHEMA)
+        if meta["format"] == "1":
+            self._upgrade_from_1()
         self.spool_epoch = meta["spool_epoch"]
         self._reload_counters()
+
+    def _upgrade_from_1(self) -> None:
+        """Add the sent state and restamp version 1 batches as 2, in one transaction."""
+        with self._write() as db:
+            for statement in _SENT_SCHEMA:
+                db.execute(statement)
+            restamped = db.execute(
+                "UPDATE sealed SET payload = CAST(? || substr(payload, ?) AS BLOB)"
+                " WHERE substr(payload, 1, ?) = ?",
+                (
+                    _CURRENT_PREFIX,
+                    len(_VERSION_1_PREFIX) + 1,
+                    len(_VERSION_1_PREFIX),
+                    _VERSION_1_PREFIX,
+                ),
+            ).rowcount
+            db.execute("UPDATE meta SET value = ? WHERE key = 'format'", (str(FORMAT),))
+        log.info(
+            "spool %s: upgraded from format 1 to %d (%d batches restamped as schema_version %d)",
+            self.path,
+            FORMAT,
+            restamped,
+            SCHEMA_VERSION,
+        )
 
     def _create(self) -> None:
         meta = {
@@ -275,7 +380,7 @@ class Spool:
             "dropped_readings": "0",
         }
         with self._write() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
+            for statement in (*filter(str.strip, _SCHEMA.split(";")), *_SENT_SCHEMA):
                 db.execute(statement)
             db.execute(_GAP_SCHEMA)
             db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
@@ -349,6 +454,7 @@ class Spool:
 
     def close(self) -> None:
         """Close the file. Nothing is lost: every add was committed when it returned."""
+        self._marks.close()
         self._db.close()
 
     def __enter__(self) -> Self:
@@ -364,8 +470,18 @@ class Spool:
 
     @property
     def depth(self) -> dict[Channel, int]:
-        """Sealed batches waiting per lane, in flight or not (lingering readings not counted)."""
+        """Sealed batches not acknowledged per lane, sent, in flight or neither
+        (lingering readings not counted)."""
         return dict(self._depth)
+
+    @property
+    def sent_unacked(self) -> dict[Channel, int]:
+        """Batches per lane the broker has PUBACKed and the cloud not acknowledged yet."""
+        counts = dict.fromkeys(_LANES, 0)
+        with self._reading("counting sent batches"):
+            for lane, count in self._db.execute("SELECT lane, count(*) FROM sent GROUP BY lane"):
+                counts[Channel(lane)] = count
+        return counts
 
     @property
     def empty(self) -> bool:
@@ -383,7 +499,8 @@ class Spool:
 
     @property
     def oldest_unsent_age_s(self) -> float | None:
-        """Seconds since the oldest item still in the spool was added, or None if empty."""
+        """Seconds since the oldest item still in the spool (not acknowledged by the
+        cloud) was added, or None if empty."""
         with self._reading("reading the oldest item's age"):
             row = self._db.execute(
                 "SELECT min(t) FROM (SELECT min(appended) AS t FROM sealed UNION ALL"
@@ -523,28 +640,50 @@ class Spool:
             self._changed.set()
 
     def take_nowait(self) -> SealedBatch | None:
-        """The next batch not handed out on this connection, events first, or None."""
+        """The next batch to publish, or None: per lane, events first, a sent batch past
+        its ``resend_at`` (oldest due first), then an unsent batch not handed out on this
+        connection."""
         if self._pending and self._clock() - self._pending_since >= self._linger_s:
             self.flush()
+        now = self._wall_clock()
         for lane in _LANES:
             if not self._depth[lane]:
                 continue
             with self._reading("reading the next batch"):
-                row = self._db.execute(
-                    "SELECT batch_seq, items, payload FROM sealed"
-                    " WHERE lane = ? AND batch_seq > ? ORDER BY batch_seq LIMIT 1",
-                    (str(lane), self._cursor[lane]),
-                ).fetchone()
+                due = self._db.execute(
+                    "SELECT batch_seq, attempts FROM sent WHERE lane = ? AND resend_at <= ?"
+                    " ORDER BY resend_at, batch_seq LIMIT ?",
+                    (str(lane), now, len(self._in_flight) + 1),
+                ).fetchall()
+                again = next((row for row in due if row[0] not in self._in_flight), None)
+                if again is not None:
+                    batch_seq, attempts = again
+                    items, payload = self._db.execute(
+                        "SELECT items, payload FROM sealed WHERE batch_seq = ?", (batch_seq,)
+                    ).fetchone()
+                    row = (batch_seq, items, payload, attempts)
+                else:
+                    row = self._db.execute(
+                        "SELECT batch_seq, items, payload, 0 FROM sealed"
+                        " WHERE lane = ? AND batch_seq > ?"
+                        " AND NOT EXISTS"
+                        " (SELECT 1 FROM sent WHERE sent.batch_seq = sealed.batch_seq)"
+                        " ORDER BY batch_seq LIMIT 1",
+                        (str(lane), self._cursor[lane]),
+                    ).fetchone()
+                    if row is not None:
+                        self._cursor[lane] = row[0]
             if row is not None:
-                self._cursor[lane] = row[0]
-                return SealedBatch(lane, row[0], row[2], row[1])
+                self._in_flight.add(row[0])
+                return SealedBatch(lane, row[0], row[2], row[1], row[3])
         return None
 
     async def take(self, *, max_wait_s: float = 1.0) -> SealedBatch:
-        """The next batch not handed out on this connection, events first; waits for one.
+        """The next batch to publish (see ``take_nowait``); waits for one.
 
-        Wakes at least every ``max_wait_s`` to recheck, so a missed wake-up costs at
-        most that long.
+        Wakes when a batch is sealed, when readings have lingered long enough and when
+        the next sent batch falls due, and at least every ``max_wait_s`` to recheck, so
+        a missed wake-up costs at most that long.
         """
         while True:
             batch = self.take_nowait()
@@ -554,24 +693,81 @@ class Spool:
             wait = max_wait_s
             if self._pending:
                 wait = min(wait, self._linger_s - (self._clock() - self._pending_since))
+            due = self._next_resend_at()
+            if due is not None:
+                wait = min(wait, due - self._wall_clock())
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=max(wait, 0.0))
             except TimeoutError:
                 continue
 
+    def _next_resend_at(self) -> float | None:
+        """When the next sent batch falls due; only called when none is due now but
+        those in flight (which are never handed out twice)."""
+        with self._reading("reading the next resend time"):
+            row = self._db.execute(
+                "SELECT min(resend_at) FROM sent WHERE resend_at > ?", (self._wall_clock(),)
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
     def rewind(self) -> None:
-        """Hand out again every batch not yet done (after a reconnect), oldest first."""
+        """At a new connection: every unsent batch can be handed out again, at once,
+        oldest first, and so can every sent batch that is due. Sent batches not due
+        keep their ``resend_at``: the cloud may be committing them right now."""
         self._cursor = dict.fromkeys(_LANES, -1)
+        self._in_flight.clear()
         self._changed.set()
 
-    def done(self, batch: SealedBatch) -> None:
-        """Delete ``batch`` after the broker acknowledged it; any batch, in any order."""
+    def sent(self, batch: SealedBatch) -> None:
+        """Record ``batch``'s PUBACK: it goes again after the ack timeout, doubled for
+        each PUBACK it had before (up to the cap), unless the cloud acknowledges it
+        first. Any batch, in any order; one already acknowledged is left gone."""
+        self._in_flight.discard(batch.batch_seq)
+        try:
+            # On the second connection: committed without an fsync of its own (see
+            # ``_marks``); a single statement, so its own transaction.
+            self._marks.execute(
+                "INSERT INTO sent (batch_seq, lane, attempts, resend_at)"
+                " SELECT batch_seq, lane, 1, :now + :first FROM sealed WHERE batch_seq = :seq"
+                " ON CONFLICT (batch_seq) DO UPDATE SET attempts = attempts + 1,"
+                " resend_at = :now + min(:cap, :first * (1 << min(attempts, 32)))",
+                {
+                    "now": self._wall_clock(),
+                    "first": self._ack_timeout_s,
+                    "cap": self._ack_timeout_cap_s,
+                    "seq": batch.batch_seq,
+                },
+            )
+        except sqlite3.Error as exc:
+            raise SpoolError(
+                self.path, f"recording a PUBACK failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def acknowledge(self, spool_epoch: str, batch_seqs: Iterable[int]) -> list[int]:
+        """Delete the batches the cloud acknowledged; the ``batch_seqs`` it held.
+
+        Batches of another ``spool_epoch`` (an older spool file of this gateway) are
+        not this file's: nothing is deleted for them. A batch acknowledged twice (a
+        resend the cloud deduplicated) is deleted once.
+        """
+        if spool_epoch != self.spool_epoch:
+            return []
+        deleted: list[tuple[int, str]] = []
         with self._write() as db:
-            deleted = db.execute(
-                "DELETE FROM sealed WHERE batch_seq = ?", (batch.batch_seq,)
-            ).rowcount
+            for batch_seq in batch_seqs:
+                deleted.extend(
+                    db.execute(
+                        "DELETE FROM sealed WHERE batch_seq = ? RETURNING batch_seq, lane",
+                        (batch_seq,),
+                    ).fetchall()
+                )
+                db.execute("DELETE FROM sent WHERE batch_seq = ?", (batch_seq,))
+        for batch_seq, lane in deleted:
+            self._depth[Channel(lane)] -= 1
+            self._in_flight.discard(batch_seq)
         if deleted:
-            self._depth[batch.channel] -= 1
+            self._changed.set()
+        return [batch_seq for batch_seq, _ in deleted]
 
     def _keep_budget(self) -> None:
         """Enforce the budget after a committed add; a failure here does not undo the add.
@@ -600,21 +796,25 @@ class Spool:
                 with self._write() as db:
                     self._seal_gaps(db)
             return
-        cursor = self._cursor[Channel.TELEMETRY]
+        in_flight = sorted(self._in_flight)
+        marks = ",".join("?" * len(in_flight))
         with self._reading("measuring what can be evicted"):
             evictable = self._db.execute(
                 "SELECT (SELECT coalesce(sum(length(payload)), 0) FROM sealed"
-                " WHERE lane = ? AND batch_seq > ?)"
+                f" WHERE lane = ? AND batch_seq NOT IN ({marks}) AND NOT EXISTS"
+                " (SELECT 1 FROM sent WHERE sent.batch_seq = sealed.batch_seq))"
                 " + (SELECT coalesce(sum(length(body)), 0) FROM pending)",
-                (str(Channel.TELEMETRY), cursor),
+                (str(Channel.TELEMETRY), *in_flight),
             ).fetchone()[0]
         if not evictable:
-            # Only events and batches in flight are left: they are never evicted, so
-            # there is nothing to drop; trying would only seal more gap reports.
+            # Only events and batches in flight or sent are left: they are never
+            # evicted, so there is nothing to drop; trying would only seal more gap
+            # reports.
             if not self._budget_stuck:
                 log.warning(
                     "spool %s: %d bytes used, past the %d byte budget, and all of it is "
-                    "events or batches in flight, which are never dropped",
+                    "events or batches in flight or waiting for the cloud's acknowledgement, "
+                    "which are never dropped",
                     self.path,
                     used,
                     self.budget_bytes,
@@ -633,8 +833,10 @@ class Spool:
             freed = 0
             rows = db.execute(
                 "SELECT batch_seq, length(payload), payload FROM sealed"
-                " WHERE lane = ? AND batch_seq > ? ORDER BY batch_seq",
-                (str(Channel.TELEMETRY), cursor),
+                f" WHERE lane = ? AND batch_seq NOT IN ({marks}) AND NOT EXISTS"
+                " (SELECT 1 FROM sent WHERE sent.batch_seq = sealed.batch_seq)"
+                " ORDER BY batch_seq",
+                (str(Channel.TELEMETRY), *in_flight),
             )
             victims: list[int] = []
             for batch_seq, size, payload in rows:
@@ -675,8 +877,9 @@ class Spool:
             self._budget_stuck = False
         elif not self._budget_stuck:
             log.warning(
-                "spool %s: past the %d byte budget even with all telemetry not in flight "
-                "dropped; the rest is events and batches in flight, which are never dropped",
+                "spool %s: past the %d byte budget even with all unsent telemetry dropped; "
+                "the rest is events and batches in flight or waiting for the cloud's "
+                "acknowledgement, which are never dropped",
                 self.path,
                 self.budget_bytes,
             )

@@ -1,9 +1,23 @@
 """The gateway's MQTT connection: the only module of the agent that imports aiomqtt.
 
-Publishes sealed batches from the spool at QoS 1, several at once (``max_in_flight``),
-and deletes each from the spool only after the broker's PUBACK for it, so a batch is
-either acknowledged or still on disk. After a reconnect every batch not yet
-acknowledged goes again, byte for byte; the cloud drops repeats per batch.
+Publishes sealed batches from the spool at QoS 1, several at once (``max_in_flight``).
+A broker's PUBACK only marks a batch sent (``Spool.sent``); the batch is deleted when
+the cloud acknowledges it, after its commit, on the gateway's own ``ack`` topic
+(``BatchAck``), to which the uplink subscribes (QoS 1) before it publishes any batch.
+So a batch is either committed in the cloud or still on disk, whatever the broker does
+with it. A batch handed out but not PUBACKed goes again after a reconnect; a sent one
+goes again when its ack timeout has passed (``Spool``), byte for byte; the cloud drops
+repeats per batch and acknowledges them again.
+
+The acknowledgement names each batch by (``spool_epoch``, ``batch_seq``) with an
+outcome: stored or duplicate delete it; refused (quarantined in the cloud, or another
+content under a stored key) deletes it too, since resending cannot change it, and is
+counted (``refused_batches``) and logged with the cloud's reason once per batch.
+Batches of another spool epoch (an older spool file of this gateway) are ignored. An
+acknowledgement the uplink cannot read, of another wire version above all, is logged
+(once until a readable one comes) and counted, and never ends the connection: its
+batches stay in the spool and are resent, so nothing is lost while the versions differ.
+Acknowledgements are handled as they arrive, never behind a command being carried out.
 
 A PUBACK is checked, not just awaited: aiomqtt 2.5 reports a publish as done for any
 PUBACK, including an MQTT v5 refusal (reason code 0x80 or more, such as 0x87 "not
@@ -49,13 +63,25 @@ from edge.backoff import Backoff, pause
 from edge.errors import EdgeError, UplinkError
 from edge.spool import SealedBatch, Spool
 from schemas.broker import BrokerAddress
-from schemas.errors import SchemaError
+from schemas.errors import SchemaError, SchemaVersionMismatch, WireError
 from schemas.topics import Channel, topic_for
-from schemas.wire import CommandResult, GatewayState, Status, encode
+from schemas.wire import (
+    AckOutcome,
+    BatchAck,
+    CommandResult,
+    GatewayState,
+    Status,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
+
+ACK_GRACE_S = 2.0
+"""At a stop, how long the uplink waits for the cloud to acknowledge what it just sent."""
+_GRACE_POLL_S = 0.05
 
 COMMAND_TIMEOUT_S = 600.0
 """The default cap on one command hook call: a safety net, not a deadline.
@@ -194,10 +220,10 @@ class _Link:
 class Uplink:
     """Keeps one broker connection alive and drains the spool through it.
 
-    ``max_in_flight`` batches are published at once, each deleted from the spool when
-    its own PUBACK arrives. TLS is used for ``mqtts://`` brokers, with the system's CA
-    certificates or ``ca_file``, and a client certificate when ``cert_file`` is given;
-    user and password come from the broker URL.
+    ``max_in_flight`` batches are published at once, each marked sent in the spool when
+    its own PUBACK arrives and deleted when the cloud acknowledges it. TLS is used for
+    ``mqtts://`` brokers, with the system's CA certificates or ``ca_file``, and a client
+    certificate when ``cert_file`` is given; user and password come from the broker URL.
     """
 
     def __init__(
@@ -238,6 +264,9 @@ class Uplink:
         self._relogin = relogin
         self._announce = asyncio.Event()
         self._status_topic = topic_for(spool.community, spool.gateway, Channel.STATUS)
+        self._ack_topic = topic_for(spool.community, spool.gateway, Channel.ACK)
+        self._ack_unreadable = False
+        """An unreadable acknowledgement was logged; quiet until a readable one comes."""
         self.state = UplinkState.CONNECTING
         self.published_batches = 0
         self.published_items = 0
@@ -250,6 +279,16 @@ class Uplink:
         self.max_in_flight_seen = 0
         self.relogins = 0
         """Times the login was read again after the broker refused the credentials."""
+        self.acknowledged_batches = 0
+        """Batches the cloud acknowledged as stored or duplicate (deleted from the spool)."""
+        self.refused_batches = 0
+        """Batches the cloud acknowledged as refused (deleted, never resent)."""
+        self.resent_batches = 0
+        """Publishes of a batch the broker had PUBACKed before: no acknowledgement came."""
+        self.unreadable_acks = 0
+        """Acknowledgements that could not be read (other wire version included)."""
+        self.ack_version_mismatches = 0
+        """Of those, acknowledgements of another schema version."""
 
     def announce(self) -> None:
         """Publish the status again (retained) on the live connection, or at the next
@@ -325,6 +364,7 @@ class Uplink:
                         retain=True,
                         timeout_s=self._publish_timeout_s,
                     )
+                    await self._subscribe_acks(client)
                     self.state = UplinkState.ONLINE
                     if not refused:
                         # A broker that refuses our publishes keeps the backoff growing.
@@ -357,6 +397,23 @@ class Uplink:
             self.state = UplinkState.OFFLINE
             await pause(stop, self._backoff.next_delay())
         self.state = UplinkState.STOPPED
+
+    async def _subscribe_acks(self, client: aiomqtt.Client) -> None:
+        """Subscribe to the cloud's acknowledgements before any batch goes out.
+
+        A refused subscription is logged, not fatal: alarms must still reach the cloud,
+        and every batch stays in the spool (resent at its ack timeout, counted in the
+        budget) until an acknowledgement can arrive.
+        """
+        refusal = await _subscribe(client, self._ack_topic, self._publish_timeout_s)
+        if refusal is not None:
+            log.error(
+                "broker refused the subscription to %s (%s): batches are sent but the cloud's "
+                "acknowledgements cannot arrive, so each is resent at its ack timeout and "
+                "the spool fills; grant the gateway subscribe on its ack topic",
+                self._ack_topic,
+                refusal,
+            )
 
     def _read_login_again(self, refusal: Exception) -> None:
         """After ``refusal``, take the broker URL and TLS files from ``relogin``."""
@@ -395,9 +452,11 @@ class Uplink:
     async def _serve(
         self, client: aiomqtt.Client, link: _Link, stop: asyncio.Event, drain_timeout_s: float
     ) -> None:
-        """Publish until ``stop``, then until the spool is empty or ``drain_timeout_s``.
+        """Publish until ``stop``, then until every batch is sent (PUBACKed) or
+        ``drain_timeout_s`` has passed.
 
-        Raises the first failure of any publish or of the command task.
+        Raises the first failure of any publish or of a helper task (status, commands,
+        the reader of acknowledgements and commands).
         """
         failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         sends: set[asyncio.Task[None]] = set()
@@ -422,22 +481,26 @@ class Uplink:
             self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
             task.add_done_callback(settle)
 
-        announcer = asyncio.create_task(self._announce_status(link), name="uplink-status")
-        announcer.add_done_callback(
-            lambda task: (
-                None
-                if task.cancelled() or failed.done()
-                else failed.set_exception(task.exception() or UplinkError("status task ended"))
-            )
-        )
-        commands = None
+        commands: asyncio.Queue[aiomqtt.Message] | None = None
+        helpers = [asyncio.create_task(self._announce_status(link), name="uplink-status")]
         if self._on_command is not None:
-            commands = asyncio.create_task(self._serve_commands(client, link), name="uplink-cmd")
-            commands.add_done_callback(
+            commands = asyncio.Queue()
+            helpers.append(
+                asyncio.create_task(
+                    self._serve_commands(client, link, commands), name="uplink-commands"
+                )
+            )
+        helpers.append(
+            asyncio.create_task(self._read_messages(client, link, commands), name="uplink-read")
+        )
+        for helper in helpers:
+            helper.add_done_callback(
                 lambda task: (
                     None
                     if task.cancelled() or failed.done()
-                    else failed.set_exception(task.exception() or UplinkError("command task ended"))
+                    else failed.set_exception(
+                        task.exception() or UplinkError(f"{task.get_name()} ended")
+                    )
                 )
             )
         try:
@@ -451,9 +514,9 @@ class Uplink:
                 async with asyncio.timeout(drain_timeout_s):
                     await self._finish(sends, slots, failed, start)
             except TimeoutError:
-                log.error("stopping with %s batches unsent", self._spool.depth)
+                self._log_left_over()
         finally:
-            pending = [*sends, announcer, *([commands] if commands else [])]
+            pending = [*sends, *helpers]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -485,9 +548,19 @@ class Uplink:
         failed: asyncio.Future[None],
         start: Callable[[SealedBatch], None],
     ) -> None:
-        """Seal what lingers and publish until the spool is empty (bounded by the caller)."""
-        self._spool.flush()
-        while not (self._spool.empty and not sends):
+        """Seal what lingers and publish until nothing is left to send, then give the
+        cloud ``ACK_GRACE_S`` to acknowledge it (all bounded by the caller).
+
+        The cloud acknowledges within milliseconds of a commit, so the grace normally
+        leaves the spool empty; a cloud that is down or behind must not hold up a stop
+        for longer. What stays is not lost: a gateway with a persistent session
+        (commands on) gets the acknowledgements published meanwhile at its next
+        connect, and without one a sent batch goes again after its ack timeout, which
+        the cloud absorbs.
+        """
+        while True:
+            # Sealed at each turn: a last poll may add readings after the first flush.
+            self._spool.flush()
             if failed.done():
                 failed.result()
             batch = None if slots.locked() else self._spool.take_nowait()
@@ -497,12 +570,33 @@ class Uplink:
             elif sends:
                 await asyncio.wait({*sends, failed}, return_when=asyncio.FIRST_COMPLETED)
             else:
-                # Readings added since the flush, by a last poll: seal and go again.
-                self._spool.flush()
-                self._spool.rewind()
+                break
+        loop = asyncio.get_running_loop()
+        grace_ends = loop.time() + ACK_GRACE_S
+        while (sent := sum(self._spool.sent_unacked.values())) and loop.time() < grace_ends:
+            # Acknowledgements change the spool without waking anything here: look again.
+            await asyncio.wait({failed}, timeout=_GRACE_POLL_S)
+            if failed.done():
+                failed.result()
+        if sent:
+            log.info(
+                "stopping with %d batches sent and not acknowledged by the cloud yet; they "
+                "stay in the spool until it does",
+                sent,
+            )
+
+    def _log_left_over(self) -> None:
+        """At a drain timeout: what stays in the spool for the next start."""
+        sent = sum(self._spool.sent_unacked.values())
+        log.error(
+            "stopping with %d batches unsent (and %d sent, not acknowledged by the cloud yet)",
+            sum(self._spool.depth.values()) - sent,
+            sent,
+        )
 
     async def _send(self, link: _Link, batch: SealedBatch) -> None:
         topic = topic_for(self._spool.community, self._spool.gateway, batch.channel)
+        self.resent_batches += batch.attempts > 0
         try:
             await link.publish(topic, batch.payload, timeout_s=self._publish_timeout_s)
         except PublishRefused as exc:
@@ -515,7 +609,7 @@ class Uplink:
                 exc.code,
             )
             raise
-        self._spool.done(batch)
+        self._spool.sent(batch)
         self.published_batches += 1
         self.published_items += batch.items
 
@@ -531,18 +625,90 @@ class Uplink:
                 timeout_s=self._publish_timeout_s,
             )
 
-    async def _serve_commands(self, client: aiomqtt.Client, link: _Link) -> None:
+    async def _read_messages(
+        self,
+        client: aiomqtt.Client,
+        link: _Link,
+        commands: asyncio.Queue[aiomqtt.Message] | None,
+    ) -> None:
+        """Handle each acknowledgement as it arrives; queue commands for their worker.
+
+        Commands are carried out one at a time and one may take minutes: an
+        acknowledgement must not wait behind it, or sent batches would be resent.
+        """
+        manual_ack = self._on_command is not None
+        async for message in client.messages:
+            topic = str(message.topic)
+            if topic == self._ack_topic:
+                payload = message.payload
+                self._handle_ack(bytes(payload) if isinstance(payload, bytes | bytearray) else b"")
+                if manual_ack:
+                    link.ack(message)
+            elif commands is not None:
+                commands.put_nowait(message)
+            else:
+                log.debug("ignoring a message on %s", topic)
+
+    def _handle_ack(self, payload: bytes) -> None:
+        """Delete what the cloud acknowledged; never raises for the payload's content."""
+        try:
+            ack = decode(payload, BatchAck, topic=self._ack_topic)
+        except WireError as exc:
+            self.unreadable_acks += 1
+            if isinstance(exc, SchemaVersionMismatch):
+                self.ack_version_mismatches += 1
+            if not self._ack_unreadable:
+                log.error(
+                    "cannot read the cloud's acknowledgement on %s: %s; its batches stay in "
+                    "the spool and are resent (logged once until one can be read)",
+                    self._ack_topic,
+                    exc,
+                )
+            self._ack_unreadable = True
+            return
+        if self._ack_unreadable:
+            log.info("the cloud's acknowledgements can be read again")
+            self._ack_unreadable = False
+        epoch = self._spool.spool_epoch
+        settled = []
+        refused = {}
+        for acked in ack.batches:
+            if acked.spool_epoch != epoch:
+                log.debug(
+                    "acknowledgement of batch %d of spool epoch %s, not this spool's %s: ignored",
+                    acked.batch_seq,
+                    acked.spool_epoch,
+                    epoch,
+                )
+            elif acked.outcome is AckOutcome.REFUSED:
+                refused[acked.batch_seq] = acked.reason
+            else:
+                settled.append(acked.batch_seq)
+        self.acknowledged_batches += len(self._spool.acknowledge(epoch, settled))
+        if not refused:
+            return
+        for batch_seq in self._spool.acknowledge(epoch, refused):
+            self.refused_batches += 1
+            log.error(
+                "the cloud refused batch %d of spool %s: %s; it is deleted, not resent",
+                batch_seq,
+                epoch,
+                refused[batch_seq] or "no reason given",
+            )
+
+    async def _serve_commands(
+        self, client: aiomqtt.Client, link: _Link, queue: asyncio.Queue[aiomqtt.Message]
+    ) -> None:
         """Subscribe to this gateway's commands and answer each, one after another.
 
         One at a time on purpose: an unlock followed by a relock must not swap places.
         """
         topic = topic_for(self._spool.community, self._spool.gateway, Channel.COMMAND, "+")
-        granted = await client.subscribe(topic, qos=1, timeout=self._publish_timeout_s)
-        for code in granted:
-            if isinstance(code, ReasonCode) and code.is_failure:
-                raise UplinkError(f"broker refused the subscription to {topic}: {code}")
-        async for message in client.messages:
-            await self._handle_command(link, message)
+        refusal = await _subscribe(client, topic, self._publish_timeout_s)
+        if refusal is not None:
+            raise UplinkError(f"broker refused the subscription to {topic}: {refusal}")
+        while True:
+            await self._handle_command(link, await queue.get())
 
     async def _handle_command(self, link: _Link, message: aiomqtt.Message) -> None:
         assert self._on_command is not None
@@ -604,6 +770,17 @@ class Uplink:
                 finished_at=datetime.now(UTC),
             )
         )
+
+
+async def _subscribe(client: aiomqtt.Client, topic: str, timeout_s: float) -> str | None:
+    """Subscribe at QoS 1; the broker's refusal as text, or None when granted."""
+    granted = await client.subscribe(topic, qos=1, timeout=timeout_s)
+    for code in granted:
+        if isinstance(code, ReasonCode) and code.is_failure:
+            return str(code)
+        if isinstance(code, int) and code >= 0x80:  # MQTT 3.1.1's SUBACK failure
+            return f"0x{code:02x}"
+    return None
 
 
 def _credentials_refused(exc: Exception) -> bool:

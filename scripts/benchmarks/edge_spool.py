@@ -12,8 +12,10 @@ Three figures decide whether the spool (edge/spool.py) is fit for a gateway:
   spool fills as the agent would fill it (one add per poll, FULL);
 - the drain: a real Mosquitto comes up, the real Uplink empties the spool into it at
   QoS 1, and a subscriber checks by (device, seq) that every reading arrived
-  (``lost``) and how many came twice (``duplicates``). The goal is at least 50,000
-  readings/s, which needs many readings per message.
+  (``lost``) and how many came twice (``duplicates``). The subscriber plays the cloud:
+  it acknowledges each batch (``BatchAck``, as ingest does after its commit), since
+  only that deletes a batch from the spool; the drain ends when the spool is empty.
+  The goal is at least 50,000 readings/s, which needs many readings per message.
 """
 
 import argparse
@@ -36,7 +38,16 @@ from edge.uplink import Uplink
 from schemas.broker import parse_broker_url
 from schemas.topics import Channel, topic_for
 from schemas.vocabulary import Metric
-from schemas.wire import Reading, TelemetryBatch, decode
+from schemas.wire import (
+    AckedBatch,
+    AckOutcome,
+    BatchAck,
+    Reading,
+    TelemetryBatch,
+    decode,
+    encode,
+    read_batch_header,
+)
 
 NAME = "edge-spool"
 GATEWAY, COMMUNITY = "gw-bench", "bench/spool"
@@ -127,6 +138,7 @@ async def _drain(spool: Spool, broker: MosquittoServer, expected: int) -> dict[s
     payloads: list[bytes] = []
     ready = asyncio.Event()
     batches = spool.depth[Channel.TELEMETRY]
+    ack_topic = topic_for(COMMUNITY, GATEWAY, Channel.ACK)
 
     async def subscribe() -> None:
         async with aiomqtt.Client(
@@ -140,6 +152,15 @@ async def _drain(spool: Spool, broker: MosquittoServer, expected: int) -> dict[s
             async for message in client.messages:
                 assert isinstance(message.payload, bytes)
                 payloads.append(message.payload)
+                header = read_batch_header(message.payload)
+                assert header is not None
+                acked = AckedBatch(
+                    spool_epoch=header.spool_epoch,
+                    batch_seq=header.batch_seq,
+                    outcome=AckOutcome.STORED,
+                )
+                ack = BatchAck(gateway=GATEWAY, batches=[acked], acked_at=datetime.now(UTC))
+                await client.publish(ack_topic, encode(ack), qos=1)
                 if len(payloads) >= batches:
                     return
 

@@ -2,9 +2,12 @@
 
 Mosquitto shows that batches arrive at QoS 1, survive a broker restart mid-drain, that
 commands make the round trip and that the Last Will marks a killed gateway offline.
+The test's subscriber plays the cloud: it acknowledges each batch it receives
+(``BatchAck`` on the gateway's ack topic), and only that deletes a batch from the spool
+(acknowledgements lost, refused, of another epoch or version: test_uplink_acks.py).
 The scripted broker (a few lines of MQTT v5 over a socket) decides when, and with which
 reason code, each PUBACK goes back, which Mosquitto cannot be made to do: it shows the
-in-flight bound and that a batch leaves the spool only after its own successful PUBACK.
+in-flight bound and that a batch is marked sent only after its own successful PUBACK.
 """
 
 import asyncio
@@ -27,9 +30,12 @@ from edge.backoff import Backoff
 from edge.spool import Spool
 from edge.uplink import Uplink, UplinkState
 from schemas.broker import BrokerAddress, parse_broker_url
-from schemas.topics import Channel, topic_for
+from schemas.topics import Channel, parse_topic, topic_for
 from schemas.vocabulary import EventType, Metric, Severity
 from schemas.wire import (
+    AckedBatch,
+    AckOutcome,
+    BatchAck,
     CommandResult,
     Event,
     EventBatch,
@@ -38,6 +44,7 @@ from schemas.wire import (
     Status,
     TelemetryBatch,
     decode,
+    encode,
 )
 
 COMMUNITY = "test/uplink"
@@ -68,21 +75,64 @@ def make_spool(path: Path, gateway: str, **options: object) -> Spool:
     return Spool(path, gateway, COMMUNITY, budget_bytes=2**30, **options)  # type: ignore[arg-type]
 
 
+Outcome = Callable[[int, int], AckOutcome | None]
+"""What the test's cloud answers for (batch_seq, times received before): None for no
+acknowledgement at all (one lost, or a cloud that has not committed)."""
+
+
+def stored_then_duplicate(batch_seq: int, before: int) -> AckOutcome:
+    return AckOutcome.DUPLICATE if before else AckOutcome.STORED
+
+
+def ack_for(gateway: str, epoch: str, batches: dict[int, AckOutcome], reason: str = "") -> bytes:
+    """A BatchAck as the cloud publishes it."""
+    return encode(
+        BatchAck(
+            gateway=gateway,
+            batches=[
+                AckedBatch(
+                    spool_epoch=epoch,
+                    batch_seq=seq,
+                    outcome=outcome,
+                    reason=reason if outcome is AckOutcome.REFUSED else "",
+                )
+                for seq, outcome in batches.items()
+            ],
+            acked_at=datetime.now(UTC),
+        )
+    )
+
+
 @dataclass
 class Received:
     messages: list[tuple[str, bytes]] = field(default_factory=list)
     batches: dict[int, bytes] = field(default_factory=dict)
     repeats: int = 0
 
-    def add(self, topic: str, payload: bytes) -> None:
+    def add(self, topic: str, payload: bytes) -> EventBatch | TelemetryBatch | None:
+        """Record a message; the batch it carries, if any."""
         self.messages.append((topic, payload))
-        if topic.endswith(("/telemetry", "/events")):
-            wire_type = TelemetryBatch if topic.endswith("/telemetry") else EventBatch
-            seq = decode(payload, wire_type).batch_seq
-            if seq in self.batches:
-                assert self.batches[seq] == payload, f"batch {seq} came back with other bytes"
-                self.repeats += 1
-            self.batches[seq] = payload
+        if not topic.endswith(("/telemetry", "/events")):
+            return None
+        batch: EventBatch | TelemetryBatch = (
+            decode(payload, TelemetryBatch)
+            if topic.endswith("/telemetry")
+            else decode(payload, EventBatch)
+        )
+        seq = batch.batch_seq
+        if seq in self.batches:
+            assert self.batches[seq] == payload, f"batch {seq} came back with other bytes"
+            self.repeats += 1
+        self.batches[seq] = payload
+        return batch
+
+    def times(self, batch_seq: int) -> int:
+        """How often the batch arrived."""
+        return sum(
+            1
+            for topic, payload in self.messages
+            if topic.endswith(("/telemetry", "/events")) and self.batches.get(batch_seq) == payload
+        )
 
     def items(self) -> set[tuple[str, int]]:
         found: set[tuple[str, int]] = set()
@@ -95,8 +145,16 @@ class Received:
 
 
 @contextlib.asynccontextmanager
-async def subscriber(url: str, topic: str, client_id: str) -> AsyncIterator[Received]:
-    """Collect every message on ``topic``, reconnecting at once if the broker goes away."""
+async def subscriber(
+    url: str,
+    topic: str,
+    client_id: str,
+    *,
+    outcome: Outcome = stored_then_duplicate,
+    reason: str = "",
+) -> AsyncIterator[Received]:
+    """Collect every message on ``topic``, reconnecting at once if the broker goes away,
+    and acknowledge each batch as the cloud would, after ``outcome``."""
     broker = parse_broker_url(url)
     received = Received()
     subscribed = asyncio.Event()
@@ -114,7 +172,22 @@ async def subscriber(url: str, topic: str, client_id: str) -> AsyncIterator[Rece
                     subscribed.set()
                     async for message in client.messages:
                         assert isinstance(message.payload, bytes)
-                        received.add(str(message.topic), message.payload)
+                        batch = received.add(str(message.topic), message.payload)
+                        if batch is None:
+                            continue
+                        answer = outcome(batch.batch_seq, received.times(batch.batch_seq) - 1)
+                        if answer is not None:
+                            address = parse_topic(str(message.topic))
+                            await client.publish(
+                                topic_for(address.community, address.gateway, Channel.ACK),
+                                ack_for(
+                                    batch.gateway,
+                                    batch.spool_epoch,
+                                    {batch.batch_seq: answer},
+                                    reason,
+                                ),
+                                qos=1,
+                            )
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
 
@@ -146,7 +219,7 @@ async def running(uplink: Uplink) -> AsyncIterator[asyncio.Event]:
         await asyncio.wait_for(task, timeout=30)
 
 
-async def test_batches_arrive_at_qos1_events_first_and_leave_the_spool(
+async def test_batches_arrive_at_qos1_events_first_and_leave_the_spool_when_acknowledged(
     tmp_path: Path, mqtt_url: str, unique_id: Callable[[str], str]
 ) -> None:
     gateway = unique_id("gw")
@@ -164,6 +237,8 @@ async def test_batches_arrive_at_qos1_events_first_and_leave_the_spool(
         assert batch_topics[0].endswith("/events")
         assert uplink.published_batches == 11
         assert uplink.published_items == 1_001
+        assert uplink.acknowledged_batches == 11
+        assert (uplink.resent_batches, uplink.refused_batches, received.repeats) == (0, 0, 0)
         assert 1 < uplink.max_in_flight_seen <= 8
         assert uplink.state is UplinkState.STOPPED
         states = [decode(p, Status).state for t, p in received.messages if t.endswith("/status")]
@@ -174,7 +249,10 @@ async def test_broker_restart_mid_drain_loses_nothing(
     tmp_path: Path, mosquitto: MosquittoServer, unique_id: Callable[[str], str]
 ) -> None:
     gateway = unique_id("gw")
-    spool = make_spool(tmp_path / "spool.db", gateway, max_batch_items=200)
+    # Acknowledgements the restart loses come back after a resend: keep its wait short.
+    spool = make_spool(
+        tmp_path / "spool.db", gateway, max_batch_items=200, ack_timeout_s=1, ack_timeout_cap_s=1
+    )
     for device in range(20):
         spool.add_readings(readings(f"sd-{device}", 1, 2_000))
     expected = {(f"sd-{device}", seq) for device in range(20) for seq in range(1, 2_001)}
@@ -191,7 +269,7 @@ async def test_broker_restart_mid_drain_loses_nothing(
             async with running(uplink):
                 await wait_until(lambda: len(received.batches) >= 20, 10, "a first part arrives")
                 mosquitto.stop()
-                left = spool.depth[Channel.TELEMETRY]
+                left = spool.depth[Channel.TELEMETRY] - spool.sent_unacked[Channel.TELEMETRY]
                 assert 0 < left < 200
                 await asyncio.sleep(0.5)
                 mosquitto.start()
@@ -362,12 +440,16 @@ async def test_last_will_marks_a_killed_gateway_offline_retained(
 class ScriptedBroker:
     """An MQTT v5 peer that acknowledges publishes only when the test says so.
 
-    It accepts one connection at a time, answers CONNECT and PINGREQ, acknowledges the
-    status topic at once and holds every other PUBLISH until ``ack`` releases it with
-    the reason code given.
+    It accepts one connection at a time, answers CONNECT, PINGREQ and SUBSCRIBE (granted
+    at QoS 1 unless told otherwise), acknowledges the status topic at once and holds
+    every other PUBLISH until ``ack`` releases it with the reason code given.
+    ``deliver`` sends the client a message (QoS 0), as the cloud's acknowledgement
+    would come.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, subscribe_reason: int = 1) -> None:
+        self.subscribe_reason = subscribe_reason
+        """The SUBACK's reason code: 1 grants QoS 1, 0x87 refuses (not authorised)."""
         self.held: list[tuple[int, str]] = []
         self.connections = 0
         self._writer: asyncio.StreamWriter | None = None
@@ -392,6 +474,19 @@ class ScriptedBroker:
             self._writer.write(bytes([0x40, 3]) + packet_id.to_bytes(2, "big") + bytes([reason]))
         await self._writer.drain()
 
+    async def deliver(self, topic: str, payload: bytes) -> None:
+        assert self._writer is not None
+        name = topic.encode()
+        body = len(name).to_bytes(2, "big") + name + b"\x00" + payload  # no properties
+        length, size = b"", len(body)
+        while True:
+            size, digit = divmod(size, 128)
+            length += bytes([digit | (0x80 if size else 0)])
+            if not size:
+                break
+        self._writer.write(b"\x30" + length + body)
+        await self._writer.drain()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.held.clear()
@@ -412,6 +507,8 @@ class ScriptedBroker:
                     writer.write(bytes([0x20, 3, 0, 0, 0]))
                 elif kind == 12:  # PINGREQ
                     writer.write(bytes([0xD0, 0]))
+                elif kind == 8:  # SUBSCRIBE of one filter
+                    writer.write(bytes([0x90, 4]) + body[:2] + bytes([0, self.subscribe_reason]))
                 elif kind == 3:  # PUBLISH, QoS 1
                     size = int.from_bytes(body[:2], "big")
                     topic = body[2 : 2 + size].decode()
@@ -427,7 +524,7 @@ class ScriptedBroker:
         writer.close()
 
 
-async def test_in_flight_is_bounded_and_only_a_successful_puback_removes_a_batch(
+async def test_in_flight_is_bounded_and_only_a_successful_puback_marks_a_batch_sent(
     tmp_path: Path, unique_id: Callable[[str], str], caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = unique_id("gw")
@@ -447,19 +544,31 @@ async def test_in_flight_is_bounded_and_only_a_successful_puback_removes_a_batch
             await wait_until(lambda: len(scripted.held) == 3, 10, "three publishes in flight")
             await asyncio.sleep(0.3)
             assert len(scripted.held) == 3, "the bound holds"
-            assert spool.depth[Channel.EVENTS] == 10, "nothing leaves before its PUBACK"
+
+            def sent() -> int:
+                return spool.sent_unacked[Channel.EVENTS]
+
+            assert sent() == 0, "nothing is sent before its PUBACK"
             await scripted.ack(2)
-            await wait_until(lambda: spool.depth[Channel.EVENTS] == 8, 5, "two acknowledged")
+            await wait_until(lambda: sent() == 2, 5, "two PUBACKed")
+            assert spool.depth[Channel.EVENTS] == 10, "a PUBACK deletes nothing"
             await wait_until(lambda: len(scripted.held) == 3, 5, "two more sent")
             await scripted.ack(1, reason=0x87)
             await wait_until(lambda: scripted.connections == 2, 10, "a reconnect")
-            assert spool.depth[Channel.EVENTS] == 8, "a refused batch stays"
+            assert sent() == 2, "a refused batch stays unsent"
             assert uplink.refused_publishes == 1
             await wait_until(lambda: len(scripted.held) == 3, 10, "sending again")
-            while spool.depth[Channel.EVENTS]:
+            while sent() < 10:
                 await wait_until(lambda: bool(scripted.held), 5, "a publish")
                 await scripted.ack(len(scripted.held))
                 await asyncio.sleep(0.05)
+            assert uplink.resent_batches == 0, "the sent ones did not go again at the reconnect"
+            await scripted.deliver(
+                topic_for(COMMUNITY, gateway, Channel.ACK),
+                ack_for(gateway, spool.spool_epoch, dict.fromkeys(range(10), AckOutcome.STORED)),
+            )
+            await wait_until(lambda: spool.empty, 5, "the cloud's acknowledgement")
+    assert uplink.acknowledged_batches == 10
     assert "Not authorized" in caplog.text
     assert f"anju/v1/{COMMUNITY}/{gateway}/events" in caplog.text
 
@@ -484,7 +593,13 @@ async def test_uplink_speaks_mqtt_3_1_1_with_commands(tmp_path: Path) -> None:
                 async with running(uplink):
                     async with asyncio.timeout(10):
                         message = await anext(cloud.messages)
+                    assert isinstance(message.payload, bytes)
+                    batch = decode(message.payload, EventBatch)
+                    await cloud.publish(
+                        topic_for(COMMUNITY, "gw-1", Channel.ACK),
+                        ack_for("gw-1", batch.spool_epoch, {batch.batch_seq: AckOutcome.STORED}),
+                        qos=1,
+                    )
                     await wait_until(lambda: spool.empty, 10, "the batch acknowledged")
             assert uplink.internal_errors == 0
-    assert isinstance(message.payload, bytes)
-    assert decode(message.payload, EventBatch).items[0].seq == 1
+    assert batch.items[0].seq == 1

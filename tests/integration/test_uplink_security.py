@@ -1,9 +1,13 @@
 """The uplink against a broker that asks what a production one asks: TLS, a password
-per gateway, and an ACL that lets a gateway publish only under its own topics."""
+per gateway, and an ACL that lets a gateway publish only under its own topics.
+
+The test's ``cloud`` account acknowledges each batch it receives, as ingest does after
+its commit: only that empties the gateway's spool."""
 
 import asyncio
+import contextlib
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +24,7 @@ from edge.uplink import BrokerLogin, Uplink, UplinkState
 from schemas.broker import parse_broker_url
 from schemas.topics import Channel, topic_for
 from schemas.vocabulary import EventType, Severity
-from schemas.wire import Event, EventBatch, decode
+from schemas.wire import AckedBatch, AckOutcome, BatchAck, Event, EventBatch, decode, encode
 from tests.waiting import until
 
 COMMUNITY = "xijin/fenghuang"
@@ -77,7 +81,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]
              cwd=work)  # fmt: skip
     passwords = work / "passwords"
     for index, (user, password) in enumerate(
-        [("gw-fh-01", "fh-secret"), ("gw-by-01", "by-secret"), ("cloud", "cloud-secret")]
+        [
+            ("gw-fh-01", "fh-secret"),
+            ("gw-by-01", "by-secret"),
+            ("gw-fh-02", "fh2-secret"),
+            ("cloud", "cloud-secret"),
+        ]
     ):
         flags = ["-c"] if index == 0 else []
         subprocess.run(
@@ -90,7 +99,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]
     acl.write_text(
         "user gw-fh-01\ntopic readwrite anju/v1/xijin/fenghuang/gw-fh-01/#\n"
         "user gw-by-01\ntopic readwrite anju/v1/nanshan/baiyun/gw-by-01/#\n"
-        "user cloud\ntopic read anju/v1/#\n"
+        # gw-fh-02's role was not given its ack topic: it can publish, not subscribe.
+        "user gw-fh-02\ntopic write anju/v1/xijin/fenghuang/gw-fh-02/#\n"
+        "user cloud\ntopic read anju/v1/#\ntopic write anju/v1/+/+/+/ack\n"
     )
     broker = MosquittoServer(
         work / "mosquitto",
@@ -117,6 +128,42 @@ def alarm() -> Event:
     )
 
 
+@contextlib.asynccontextmanager
+async def acking_cloud(
+    secured: SecuredBroker, gateway: str = "gw-fh-01"
+) -> AsyncIterator[list[EventBatch]]:
+    """The cloud's side: every event batch of ``gateway`` received and acknowledged."""
+    received: list[EventBatch] = []
+    cloud = aiomqtt.Client(
+        "127.0.0.1",
+        secured.port,
+        username="cloud",
+        password="cloud-secret",
+        tls_params=aiomqtt.TLSParameters(ca_certs=str(secured.ca_file)),
+    )
+
+    async def acknowledge() -> None:
+        async for message in cloud.messages:
+            assert isinstance(message.payload, bytes)
+            batch = decode(message.payload, EventBatch)
+            received.append(batch)
+            acked = AckedBatch(
+                spool_epoch=batch.spool_epoch, batch_seq=batch.batch_seq, outcome=AckOutcome.STORED
+            )
+            ack = BatchAck(gateway=gateway, batches=[acked], acked_at=datetime.now(UTC))
+            await cloud.publish(topic_for(COMMUNITY, gateway, Channel.ACK), encode(ack), qos=1)
+
+    async with cloud:
+        await cloud.subscribe(topic_for(COMMUNITY, gateway, Channel.EVENTS), qos=1)
+        task = asyncio.create_task(acknowledge())
+        try:
+            yield received
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def run_briefly(uplink: Uplink, seconds: float) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(uplink.run(stop))
@@ -128,14 +175,6 @@ async def run_briefly(uplink: Uplink, seconds: float) -> None:
 async def test_gateway_publishes_over_tls_with_its_password(
     secured: SecuredBroker, tmp_path: Path
 ) -> None:
-    received: list[EventBatch] = []
-    cloud = aiomqtt.Client(
-        "127.0.0.1",
-        secured.port,
-        username="cloud",
-        password="cloud-secret",
-        tls_params=aiomqtt.TLSParameters(ca_certs=str(secured.ca_file)),
-    )
     with Spool(tmp_path / "spool", "gw-fh-01", COMMUNITY, budget_bytes=2**24) as spool:
         spool.add_events([alarm()])
         uplink = Uplink(
@@ -144,15 +183,33 @@ async def test_gateway_publishes_over_tls_with_its_password(
             agent_version="test",
             ca_file=secured.ca_file,
         )
-        async with cloud:
-            await cloud.subscribe(topic_for(COMMUNITY, "gw-fh-01", Channel.EVENTS), qos=1)
+        async with acking_cloud(secured) as received:
             await run_briefly(uplink, 2.0)
-            async with asyncio.timeout(5):
-                message = await anext(cloud.messages)
-            assert isinstance(message.payload, bytes)
-            received.append(decode(message.payload, EventBatch))
         assert spool.empty
     assert [e.type for e in received[0].items] == [EventType.SMOKE_ALARM]
+    assert uplink.acknowledged_batches == 1
+
+
+async def test_an_acl_without_the_ack_topic_still_lets_alarms_out(
+    secured: SecuredBroker, tmp_path: Path
+) -> None:
+    """An ACL written before acknowledgements existed: the alarm still goes out, and
+    stays in the spool, since no acknowledgement can come (Mosquitto's acl_file grants
+    the subscription and silently delivers nothing; a refused SUBACK is logged:
+    test_uplink_acks.py)."""
+    with Spool(tmp_path / "spool", "gw-fh-02", COMMUNITY, budget_bytes=2**24) as spool:
+        spool.add_events([alarm()])
+        uplink = Uplink(
+            parse_broker_url(secured.url("gw-fh-02", "fh2-secret")),
+            spool,
+            agent_version="test",
+            ca_file=secured.ca_file,
+        )
+        async with acking_cloud(secured, "gw-fh-02") as received:
+            await run_briefly(uplink, 2.0)
+        assert [e.type for e in received[0].items] == [EventType.SMOKE_ALARM]
+        assert spool.sent_unacked[Channel.EVENTS] == 1
+        assert uplink.connection_failures == 0
 
 
 async def test_wrong_password_keeps_the_batch(secured: SecuredBroker, tmp_path: Path) -> None:
@@ -221,25 +278,26 @@ async def test_refused_credentials_are_read_again_from_the_config_file(
         return BrokerLogin(config.broker_address, ca_file=config.tls_ca_file)
 
     write_config("the-old-password")
-    with Spool(tmp_path / "spool", "gw-fh-01", COMMUNITY, budget_bytes=2**24) as spool:
-        spool.add_events([alarm()])
-        uplink = Uplink(
-            parse_broker_url(secured.url("gw-fh-01", "the-old-password")),
-            spool,
-            agent_version="test",
-            ca_file=secured.ca_file,
-            backoff=Backoff(initial_s=0.1, cap_s=0.5),
-            relogin=relogin,
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(uplink.run(stop))
-        try:
-            await until("a refused connect", 10, lambda: uplink.connection_failures >= 1)
-            assert spool.depth[Channel.EVENTS] == 1
-            write_config("fh-secret")
-            await until("the alarm sent with the new password", 10, lambda: spool.empty)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, timeout=30)
-        assert uplink.relogins == 1
-        assert uplink.published_items == 1
+    async with acking_cloud(secured):
+        with Spool(tmp_path / "spool", "gw-fh-01", COMMUNITY, budget_bytes=2**24) as spool:
+            spool.add_events([alarm()])
+            uplink = Uplink(
+                parse_broker_url(secured.url("gw-fh-01", "the-old-password")),
+                spool,
+                agent_version="test",
+                ca_file=secured.ca_file,
+                backoff=Backoff(initial_s=0.1, cap_s=0.5),
+                relogin=relogin,
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(uplink.run(stop))
+            try:
+                await until("a refused connect", 10, lambda: uplink.connection_failures >= 1)
+                assert spool.depth[Channel.EVENTS] == 1
+                write_config("fh-secret")
+                await until("the alarm sent with the new password", 10, lambda: spool.empty)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, timeout=30)
+            assert uplink.relogins == 1
+            assert uplink.published_items == 1

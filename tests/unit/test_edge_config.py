@@ -116,3 +116,22 @@ def test_addresses_parse(url: str, protocol: Protocol, bus: str, unit: int) -> N
 def test_bad_addresses_say_why(url: str, problem: str) -> None:
     with pytest.raises(AddressError, match=problem):
         parse_address(url)
+
+
+def test_ack_timeouts_default_and_their_cap_must_hold_the_timeout(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert (config.uplink.ack_timeout_s, config.uplink.ack_timeout_cap_s) == (30.0, 600.0)
+
+    def uplink(section: str) -> str:
+        return GOOD.replace("devices:", f"uplink: {{{section}}}\ndevices:")
+
+    config = load_config(write(tmp_path, uplink("ack_timeout_s: 5, ack_timeout_cap_s: 60")))
+    assert (config.uplink.ack_timeout_s, config.uplink.ack_timeout_cap_s) == (5.0, 60.0)
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, uplink("ack_timeout_s: 120, ack_timeout_cap_s: 60")))
+    assert raised.value.key == "uplink.ack_timeout_cap_s"
+    assert "below ack_timeout_s (120)" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, uplink("ack_timout_s: 5")))
+    assert raised.value.key == "uplink.ack_timout_s"
+    assert "allowed keys here are ack_timeout_s, ack_timeout_cap_s" in str(raised.value)

@@ -32,9 +32,10 @@ SMOKE = load_profile(
 
 @dataclass
 class SpoolStandIn:
-    """The three attributes the collector reads of the durable spool."""
+    """The attributes the collector reads of the durable spool."""
 
     depth: dict[Channel, int] = field(default_factory=dict)
+    sent_unacked: dict[Channel, int] = field(default_factory=dict)
     oldest_unsent_age_s: float | None = None
     dropped_readings: int = 0
 
@@ -45,6 +46,11 @@ class UplinkStandIn:
     published_batches: int = 0
     published_items: int = 0
     connection_failures: int = 0
+    acknowledged_batches: int = 0
+    refused_batches: int = 0
+    resent_batches: int = 0
+    unreadable_acks: int = 0
+    ack_version_mismatches: int = 0
 
 
 @dataclass
@@ -146,20 +152,32 @@ async def test_scrape_reads_pollers_as_they_are_now(agent: Agent, endpoint: str)
 
 async def test_scrape_reads_spool_uplink_and_fire_linkage(agent: Agent, endpoint: str) -> None:
     agent.spool.depth = {Channel.EVENTS: 2, Channel.TELEMETRY: 40}
+    agent.spool.sent_unacked = {Channel.EVENTS: 1, Channel.TELEMETRY: 30}
     agent.spool.oldest_unsent_age_s = 12.5
     agent.spool.dropped_readings = 300
     agent.uplink.state = UplinkState.OFFLINE
     agent.uplink.published_batches, agent.uplink.published_items = 5, 120
+    agent.uplink.acknowledged_batches, agent.uplink.refused_batches = 3, 1
+    agent.uplink.resent_batches = 7
+    agent.uplink.unreadable_acks, agent.uplink.ack_version_mismatches = 6, 4
     agent.linkage.releases, agent.linkage.release_failures = 3, 1
     samples = await scrape(endpoint)
     assert value(samples, "anju_edge_spool_depth_batches", lane="events") == 2
     assert value(samples, "anju_edge_spool_depth_batches", lane="telemetry") == 40
+    assert value(samples, "anju_edge_spool_sent_unacked_batches", lane="events") == 1
+    assert value(samples, "anju_edge_spool_sent_unacked_batches", lane="telemetry") == 30
     assert value(samples, "anju_edge_spool_oldest_unsent_age_seconds") == 12.5
     assert value(samples, "anju_edge_telemetry_dropped_total") == 300
     states = {state: value(samples, "anju_edge_uplink_state", state=state) for state in UplinkState}
     assert states == {state: float(state is UplinkState.OFFLINE) for state in UplinkState}
     assert value(samples, "anju_edge_uplink_published_batches_total") == 5
     assert value(samples, "anju_edge_uplink_published_items_total") == 120
+    assert value(samples, "anju_edge_uplink_acknowledged_batches_total") == 3
+    assert value(samples, "anju_edge_uplink_refused_batches_total") == 1
+    assert value(samples, "anju_edge_uplink_resent_batches_total") == 7
+    unreadable = "anju_edge_uplink_unreadable_acks_total"
+    assert value(samples, unreadable, kind="schema_version") == 4
+    assert value(samples, unreadable, kind="invalid") == 2
     assert value(samples, "anju_edge_fire_releases_total") == 3
     assert value(samples, "anju_edge_fire_release_failures_total") == 1
     assert value(samples, "anju_edge_fire_buildings_in_alarm") == 0

@@ -1,4 +1,7 @@
-"""The durable spool: sealing, lane order, restarts, the disk budget and kill -9."""
+"""The durable spool: sealing, lane order, restarts, the disk budget and kill -9.
+
+The sent state (PUBACKed, waiting for the cloud's acknowledgement) and the format 1
+upgrade are in test_spool_acks.py."""
 
 import asyncio
 import itertools
@@ -51,13 +54,19 @@ def open_spool(path: Path, **options: object) -> Spool:
     return Spool(path, GATEWAY, COMMUNITY, budget_bytes=BUDGET, **options)  # type: ignore[arg-type]
 
 
+def settle(spool: Spool, batch: SealedBatch) -> None:
+    """What the uplink does for a batch the broker and then the cloud acknowledged."""
+    spool.sent(batch)
+    assert spool.acknowledge(spool.spool_epoch, [batch.batch_seq]) == [batch.batch_seq]
+
+
 def drain(spool: Spool) -> list[SealedBatch]:
     """Flush, then take and acknowledge everything, in hand-out order."""
     spool.flush()
     taken = []
     while (batch := spool.take_nowait()) is not None:
         taken.append(batch)
-        spool.done(batch)
+        settle(spool, batch)
     assert spool.empty
     return taken
 
@@ -83,7 +92,7 @@ async def test_events_jump_ahead_of_sealed_telemetry(tmp_path: Path) -> None:
             spool.spool_epoch,
             3,
         )
-        spool.done(first)
+        spool.sent(first)
         second = await asyncio.wait_for(spool.take(), timeout=1)
         assert second.channel is Channel.TELEMETRY
         assert decode(second.payload, TelemetryBatch).batch_seq < batch.batch_seq
@@ -100,23 +109,30 @@ def test_a_batch_is_handed_out_once_per_connection_then_again_byte_for_byte(
         spool.rewind()
         again = spool.take_nowait()
         assert again == first
-        spool.done(again)
+        settle(spool, again)
         assert spool.empty
 
 
-def test_done_works_for_any_batch_in_flight(tmp_path: Path) -> None:
+def test_sent_and_acknowledge_work_for_any_batch_in_flight(tmp_path: Path) -> None:
     with open_spool(tmp_path / "spool.db") as spool:
-        for seq in range(1, 4):
+        for seq in range(1, 5):
             spool.add_events([alarm(seq)])
-        a, b, c = (spool.take_nowait() for _ in range(3))
+        a, b, c, d = (spool.take_nowait() for _ in range(4))
         assert a is not None
         assert b is not None
         assert c is not None
-        spool.done(b)
-        spool.done(c)
-        assert spool.depth[Channel.EVENTS] == 1
+        assert d is not None
+        spool.sent(b)
+        spool.sent(c)
+        assert spool.acknowledge(spool.spool_epoch, [d.batch_seq, c.batch_seq]) == [
+            d.batch_seq,
+            c.batch_seq,
+        ]
+        assert spool.depth[Channel.EVENTS] == 2
         spool.rewind()
+        # b is sent and not due: only a, never PUBACKed, goes again at once.
         assert spool.take_nowait() == a
+        assert spool.take_nowait() is None
 
 
 async def test_readings_linger_then_seal_into_one_batch(tmp_path: Path) -> None:
@@ -352,7 +368,9 @@ def test_a_closed_or_broken_file_raises_spool_error_for_writes_and_reads(tmp_pat
     for call in (
         lambda: spool.add_events([alarm(2)]),
         lambda: spool.add_readings([reading(3)]),
-        lambda: spool.done(SealedBatch(Channel.EVENTS, 0, b"", 1)),
+        lambda: spool.sent(SealedBatch(Channel.EVENTS, 0, b"", 1)),
+        lambda: spool.acknowledge(spool.spool_epoch, [0]),
+        lambda: spool.sent_unacked,
         spool.take_nowait,
         spool.size_bytes,
         lambda: spool.oldest_unsent_age_s,
