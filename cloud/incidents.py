@@ -77,6 +77,17 @@ class IncidentDraft:
             return "building"
         return "device"
 
+    @property
+    def lock_order(self) -> tuple[str, str, str]:
+        """Scope, subject, type: the order every writer opens or joins incidents in, so
+        that two transactions touching the same subjects lock them in the same order
+        and cannot deadlock."""
+        if self.scope == "resident":
+            return ("resident", f"{self.resident_id:020d}", self.type)
+        if self.scope == "building":
+            return ("building", f"{self.community_id:020d}/{self.building}", self.type)
+        return ("device", self.device_id or "", self.type)
+
 
 @dataclass(frozen=True, slots=True)
 class IncidentOutcome:

@@ -81,8 +81,18 @@ INGEST_COUNTS: Final = (
     ("messages", "Messages ingest acknowledged to the broker, whatever became of them."),
     ("batches", "Batches stored, each once (a batch received again is a duplicate)."),
     ("duplicates", "Batches received again after being stored; nothing was written."),
+    (
+        "conflicts",
+        "Batches refused because their key was stored before with other content "
+        "(a gateway restored from an old disk image, or a forgery).",
+    ),
     ("readings", "Readings stored."),
     ("events", "Events stored."),
+    (
+        "clock_skewed",
+        "Readings and events stored at their time of receipt because their own time "
+        "was outside the clock window.",
+    ),
     (
         "quarantined",
         "Quarantine rows written: one per rejected message, one per unknown device of a batch.",
@@ -93,6 +103,12 @@ INGEST_COUNTS: Final = (
         "Ingest sessions ended by a database failure; their messages were redelivered.",
     ),
     ("broker_errors", "Broker connections lost or refused."),
+    ("acks_published", "Batch acknowledgements published to gateways, one per gateway and group."),
+    (
+        "ack_failures",
+        "Batch acknowledgements that could not be published; the gateways resend and "
+        "deduplication absorbs it.",
+    ),
     ("failures", "Ingest sessions ended by an unforeseen error (a bug: see the log)."),
     (
         "groups",
@@ -115,12 +131,16 @@ class IngestView(Protocol):
     messages: int
     batches: int
     duplicates: int
+    conflicts: int
     readings: int
     events: int
+    clock_skewed: int
     quarantined: int
     poisoned: int
     storage_errors: int
     broker_errors: int
+    acks_published: int
+    ack_failures: int
     failures: int
     groups: int
     newest_sealed_at: datetime | None

@@ -7,15 +7,19 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
 
-OutcomeKind = Literal["stored", "duplicate", "quarantined"]
+OutcomeKind = Literal["stored", "duplicate", "quarantined", "conflict"]
+"""``conflict``: a batch key already stored with other content (see ``BatchWriter``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     """What one message became once its transaction committed.
 
-    ``quarantined`` counts quarantine rows written: one for a rejected message, one per
-    unknown device for a batch that was otherwise stored.
+    ``quarantined`` counts quarantine rows written: one for a rejected message or a
+    conflict, one per unknown device for a batch that was otherwise stored. ``reason``
+    says why a whole message was refused (quarantined or conflict), for the gateway's
+    acknowledgement. ``key`` is the batch's (spool epoch, batch seq) when the payload
+    names one, so the consumer can acknowledge the batch; None when it cannot be told.
     """
 
     kind: OutcomeKind
@@ -24,6 +28,10 @@ class BatchOutcome:
     quarantined: int = 0
     incidents_opened: int = 0
     incidents_joined: int = 0
+    clock_skewed: int = 0
+    """Items stored at their time of receipt because their own time was implausible."""
+    reason: str = ""
+    key: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -33,12 +41,21 @@ class IngestCounters:
     messages: int = 0
     batches: int = 0
     duplicates: int = 0
+    conflicts: int = 0
+    """Batches refused because their key was stored before with other content."""
     readings: int = 0
     events: int = 0
     quarantined: int = 0
     incidents_opened: int = 0
     incidents_joined: int = 0
+    clock_skewed: int = 0
+    """Readings and events stored at their time of receipt, their own being implausible."""
     poisoned: int = 0
+    acks_published: int = 0
+    """Batch acknowledgements handed to the broker connection, one per gateway and group."""
+    ack_failures: int = 0
+    """Batch acknowledgements that could not be sent; the gateway resends, which
+    deduplication absorbs."""
     storage_errors: int = 0
     broker_errors: int = 0
     failures: int = 0
@@ -54,11 +71,14 @@ class IngestCounters:
             self.batches += 1
         elif outcome.kind == "duplicate":
             self.duplicates += 1
+        elif outcome.kind == "conflict":
+            self.conflicts += 1
         self.readings += outcome.readings
         self.events += outcome.events
         self.quarantined += outcome.quarantined
         self.incidents_opened += outcome.incidents_opened
         self.incidents_joined += outcome.incidents_joined
+        self.clock_skewed += outcome.clock_skewed
 
     def record_group(self, sealed_at: Iterable[datetime], *, committed_at: datetime) -> None:
         """Count one group committed, with the sealing times of the batches it stored.

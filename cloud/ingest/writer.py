@@ -11,11 +11,23 @@ it returns one outcome per message:
   acknowledgement is recognised and stores nothing;
 - items of devices not registered behind their gateway are quarantined (one row per
   device and batch, the reason naming it) while the rest of the batch lands;
-- a message that can never be stored as sent (bad topic, malformed payload, header that
-  contradicts the topic, unknown gateway, values the database refuses) is quarantined
-  with the reason and the raw payload (at most 64 KiB kept);
+- a message that can never be stored as sent (bad topic, payload over the size limit,
+  malformed payload or one of another schema version, header that contradicts the
+  topic, unknown gateway, values the database refuses) is quarantined with the reason
+  and the raw payload (at most 64 KiB kept);
+- a batch whose key was stored before is a duplicate when its payload's sha256 matches
+  the stored one, and a conflict otherwise (a gateway restored from an old disk image
+  reuses batch numbers for new readings): quarantined with both digests, never dropped
+  in silence;
+- an item dated outside the plausible window around the group's time of receipt
+  (``IngestSettings.clock_past_s``/``clock_future_s``) is kept at the time of receipt,
+  flagged ``clock_skew``, so no incident and no chart is dated by a wrong clock; its
+  gateway gets one ``gateway_clock_skew`` incident (joined while it is active) and one
+  warning per process;
 
-so the caller may acknowledge every message of the group. When it raises
+so the caller may acknowledge every message of the group, and tell each gateway what
+became of each of its batches (every outcome carries the batch key when the payload
+names one, and the reason when the batch was refused). When it raises
 ``StorageError`` nothing was committed and no message may be acknowledged: the broker
 redelivers them.
 
@@ -26,6 +38,7 @@ message at a time, and only the message at fault is quarantined.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -39,17 +52,25 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.errors import StorageError
-from cloud.incidents import IncidentDraft, open_or_join
+from cloud.incidents import IncidentDraft, Priority, open_or_join
 from cloud.ingest.counters import BatchOutcome
 from cloud.rules.config import RuleSet
 from cloud.rules.context import DeviceContext
 from cloud.rules.engine import after_opening, evaluate
-from cloud.settings import QueueSettings
+from cloud.settings import IngestSettings, QueueSettings
 from cloud.storage.database import rejects_input, storage_errors
 from cloud.storage.sql import queries
-from schemas.errors import WireError
+from schemas.errors import SchemaVersionMismatch, WireError
 from schemas.topics import Channel, TopicAddress, parse_topic
-from schemas.wire import Event, EventBatch, Reading, TelemetryBatch, decode, encode
+from schemas.wire import (
+    Event,
+    EventBatch,
+    Reading,
+    TelemetryBatch,
+    decode,
+    encode,
+    read_batch_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +84,12 @@ ones real-time aggregation no longer covers."""
 _READING_TYPES: Final = ("text", "text", "timestamptz", "float8", "text", "int8")
 """Column types of ``copy_readings``, in its column order (device, metric, ts first, so
 rows sorted as tuples follow the (device_id, metric, ts) index)."""
+
+MAX_PAYLOAD_BYTES: Final[int] = IngestSettings.model_fields["max_payload_bytes"].default
+"""``decode_message``'s limit when it is given none: the setting's default."""
+CLOCK_SKEW_INCIDENT: Final = "gateway_clock_skew"
+"""The incident about a gateway whose items arrive dated outside the plausible window;
+its subject is the gateway (``device_id``), as for ``gateway_offline``."""
 
 _CONFLICTS: Final = frozenset({"40P01", "40001"})
 """Deadlock detected, serialization failure: another transaction won, retrying helps."""
@@ -83,13 +110,11 @@ class Decoded:
     address: TopicAddress | None = None
     batch: Batch | None = None
     rejection: str | None = None
-
-    @property
-    def carries_events(self) -> bool:
-        """Whether the message is on an events topic: its group must not wait."""
-        return isinstance(self.batch, EventBatch) or (
-            self.address is not None and self.address.channel is Channel.EVENTS
-        )
+    digest: bytes = b""
+    """sha256 of the payload, for a decoded batch: a resend must match what was stored."""
+    key: tuple[str, int] | None = None
+    """(spool epoch, batch seq) when the payload names them, even when it was rejected:
+    what the gateway's acknowledgement names the batch by."""
 
     @property
     def items(self) -> int:
@@ -102,17 +127,24 @@ class Decoded:
         return self.address.gateway if self.address is not None else None
 
 
-def decode_message(topic: str, payload: bytes) -> Decoded:
+def decode_message(
+    topic: str, payload: bytes, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+) -> Decoded:
     """Parse the topic and the payload of an ingest message and check they agree.
 
     Pure: touches no database. Never raises: a topic outside the contract, a channel
-    ingest does not store, a malformed payload, or a header whose gateway or community
-    differ from the topic's yields a ``Decoded`` with the ``rejection`` reason.
+    ingest does not store, a payload over ``max_payload_bytes`` (not decoded at all),
+    a malformed payload or one of another schema version, or a header whose gateway or
+    community differ from the topic's yields a ``Decoded`` with the ``rejection``
+    reason, and with the batch key when the payload's header can still be read.
     """
     try:
         address = parse_topic(topic)
     except WireError as exc:
-        return Decoded(topic, payload, rejection=f"bad topic: {exc.reason}")
+        return _rejected(topic, payload, None, f"bad topic: {exc.reason}")
+    if len(payload) > max_payload_bytes:
+        reason = f"payload of {len(payload)} bytes is over the {max_payload_bytes} byte limit"
+        return _rejected(topic, payload, address, reason)
     batch: Batch
     try:
         if address.channel is Channel.TELEMETRY:
@@ -120,13 +152,15 @@ def decode_message(topic: str, payload: bytes) -> Decoded:
         elif address.channel is Channel.EVENTS:
             batch = decode(payload, EventBatch, topic=topic)
         else:
-            return Decoded(
-                topic, payload, address, rejection=f"channel {address.channel} is not ingested"
-            )
+            reason = f"channel {address.channel} is not ingested"
+            return _rejected(topic, payload, address, reason)
+    except SchemaVersionMismatch as exc:
+        reason = f"{address.channel} payload of another schema version: {exc.reason}"
+        return _rejected(topic, payload, address, reason)
     except WireError as exc:
-        return Decoded(
-            topic, payload, address, rejection=f"malformed {address.channel} payload: {exc.reason}"
-        )
+        reason = f"malformed {address.channel} payload: {exc.reason}"
+        return _rejected(topic, payload, address, reason)
+    key = (batch.spool_epoch, batch.batch_seq)
     for name, in_payload, in_topic in (
         ("gateway", batch.gateway, address.gateway),
         ("community", batch.community, address.community),
@@ -136,8 +170,16 @@ def decode_message(topic: str, payload: bytes) -> Decoded:
                 f"payload {name} {in_payload!r} does not match the topic's {in_topic!r} "
                 f"(batch {batch.spool_epoch}/{batch.batch_seq})"
             )
-            return Decoded(topic, payload, address, rejection=reason)
-    return Decoded(topic, payload, address, batch)
+            return Decoded(topic, payload, address, rejection=reason, key=key)
+    return Decoded(topic, payload, address, batch, digest=hashlib.sha256(payload).digest(), key=key)
+
+
+def _rejected(topic: str, payload: bytes, address: TopicAddress | None, reason: str) -> Decoded:
+    """A message refused before it became a batch; keyed by its header when readable, so
+    its gateway can still be told the batch is refused rather than resend it forever."""
+    header = read_batch_header(payload)
+    key = (header.spool_epoch, header.batch_seq) if header is not None else None
+    return Decoded(topic, payload, address, rejection=reason, key=key)
 
 
 LAST_SEEN_STEP_S: Final = 10
@@ -161,12 +203,27 @@ class _Quarantine:
 
 @dataclass(slots=True)
 class _Group:
-    """What one transaction writes, gathered before the first statement that writes."""
+    """What one transaction writes, gathered before the first statement that writes.
+
+    ``received_at`` is the group's time of receipt; items dated outside
+    [``not_before``, ``not_after``] are stored at it instead (``doubt``).
+    """
 
     outcomes: list[BatchOutcome | None]
+    received_at: datetime
+    not_before: datetime
+    not_after: datetime
     quarantine: list[_Quarantine] = field(default_factory=list)
     readings: list[tuple[str, str, datetime, float, str, int]] = field(default_factory=list)
+    skewed_readings: list[tuple[str, str, datetime, float, str, int]] = field(default_factory=list)
     events: list[tuple[int, str, list[Event]]] = field(default_factory=list)
+    claimed: dict[int, datetime] = field(default_factory=dict)
+    """The device's own time of each event moved to the time of receipt, by ``id()`` of
+    the moved event (alive in ``events`` as long as this)."""
+    skewed: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    """Gateways whose items were moved: the first message holding one, and its time."""
+    communities: dict[str, int] = field(default_factory=dict)
+    """Community id of each registered gateway of the group."""
     latest: dict[str, datetime] = field(default_factory=dict)
     gateways: set[str] = field(default_factory=set)
 
@@ -175,7 +232,9 @@ class _Group:
         self.quarantine.append(
             _Quarantine(message.topic, message.gateway, reason, message.payload, kind)
         )
-        self.outcomes[index] = BatchOutcome("quarantined", quarantined=1)
+        self.outcomes[index] = BatchOutcome(
+            "quarantined", quarantined=1, reason=reason, key=message.key
+        )
 
     def seen(self, items: Iterable[Reading | Event]) -> None:
         latest = self.latest
@@ -184,12 +243,33 @@ class _Group:
             if known is None or item.ts > known:
                 latest[item.device] = item.ts
 
+    def believable(self, items: Sequence[Reading | Event]) -> bool:
+        """Whether every item's time is in the plausible window (one pass each for the
+        earliest and the latest: the common case costs no per-item branching)."""
+        stamps = [item.ts for item in items]
+        return not stamps or (min(stamps) >= self.not_before and max(stamps) <= self.not_after)
+
+    def plausible(self, ts: datetime) -> bool:
+        return self.not_before <= ts <= self.not_after
+
+    def doubt(self, index: int, gateway: str, items: Sequence[Reading | Event]) -> None:
+        """Note items of message ``index`` (as sent) that are stored at the time of
+        receipt: their devices were seen then, and their gateway's clock is wrong."""
+        received_at = self.received_at
+        latest = self.latest
+        for item in items:
+            known = latest.get(item.device)
+            if known is None or received_at > known:
+                latest[item.device] = received_at
+        self.skewed.setdefault(gateway, (index, items[0].ts))
+
 
 class BatchWriter:
     """Stores groups of ingest messages through a connection pool; see the module docstring.
 
     The pool's connections must be in autocommit mode (transactions are explicit).
     ``queue`` times the escalation of incidents the rules open (its defaults when None);
+    ``ingest`` gives the plausible window of items' times (its defaults when None);
     ``connect_timeout_s`` bounds the wait for a pooled connection.
     """
 
@@ -199,11 +279,15 @@ class BatchWriter:
         rules: RuleSet,
         *,
         queue: QueueSettings | None = None,
+        ingest: IngestSettings | None = None,
         connect_timeout_s: float = 10.0,
     ) -> None:
         self._pool = pool
         self._rules = rules
         self._queue = queue
+        settings = ingest or IngestSettings()
+        self._clock_past = timedelta(seconds=settings.clock_past_s)
+        self._clock_future = timedelta(seconds=settings.clock_future_s)
         self._logged: OrderedDict[str, None] = OrderedDict()
         self._connect_timeout_s = connect_timeout_s
 
@@ -245,7 +329,7 @@ class BatchWriter:
             await _insert_quarantine(
                 conn, [_Quarantine(message.topic, message.gateway, reason, message.payload)]
             )
-        return [BatchOutcome("quarantined", quarantined=1)]
+        return [BatchOutcome("quarantined", quarantined=1, reason=reason, key=message.key)]
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -256,7 +340,13 @@ class BatchWriter:
                 yield conn
 
     async def _store(self, messages: Sequence[Decoded]) -> list[BatchOutcome]:
-        group = _Group(outcomes=[None] * len(messages))
+        now = datetime.now(UTC)
+        group = _Group(
+            outcomes=[None] * len(messages),
+            received_at=now,
+            not_before=now - self._clock_past,
+            not_after=now + self._clock_future,
+        )
         async with self._connection() as conn, conn.transaction():
             candidates = await _check_gateways(conn, messages, group)
             fresh = await _record_batches(conn, messages, candidates, group)
@@ -265,27 +355,45 @@ class BatchWriter:
                 _split(index, messages[index], misplaced, group)
             await _insert_quarantine(conn, group.quarantine)
             await copy_readings(conn, group.readings)
+            await copy_readings(conn, group.skewed_readings, clock_skew=True)
             if group.events:
                 await _store_events(conn, self._rules, self._queue, group)
+            if group.skewed:
+                await _report_clocks(conn, self._queue, group)
             # Last, so the rows this writes (shared with other workers' groups) stay
             # locked only for the commit.
             await _touch(conn, group)
         for row in group.quarantine:
-            self._log_once(row)
-        duplicate = BatchOutcome("duplicate")
-        return [outcome or duplicate for outcome in group.outcomes]
+            if self._first(row.kind):
+                log.warning(
+                    "quarantined on %s: %s (repeats are counted, not logged)", row.topic, row.reason
+                )
+        for gateway, (_, claimed) in group.skewed.items():
+            if self._first(f"{gateway}: clock skew"):
+                log.warning(
+                    "gateway %s sends items dated outside the plausible window (%s before to "
+                    "%s after receipt), such as %s: stored at their time of receipt, flagged "
+                    "clock_skew, incident %s (logged once per gateway)",
+                    gateway,
+                    self._clock_past,
+                    self._clock_future,
+                    claimed.isoformat(),
+                    CLOCK_SKEW_INCIDENT,
+                )
+        outcomes = [outcome for outcome in group.outcomes if outcome is not None]
+        assert len(outcomes) == len(messages), "every message of the group has its outcome"
+        return outcomes
 
-    def _log_once(self, row: _Quarantine) -> None:
-        """Log the first quarantine of each kind; repeats (an unknown device reporting
-        every second) are only counted, in ``IngestCounters.quarantined``."""
-        if row.kind in self._logged:
-            return
-        self._logged[row.kind] = None
+    def _first(self, kind: str) -> bool:
+        """Whether ``kind`` of problem is met for the first time (of the last
+        ``_LOGGED_KINDS_KEPT``): its first occurrence is logged, repeats (an unknown
+        device reporting every second) only counted."""
+        if kind in self._logged:
+            return False
+        self._logged[kind] = None
         while len(self._logged) > _LOGGED_KINDS_KEPT:
             self._logged.popitem(last=False)
-        log.warning(
-            "quarantined on %s: %s (repeats are counted, not logged)", row.topic, row.reason
-        )
+        return True
 
 
 def _batch(message: Decoded) -> Batch:
@@ -298,11 +406,11 @@ async def _check_gateways(
 ) -> list[int]:
     """Indexes of the messages whose gateway is registered, active and in the topic's community."""
     names = sorted({m.gateway for m in messages if m.batch is not None and m.gateway is not None})
-    known: dict[str, tuple[str, str]] = {}
+    known: dict[str, tuple[str, str, int]] = {}
     if names:
         with storage_errors("gateways_for_ingest"):
             cur = await conn.execute(queries()["gateways_for_ingest"], {"gateways": names})
-            known = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+            known = {row[0]: (row[1], row[2], int(row[3])) for row in await cur.fetchall()}
     candidates: list[int] = []
     for index, message in enumerate(messages):
         if message.rejection is not None or message.address is None:
@@ -320,6 +428,7 @@ async def _check_gateways(
         elif registration[1] != "active":
             group.reject(index, message, f"gateway is {registration[1]}")
         else:
+            group.communities[message.address.gateway] = registration[2]
             candidates.append(index)
     return candidates
 
@@ -338,11 +447,12 @@ def _key(message: Decoded) -> BatchKey:
 async def _record_batches(
     conn: AsyncConnection[Any], messages: Sequence[Decoded], candidates: list[int], group: _Group
 ) -> list[int]:
-    """Record the candidates' batch keys; return the indexes of batches not seen before.
+    """Record the candidates' batch keys and digests; return the indexes of batches not
+    seen before, and settle the others as duplicates or conflicts (``_resent``).
 
     A key twice in one group (a redelivery racing its original) counts once: the first.
     Keys are inserted in sorted order so two workers' groups never wait on each other
-    in a cycle.
+    in a cycle. The stored digests are read only when some key was there already.
     """
     first: dict[BatchKey, int] = {}
     for index in candidates:
@@ -359,10 +469,55 @@ async def _record_batches(
                 "channels": [k[2] for k in keys],
                 "seqs": [k[3] for k in keys],
                 "counts": [messages[first[k]].items for k in keys],
+                "digests": [messages[first[k]].digest for k in keys],
             },
         )
         inserted = {(row[0], row[1], row[2], int(row[3])) for row in await cur.fetchall()}
-    return sorted(first[key] for key in inserted)
+    stored: dict[BatchKey, bytes | None] = {key: messages[first[key]].digest for key in inserted}
+    resent = [key for key in keys if key not in inserted]
+    if resent:
+        with storage_errors("batch_digests"):
+            cur = await conn.execute(
+                queries()["batch_digests"],
+                {
+                    "gateways": [k[0] for k in resent],
+                    "epochs": [k[1] for k in resent],
+                    "channels": [k[2] for k in resent],
+                    "seqs": [k[3] for k in resent],
+                },
+            )
+            for row in await cur.fetchall():
+                stored[(row[0], row[1], row[2], int(row[3]))] = (
+                    None if row[4] is None else bytes(row[4])
+                )
+    fresh: list[int] = []
+    for index in candidates:
+        key = _key(messages[index])
+        if key in inserted and first[key] == index:
+            fresh.append(index)
+        else:
+            _resent(index, messages[index], key, stored.get(key), group)
+    return fresh
+
+
+def _resent(
+    index: int, message: Decoded, key: BatchKey, stored: bytes | None, group: _Group
+) -> None:
+    """Settle a batch whose key is stored (``stored``: that batch's digest, None when
+    unknown): the same content is a duplicate, stored nothing; other content is a
+    conflict, quarantined with both digests and refused, logged once per spool epoch."""
+    if stored is None or stored == message.digest:
+        group.outcomes[index] = BatchOutcome("duplicate", key=message.key)
+        return
+    gateway, epoch, channel, seq = key
+    reason = (
+        f"batch key conflict: {channel} batch {epoch}/{seq} was stored before with sha256 "
+        f"{stored.hex()}, this one has sha256 {message.digest.hex()}: other content under a "
+        "stored key (a gateway restored from an old disk image reuses batch numbers)"
+    )
+    kind = f"{gateway}: batch key conflicts in spool epoch {epoch}"
+    group.quarantine.append(_Quarantine(message.topic, gateway, reason, message.payload, kind))
+    group.outcomes[index] = BatchOutcome("conflict", quarantined=1, reason=reason, key=message.key)
 
 
 async def _misplaced(conn: AsyncConnection[Any], messages: Sequence[Decoded]) -> _Misplaced:
@@ -422,42 +577,82 @@ def _split(index: int, message: Decoded, misplaced: _Misplaced, group: _Group) -
         group.quarantine.append(
             _Quarantine(message.topic, gateway, reason, kept, f"{gateway}: {problem}")
         )
-    group.seen(accepted)
     if accepted:
         group.gateways.add(gateway)
+    believed = accepted
+    doubted: list[Any] = []
+    if not group.believable(accepted):
+        believed = [item for item in accepted if group.plausible(item.ts)]
+        doubted = [item for item in accepted if not group.plausible(item.ts)]
+        group.doubt(index, gateway, doubted)
+    group.seen(believed)
     if isinstance(batch, TelemetryBatch):
         group.readings.extend(
-            (r.device, r.metric.value, r.ts, r.value, gateway, r.seq) for r in accepted
+            (r.device, r.metric.value, r.ts, r.value, gateway, r.seq) for r in believed
         )
-        group.outcomes[index] = BatchOutcome(
-            "stored", readings=len(accepted), quarantined=len(withheld)
+        received_at = group.received_at
+        group.skewed_readings.extend(
+            (r.device, r.metric.value, received_at, r.value, gateway, r.seq) for r in doubted
         )
+        readings = len(accepted)
     else:
-        group.outcomes[index] = BatchOutcome("stored", quarantined=len(withheld))
+        if doubted:
+            # Events keep their order; those moved to the time of receipt remember the
+            # device's own time for their row.
+            moved = {id(event) for event in doubted}
+            accepted = [
+                _at_receipt(event, group) if id(event) in moved else event for event in accepted
+            ]
         if accepted:
             group.events.append((index, gateway, accepted))
+        readings = 0
+    group.outcomes[index] = BatchOutcome(
+        "stored",
+        readings=readings,
+        quarantined=len(withheld),
+        clock_skewed=len(doubted),
+        key=message.key,
+    )
+
+
+def _at_receipt(event: Event, group: _Group) -> Event:
+    moved = msgspec.structs.replace(event, ts=group.received_at)
+    group.claimed[id(moved)] = event.ts
+    return moved
 
 
 async def copy_readings(
-    conn: AsyncConnection[Any], rows: list[tuple[str, str, datetime, float, str, int]]
+    conn: AsyncConnection[Any],
+    rows: list[tuple[str, str, datetime, float, str, int]],
+    *,
+    clock_skew: bool = False,
 ) -> None:
     """Binary COPY of the group's readings, sorted as the (device_id, metric, ts) index is:
     consecutive rows then land on the same index pages, about twice as fast as in
     arrival order (docs/decisions.md). The table is locked by name first, so a COPY
     waiting out a conversion to TimescaleDB lands in the hypertable (ingest.sql); the
-    hours of readings over ``LATE_AFTER`` old are noted for the rollup (migration 0017)."""
+    hours of readings over ``LATE_AFTER`` old are noted for the rollup (migration 0017).
+    With ``clock_skew`` the rows (dated by their time of receipt) are flagged so, by a
+    COPY of their own: the ordinary one does not carry the column."""
     if not rows:
         return
     rows.sort()
     with storage_errors("lock_readings_for_copy"):
         await conn.execute(queries()["lock_readings_for_copy"])
-    with storage_errors("copy_readings"):
-        async with conn.cursor() as cur, cur.copy(queries()["copy_readings"]) as copy:
-            copy.set_types(list(_READING_TYPES))
-            for row in rows:
-                await copy.write_row(row)
+    query = "copy_skewed_readings" if clock_skew else "copy_readings"
+    with storage_errors(query):
+        async with conn.cursor() as cur, cur.copy(queries()[query]) as copy:
+            if clock_skew:
+                copy.set_types([*_READING_TYPES, "bool"])
+                for row in rows:
+                    await copy.write_row((*row, True))
+            else:
+                copy.set_types(list(_READING_TYPES))
+                for row in rows:
+                    await copy.write_row(row)
     late = datetime.now(UTC) - LATE_AFTER
-    hours = {_hour(row[2]) for row in rows if row[2] < late}
+    # The readings of one poll share their time: hour each distinct time once.
+    hours = {_hour(ts) for ts in {row[2] for row in rows} if ts < late}
     if hours:
         with storage_errors("note_late_hours"):
             await conn.execute(queries()["note_late_hours"], {"ts": sorted(hours)})
@@ -482,18 +677,18 @@ async def _store_events(
     contexts = await _contexts(conn, group.events)
     drafts: list[tuple[int, IncidentDraft, int, datetime]] = []
     for index, gateway, events in group.events:
-        event_ids = await _insert_events(conn, gateway, events)
+        event_ids = await _insert_events(conn, gateway, events, group.claimed)
         for event, event_id in zip(events, event_ids, strict=True):
             for draft in await evaluate(conn, rules, event, contexts[event.device]):
                 drafts.append((index, draft, event_id, event.ts))
-        withheld = group.outcomes[index]
-        quarantined = withheld.quarantined if withheld is not None else 0
-        group.outcomes[index] = BatchOutcome("stored", events=len(events), quarantined=quarantined)
+        split = group.outcomes[index]
+        assert split is not None
+        group.outcomes[index] = replace(split, events=len(events))
     opened: Counter[int] = Counter()
     joined: Counter[int] = Counter()
     while drafts:
         follow_ups: list[tuple[int, IncidentDraft, int, datetime]] = []
-        for index, draft, event_id, ts in sorted(drafts, key=lambda d: _subject(d[1])):
+        for index, draft, event_id, ts in sorted(drafts, key=lambda d: d[1].lock_order):
             incident = await open_or_join(conn, draft, event_id=event_id, event_ts=ts, queue=queue)
             if incident.opened:
                 opened[index] += 1
@@ -512,19 +707,47 @@ async def _store_events(
         )
 
 
-def _subject(draft: IncidentDraft) -> tuple[str, str, str]:
-    if draft.scope == "resident":
-        return ("resident", f"{draft.resident_id:020d}", draft.type)
-    if draft.scope == "building":
-        return ("building", f"{draft.community_id:020d}/{draft.building}", draft.type)
-    return ("device", draft.device_id or "", draft.type)
+async def _report_clocks(
+    conn: AsyncConnection[Any], queue: QueueSettings | None, group: _Group
+) -> None:
+    """Open, or join while it is active, one ``CLOCK_SKEW_INCIDENT`` per gateway whose
+    items the group moved to the time of receipt, dated by that time; counted on the
+    first message of the gateway that held such an item."""
+    for gateway in sorted(group.skewed):
+        index, claimed = group.skewed[gateway]
+        draft = IncidentDraft(
+            type=CLOCK_SKEW_INCIDENT,
+            priority=Priority.ROUTINE,
+            community_id=group.communities[gateway],
+            building=None,
+            unit=None,
+            device_id=gateway,
+            cause=f"items dated {claimed.isoformat()} received at {group.received_at.isoformat()}",
+        )
+        incident = await open_or_join(
+            conn, draft, event_id=None, event_ts=group.received_at, queue=queue
+        )
+        outcome = group.outcomes[index]
+        assert outcome is not None
+        group.outcomes[index] = replace(
+            outcome,
+            incidents_opened=outcome.incidents_opened + incident.opened,
+            incidents_joined=outcome.incidents_joined + (not incident.opened),
+        )
 
 
 async def _insert_events(
-    conn: AsyncConnection[Any], gateway: str, events: Sequence[Event]
+    conn: AsyncConnection[Any],
+    gateway: str,
+    events: Sequence[Event],
+    claimed: dict[int, datetime],
 ) -> list[int]:
+    """Insert ``events``; return their ids, in order. An event found in ``claimed`` is
+    dated by its time of receipt and keeps the device's own time as ``device_ts``."""
     params = [
         {
+            "clock_skew": id(event) in claimed,
+            "device_ts": claimed.get(id(event)),
             "ts": event.ts,
             "device": event.device,
             "gateway": gateway,

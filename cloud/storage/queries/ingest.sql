@@ -1,19 +1,32 @@
 -- name: gateways_for_ingest
--- Each named gateway's community path and status, to check batches' topics and headers.
-SELECT g.id, c.path AS community, g.status
+-- Each named gateway's community path and status, to check batches' topics and headers,
+-- and its community's id, for an incident about the gateway itself (its clock).
+SELECT g.id, c.path AS community, g.status, g.community_id
 FROM gateways g
 JOIN communities c ON c.id = g.community_id
 WHERE g.id = ANY(%(gateways)s)
 
 -- name: record_batches
 -- Returns the keys seen for the first time: a resent batch's key is not returned.
-INSERT INTO ingested_batches (gateway_id, spool_epoch, channel, batch_seq, item_count)
+INSERT INTO ingested_batches (gateway_id, spool_epoch, channel, batch_seq, item_count, digest)
 SELECT * FROM unnest(
     %(gateways)s::text[], %(epochs)s::text[], %(channels)s::text[],
-    %(seqs)s::bigint[], %(counts)s::integer[]
+    %(seqs)s::bigint[], %(counts)s::integer[], %(digests)s::bytea[]
 )
 ON CONFLICT DO NOTHING
 RETURNING gateway_id, spool_epoch, channel, batch_seq
+
+-- name: batch_digests
+-- The stored digests of keys record_batches did not insert (resends), to tell a
+-- duplicate from a conflict. A statement of its own, after record_batches: its
+-- snapshot sees a key that a concurrent group committed while record_batches waited
+-- on it, which a CTE of the inserting statement would not. NULL: stored before
+-- migration 0018, content unknown.
+SELECT b.gateway_id, b.spool_epoch, b.channel, b.batch_seq, b.digest
+FROM unnest(
+    %(gateways)s::text[], %(epochs)s::text[], %(channels)s::text[], %(seqs)s::bigint[]
+) AS k (gateway_id, spool_epoch, channel, batch_seq)
+JOIN ingested_batches b USING (gateway_id, spool_epoch, channel, batch_seq)
 
 -- name: devices_out_of_place
 -- Of the (device, gateway) pairs a group names, those that may not be stored: the
@@ -46,6 +59,12 @@ LOCK TABLE ONLY readings IN ROW EXCLUSIVE MODE
 -- Device, metric and ts first: the writer sorts rows as tuples, in index order.
 COPY readings (device_id, metric, ts, value, gateway_id, seq) FROM STDIN (FORMAT BINARY)
 
+-- name: copy_skewed_readings
+-- Readings whose own time was implausible, at their time of receipt (migration 0018);
+-- a COPY of their own, so the ordinary COPY stays as narrow as before.
+COPY readings (device_id, metric, ts, value, gateway_id, seq, clock_skew)
+FROM STDIN (FORMAT BINARY)
+
 -- name: note_late_hours
 -- The hours of readings more than an hour old (migration 0017 says why); the writer
 -- runs it only for a group holding such a reading.
@@ -57,8 +76,12 @@ ORDER BY 1  -- rows locked in one order by every writer
 ON CONFLICT (bucket) DO UPDATE SET noted_at = greatest(late.noted_at, EXCLUDED.noted_at)
 
 -- name: insert_event
-INSERT INTO events (ts, device_id, gateway_id, seq, type, severity, data)
-VALUES (%(ts)s, %(device)s, %(gateway)s, %(seq)s, %(type)s, %(severity)s, %(data)s::jsonb)
+-- device_ts: the device's own time when ts is the time of receipt (clock_skew).
+INSERT INTO events (ts, device_id, gateway_id, seq, type, severity, data, clock_skew, device_ts)
+VALUES (
+    %(ts)s, %(device)s, %(gateway)s, %(seq)s, %(type)s, %(severity)s, %(data)s::jsonb,
+    %(clock_skew)s, %(device_ts)s
+)
 RETURNING id
 
 -- name: touch_devices
