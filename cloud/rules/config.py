@@ -57,6 +57,10 @@ class Rule(BaseModel):
     after_s: Annotated[float, Field(gt=0)] | None = None
     per: Literal["device", "building"] = "device"
     """What repeats join on: the device's incident, or its building's (a fire)."""
+    lateness_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    """Burst and tailgating only: how long after its window closes an event may still
+    arrive and count (a later batch, another worker's group); the rule decides that
+    much after the window, so it is also the delay it adds (docs/rules.md)."""
 
     def model_post_init(self, context: Any, /) -> None:
         needs: dict[str, tuple[str, ...]] = {

@@ -1,19 +1,26 @@
 """Evaluating the rule file against events as they are ingested, and sweeping for silence.
 
 ``evaluate`` runs inside the ingest transaction that stored the event, so the incidents
-it asks for commit with the event, and its windows (counted with SQL over ``events``)
-already include the event itself and the rest of its group. ``after_opening`` adds the
-incidents an opened incident brings with it (a fire's evacuation help). ``sweep``
-finds devices and gateways silent past their rule's limit; it runs on a timer.
+it asks for commit with the event. Rules that compare events within a window (burst,
+tailgating) cannot be decided there: an event of the window may still be in flight, in
+a later batch or in another worker's uncommitted group. For them ``evaluate`` records a
+check, due when the window plus the rule's ``lateness_s`` has passed, and ``judge``
+decides it then on committed data (``cloud.rules.checker`` takes due checks). A burst
+already complete in what the transaction sees opens at once: more events can only add
+to a burst, so deciding early never needs undoing. ``after_opening`` adds the incidents
+an opened incident brings with it (a fire's evacuation help). ``sweep`` finds devices
+and gateways silent past their rule's limit; it runs on a timer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, Final
 
 from psycopg import AsyncConnection
 
+from cloud.errors import StorageError
 from cloud.incidents import IncidentDraft, Priority
 from cloud.rules.config import Rule, RuleSet
 from cloud.rules.context import DeviceContext
@@ -29,14 +36,59 @@ is taken in bounded transactions."""
 async def evaluate(
     conn: AsyncConnection[Any], rules: RuleSet, event: Event, device: DeviceContext
 ) -> list[IncidentDraft]:
-    """The incidents ``event`` calls for under the rules of its device's community."""
+    """The incidents ``event`` calls for now under the rules of its device's community.
+
+    ``event`` must be stored in ``conn``'s transaction already, exactly as given (its
+    ``ts`` as stored): a windowed rule's check names the stored row. Raises
+    StorageError when it is not there, or when the database fails.
+    """
     drafts: list[IncidentDraft] = []
-    for _, rule in rules.triggered_by(event.type, device.community):
+    for name, rule in rules.triggered_by(event.type, device.community):
         if rule.kind == "resident":
             drafts.extend(await _residents_at_home(conn, rule, event, device))
-        elif await _holds(conn, rules, rule, event, device):
+        elif rule.kind == "burst":
+            if await _burst_holds(conn, rule, device.device_id, str(event.type), event.ts):
+                drafts.append(_draft(rule, device, str(event.type)))
+            else:
+                await _record_check(conn, name, rule, event)
+        elif rule.kind == "tailgating":
+            if event.data.door is not None:
+                await _record_check(conn, name, rule, event)
+        elif _holds(rules, rule, event):
             drafts.append(_draft(rule, device, str(event.type)))
     return drafts
+
+
+@dataclass(frozen=True, slots=True)
+class DueCheck:
+    """A windowed rule's check of one committed event, as the checker takes it."""
+
+    rule: str
+    """The rule's name in the rule file."""
+    event_id: int
+    ts: datetime
+    type: str
+    door: str | None
+    """The door a line crossing names (``data.door``)."""
+    device: DeviceContext
+
+
+async def judge(
+    conn: AsyncConnection[Any], rules: RuleSet, check: DueCheck
+) -> IncidentDraft | None:
+    """The incident a due check calls for, judged on what is committed now; None when
+    none, or when its rule is no longer an enabled windowed rule of the community."""
+    rule = rules.for_community(check.device.community).get(check.rule)
+    if rule is None:
+        return None
+    if rule.kind == "burst":
+        holds = await _burst_holds(conn, rule, check.device.device_id, check.type, check.ts)
+    elif rule.kind == "tailgating" and check.door is not None:
+        assert rule.within_s is not None
+        holds = await _tailgated(conn, check.door, check.ts, rule.within_s)
+    else:
+        return None
+    return _draft(rule, check.device, check.type) if holds else None
 
 
 async def after_opening(
@@ -138,9 +190,8 @@ def _draft(rule: Rule, device: DeviceContext, cause: str) -> IncidentDraft:
     )
 
 
-async def _holds(
-    conn: AsyncConnection[Any], rules: RuleSet, rule: Rule, event: Event, device: DeviceContext
-) -> bool:
+def _holds(rules: RuleSet, rule: Rule, event: Event) -> bool:
+    """Whether a rule that needs no window holds for ``event``."""
     if rule.kind == "event":
         return True
     if rule.kind == "at_least":
@@ -148,18 +199,41 @@ async def _holds(
         assert rule.value is not None
         measured = getattr(event.data, rule.field, None)
         return isinstance(measured, int | float) and measured >= rule.value
-    if rule.kind == "burst":
-        assert rule.count is not None
-        assert rule.within_s is not None
-        return await _burst(conn, event, device.device_id, rule.within_s) >= rule.count
     if rule.kind == "schedule":
         return (event.data.zone is not None and event.data.zone in rule.zones) or in_hours(
             rule, event.ts.astimezone(rules.zone).time()
         )
-    if rule.kind == "tailgating":
-        assert rule.within_s is not None
-        return await _tailgated(conn, event, rule.within_s)
     return False
+
+
+async def _record_check(conn: AsyncConnection[Any], name: str, rule: Rule, event: Event) -> None:
+    """Record the check of ``event`` by the windowed rule ``name``, due when every event
+    that can still change the answer has had ``lateness_s`` to arrive: a burst's windows
+    reach ``within_s`` past the event, a tailgating window ends at the crossing; counted
+    from now when the window has passed already (a gateway's backlog)."""
+    assert rule.within_s is not None
+    reach = rule.within_s if rule.kind == "burst" else 0.0
+    with storage_errors("record_rule_check"):
+        cur = await conn.execute(
+            queries()["record_rule_check"],
+            {
+                "rule": name,
+                "device": event.device,
+                "type": str(event.type),
+                "ts": event.ts,
+                "seq": event.seq,
+                "window_end": event.ts + timedelta(seconds=reach),
+                "lateness": timedelta(seconds=rule.lateness_s),
+            },
+        )
+        found = await cur.fetchone()
+    if found is None:
+        raise StorageError(
+            f"rule {name}: no stored event of device {event.device} ({event.type}, seq "
+            f"{event.seq}, ts {event.ts.isoformat()}) to check: evaluate needs the event "
+            "as stored in this transaction",
+            query="record_rule_check",
+        )
 
 
 def in_hours(rule: Rule, local: time) -> bool:
@@ -171,30 +245,34 @@ def in_hours(rule: Rule, local: time) -> bool:
     return start <= local < end if start <= end else local >= start or local < end
 
 
-async def _burst(conn: AsyncConnection[Any], event: Event, device: str, within_s: float) -> int:
+async def _burst_holds(
+    conn: AsyncConnection[Any], rule: Rule, device: str, event_type: str, at: datetime
+) -> bool:
+    """Whether ``rule.count`` events of the type at ``device`` fit in one window of
+    ``rule.within_s`` holding the event at ``at``, in what ``conn`` sees."""
+    assert rule.count is not None
+    assert rule.within_s is not None
     with storage_errors("burst_around"):
         cur = await conn.execute(
             queries()["burst_around"],
             {
                 "device": device,
-                "type": str(event.type),
-                "at": event.ts,
-                "within": timedelta(seconds=within_s),
+                "type": event_type,
+                "at": at,
+                "within": timedelta(seconds=rule.within_s),
             },
         )
         row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return row is not None and int(row[0]) >= rule.count
 
 
-async def _tailgated(conn: AsyncConnection[Any], event: Event, within_s: float) -> bool:
-    """Whether more people crossed the event's door than its grants let through."""
-    door = event.data.door
-    if door is None:
-        return False
+async def _tailgated(conn: AsyncConnection[Any], door: str, at: datetime, within_s: float) -> bool:
+    """Whether more people crossed ``door`` inward than its grants let through in the
+    ``within_s`` up to the crossing at ``at``."""
     with storage_errors("door_traffic"):
         cur = await conn.execute(
             queries()["door_traffic"],
-            {"door": door, "since": event.ts - timedelta(seconds=within_s), "until": event.ts},
+            {"door": door, "since": at - timedelta(seconds=within_s), "until": at},
         )
         row = await cur.fetchone()
     return row is not None and int(row[0]) > int(row[1])

@@ -2,7 +2,11 @@
 
 Events go through the real group writer (``BatchWriter.write``), so the rules run
 inside the ingest transaction exactly as in production, windows counted over the
-``events`` table included. Incidents are then read back from the database.
+``events`` table included. Windowed rules (burst, tailgating) record checks there,
+which tests judge explicitly with the checker's ``check_once``, under ``PROMPT``
+rules (no lateness) and with windows that have passed, so checks are due at once
+(tests/integration/test_windowed_rules.py runs the checker loop with the real
+lateness). Incidents are then read back from the database.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cloud.queue.states import Outcome
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.residents import records
 from cloud.residents.crypto import Keyring
+from cloud.rules.checker import check_once
 from cloud.rules.config import RuleSet, load_rules
 from cloud.rules.sweeper import sweep_once
 from cloud.settings import QueueSettings
@@ -52,6 +57,16 @@ RESIDENTS = {
     "care-c": ("3", "306", False),
     "care-d": ("4", "401", True),
 }
+PROMPT = RuleSet.model_validate(
+    {
+        **load_rules().model_dump(),
+        "rules": {
+            name: {**rule.model_dump(), "lateness_s": 0}
+            for name, rule in load_rules().rules.items()
+        },
+    }
+)
+"""The packaged rules with no lateness: a check whose window has passed is due at once."""
 _batch_seq = itertools.count(1)
 _event_seq = itertools.count(1)
 
@@ -183,15 +198,21 @@ async def test_a_community_override_raises_the_held_open_limit_there(
 async def test_access_denials_burst_within_the_window(
     pool: AsyncConnectionPool[Any], database_url: str, inside: int, opens: bool
 ) -> None:
-    now = datetime.now(UTC)
+    # Two minutes back, so every window has passed and every check is due at once.
+    now = datetime.now(UTC) - timedelta(minutes=2)
     earlier = one("door-1", EventType.ACCESS_DENIED, now - timedelta(seconds=90))
     denials = [
         one("door-1", EventType.ACCESS_DENIED, now - timedelta(seconds=50 - 10 * i))
         for i in range(inside)
     ]
-    await store(pool, earlier, *denials)
-    rows = incidents(database_url)
-    assert [row[:3] for row in rows] == ([("access_denied_burst", 3, "door-1")] if opens else [])
+    await store(pool, earlier, *denials, rules=PROMPT)
+    # A burst complete in the group opens at once; the denials it did not include yet
+    # are judged at their window's end.
+    expected = [("access_denied_burst", 3, "door-1")] if opens else []
+    assert [row[:3] for row in incidents(database_url)] == expected
+    checked = await check_once(pool, PROMPT)
+    assert (checked.checked, checked.opened) == ((1, 0) if opens else (inside + 1, 0))
+    assert [row[:3] for row in incidents(database_url)] == expected
 
 
 @pytest.mark.parametrize(
@@ -211,6 +232,10 @@ async def test_camera_intrusion_in_closed_hours_or_a_closed_zone(
     zone: str | None,
     opens: bool,
 ) -> None:
+    # The last such local time, never one ahead: ingest dates items from more than a few
+    # minutes ahead by their receipt (clock skew), which would change the local hour.
+    if ts > datetime.now(UTC):
+        ts -= timedelta(days=1)
     await store(pool, one("cam-1", EventType.CAMERA_INTRUSION, ts.astimezone(UTC), zone=zone))
     assert [row[:3] for row in incidents(database_url)] == (
         [("intrusion", 2, "cam-1")] if opens else []
@@ -230,8 +255,13 @@ async def test_tailgating_is_more_crossings_than_grants_at_a_door(
         one("door-1", EventType.ACCESS_GRANTED, now - timedelta(seconds=120)),
     )
     await store(
-        pool, one("cam-1", EventType.CAMERA_LINE_CROSSING, now, door="door-1", count=crossed)
+        pool,
+        one("cam-1", EventType.CAMERA_LINE_CROSSING, now, door="door-1", count=crossed),
+        rules=PROMPT,
     )
+    # Decided at the window's end, not when the crossing is stored.
+    assert incidents(database_url) == []
+    assert (await check_once(pool, PROMPT)).checked == 1
     assert [row[:3] for row in incidents(database_url)] == (
         [("tailgating", 2, "cam-1")] if opens else []
     )
@@ -263,7 +293,9 @@ async def test_only_people_crossing_inward_count_against_a_door_s_grants(
             )
             for i, (direction, count) in enumerate(crossings)
         ),
+        rules=PROMPT,
     )
+    await check_once(pool, PROMPT)
     assert [row[:3] for row in incidents(database_url)] == (
         [("tailgating", 2, "cam-1")] if opens else []
     )

@@ -67,3 +67,36 @@ WHERE g.status = 'active' AND g.last_seen < %(since)s
       WHERE i.device_id = g.id AND i.type = %(incident)s AND i.opened_at > g.last_seen)
 ORDER BY g.id
 LIMIT %(limit)s
+
+-- name: record_rule_check
+-- A windowed rule's check of an event stored in this transaction, found by what the
+-- wire says of it (the newest such row, should a copy from another batch exist),
+-- due `lateness` after the end of the window that may still gain events, or after
+-- now when that end has passed (a backlog arriving late). Returns nothing when the
+-- event is not stored.
+INSERT INTO rule_checks (rule, event_id, due_at)
+SELECT %(rule)s, id, GREATEST(%(window_end)s::timestamptz, now()) + %(lateness)s::interval
+FROM events
+WHERE device_id = %(device)s AND type = %(type)s AND ts = %(ts)s AND seq = %(seq)s
+ORDER BY id DESC
+LIMIT 1
+RETURNING id
+
+-- name: take_due_rule_checks
+-- Due checks with what the rules need of their events, the checks' rows locked; rows
+-- another checker holds are skipped, so no check is judged twice and nobody waits.
+-- now() is the transaction's start: a check is never judged before it is due.
+SELECT c.id, c.rule, c.event_id, e.ts, e.type, e.data ->> 'door', e.device_id
+FROM rule_checks c
+JOIN events e ON e.id = c.event_id
+WHERE c.due_at <= now()
+ORDER BY c.due_at
+LIMIT %(limit)s
+FOR UPDATE OF c SKIP LOCKED
+
+-- name: delete_rule_checks
+DELETE FROM rule_checks WHERE id = ANY(%(ids)s)
+
+-- name: next_rule_check_due_in
+-- Seconds until the earliest check is due (negative when overdue, NULL when none).
+SELECT EXTRACT(EPOCH FROM min(due_at) - clock_timestamp())::float8 FROM rule_checks
