@@ -24,10 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 from cloud.api.app import close_streams, create_app
 from cloud.configs.worker import ConfigCounters, run_config_pusher
 from cloud.errors import CloudError, SettingsError, StorageError
-from cloud.ingest.consumer import IngestConsumer
+from cloud.ingest.consumer import IngestConsumer, lane_client_ids
 from cloud.ingest.counters import IngestCounters
 from cloud.ingest.writer import BatchWriter
 from cloud.queue.escalation import EscalationWorker
+from cloud.rules.checker import check_forever
 from cloud.rules.config import load_rules
 from cloud.rules.sweeper import sweep_forever
 from cloud.settings import CloudSettings, StorageSettings
@@ -65,21 +66,29 @@ async def run_ingest(
     counters: IngestCounters | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Run ``workers`` ingest consumers until ``stop`` is set.
+    """Run ``workers`` ingest workers until ``stop`` is set.
 
-    With ``shared`` (the default when ``workers`` > 1) the workers join the MQTT v5
-    shared subscription group, as do those of other processes and machines started
-    with it, so adding workers adds throughput; a killed worker's unacknowledged
-    messages wait in its session for its return. Without it a lone worker subscribes
-    plainly. The difference matters at a broker restart: Mosquitto 2.0 restores a
-    persistent session's plain subscriptions but not its shared ones, so between the
-    restart and the workers' return it acknowledges and discards what gateways
-    publish to a shared group (measured; see docs/decisions.md). A lone plain worker
-    loses nothing.
+    Each worker is two consumers, each with its own broker session and writer: the
+    alarm lane (events) and the telemetry lane, so an alarm never waits behind
+    telemetry, in the broker or here. With ``shared`` (the default when ``workers`` >
+    1) the workers join the MQTT v5 shared subscription group, as do those of other
+    processes and machines started with it, so adding workers adds throughput; the
+    sessions of a shared worker end ``shared_session_expiry_s`` after it disconnects,
+    and the gateways resend what they held, unacknowledged, to the live ones. Without
+    it a lone worker subscribes plainly. The difference matters at a broker restart:
+    Mosquitto 2.0 restores a persistent session's plain subscriptions but not its
+    shared ones, so between the restart and the workers' return it acknowledges and
+    discards what gateways publish to a shared group (measured; see
+    docs/decisions.md), which the gateways then resend for want of the cloud's
+    acknowledgement.
 
     Workers share one connection pool and ``counters`` (a fresh one when not given,
-    logged every minute). ``started`` is set once every worker has subscribed: from
-    then on the broker keeps messages for them even while they reconnect.
+    logged every minute). The silence sweep and the windowed rules' checker
+    (``cloud.rules.checker``) run beside them on that pool, which holds two
+    connections for each worker (its alarm lane and its telemetry lane write at once)
+    and two more for those and storage maintenance (each holds one briefly).
+    ``started`` is set once every lane has subscribed: from then on the broker keeps
+    messages for them even while they reconnect.
 
     Raises SettingsError when ``ANJU_MQTT_URL`` is missing, when several workers or
     a shared subscription are asked of an MQTT 3.1.1 broker, which has no shared
@@ -100,11 +109,12 @@ async def run_ingest(
         )
     rules = load_rules()
     totals = counters if counters is not None else IngestCounters()
-    async with open_pool(settings.database_url, name="ingest", max_size=workers + 1) as pool:
+    async with open_pool(settings.database_url, name="ingest", max_size=2 * workers + 2) as pool:
         writer = BatchWriter(
             pool,
             rules,
             queue=settings.queue,
+            ingest=settings.ingest,
             connect_timeout_s=settings.ingest.checkout_timeout_s,
         )
         consumers = [
@@ -113,11 +123,13 @@ async def run_ingest(
                 settings.ingest,
                 writer,
                 totals,
-                client_id=client_id,
+                channel=channel,
+                client_id=lane_id,
                 shared_group=settings.ingest.group if share else None,
                 ca_file=settings.mqtt_tls.ca_file,
             )
             for client_id in worker_client_ids(settings, workers)
+            for channel, lane_id in lane_client_ids(client_id).items()
         ]
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -127,6 +139,9 @@ async def run_ingest(
             tasks.append(group.create_task(_log_counters(totals), name="ingest:stats"))
             tasks.append(
                 group.create_task(sweep_forever(pool, rules, settings.queue), name="ingest:silence")
+            )
+            tasks.append(
+                group.create_task(check_forever(pool, rules, settings.queue), name="ingest:checks")
             )
             tasks.append(
                 group.create_task(_maintain_storage(pool, settings.storage), name="ingest:storage")

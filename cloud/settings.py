@@ -19,7 +19,8 @@ form it expects.
 - ``ANJU_INGEST_*``: how ingest workers meet the broker, see ``IngestSettings``: for
   example ``ANJU_INGEST_GROUP`` (default ``anju-ingest``), the MQTT v5
   shared-subscription group, and ``ANJU_INGEST_CLIENT_ID`` (default
-  ``anju-ingest-{hostname}``), the client id prefix; worker N connects as ``{prefix}-{N}``
+  ``anju-ingest-{hostname}``), the client id prefix; worker N's telemetry lane
+  connects as ``{prefix}-{N}``, its alarm lane as ``{prefix}-{N}-alarms``
 - ``ANJU_STORAGE_*``: how readings are kept over time, see ``StorageSettings`` (for
   example ``ANJU_STORAGE_RETENTION_DAYS``; docs/storage.md)
 - ``ANJU_WEBHOOK_*``: how webhooks are delivered, see ``WebhookSettings`` (for example
@@ -293,7 +294,15 @@ class IngestSettings(_Subsystem):
     session_expiry_s: Annotated[
         int, Field(ge=60, le=2**32 - 1), Form("whole seconds, 60-4294967295")
     ] = 7 * 24 * 3600
-    """How long the broker keeps a disconnected worker's session and queued messages."""
+    """How long the broker keeps a disconnected lone worker's session and queued
+    messages (a plain subscription: nobody else receives them meanwhile)."""
+    shared_session_expiry_s: Annotated[int, Field(ge=0, le=3600), Form("whole seconds, 0-3600")] = 5
+    """How long the broker keeps a disconnected worker's session when the worker is a
+    member of the shared group. Short on purpose: Mosquitto 2.0 keeps handing a
+    disconnected member its share of new messages until the session ends, and those
+    wait there, alarms included. Once it ends, the gateways' resends (after their
+    ``uplink.ack_timeout_s``, which must be longer) reach the live members. A worker
+    back within this time resumes its session."""
     write_timeout_s: _Seconds = 30.0
     """Longest a message's transaction may take before it is abandoned (not acknowledged)."""
     checkout_timeout_s: _Seconds = 10.0
@@ -316,11 +325,26 @@ class IngestSettings(_Subsystem):
     ``receive_maximum`` so the next group gathers while one is written."""
     group_max_wait_s: _Seconds = 0.2
     """Longest a telemetry message waits for others before its group is due; a due
-    group still grows until the writer is free. A message carrying events makes its
-    group due at once, so alarms wait at most for the group being written."""
+    group still grows until the writer is free. Messages on events topics have their
+    own lane, writer and connection, and their groups are due at once: an alarm never
+    waits behind telemetry being copied."""
     poison_attempts: Annotated[int, Field(ge=1), Form("attempts, at least 1")] = 3
     """Times one message may fail on its own, for a reason that is not the database
     being unavailable, before it is quarantined instead of blocking its worker."""
+    max_payload_bytes: Annotated[
+        int, Field(ge=1024, le=256 * 1024 * 1024), Form("bytes, 1024-268435456")
+    ] = 4 * 1024 * 1024
+    """Largest message payload ingest decodes; a bigger one is quarantined (its first
+    64 KiB kept) and refused to its gateway. The edge seals at most 2,000 readings
+    (about 240 KB) or 10,000 events (about 1.3 MB of typical events) per batch."""
+    clock_past_s: _Seconds = 30 * 24 * 3600.0
+    """How long before its time of receipt a reading or event may be dated and be
+    believed: a gateway's backlog after a long outage is legitimate. An item dated
+    earlier is stored at its time of receipt, flagged ``clock_skew``, and its gateway
+    gets one ``gateway_clock_skew`` incident."""
+    clock_future_s: _Seconds = 300.0
+    """How long after its time of receipt an item may be dated (clocks drift a
+    little); later is a wrong clock, handled as for ``clock_past_s``."""
 
 
 class StorageSettings(_Subsystem):

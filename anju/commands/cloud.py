@@ -46,7 +46,7 @@ _ENVIRONMENT = (
     "ANJU_MQTT_URL (mqtt://[user[:password]@]host[:port][?version=5|3.1.1]), "
     "ANJU_INGEST_GROUP (MQTT v5 shared-subscription group, default anju-ingest), "
     "ANJU_INGEST_CLIENT_ID (client id prefix, default anju-ingest-HOSTNAME; worker N "
-    "connects as PREFIX-N), ANJU_RULES_FILE (incident rules; default the packaged "
+    "connects as PREFIX-N for telemetry and PREFIX-N-alarms for events), ANJU_RULES_FILE (incident rules; default the packaged "
     "rules.yaml, docs/rules.md), ANJU_STORAGE_* (how readings are kept over time: retention, "
     "rollup, TimescaleDB or partitions; docs/storage.md)."
 )
@@ -57,8 +57,9 @@ Workers = Annotated[
         "--workers",
         "-w",
         min=1,
-        help="Ingest workers in this process, each its own MQTT session on the shared "
-        "subscription (MQTT v5 only for more than one).",
+        help="Ingest workers in this process, each with two MQTT sessions (events and "
+        "telemetry, so alarms never queue behind telemetry) on the shared subscription "
+        "(MQTT v5 only for more than one).",
     ),
 ]
 Shared = Annotated[
@@ -67,7 +68,8 @@ Shared = Annotated[
         help="Join the MQTT v5 shared subscription group (ANJU_INGEST_GROUP), so ingest "
         "processes on several machines split the load. Default: shared with more than "
         "one worker, plain with one (a plain subscription survives a Mosquitto restart, "
-        "a shared one does not).",
+        "a shared one does not: the gateways then resend what the cloud did not "
+        "acknowledge).",
         show_default=False,
     ),
 ]

@@ -1,20 +1,32 @@
 """The ingest side of MQTT: the only module of ``cloud.ingest`` that imports aiomqtt
 (``cloud.broker.dynsec`` and ``cloud.configs.link`` are the others in ``cloud``).
 
-An ``IngestConsumer`` keeps one broker connection with a stable client id and a
-persistent session (MQTT v5: clean start off, a session expiry interval and a Receive
-Maximum; v3.1.1: clean session off), subscribes at QoS 1 to the events and telemetry of
-every gateway (through the shared subscription group on v5, so workers here and on
-other machines split the load), and writes what arrives in groups: one transaction per
-group, bounded by readings, messages and waiting time. A message carrying events closes
-its group at once, so an alarm never waits for telemetry to gather.
+An ``IngestConsumer`` is one lane of an ingest worker: events (the alarm lane) or
+telemetry. It keeps its own broker connection with a stable client id and a persistent
+session (MQTT v5: clean start off, a session expiry interval and a Receive Maximum;
+v3.1.1: clean session off), subscribes at QoS 1 to its channel of every gateway
+(through the shared subscription group on v5, so workers here and on other machines
+split the load), and writes what arrives in groups: one transaction per group, bounded
+by readings, messages and waiting time, on its own pooled connection.
 
-Two tasks run per session: one decodes messages and gathers groups while the other
-writes the previous group, so Python's share of the work overlaps the database's.
-Messages are acknowledged to the broker, in the order they arrived, only after their
-group committed. When the database fails, nothing of the group is acknowledged and the
-consumer drops the connection: the broker keeps the messages in the session and
-redelivers them after the reconnect, which waits with capped, jittered backoff.
+An alarm so never waits behind telemetry, neither in the cloud nor in the broker: a
+broker delivers a session's messages in order and holds back what passes its Receive
+Maximum, so an ingest that falls behind on telemetry would otherwise leave an alarm
+queued in the broker behind thousands of telemetry messages. An events group is due
+at once; a telemetry group when full or once its first message has waited
+``group_max_wait_s``. A due group keeps growing (up to the size bounds) until the
+writer is free, so groups grow with the load and the database gets fewer, larger
+transactions when it is busiest. Decoding and gathering run in a task of their own,
+so Python's share of the work overlaps the database's.
+
+After a group commits, its batches are acknowledged to their gateways (``acks``: one
+``BatchAck`` per gateway, handed to the connection without waiting for the broker),
+and only then are its messages acknowledged to the broker (PUBACK), in the order they
+arrived, as MQTT asks. When the database fails, nothing uncommitted is acknowledged
+and the consumer drops the connection: the broker keeps the messages in the session
+and redelivers them after the reconnect, which waits with capped, jittered backoff. A
+committed message that lost its PUBACK so comes back as a duplicate, and is
+acknowledged to its gateway again.
 
 A message that makes ingest itself fail (a fault in our code that this payload alone
 triggers) is retried alone ``poison_attempts`` times and then quarantined with the
@@ -28,19 +40,21 @@ import asyncio
 import hashlib
 import logging
 import ssl
-from collections import OrderedDict
-from collections.abc import Coroutine
+from collections import OrderedDict, deque
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import aiomqtt
-from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_SUCCESS
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_SUCCESS, error_string
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud.backoff import Backoff
 from cloud.errors import StorageError, StorageUnavailable
+from cloud.ingest.acks import batch_acks
 from cloud.ingest.counters import BatchOutcome, IngestCounters
 from cloud.ingest.writer import BatchWriter, Decoded, decode_message
 from cloud.settings import IngestSettings
@@ -51,21 +65,26 @@ log = logging.getLogger(__name__)
 
 INGESTED_CHANNELS: Final = (Channel.EVENTS, Channel.TELEMETRY)
 """Events first: alarms travel on their own topic, ahead of telemetry."""
+ALARM_CLIENT_SUFFIX: Final = "-alarms"
+"""Appended to a worker's client id for its events lane's session."""
 
 _BROKER_TIMEOUT_S: Final = 10.0
 _STRIKES_KEPT: Final = 1000
 
 
-class ManualAck:
-    """Acknowledges QoS 1 messages when told to, instead of on receipt.
+class PahoDirect:
+    """What ingest needs of paho-mqtt that aiomqtt 2.5 does not offer.
 
-    aiomqtt 2.5 acknowledges every message as it hands it over and has no public way
-    to defer that (aiomqtt issue #345), which would let a crash between receipt and
-    commit lose a message. paho-mqtt, underneath, supports manual acknowledgement;
-    this class reaches it through aiomqtt's private ``_client``. It is the only place
-    that does, so when aiomqtt gains the feature only this class changes.
+    aiomqtt acknowledges every message as it hands it over and has no public way to
+    defer that (aiomqtt issue #345), which would let a crash between receipt and commit
+    lose a message; and its ``publish`` waits for the broker's PUBACK, which would put a
+    network round trip between a group's commit and the next. paho-mqtt, underneath,
+    supports both manual acknowledgement and publishing without waiting; this class
+    reaches it through aiomqtt's private ``_client``. It is the only place that does,
+    so when aiomqtt gains the features only this class changes.
 
-    Create it before the client connects: paho reads the flag as messages arrive.
+    Create it before the client connects: paho reads the manual-ack flag as messages
+    arrive.
     """
 
     def __init__(self, client: aiomqtt.Client) -> None:
@@ -80,17 +99,29 @@ class ManualAck:
         if result != MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttError(f"could not acknowledge message {message.mid}: {result}")
 
+    def publish(self, topic: str, payload: bytes) -> str | None:
+        """Hand ``payload`` to the connection at QoS 1 without waiting for the broker;
+        None when handed over, else why not. paho sends it in order with the packets
+        queued after it (the PUBACKs), and keeps at most its in-flight limit of them
+        unacknowledged by the broker, queueing the rest."""
+        info = self._paho.publish(topic, payload, qos=1)
+        return None if info.rc == MQTT_ERR_SUCCESS else error_string(info.rc)
 
-def subscriptions(shared_group: str | None) -> list[str]:
-    """Topic filters of ingest: shared among ``shared_group``, or plain when None."""
-    return [subscription(channel, shared_group=shared_group) for channel in INGESTED_CHANNELS]
+
+def lane_client_ids(client_id: str) -> dict[Channel, str]:
+    """The client id of each lane of the worker ``client_id``: telemetry keeps the
+    worker's own (the session that carried both channels before the lanes split),
+    events gets ``ALARM_CLIENT_SUFFIX``."""
+    return {Channel.EVENTS: client_id + ALARM_CLIENT_SUFFIX, Channel.TELEMETRY: client_id}
 
 
 class IngestConsumer:
-    """One ingest worker: one broker session, groups written and acknowledged in order.
+    """One lane of an ingest worker: one broker session for ``channel``, its groups
+    written one at a time on one of ``writer``'s pooled connections.
 
-    ``client_id`` must be stable across restarts and distinct per worker: the broker
-    keeps the session (and the unacknowledged messages) under it.
+    ``client_id`` must be stable across restarts and distinct per lane and worker
+    (``lane_client_ids``): the broker keeps the session (and the unacknowledged
+    messages) under it.
     """
 
     def __init__(
@@ -100,11 +131,15 @@ class IngestConsumer:
         writer: BatchWriter,
         counters: IngestCounters,
         *,
+        channel: Channel,
         client_id: str,
         shared_group: str | None = None,
         ca_file: Path | None = None,
     ) -> None:
         """``ca_file``: the CA of an ``mqtts://`` broker; None trusts the system's."""
+        if channel not in INGESTED_CHANNELS:
+            raise ValueError(f"ingest does not store {channel} messages")
+        self.channel = channel
         self._broker = broker
         self._ca_file = ca_file
         self._shared_group = shared_group
@@ -149,7 +184,11 @@ class IngestConsumer:
         if v5:
             # paho's Properties has no annotations on its constructor.
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self._settings.session_expiry_s
+            properties.SessionExpiryInterval = (
+                self._settings.shared_session_expiry_s
+                if self._shared_group
+                else self._settings.session_expiry_s
+            )
             properties.ReceiveMaximum = self._settings.receive_maximum
         return aiomqtt.Client(
             self._broker.host,
@@ -174,86 +213,113 @@ class IngestConsumer:
 
     async def _session(self) -> None:
         client = self._client()
-        acks = ManualAck(client)
+        paho = PahoDirect(client)
         async with client:
-            # A worker that changed between plain and shared since its session was made
-            # would otherwise keep the old filter too and see every message twice.
-            other = None if self._shared_group else self._settings.group
-            if self._broker.supports_shared_subscriptions or other is None:
-                await client.unsubscribe(subscriptions(other), timeout=_BROKER_TIMEOUT_S)
-            for topic in subscriptions(self._shared_group):
-                await client.subscribe(topic, qos=1, timeout=_BROKER_TIMEOUT_S)
+            stale = self._stale_filters()
+            if stale:
+                await client.unsubscribe(stale, timeout=_BROKER_TIMEOUT_S)
+            topic = subscription(self.channel, shared_group=self._shared_group)
+            await client.subscribe(topic, qos=1, timeout=_BROKER_TIMEOUT_S)
             log.info("ingest %s: subscribed on %s", self.client_id, self._broker.redacted())
             self.subscribed.set()
-            handoff = _Handoff()
-            await _first_failure(self._gather(client, handoff), self._write(handoff, acks))
+            lane = _Lane(self._settings, urgent=self.channel is Channel.EVENTS)
+            in_order = _InOrder(paho, self._counters)
+            await _first_failure(
+                self._gather(client, lane, in_order), self._write(lane, paho, in_order)
+            )
 
-    async def _gather(self, client: aiomqtt.Client, handoff: _Handoff) -> None:
-        """Decode arriving messages into groups and hand each over when it is due.
+    def _stale_filters(self) -> list[str]:
+        """Every ingest filter but this lane's own, to drop from the session: a worker
+        that changed between plain and shared, or whose session carried both channels
+        before the lanes split, would otherwise keep the old filters and see messages
+        twice. What the session already queued under them still arrives, and is stored
+        here like any other message."""
+        ours = subscription(self.channel, shared_group=self._shared_group)
+        groups = [None, self._settings.group]
+        if not self._broker.supports_shared_subscriptions:
+            groups = [None]
+        every = (subscription(c, shared_group=g) for g in groups for c in INGESTED_CHANNELS)
+        return [topic for topic in every if topic != ours]
 
-        A group is due when it carries events, or its first message has waited
-        ``group_max_wait_s``; it is handed over as soon as the writer is free, and
-        until then it keeps growing (up to the size bounds), so groups grow with the
-        load and the database gets fewer, larger transactions when it is busiest.
+    async def _gather(self, client: aiomqtt.Client, lane: _Lane, in_order: _InOrder) -> None:
+        """Decode arriving messages into the lane's groups and hand each group over
+        when it is due and the writer is free.
+
+        Never waits for the writer while a message may arrive. With a full group
+        waiting behind another, further messages are kept as they came
+        (``_Lane.backlog``) and decoded once there is room, so what is decoded ahead
+        stays at two groups; the broker bounds the rest, sending no more than
+        ``receive_maximum`` messages that are not acknowledged yet.
         """
-        settings = self._settings
         loop = asyncio.get_running_loop()
         messages = aiter(client.messages)
         # One receive in flight at a time, never cancelled while the session lives:
         # cancelling aiomqtt's receive as it completes would drop a message unacknowledged.
         receive = asyncio.ensure_future(anext(messages))
-        writer_free: asyncio.Future[Any] | None = None
-        group, due, urgent = _Group(), 0.0, False
         try:
             while True:
+                now = loop.time()
                 waits: set[asyncio.Future[Any]] = {receive}
-                timeout = None
-                if group.messages and (urgent or loop.time() >= due):
-                    if writer_free is None or writer_free.done():
-                        writer_free = asyncio.ensure_future(handoff.free.wait())
-                    waits.add(writer_free)
-                elif group.messages:
-                    timeout = due - loop.time()
+                timeout: float | None = None
+                due = lane.due_at()
+                if due is not None and due <= now and lane.handoff.free.is_set():
+                    lane.handoff.put(lane.groups.popleft())
+                    lane.refill()
+                    due = lane.due_at()
+                if due is not None and due > now:
+                    timeout = due - now
+                elif due is not None:
+                    waits.add(lane.writer_free())
                 done, _ = await asyncio.wait(
                     waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if receive in done:
                     message = receive.result()
                     receive = asyncio.ensure_future(anext(messages))
-                    payload = message.payload
-                    data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
-                    decoded = decode_message(message.topic.value, data)
-                    if not group.messages:
-                        due = loop.time() + settings.group_max_wait_s
-                    group.add(message, decoded)
-                    urgent = urgent or decoded.carries_events
-                    if (
-                        group.readings >= settings.group_max_readings
-                        or len(group.messages) >= settings.group_max_messages
-                    ):
-                        await handoff.put(group)
-                        group, urgent = _Group(), False
-                        continue
-                if group.messages and (urgent or loop.time() >= due) and handoff.free.is_set():
-                    await handoff.put(group)
-                    group, urgent = _Group(), False
+                    lane.add(in_order.arrived(message, received=loop.time()))
         finally:
             receive.cancel()
-            if writer_free is not None:
-                writer_free.cancel()
+            lane.stop_waiting()
 
-    async def _write(self, handoff: _Handoff, acks: ManualAck) -> None:
-        """Write handed-over groups in order; acknowledge each message after its commit."""
+    async def _write(self, lane: _Lane, paho: PahoDirect, in_order: _InOrder) -> None:
+        """Write ``lane``'s groups in order; after each commit, acknowledge its batches to
+        their gateways, then send their PUBACKs."""
         while True:
-            group = await handoff.take()
+            group = await lane.handoff.take()
             outcomes = await self._store(group.decoded)
+            committed_at = datetime.now(UTC)
             self._counters.record_group(
-                _sealed_at(group.decoded, outcomes), committed_at=datetime.now(UTC)
+                _sealed_at(group.decoded, outcomes), committed_at=committed_at
             )
-            for message, outcome in zip(group.messages, outcomes, strict=True):
-                acks.ack(message)
-                self._counters.record(outcome)
+            self._acknowledge(paho, group.decoded, outcomes, committed_at)
+            in_order.settle(group.arrivals, outcomes)
             self._backoff.reset()
+
+    def _acknowledge(
+        self,
+        paho: PahoDirect,
+        group: Sequence[Decoded],
+        outcomes: Sequence[BatchOutcome],
+        committed_at: datetime,
+    ) -> None:
+        """Publish the group's ``BatchAck``s. One that cannot be handed over is counted
+        and logged, not retried: the connection is failing then, so the PUBACKs after
+        it fail too and the broker redelivers the messages; and should one be lost
+        anyway, the gateway resends the batch after its acknowledgement timeout and
+        ingest acknowledges it as a duplicate."""
+        for ack in batch_acks(group, outcomes, acked_at=committed_at):
+            problem = paho.publish(ack.topic, ack.payload)
+            if problem is None:
+                self._counters.acks_published += 1
+            else:
+                self._counters.ack_failures += 1
+                log.warning(
+                    "ingest %s: acknowledgement of %d batches on %s not sent: %s",
+                    self.client_id,
+                    ack.batches,
+                    ack.topic,
+                    problem,
+                )
 
     async def _store(self, group: list[Decoded]) -> list[BatchOutcome]:
         try:
@@ -310,36 +376,146 @@ def _sealed_at(group: list[Decoded], outcomes: list[BatchOutcome]) -> list[datet
     ]
 
 
+@dataclass(slots=True)
+class _Arrival:
+    """A message waiting for its PUBACK, and what became of it once its group committed."""
+
+    message: aiomqtt.Message
+    received: float
+    """Loop time of its arrival."""
+    outcome: BatchOutcome | None = None
+
+
+class _InOrder:
+    """Sends PUBACKs in the order the messages arrived.
+
+    MQTT asks a receiver to acknowledge QoS 1 messages in the order they arrived; a
+    group that is split and written one message at a time settles its messages in
+    pieces, and this keeps their PUBACKs in order. A message is counted
+    (``IngestCounters.record``) as it is acknowledged.
+    """
+
+    def __init__(self, paho: PahoDirect, counters: IngestCounters) -> None:
+        self._paho = paho
+        self._counters = counters
+        self._waiting: deque[_Arrival] = deque()
+
+    def arrived(self, message: aiomqtt.Message, *, received: float) -> _Arrival:
+        """Note ``message``'s place in the order."""
+        arrival = _Arrival(message, received)
+        self._waiting.append(arrival)
+        return arrival
+
+    def settle(self, arrivals: Sequence[_Arrival], outcomes: Sequence[BatchOutcome]) -> None:
+        """Record the committed ``arrivals``' outcomes, then acknowledge every message
+        from the oldest up to the first one still uncommitted."""
+        for arrival, outcome in zip(arrivals, outcomes, strict=True):
+            arrival.outcome = outcome
+        waiting = self._waiting
+        while waiting and (settled := waiting[0].outcome) is not None:
+            self._paho.ack(waiting.popleft().message)
+            self._counters.record(settled)
+
+
 class _Group:
     """Messages gathered for one transaction, with their decoded batches."""
 
-    __slots__ = ("decoded", "messages", "readings")
+    __slots__ = ("arrivals", "decoded", "readings")
 
     def __init__(self) -> None:
-        self.messages: list[aiomqtt.Message] = []
+        self.arrivals: list[_Arrival] = []
         self.decoded: list[Decoded] = []
         self.readings = 0
 
-    def add(self, message: aiomqtt.Message, decoded: Decoded) -> None:
-        self.messages.append(message)
+    def add(self, arrival: _Arrival, decoded: Decoded) -> None:
+        self.arrivals.append(arrival)
         self.decoded.append(decoded)
         self.readings += decoded.items
 
+    def full(self, limits: IngestSettings) -> bool:
+        return (
+            self.readings >= limits.group_max_readings
+            or len(self.arrivals) >= limits.group_max_messages
+        )
+
+
+class _Lane:
+    """One writer's messages: the groups gathered for it, oldest first, and its handoff.
+
+    Only the newest group is open; a full one is closed and the next message opens
+    another. An ``urgent`` lane's groups are due at once (alarms); the others' when
+    full or when their first message has waited ``group_max_wait_s``.
+    """
+
+    def __init__(self, limits: IngestSettings, *, urgent: bool) -> None:
+        self._limits = limits
+        self._urgent = urgent
+        self.groups: deque[_Group] = deque()
+        self.backlog: deque[_Arrival] = deque()
+        """Messages received while a full group waits behind another, not decoded yet:
+        a decoded batch takes several times the memory of its payload."""
+        self.handoff = _Handoff()
+        self._free: asyncio.Future[Any] | None = None
+
+    def add(self, arrival: _Arrival) -> None:
+        """Take ``arrival``, decoded into the open group when the lane has room."""
+        self.backlog.append(arrival)
+        self.refill()
+
+    def refill(self) -> None:
+        """Decode backlog messages, in order, into the open group (opening one if there
+        is none or it is full) while the lane has room."""
+        backlog = self.backlog
+        while backlog and not self._crowded():
+            arrival = backlog.popleft()
+            if not self.groups or self.groups[-1].full(self._limits):
+                self.groups.append(_Group())
+            message = arrival.message
+            payload = message.payload
+            data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            decoded = decode_message(
+                message.topic.value, data, max_payload_bytes=self._limits.max_payload_bytes
+            )
+            self.groups[-1].add(arrival, decoded)
+
+    def _crowded(self) -> bool:
+        return len(self.groups) >= 2 and self.groups[-1].full(self._limits)
+
+    def due_at(self) -> float | None:
+        """Loop time at which the oldest group is due (perhaps past); None without one."""
+        if not self.groups:
+            return None
+        oldest = self.groups[0]
+        opened = oldest.arrivals[0].received
+        if self._urgent or oldest.full(self._limits):
+            return opened
+        return opened + self._limits.group_max_wait_s
+
+    def writer_free(self) -> asyncio.Future[Any]:
+        """A future done once the writer waits for a group (the same one until then)."""
+        if self._free is None or self._free.done():
+            self._free = asyncio.ensure_future(self.handoff.free.wait())
+        return self._free
+
+    def stop_waiting(self) -> None:
+        if self._free is not None:
+            self._free.cancel()
+
 
 class _Handoff:
-    """One group at a time from the gathering task to the writing task.
+    """One group at a time from the gathering task to one writing task.
 
-    ``free`` is set while the writer waits for a group, so the gatherer can keep a due
-    group growing while the writer is busy and hand it over the moment it is free.
+    ``free`` is set while the writer waits for a group; the gatherer hands one over
+    only then, so handing over never waits.
     """
 
     def __init__(self) -> None:
         self._groups: asyncio.Queue[_Group] = asyncio.Queue(maxsize=1)
         self.free = asyncio.Event()
 
-    async def put(self, group: _Group) -> None:
-        """Hand ``group`` over; waits while the previous one is not taken yet."""
-        await self._groups.put(group)
+    def put(self, group: _Group) -> None:
+        """Hand ``group`` over; only while ``free`` is set."""
+        self._groups.put_nowait(group)
         self.free.clear()
 
     async def take(self) -> _Group:

@@ -42,7 +42,8 @@ def wait_subscribed(
     ready: Callable[[], bool] = lambda: True,
     timeout_s: float = 60.0,
 ) -> None:
-    """Wait until an ``anju cloud`` process logged ``workers`` subscriptions and ``ready()``.
+    """Wait until an ``anju cloud`` process logged the subscriptions of ``workers``
+    workers (two sessions each, their alarm and telemetry lanes) and ``ready()``.
 
     Raises RuntimeError naming the log when the process exits or the time runs out.
     """
@@ -50,7 +51,7 @@ def wait_subscribed(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited {process.returncode}; see {log}")
-        if log.read_text(errors="replace").count("subscribed on") >= workers and ready():
+        if log.read_text(errors="replace").count("subscribed on") >= 2 * workers and ready():
             return
         time.sleep(0.05)
     raise RuntimeError(f"{process.args!r} not ready within {timeout_s:g} s; see {log}")

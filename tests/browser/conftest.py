@@ -119,7 +119,8 @@ class CloudProcess:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 pytest.fail(f"anju cloud run exited at start:\n{self.log_tail()}")
-            if self._log().count("subscribed on") > subscribed and self._healthy():
+            # Two sessions: the ingest worker's alarm and telemetry lanes.
+            if self._log().count("subscribed on") >= subscribed + 2 and self._healthy():
                 return
             time.sleep(0.05)
         self._process.kill()
