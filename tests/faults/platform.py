@@ -8,10 +8,14 @@ gateway reported as a telemetry gap.
 """
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ from anju.services.ports import free_port
 from cloud.app import run_cloud
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.settings import CloudSettings
+from edge.app import Agent
+from edge.uplink import UplinkState
 from firmware_sim.modbus_server import ModbusSimServer
 from firmware_sim.smoke_detector import SmokeDetector
 from schemas.broker import parse_broker_url
@@ -83,13 +89,14 @@ async def register(database_url: str, gateway: str, units: list[int]) -> None:
 
 
 @asynccontextmanager
-async def site(gateway: str, devices: int) -> AsyncIterator[Site]:
-    """``devices`` detectors whose temperatures wander, so they keep reporting."""
+async def site(gateway: str, devices: int, *, first: int = 1) -> AsyncIterator[Site]:
+    """``devices`` detectors whose temperatures wander, so they keep reporting; their units
+    (and so their device ids) start at ``first``, so several sites' ids do not collide."""
     detectors = {
         unit: SmokeDetector(
             serial_number=20260000 + unit, temperature_noise_c=2.0, seed=unit, temperature_c=20
         )
-        for unit in range(1, devices + 1)
+        for unit in range(first, first + devices)
     }
     async with ModbusSimServer(detectors) as sim:
         stop = asyncio.Event()
@@ -138,6 +145,19 @@ async def cloud(database_url: str, broker_url: str, client_id: str) -> AsyncIter
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+def caught_up(agent: Agent) -> bool:
+    """Whether ``agent``'s spool has caught up with what it read: online (an offline
+    uplink seals nothing, so its spool looks empty), two sealed batches or fewer, and
+    none the broker took still waiting for the cloud's acknowledgement (one a broker
+    or a dead worker swallowed waits for its resend). The stop that follows sends the
+    rest and waits for their acknowledgements."""
+    return (
+        agent.uplink.state is UplinkState.ONLINE
+        and sum(agent.spool.depth.values()) <= 2
+        and not any(agent.spool.sent_unacked.values())
+    )
 
 
 @dataclass(frozen=True)
@@ -271,3 +291,88 @@ class LinkProxy:
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
+
+
+class IngestProcess:
+    """``anju cloud ingest --shared`` (and ``options``) in its own process, as an operator
+    would run it."""
+
+    def __init__(self, log: Path, env: dict[str, str], options: Sequence[str] = ()) -> None:
+        self.log = log
+        self._env = env
+        self._options = list(options)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        anju = Path(sys.executable).with_name("anju")
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(anju), "cloud", "ingest", "--shared", *self._options],
+                env=self._env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_subscribed(self, times: int) -> None:
+        """Wait until the log says ``times`` sessions subscribed (two per worker)."""
+        deadline = time.monotonic() + 30
+        while self.log.read_text(errors="replace").count("subscribed on") < times:
+            assert self.process is not None
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"not subscribed: {self.log.read_text()}"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def ingest_processes(
+    tmp_path: Path,
+    database_url: str,
+    mqtt_url: str,
+    group: str,
+    client_ids: list[str],
+    options: Sequence[str] = (),
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+) -> Iterator[list[IngestProcess]]:
+    """One ingest process per client id, with ``env`` added to the environment, yielded
+    once each has its ``workers`` workers subscribed, two sessions each (its alarm and
+    telemetry lanes; ``workers`` must match any ``--workers`` in ``options``)."""
+    processes = [
+        IngestProcess(
+            tmp_path / f"{client_id}.log",
+            {
+                **os.environ,
+                "ANJU_DATABASE_URL": database_url,
+                "ANJU_MQTT_URL": mqtt_url,
+                "ANJU_INGEST_GROUP": group,
+                "ANJU_INGEST_CLIENT_ID": client_id,
+                **(env or {}),
+            },
+            options,
+        )
+        for client_id in client_ids
+    ]
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.wait_subscribed(2 * workers)
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()

@@ -32,6 +32,7 @@ from tests.faults.platform import (
     LinkProxy,
     Site,
     Stored,
+    caught_up,
     check_exactly_once,
     cloud,
     device_id,
@@ -62,13 +63,14 @@ class Running:
         return {device.device_id: device.normaliser.seq for device in self.agent.devices}
 
     async def drained(self, timeout_s: float = 90) -> None:
-        """Wait until the uplink is back and the spool has nothing left to send.
+        """Wait until the uplink is back and the spool has caught up with the backlog
+        (``caught_up``).
 
         After a long outage the uplink may be deep in its reconnect backoff (up to
         30 s), so this can take a while; what it waits for is on disk meanwhile.
         """
         async with asyncio.timeout(timeout_s):
-            while not self.agent.spool.empty:  # noqa: ASYNC110 (spool state, no event)
+            while not caught_up(self.agent):  # noqa: ASYNC110 (spool state)
                 await asyncio.sleep(0.2)
 
     async def stop_agent(self) -> dict[str, int]:

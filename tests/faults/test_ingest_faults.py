@@ -11,13 +11,8 @@ number published must all agree, and nothing may sit in quarantine.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +30,7 @@ from schemas.broker import parse_broker_url
 from schemas.topics import Channel, topic_for
 from schemas.vocabulary import DeviceKind, Metric
 from schemas.wire import Reading, TelemetryBatch, encode
+from tests.faults.platform import ingest_processes
 
 pytestmark = pytest.mark.slow
 
@@ -141,75 +137,6 @@ def _exactly_once(found: tuple[int, int, int, int]) -> None:
     assert count == distinct, f"{count - distinct} readings stored twice"
 
 
-class IngestProcess:
-    """``anju cloud ingest --shared`` in its own process, as an operator would run it."""
-
-    def __init__(self, log: Path, env: dict[str, str]) -> None:
-        self.log = log
-        self._env = env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        anju = Path(sys.executable).with_name("anju")
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(anju), "cloud", "ingest", "--shared"],
-                env=self._env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_subscribed(self, times: int) -> None:
-        deadline = time.monotonic() + 30
-        while self.log.read_text(errors="replace").count("subscribed on") < times:
-            assert self.process is not None
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, f"not subscribed: {self.log.read_text()}"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@contextmanager
-def ingest_processes(
-    tmp_path: Path, database_url: str, mqtt_url: str, group: str, client_ids: list[str]
-) -> Iterator[list[IngestProcess]]:
-    processes = [
-        IngestProcess(
-            tmp_path / f"{client_id}.log",
-            {
-                **os.environ,
-                "ANJU_DATABASE_URL": database_url,
-                "ANJU_MQTT_URL": mqtt_url,
-                "ANJU_INGEST_GROUP": group,
-                "ANJU_INGEST_CLIENT_ID": client_id,
-            },
-        )
-        for client_id in client_ids
-    ]
-    try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.wait_subscribed(1)
-        yield processes
-    finally:
-        for process in processes:
-            process.stop()
-
-
 async def test_two_workers_one_killed_mid_stream_store_every_reading_once(
     tmp_path: Path,
     database_url: str,
@@ -219,8 +146,16 @@ async def test_two_workers_one_killed_mid_stream_store_every_reading_once(
     prefix = unique_id("k")
     await _register(database_url, prefix)
     messages = _stream(prefix)
+    # This publisher is no gateway: it never resends. So the victim's sessions must
+    # outlive its restart (a gateway's resend covers a shared session that ended, see
+    # tests/faults/test_end_to_end_ack.py).
     with ingest_processes(
-        tmp_path, database_url, mqtt_url, unique_id("grp"), [unique_id("a"), unique_id("b")]
+        tmp_path,
+        database_url,
+        mqtt_url,
+        unique_id("grp"),
+        [unique_id("a"), unique_id("b")],
+        env={"ANJU_INGEST_SHARED_SESSION_EXPIRY_S": "300"},
     ) as (survivor, victim):
         publishing = asyncio.create_task(_publish(mqtt_url, unique_id("pub"), messages))
         # Mid-stream: once a third of the batches are stored, the victim dies unannounced.
@@ -235,7 +170,8 @@ async def test_two_workers_one_killed_mid_stream_store_every_reading_once(
         await asyncio.sleep(1.0)
         held = await asyncio.to_thread(_stored, database_url)
         victim.start()
-        await asyncio.to_thread(victim.wait_subscribed, 2)
+        # Its log holds the first run's two lanes too.
+        await asyncio.to_thread(victim.wait_subscribed, 4)
         found = await _wait_for_all(database_url)
         assert survivor.process is not None
         assert survivor.process.poll() is None, "the surviving worker died too"
