@@ -12,7 +12,10 @@ the queue stays short; polls and actions present a dispatcher's API key over the
 community, so the key check and its scope are part of every request timed. ``lost``
 counts alarms never seen within 30 s.
 
-The goal: p99 under 250 ms with 20,000 readings/s of background telemetry.
+The run has two phases on the same cloud: ``--background`` readings/s (20,000 by
+default), then ``--heavy-background`` (100,000), each with its own ``--alarms``. The
+goal (issue 16): p99 at most 30 ms and nothing lost at 20,000 readings/s; the heavy
+phase is reported as ``*_at_100k`` to show where the machine's two cores give out.
 """
 
 import argparse
@@ -25,6 +28,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import httpx
@@ -51,6 +55,7 @@ DEVICES_PER_GATEWAY = 200
 READINGS_PER_MESSAGE = 200
 POLL_INTERVAL_S = 0.005
 SETTLE_S = 30.0
+TARGET_P99_MS = 30.0
 
 
 def _progress(message: str) -> None:
@@ -145,9 +150,10 @@ async def _publish_background(url: str, rate: int, pipe: Connection) -> None:
 
 
 async def _alarms(
-    mqtt_url: str, api: str, key: str, count: int, per_s: float
+    mqtt_url: str, api: str, key: str, first: int, count: int, per_s: float
 ) -> tuple[list[float], int]:
-    """Publish ``count`` SOS alarms and return their latencies (ms) and how many were lost."""
+    """Publish ``count`` SOS alarms from wearables ``first`` on; return their latencies (ms)
+    and how many were lost."""
     broker = parse_broker_url(mqtt_url)
     published: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -184,7 +190,7 @@ async def _alarms(
     ):
         poller = asyncio.create_task(poll(http))
         started = time.monotonic()
-        for index in range(count):
+        for index in range(first, first + count):
             device = _wearable(index)
             now = datetime.now(UTC)
             batch = EventBatch(
@@ -208,7 +214,7 @@ async def _alarms(
             await client.publish(
                 topic_for(COMMUNITY, ALARM_GATEWAY, Channel.EVENTS), payload, qos=1, timeout=30
             )
-            await asyncio.sleep(max(0.0, started + (index + 1) / per_s - time.monotonic()))
+            await asyncio.sleep(max(0.0, started + (index - first + 1) / per_s - time.monotonic()))
         try:
             await asyncio.wait_for(done.wait(), timeout=SETTLE_S)
         except TimeoutError:
@@ -238,12 +244,51 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def _phase(
+    mqtt_url: str, api: str, key: str, first: int, args: argparse.Namespace, background: int
+) -> dict[str, Any]:
+    """Alarms under ``background`` readings/s from a publisher process; the phase's figures."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    publisher = context.Process(target=_background, args=(mqtt_url, background, theirs))
+    try:
+        publisher.start()
+        if ours.recv() != "ready":
+            raise RuntimeError("background publisher failed to start")
+        time.sleep(2.0)  # let the background flow settle before the first alarm
+        _progress(f"{background:,} readings/s flowing; publishing {args.alarms} alarms")
+        latencies, lost = asyncio.run(_alarms(mqtt_url, api, key, first, args.alarms, args.rate))
+        ours.send("stop")
+        sent, elapsed = ours.recv()
+    finally:
+        publisher.join(timeout=30)
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p99 = _percentile(latencies, 0.99) if latencies else float("nan")
+    _progress(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, lost {lost}; {sent / elapsed:,.0f} readings/s")
+    return {
+        "background_readings_per_s": round(sent / elapsed),
+        "p50_ms": round(p50, 1),
+        "p90_ms": round(_percentile(latencies, 0.9), 1) if latencies else None,
+        "p99_ms": round(p99, 1),
+        "max_ms": round(max(latencies), 1) if latencies else None,
+        "lost": lost,
+    }
+
+
 def run(argv: list[str]) -> Result:
     parser = argparse.ArgumentParser(prog=f"bench.py {NAME}", description=__doc__)
-    parser.add_argument("--alarms", type=int, default=1000, help="SOS alarms published")
+    parser.add_argument(
+        "--alarms", type=int, default=1000, help="SOS alarms published in each phase"
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="alarms per second")
     parser.add_argument(
         "--background", type=int, default=20_000, help="telemetry readings per second"
+    )
+    parser.add_argument(
+        "--heavy-background",
+        type=int,
+        default=100_000,
+        help="telemetry readings per second of the second phase (0 skips it)",
     )
     parser.add_argument("--workers", type=int, default=2, help="ingest workers")
     args = parser.parse_args(argv)
@@ -257,46 +302,29 @@ def run(argv: list[str]) -> Result:
         MosquittoServer(Path(tmp) / "mqtt") as broker,
     ):
         apply_migrations(pg.url)
-        key = asyncio.run(_register(pg.url, args.alarms))
+        phases = [args.background, *([args.heavy_background] if args.heavy_background else [])]
+        key = asyncio.run(_register(pg.url, args.alarms * len(phases)))
         _progress(f"{args.alarms} wearables and {BACKGROUND_GATEWAYS} background gateways")
         log = Path(tmp) / "cloud.log"
         with cloud_process(pg.url, broker.url, log, workers=args.workers) as cloud:
-            context = multiprocessing.get_context("spawn")
-            ours, theirs = context.Pipe()
-            background = context.Process(
-                target=_background, args=(broker.url, args.background, theirs)
-            )
-            try:
-                background.start()
-                if ours.recv() != "ready":
-                    raise RuntimeError("background publisher failed to start")
-                time.sleep(2.0)  # let the background flow settle before the first alarm
-                _progress(f"{args.background:,} readings/s flowing; publishing alarms")
-                latencies, lost = asyncio.run(
-                    _alarms(broker.url, cloud.api, key, args.alarms, args.rate)
-                )
-                ours.send("stop")
-                sent, elapsed = ours.recv()
-                with psycopg.connect(pg.url) as conn:
-                    row = conn.execute("SELECT count(*) FROM readings").fetchone()
-                    stored = int(row[0]) if row else 0
-            finally:
-                background.join(timeout=30)
-    p50 = statistics.median(latencies) if latencies else float("nan")
-    p99 = _percentile(latencies, 0.99) if latencies else float("nan")
-    _progress(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, lost {lost}; {sent / elapsed:,.0f} readings/s")
-    return {
+            figures = [
+                _phase(broker.url, cloud.api, key, n * args.alarms, args, background)
+                for n, background in enumerate(phases)
+            ]
+            with psycopg.connect(pg.url) as conn:
+                row = conn.execute("SELECT count(*) FROM readings").fetchone()
+                stored = int(row[0]) if row else 0
+    normal = figures[0]
+    result: Result = {
         "benchmark": NAME,
         "alarms": args.alarms,
         "alarms_per_s": args.rate,
-        "background_readings_per_s": round(sent / elapsed),
+        **normal,
         "background_readings_stored": stored,
-        "p50_ms": round(p50, 1),
-        "p90_ms": round(_percentile(latencies, 0.9), 1) if latencies else None,
-        "p99_ms": round(p99, 1),
-        "max_ms": round(max(latencies), 1) if latencies else None,
-        "lost": lost,
         "poll_interval_ms": POLL_INTERVAL_S * 1000,
-        "target_p99_ms": 250,
-        "met": lost == 0 and p99 < 250,
+        "target_p99_ms": TARGET_P99_MS,
+        "met": normal["lost"] == 0 and normal["p99_ms"] <= TARGET_P99_MS,
     }
+    if len(figures) > 1:
+        result |= {f"{name}_at_100k": value for name, value in figures[1].items()}
+    return result
