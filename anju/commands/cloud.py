@@ -147,8 +147,9 @@ def ingest(workers: Workers = 1, shared: Shared = None) -> None:
 
     Workers here share one MQTT v5 subscription group, and so do those of other
     processes or machines started with --shared, so adding workers adds throughput.
-    Messages are written in groups, one transaction each, and acknowledged to the
-    broker only after their rows are committed.
+    Messages are written in groups, one transaction each; after the commit each
+    gateway is told which of its batches are stored (its ack topic), and only then
+    does the broker get its acknowledgement. A gateway keeps a batch until then.
     """
     try:
         settings = load_settings()
