@@ -46,9 +46,10 @@ _ENVIRONMENT = (
     "ANJU_MQTT_URL (mqtt://[user[:password]@]host[:port][?version=5|3.1.1]), "
     "ANJU_INGEST_GROUP (MQTT v5 shared-subscription group, default anju-ingest), "
     "ANJU_INGEST_CLIENT_ID (client id prefix, default anju-ingest-HOSTNAME; worker N "
-    "connects as PREFIX-N for telemetry and PREFIX-N-alarms for events), ANJU_RULES_FILE (incident rules; default the packaged "
-    "rules.yaml, docs/rules.md), ANJU_STORAGE_* (how readings are kept over time: retention, "
-    "rollup, TimescaleDB or partitions; docs/storage.md)."
+    "connects as PREFIX-N for telemetry and PREFIX-N-alarms for events), ANJU_RULES_FILE "
+    "(incident rules; default the packaged rules.yaml, docs/rules.md), ANJU_STORAGE_* "
+    "(how readings are kept over time: retention, rollup, TimescaleDB or partitions; "
+    "docs/storage.md)."
 )
 
 Workers = Annotated[
