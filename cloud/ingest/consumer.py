@@ -215,9 +215,7 @@ class IngestConsumer:
         client = self._client()
         paho = PahoDirect(client)
         async with client:
-            stale = self._stale_filters()
-            if stale:
-                await client.unsubscribe(stale, timeout=_BROKER_TIMEOUT_S)
+            await client.unsubscribe(self._stale_filters(), timeout=_BROKER_TIMEOUT_S)
             topic = subscription(self.channel, shared_group=self._shared_group)
             await client.subscribe(topic, qos=1, timeout=_BROKER_TIMEOUT_S)
             log.info("ingest %s: subscribed on %s", self.client_id, self._broker.redacted())
