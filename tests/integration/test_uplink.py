@@ -241,8 +241,13 @@ async def test_batches_arrive_at_qos1_events_first_and_leave_the_spool_when_ackn
         assert (uplink.resent_batches, uplink.refused_batches, received.repeats) == (0, 0, 0)
         assert 1 < uplink.max_in_flight_seen <= 8
         assert uplink.state is UplinkState.STOPPED
-        states = [decode(p, Status).state for t, p in received.messages if t.endswith("/status")]
-        assert states == [GatewayState.ONLINE, GatewayState.OFFLINE]
+
+        def states() -> list[GatewayState]:
+            return [decode(p, Status).state for t, p in received.messages if t.endswith("/status")]
+
+        # The goodbye is published as the uplink stops; it reaches the subscriber after.
+        await wait_until(lambda: GatewayState.OFFLINE in states(), 5, "the offline status")
+        assert states() == [GatewayState.ONLINE, GatewayState.OFFLINE]
 
 
 async def test_broker_restart_mid_drain_loses_nothing(
