@@ -26,7 +26,7 @@ from anju.services.mosquitto import MosquittoServer
 from anju.services.ports import free_port
 from anju.services.postgres import PostgresServer
 from cloud.api.app import create_app
-from cloud.app import run_cloud, run_ingest
+from cloud.app import run_cloud
 from cloud.ingest.counters import IngestCounters
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.settings import ApiSettings, CloudSettings, IngestSettings
@@ -35,6 +35,7 @@ from schemas.topics import Channel, topic_for
 from schemas.vocabulary import DeviceKind, EventType, Metric, Severity
 from schemas.wire import Event, EventBatch, Reading, TelemetryBatch, encode
 from tests.api_support import api_client, bearer, make_key
+from tests.integration.ingest_support import ingest_settings, running_ingest
 
 COMMUNITY = "xijin/fenghuang"
 EPOCH = "0123456789abcdef"
@@ -106,20 +107,7 @@ class Site:
 def settings(
     database_url: str, mosquitto: MosquittoServer, unique_id: Callable[[str], str]
 ) -> CloudSettings:
-    return CloudSettings(
-        database_url=database_url,
-        mqtt=parse_broker_url(mosquitto.url),
-        api=ApiSettings(port=0),
-        ingest=IngestSettings(
-            group=unique_id("group"),
-            client_id=unique_id("ingest"),
-            session_expiry_s=120,
-            backoff_initial_s=0.1,
-            backoff_cap_s=1.0,
-            write_timeout_s=10.0,
-            checkout_timeout_s=2.0,
-        ),
-    )
+    return ingest_settings(database_url, mosquitto.url, unique_id)
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -154,17 +142,8 @@ async def site(
 @pytest_asyncio.fixture(loop_scope="function")
 async def counters(settings: CloudSettings) -> AsyncIterator[IngestCounters]:
     """Counters of an ingest worker that runs (subscribed) for the whole test."""
-    totals = IngestCounters()
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        run_ingest(settings, stop=stop, counters=totals, started=started), name="test-ingest"
-    )
-    async with asyncio.timeout(WAIT_S):
-        await started.wait()
-    yield totals
-    stop.set()
-    async with asyncio.timeout(WAIT_S):
-        await task
+    async with running_ingest(settings) as totals:
+        yield totals
 
 
 async def wait_until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:

@@ -21,12 +21,11 @@ import pytest
 import pytest_asyncio
 
 from anju.services.mosquitto import MosquittoServer
-from cloud.app import run_ingest
 from cloud.ingest.acks import batch_acks
 from cloud.ingest.counters import BatchOutcome, IngestCounters
 from cloud.ingest.writer import decode_message
 from cloud.registry import register_community, register_device, register_gateway
-from cloud.settings import ApiSettings, CloudSettings, IngestSettings
+from cloud.settings import CloudSettings
 from schemas.broker import parse_broker_url
 from schemas.topics import Channel, parse_topic, topic_for
 from schemas.vocabulary import DeviceKind, EventType, Metric, Severity
@@ -40,6 +39,7 @@ from schemas.wire import (
     decode,
     encode,
 )
+from tests.integration.ingest_support import ingest_settings, running_ingest
 from tests.waiting import until
 
 COMMUNITY = "xijin/fenghuang"
@@ -149,20 +149,7 @@ async def publisher(mqtt_url: str, client_id: str) -> AsyncIterator[aiomqtt.Clie
 def settings(
     database_url: str, mosquitto: MosquittoServer, unique_id: Callable[[str], str]
 ) -> CloudSettings:
-    return CloudSettings(
-        database_url=database_url,
-        mqtt=parse_broker_url(mosquitto.url),
-        api=ApiSettings(port=0),
-        ingest=IngestSettings(
-            group=unique_id("group"),
-            client_id=unique_id("ingest"),
-            session_expiry_s=120,
-            backoff_initial_s=0.1,
-            backoff_cap_s=1.0,
-            write_timeout_s=15.0,
-            checkout_timeout_s=2.0,
-        ),
-    )
+    return ingest_settings(database_url, mosquitto.url, unique_id, write_timeout_s=15.0)
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -187,15 +174,8 @@ async def gateway(database_url: str, unique_id: Callable[[str], str]) -> str:
 @pytest_asyncio.fixture(loop_scope="function")
 async def counters(settings: CloudSettings) -> AsyncIterator[IngestCounters]:
     """Counters of one plain ingest worker that runs (subscribed) for the whole test."""
-    totals = IngestCounters()
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_ingest(settings, stop=stop, counters=totals, started=started))
-    async with asyncio.timeout(WAIT_S):
-        await started.wait()
-    yield totals
-    stop.set()
-    async with asyncio.timeout(WAIT_S):
-        await task
+    async with running_ingest(settings) as totals:
+        yield totals
 
 
 def scalar(database_url: str, query: str, *params: Any) -> Any:

@@ -22,10 +22,8 @@ import pytest
 import pytest_asyncio
 
 from anju.services.mosquitto import MosquittoServer
-from cloud.app import run_ingest
 from cloud.ingest.counters import IngestCounters
 from cloud.registry import register_community, register_device, register_gateway
-from cloud.settings import ApiSettings, CloudSettings, IngestSettings
 from schemas.broker import parse_broker_url
 from schemas.topics import Channel, topic_for
 from schemas.vocabulary import DeviceKind, EventType, Metric, Severity
@@ -41,6 +39,7 @@ from schemas.wire import (
     decode,
     encode,
 )
+from tests.integration.ingest_support import ingest_settings, running_ingest
 from tests.waiting import until
 
 COMMUNITY = "xijin/fenghuang"
@@ -168,30 +167,11 @@ async def counters(
     database_url: str, mosquitto: MosquittoServer, unique_id: Callable[[str], str]
 ) -> AsyncIterator[IngestCounters]:
     """Counters of an ingest worker that runs (subscribed) for the whole test."""
-    settings = CloudSettings(
-        database_url=database_url,
-        mqtt=parse_broker_url(mosquitto.url),
-        api=ApiSettings(port=0),
-        ingest=IngestSettings(
-            group=unique_id("group"),
-            client_id=unique_id("ingest"),
-            session_expiry_s=120,
-            backoff_initial_s=0.1,
-            backoff_cap_s=1.0,
-            write_timeout_s=10.0,
-            checkout_timeout_s=2.0,
-            max_payload_bytes=PAYLOAD_LIMIT,
-        ),
+    settings = ingest_settings(
+        database_url, mosquitto.url, unique_id, max_payload_bytes=PAYLOAD_LIMIT
     )
-    totals = IngestCounters()
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_ingest(settings, stop=stop, counters=totals, started=started))
-    async with asyncio.timeout(WAIT_S):
-        await started.wait()
-    yield totals
-    stop.set()
-    async with asyncio.timeout(WAIT_S):
-        await task
+    async with running_ingest(settings) as totals:
+        yield totals
 
 
 def rows(database_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
