@@ -328,6 +328,7 @@ async def test_commands_round_trip_including_while_offline_and_failing(
             await cloud.publish(command("c-2"), b"boom", qos=1)
             await cloud.publish(command("c-3"), b"after", qos=1)
             await wait_until(lambda: len(received.messages) >= 3, 10, "three results")
+            await wait_until(lambda: first.commands_handled == 3, 10, "three commands handled")
         assert first.command_failures == 1
         assert first.commands_handled == 3
         # Sent while the gateway is away: the persistent session keeps it.
@@ -384,6 +385,9 @@ async def test_a_failing_or_hanging_command_hook_still_gets_an_error_result_out(
             topic = topic_for(COMMUNITY, gateway, Channel.COMMAND, command_id)
             await cloud.publish(topic, payload, qos=1)
         await wait_until(lambda: len(received.messages) >= 2, 10, "two error results")
+        # The subscriber can hold a result before the uplink has its PUBACK and counts
+        # the command as handled.
+        await wait_until(lambda: uplink.commands_handled == 2, 10, "both commands handled")
     answers = {t.rsplit("/", 1)[-1]: decode(p, CommandResult) for t, p in received.messages}
     assert sorted(answers) == ["c-boom", "c-hang"]
     boom, hang = answers["c-boom"], answers["c-hang"]
