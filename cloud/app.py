@@ -1,6 +1,7 @@
-"""The cloud tier's processes, wired together: ``run_cloud`` and ``run_ingest``.
+"""The cloud tier's processes, wired together: ``run_cloud`` (everything), and
+``run_ingest``, ``run_api`` and the other workers, each alone.
 
-Both run as named tasks in one ``asyncio.TaskGroup`` until ``stop`` is set (or they
+Parts run as named tasks in one ``asyncio.TaskGroup`` until ``stop`` is set (or they
 are cancelled), then shut down in order: the API stops accepting requests and
 finishes the ones in flight, ingest workers are cancelled (safe at any point, since a
 message is acknowledged only after its commit) and pools are closed. If any task
@@ -19,6 +20,7 @@ from typing import Any, Final
 
 import psycopg
 import uvicorn
+from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.api.app import close_streams, create_app
@@ -230,17 +232,7 @@ async def run_cloud(
     deliveries = DeliveryCounters()
     pushes = ConfigCounters()
     app = create_app(settings, counters=totals, deliveries=deliveries, configs=pushes)
-    config = uvicorn.Config(
-        app,
-        host=settings.api.host,
-        port=settings.api.port,
-        log_config=None,
-        lifespan="on",
-        # Live streams end at shutdown (close_streams); one whose client stopped
-        # reading may not notice, so the server stops waiting after this.
-        timeout_graceful_shutdown=10,
-    )
-    server = _ApiServer(config)
+    server = _ApiServer.for_app(app, settings)
     ingest_stop = asyncio.Event()
     ingest_started = asyncio.Event()
     api_started = asyncio.Event()
@@ -280,8 +272,51 @@ async def run_cloud(
         ingest_stop.set()
 
 
+async def run_api(
+    settings: CloudSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Run the API alone (with the dispatcher console and its live feed) on
+    ``settings.api.host`` and ``port`` until ``stop`` is set.
+
+    For sites that run ingest in processes of its own: the API's requests then never
+    share an event loop with the copying of telemetry, nor ingest's alarms with the
+    API's. Any number may run behind a load balancer (each has its own pool and feed).
+    ``GET /metrics`` here counts the database only, since no worker runs here.
+    ``started`` is set once it accepts connections. Raises CloudError when it cannot
+    bind its address.
+    """
+    app = create_app(settings)
+    server = _ApiServer.for_app(app, settings)
+    async with _cloud_error_alone(), asyncio.TaskGroup() as group:
+        api = group.create_task(server.serve_checked(), name="api")
+        if started is not None:
+            group.create_task(_api_started(server, api, started), name="api:started")
+        await _wait(stop)
+        close_streams(app)
+        server.should_exit = True
+
+
 class _ApiServer(uvicorn.Server):
-    """uvicorn's server without its signal handling: ``run_cloud`` owns shutdown."""
+    """uvicorn's server without its signal handling: ``run_cloud`` and ``run_api`` own
+    shutdown."""
+
+    @classmethod
+    def for_app(cls, app: FastAPI, settings: CloudSettings) -> _ApiServer:
+        return cls(
+            uvicorn.Config(
+                app,
+                host=settings.api.host,
+                port=settings.api.port,
+                log_config=None,
+                lifespan="on",
+                # Live streams end at shutdown (close_streams); one whose client stopped
+                # reading may not notice, so the server stops waiting after this.
+                timeout_graceful_shutdown=10,
+            )
+        )
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:

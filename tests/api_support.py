@@ -176,3 +176,26 @@ async def populate(
         "delivery_id": str(delivery_id),
         "key_id": str(key_id),
     }
+
+
+async def open_sos(conn: AsyncConnection[Any], ids: dict[str, str], seq: int) -> int:
+    """A fall from the community's wearable, stored and opened as ingest would."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO events (ts, device_id, gateway_id, seq, type, severity) "
+            "VALUES (now(), %s, %s, %s, 'wearable.fall', 'critical') RETURNING id, ts",
+            [ids["device_id"], ids["gateway_id"], seq],
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        draft = IncidentDraft(
+            type="fall",
+            priority=Priority.CRITICAL,
+            community_id=int(ids["node_id"]),
+            building="3",
+            unit="201",
+            device_id=ids["device_id"],
+            cause="wearable.fall",
+        )
+        opened = await open_or_join(conn, draft, event_id=row[0], event_ts=row[1])
+    return opened.incident_id

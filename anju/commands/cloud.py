@@ -12,7 +12,7 @@ import typer
 
 from anju.commands import keys, residents
 from anju.commands.common import fail
-from cloud.app import run_cloud, run_configs, run_escalation, run_ingest
+from cloud.app import run_api, run_cloud, run_configs, run_escalation, run_ingest
 from cloud.broker.dynsec import DynamicSecurity
 from cloud.broker.policy import SERVICE_ROLE
 from cloud.errors import CloudError
@@ -50,6 +50,15 @@ _ENVIRONMENT = (
     "(incident rules; default the packaged rules.yaml, docs/rules.md), ANJU_STORAGE_* "
     "(how readings are kept over time: retention, rollup, TimescaleDB or partitions; "
     "docs/storage.md)."
+)
+
+_API_ENVIRONMENT = (
+    "ANJU_API_HOST and ANJU_API_PORT (default 127.0.0.1:8080), "
+    "ANJU_API_AUTH_FAILURE_LIMIT and ANJU_API_AUTH_FAILURE_WINDOW_S (failed "
+    "authentications one client address may make before it is answered 429 until the "
+    "window ends; default 20 per 60 s), ANJU_RESIDENT_KEYS (the keys that wrap "
+    "residents' personal data: ID:BASE64 entries, comma-separated, the current key "
+    "first; `anju cloud residents keygen` makes one; unset, personal data is refused)."
 )
 
 Workers = Annotated[
@@ -113,12 +122,7 @@ def migrate() -> None:
 @app.command(
     epilog="Example: ANJU_DATABASE_URL=postgresql://anju@127.0.0.1:5432/anju "
     "ANJU_MQTT_URL=mqtt://127.0.0.1:1883 anju cloud run --workers 2\n\n"
-    f"{_ENVIRONMENT} ANJU_API_HOST and ANJU_API_PORT (default 127.0.0.1:8080), "
-    "ANJU_API_AUTH_FAILURE_LIMIT and ANJU_API_AUTH_FAILURE_WINDOW_S (failed "
-    "authentications one client address may make before it is answered 429 until the "
-    "window ends; default 20 per 60 s), ANJU_RESIDENT_KEYS (the keys that wrap "
-    "residents' personal data: ID:BASE64 entries, comma-separated, the current key "
-    "first; `anju cloud residents keygen` makes one; unset, personal data is refused)."
+    f"{_ENVIRONMENT} {_API_ENVIRONMENT}"
 )
 def run(workers: Workers = 1, shared: Shared = None) -> None:
     """Run the whole cloud tier in one process until Ctrl-C or SIGTERM.
@@ -126,8 +130,8 @@ def run(workers: Workers = 1, shared: Shared = None) -> None:
     Ingest with the rules and the silence sweep, escalation, webhook delivery, the
     config pusher (each gateway's device config sent as an apply_config command) and
     the HTTP API: enough for a small site. Larger ones run `anju cloud ingest`,
-    `escalate`, `webhooks` and `configs` as separate processes, as many of each as
-    they need.
+    `api`, `escalate`, `webhooks` and `configs` as separate processes, as many of each
+    as they need.
     """
     try:
         settings = load_settings()
@@ -157,6 +161,30 @@ def ingest(workers: Workers = 1, shared: Shared = None) -> None:
         _run_until_signal(
             lambda stop: run_ingest(settings, workers=workers, shared=shared, stop=stop)
         )
+    except CloudError as exc:
+        fail(str(exc))
+
+
+@app.command(
+    epilog="Example: ANJU_DATABASE_URL=postgresql://anju@db:5432/anju "
+    "ANJU_API_HOST=0.0.0.0 anju cloud api\n\n"
+    "Environment: ANJU_DATABASE_URL (postgresql://user[:password]@host[:port]/dbname), "
+    "ANJU_RULES_FILE (the incident types webhook filters are checked against), "
+    "ANJU_BROKER_* (the broker accounts that gateway registration issues; "
+    f"docs/broker.md), {_API_ENVIRONMENT}"
+)
+def api() -> None:
+    """Run the HTTP API only (no ingest, no workers) until Ctrl-C or SIGTERM.
+
+    The incident API, the dispatcher console (/console/) and its live feed, for sites
+    that run `anju cloud ingest`, `escalate`, `webhooks` and `configs` as processes of
+    their own: requests then never share a process with ingest, so neither slows the
+    other's alarms. Run as many as needed behind a load balancer. Its /metrics shows
+    the database's figures; each worker process's counters are logged by that process.
+    """
+    try:
+        settings = load_settings(require_mqtt=False)
+        _run_until_signal(lambda stop: run_api(settings, stop=stop))
     except CloudError as exc:
         fail(str(exc))
 

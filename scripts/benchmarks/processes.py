@@ -59,7 +59,7 @@ def wait_subscribed(
 
 @dataclass(frozen=True, slots=True)
 class Cloud:
-    """An ``anju cloud run`` a benchmark started: its API's URL and its process."""
+    """The cloud a benchmark started: its API's URL and the process serving it."""
 
     api: str
     process: subprocess.Popen[bytes]
@@ -70,27 +70,57 @@ def cloud_process(
     database_url: str, mqtt_url: str, log: Path, *, workers: int = 1
 ) -> Iterator[Cloud]:
     """``anju cloud run --workers N`` in its own process on a free port, logging to
-    ``log``; yielded once its ingest workers subscribed and ``/health`` answers, and
-    stopped with SIGTERM (killed after 30 s) on the way out."""
+    ``log``; yielded once its ingest workers subscribed and ``/health`` answers."""
     port = free_port()
     api = f"http://127.0.0.1:{port}"
-    env = {
+    with _anju(
+        ["cloud", "run", "--workers", str(workers)],
+        _environment(database_url, mqtt_url, port),
+        log,
+    ) as process:
+        wait_subscribed(process, log, workers, ready=lambda: _healthy(api))
+        yield Cloud(api, process)
+
+
+@contextmanager
+def split_cloud(
+    database_url: str, mqtt_url: str, logs: Path, *, workers: int = 1
+) -> Iterator[Cloud]:
+    """``anju cloud ingest --workers N`` and ``anju cloud api`` as two processes, as a
+    site larger than one box runs them, logging to ``logs/ingest.log`` and
+    ``logs/api.log``; yielded once the workers subscribed and ``/health`` answers."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = _environment(database_url, mqtt_url, port)
+    with (
+        _anju(["cloud", "ingest", "--workers", str(workers)], env, logs / "ingest.log") as ingest,
+        _anju(["cloud", "api"], env, logs / "api.log") as server,
+    ):
+        wait_subscribed(ingest, logs / "ingest.log", workers)
+        wait_subscribed(server, logs / "api.log", 0, ready=lambda: _healthy(api))
+        yield Cloud(api, server)
+
+
+def _environment(database_url: str, mqtt_url: str, api_port: int) -> dict[str, str]:
+    return {
         **os.environ,
         "ANJU_DATABASE_URL": database_url,
         "ANJU_MQTT_URL": mqtt_url,
-        "ANJU_API_PORT": str(port),
+        "ANJU_API_PORT": str(api_port),
     }
+
+
+@contextmanager
+def _anju(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``anju ARGS`` logging to ``log``, stopped with SIGTERM (killed after 30 s) on the
+    way out."""
     anju = Path(sys.executable).with_name("anju")
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(anju), "cloud", "run", "--workers", str(workers)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
+            [str(anju), *args], env=env, stdout=output, stderr=subprocess.STDOUT
         )
     try:
-        wait_subscribed(process, log, workers, ready=lambda: _healthy(api))
-        yield Cloud(api, process)
+        yield process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -98,7 +128,7 @@ def cloud_process(
         except subprocess.TimeoutExpired:
             process.kill()
         if process.returncode not in (0, None, -signal.SIGTERM):
-            print(f"anju cloud run exited {process.returncode}; see {log}", file=sys.stderr)
+            print(f"anju {' '.join(args)} exited {process.returncode}; see {log}", file=sys.stderr)
 
 
 def _healthy(api: str) -> bool:

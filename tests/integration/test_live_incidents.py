@@ -19,16 +19,14 @@ import psycopg
 import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
-from psycopg import AsyncConnection
 
 from anju.services.ports import free_port
 from cloud.api.app import close_streams, create_app
 from cloud.api.live import IncidentFeed
 from cloud.auth.roles import Role
-from cloud.incidents import IncidentDraft, Priority, open_or_join
 from cloud.queue import transitions
 from cloud.settings import CloudSettings, QueueSettings
-from tests.api_support import bearer, make_key, populate
+from tests.api_support import bearer, make_key, open_sos, populate
 
 HOME, AWAY = "xijin/fenghuang", "dongcheng/heping"
 WRAPPING_KEY = b"live-test-wrapping-key-32-bytes!"
@@ -116,29 +114,6 @@ async def stream(site: Site, key: str, **params: Any) -> AsyncIterator[Stream]:
         assert event == "hello", (event, data)
         assert "server_time" in data
         yield opened
-
-
-async def open_sos(conn: AsyncConnection[Any], ids: dict[str, str], seq: int) -> int:
-    """A fall from the community's wearable, stored and opened as ingest would."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "INSERT INTO events (ts, device_id, gateway_id, seq, type, severity) "
-            "VALUES (now(), %s, %s, %s, 'wearable.fall', 'critical') RETURNING id, ts",
-            [ids["device_id"], ids["gateway_id"], seq],
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        draft = IncidentDraft(
-            type="fall",
-            priority=Priority.CRITICAL,
-            community_id=int(ids["node_id"]),
-            building="3",
-            unit="201",
-            device_id=ids["device_id"],
-            cause="wearable.fall",
-        )
-        opened = await open_or_join(conn, draft, event_id=row[0], event_ts=row[1])
-    return opened.incident_id
 
 
 async def test_a_new_incident_and_its_changes_reach_its_community_only(site: Site) -> None:
