@@ -43,9 +43,41 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL_S: Final = 60.0
 
 
-def worker_client_ids(settings: CloudSettings, workers: int) -> list[str]:
-    """The stable, distinct MQTT client ids of ``workers`` ingest workers."""
-    return [f"{settings.ingest.client_id}-{index}" for index in range(workers)]
+def worker_client_ids(settings: CloudSettings, workers: int, *, first: int = 0) -> list[str]:
+    """The stable, distinct MQTT client ids of ``workers`` ingest workers, numbered from
+    ``first`` (the workers of the processes started before this one)."""
+    return [f"{settings.ingest.client_id}-{index}" for index in range(first, first + workers)]
+
+
+def ingest_sharing(
+    settings: CloudSettings, *, workers: int, shared: bool | None, processes: int = 1
+) -> bool:
+    """Whether ``processes`` x ``workers`` ingest workers join the shared subscription
+    group: by default when there is more than one.
+
+    Raises SettingsError when there is not at least one of each, when several are asked
+    not to share (each would get every message), or when sharing is asked of an MQTT
+    3.1.1 broker, which has no shared subscriptions.
+    """
+    if workers < 1:
+        raise SettingsError("--workers", f"{workers} workers", "at least 1")
+    if processes < 1:
+        raise SettingsError("--processes", f"{processes} processes", "at least 1")
+    several = workers * processes > 1
+    share = several if shared is None else shared
+    if several and not share:
+        raise SettingsError(
+            "--no-shared",
+            f"{processes} processes x {workers} workers",
+            "one worker in one process, or --shared",
+        )
+    if share and not settings.broker.supports_shared_subscriptions:
+        raise SettingsError(
+            "ANJU_MQTT_URL",
+            "shared subscriptions are not in MQTT 3.1.1",
+            "an MQTT v5 broker (?version=5), or a lone worker without --shared",
+        )
+    return share
 
 
 def config_pusher_client_id(settings: CloudSettings) -> str:
@@ -67,8 +99,10 @@ async def run_ingest(
     stop: asyncio.Event | None = None,
     counters: IngestCounters | None = None,
     started: asyncio.Event | None = None,
+    first_worker: int = 0,
 ) -> None:
-    """Run ``workers`` ingest workers until ``stop`` is set.
+    """Run ``workers`` ingest workers until ``stop`` is set; their client ids are
+    numbered from ``first_worker`` (``worker_client_ids``).
 
     Each worker is two consumers, each with its own broker session and writer: the
     alarm lane (events) and the telemetry lane, so an alarm never waits behind
@@ -92,23 +126,11 @@ async def run_ingest(
     ``started`` is set once every lane has subscribed: from then on the broker keeps
     messages for them even while they reconnect.
 
-    Raises SettingsError when ``ANJU_MQTT_URL`` is missing, when several workers or
-    a shared subscription are asked of an MQTT 3.1.1 broker, which has no shared
-    subscriptions (several plain workers would each get every message), or when
-    several workers are asked not to share.
+    Raises SettingsError when ``ANJU_MQTT_URL`` is missing, and as ``ingest_sharing``
+    does.
     """
     broker = settings.broker
-    if workers < 1:
-        raise SettingsError("--workers", f"{workers} workers", "at least 1")
-    share = workers > 1 if shared is None else shared
-    if workers > 1 and not share:
-        raise SettingsError("--no-shared", f"{workers} workers", "--workers 1, or --shared")
-    if share and not broker.supports_shared_subscriptions:
-        raise SettingsError(
-            "ANJU_MQTT_URL",
-            "shared subscriptions are not in MQTT 3.1.1",
-            "an MQTT v5 broker (?version=5), or a lone worker without --shared",
-        )
+    share = ingest_sharing(settings, workers=workers, shared=shared)
     rules = load_rules()
     totals = counters if counters is not None else IngestCounters()
     async with open_pool(settings.database_url, name="ingest", max_size=2 * workers + 2) as pool:
@@ -130,7 +152,7 @@ async def run_ingest(
                 shared_group=settings.ingest.group if share else None,
                 ca_file=settings.mqtt_tls.ca_file,
             )
-            for client_id in worker_client_ids(settings, workers)
+            for client_id in worker_client_ids(settings, workers, first=first_worker)
             for channel, lane_id in lane_client_ids(client_id).items()
         ]
         async with asyncio.TaskGroup() as group:

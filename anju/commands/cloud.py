@@ -4,6 +4,7 @@ workers alone; set up the broker's account for the cloud workers."""
 import asyncio
 import secrets
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -12,12 +13,20 @@ import typer
 
 from anju.commands import keys, residents
 from anju.commands.common import fail
-from cloud.app import run_api, run_cloud, run_configs, run_escalation, run_ingest
+from cloud.app import (
+    ingest_sharing,
+    run_api,
+    run_cloud,
+    run_configs,
+    run_escalation,
+    run_ingest,
+)
 from cloud.broker.dynsec import DynamicSecurity
 from cloud.broker.policy import SERVICE_ROLE
 from cloud.errors import CloudError
 from cloud.settings import load_settings
 from cloud.storage.migrate import apply_migrations
+from cloud.supervisor import supervise
 from cloud.webhooks.delivery import run_delivery_workers
 from schemas.broker import parse_broker_url
 from schemas.errors import SchemaError
@@ -147,7 +156,22 @@ def run(workers: Workers = 1, shared: Shared = None) -> None:
     "ANJU_MQTT_URL=mqtt://broker:1883 anju cloud ingest --workers 4\n\n"
     f"{_ENVIRONMENT}"
 )
-def ingest(workers: Workers = 1, shared: Shared = None) -> None:
+def ingest(
+    workers: Workers = 1,
+    shared: Shared = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            "-p",
+            min=1,
+            help="Ingest processes, each with --workers workers, all on the shared "
+            "subscription. One process uses about one core; give it one per core that "
+            "ingest may have (docs/capacity.md).",
+        ),
+    ] = 1,
+    first_worker: Annotated[int, typer.Option(hidden=True, min=0)] = 0,
+) -> None:
     """Run ingest workers only (no API) until Ctrl-C or SIGTERM.
 
     Workers here share one MQTT v5 subscription group, and so do those of other
@@ -155,11 +179,31 @@ def ingest(workers: Workers = 1, shared: Shared = None) -> None:
     Messages are written in groups, one transaction each; after the commit each
     gateway is told which of its batches are stored (its ack topic), and only then
     does the broker get its acknowledgement. A gateway keeps a batch until then.
+
+    With --processes N this process starts N ingest processes and watches them: a
+    stop reaches all of them, and if one ends by itself the rest are stopped and the
+    command fails, so that the service manager restarts the set. Worker client ids
+    are numbered across the processes (PREFIX-0 up to PREFIX-(N x workers - 1)), the
+    same at every start.
     """
     try:
         settings = load_settings()
+        share = ingest_sharing(settings, workers=workers, shared=shared, processes=processes)
+        if processes > 1:
+            children = [
+                [
+                    sys.executable, "-m", "anju", "cloud", "ingest",
+                    "--workers", str(workers), "--shared",
+                    "--first-worker", str(first_worker + index * workers),
+                ]
+                for index in range(processes)
+            ]  # fmt: skip
+            _run_until_signal(lambda stop: supervise(children, stop=stop, name="ingest process"))
+            return
         _run_until_signal(
-            lambda stop: run_ingest(settings, workers=workers, shared=shared, stop=stop)
+            lambda stop: run_ingest(
+                settings, workers=workers, shared=share, stop=stop, first_worker=first_worker
+            )
         )
     except CloudError as exc:
         fail(str(exc))

@@ -1,19 +1,28 @@
-"""ingest: readings per second from gateways' MQTT messages to committed rows, end to end.
+"""ingest: readings and messages per second from gateways' MQTT messages to committed rows.
 
 Everything is real and shares this machine's cores: a Mosquitto broker, a durable
-PostgreSQL server (fsync on), ``anju cloud ingest`` in its own process, and a publisher
-process playing ``--gateways`` gateways, each sealing batches of ``--batch`` readings
-(one poll of its 200 devices x 5 metrics) as the edge does. The clock starts at the
-first publish and stops when ``ingested_batches`` accounts for every reading.
+PostgreSQL server (fsync on), ``anju cloud ingest --processes P --workers W``, and a
+publisher process playing ``--gateways`` gateways, each sealing batches of ``--batch``
+readings (one poll of its 200 devices x 5 metrics) as the edge does.
 
-The baseline, measured in the same run into the same table (same partitions, same
-(device_id, metric, ts) index), is the database's own limit for these rows: one binary
-COPY of all of them from one connection, in publish order (``raw_copy_rows_per_s``,
-the figure ``ratio`` divides by) and, for context, sorted as the index is
-(``raw_copy_sorted_rows_per_s``). Afterwards every reading is checked by (device, seq):
-``missing`` should be 0 and ``duplicates`` 0.
+The gateways are not on the cloud's cores in a real deployment, so the publisher does
+not run while the clock does: ingest subscribes, is paused (SIGSTOP), every message is
+published and held by the broker, and the clock runs from SIGCONT until
+``ingested_batches`` accounts for every reading: the rate at which ingest drains a
+backlog, as after an outage.
 
-The goal: at least 300,000 readings/s and at least 0.3x the raw COPY.
+Two baselines are measured in the same run. The database's own limit for these rows:
+one binary COPY of all of them from one connection into the same table (same
+partitions, same (device_id, metric, ts) index), in publish order
+(``raw_copy_rows_per_s``, which ``ratio`` divides by) and, for context, sorted as the
+index is (``raw_copy_sorted_rows_per_s``). And the MQTT client library's limit for
+these messages: a bare aiomqtt client (MQTT v5, QoS 1, one process) paused and resumed
+the same way, draining the same messages from the same broker
+(``client_receive_msgs_per_s``, which ``msgs_ratio`` divides by). Afterwards every
+reading is checked by (device, seq): ``missing`` should be 0 and ``duplicates`` 0.
+
+Goals: at least 300,000 readings/s and 0.3x the raw COPY at the default 1,000 readings
+per message; at ``--batch 10``, messages/s at least 0.7x the bare client's (issue 19).
 """
 
 import argparse
@@ -37,11 +46,11 @@ import psycopg
 from anju.services.mosquitto import MosquittoServer
 from anju.services.postgres import PostgresServer, find_postgres_bin
 from benchmarks import Result
-from benchmarks.processes import busy_cpu_seconds, cpu_seconds, wait_subscribed
+from benchmarks.processes import busy_cpu_seconds, cpu_seconds, process_tree, wait_subscribed
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.storage.migrate import apply_migrations
 from schemas.broker import parse_broker_url
-from schemas.topics import Channel, topic_for
+from schemas.topics import Channel, subscription, topic_for
 from schemas.vocabulary import DeviceKind, Metric
 from schemas.wire import Reading, TelemetryBatch, encode
 
@@ -139,13 +148,39 @@ def _rows(messages: list[tuple[str, bytes]]) -> list[tuple[Any, ...]]:
 
 
 def _publisher(url: str, gateways: int, batch: int, total: int, pipe: Connection) -> None:
-    """Child process: build the messages, say ready, publish on 'go', report the time."""
+    """Child process: build the messages, say ready, then publish all of them at each
+    'go' (once for the bare client, once for ingest), reporting the time each took,
+    until 'stop'."""
     messages = _messages(gateways, batch, total)
     pipe.send("ready")
-    pipe.recv()
-    started = time.perf_counter()
-    asyncio.run(_publish(url, messages))
-    pipe.send(time.perf_counter() - started)
+    while pipe.recv() == "go":
+        started = time.perf_counter()
+        asyncio.run(_publish(url, messages))
+        pipe.send(time.perf_counter() - started)
+
+
+def _receiver(url: str, expected: int, pipe: Connection) -> None:
+    """Child process: a bare aiomqtt client (MQTT v5, QoS 1, as ingest subscribes) that
+    counts the telemetry messages arriving; reports when it had ``expected``."""
+    asyncio.run(_receive(url, expected, pipe))
+
+
+async def _receive(url: str, expected: int, pipe: Connection) -> None:
+    broker = parse_broker_url(url)
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier="bench-bare-client",
+        protocol=aiomqtt.ProtocolVersion.V5,
+    ) as client:
+        await client.subscribe(subscription(Channel.TELEMETRY), qos=1)
+        pipe.send("ready")
+        received = 0
+        async for _ in client.messages:
+            received += 1
+            if received == expected:
+                break
+        pipe.send(time.perf_counter())
 
 
 async def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
@@ -209,19 +244,62 @@ def _ingested(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
+def _client_receive_rate(
+    context: Any, url: str, expected: int, publisher: Connection
+) -> tuple[float, float]:
+    """Messages/s a bare client drained of one round of the publisher's messages queued
+    for it while it was paused, and how long the publisher took."""
+    ours, theirs = context.Pipe()
+    receiver = context.Process(target=_receiver, args=(url, expected, theirs))
+    receiver.start()
+    try:
+        if ours.recv() != "ready":
+            raise RuntimeError("bare client failed to start")
+        assert receiver.pid is not None
+        publish_s = _publish_paused(publisher, [receiver.pid])
+        started = time.perf_counter()
+        _signal([receiver.pid], signal.SIGCONT)
+        if not ours.poll(_STALL_S):
+            raise RuntimeError(f"the bare client did not receive all {expected:,} messages")
+        finished = float(ours.recv())
+    finally:
+        receiver.join(timeout=30)
+        if receiver.is_alive():
+            receiver.terminate()
+    return expected / (finished - started), publish_s
+
+
+def _publish_paused(publisher: Connection, consumers: list[int]) -> float:
+    """Pause ``consumers`` (SIGSTOP), have the publisher send one round, and return its
+    time; the broker holds the messages (``max_queued_messages``) until SIGCONT."""
+    _signal(consumers, signal.SIGSTOP)
+    publisher.send("go")
+    return float(publisher.recv())
+
+
+def _signal(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        os.kill(pid, signum)
+
+
 def run(argv: list[str]) -> Result:
     parser = argparse.ArgumentParser(prog=f"bench.py {NAME}", description=__doc__)
     parser.add_argument("--readings", type=int, default=2_000_000, help="readings published")
     parser.add_argument("--gateways", type=int, default=40, help="gateways publishing")
     parser.add_argument("--batch", type=int, default=1000, help="readings per message")
     parser.add_argument(
-        "--workers", type=int, default=2, help="ingest workers in the one ingest process"
+        "--processes",
+        type=int,
+        default=1,
+        help="ingest processes (anju cloud ingest --processes N)",
     )
+    parser.add_argument("--workers", type=int, default=2, help="ingest workers in each process")
     args = parser.parse_args(argv)
     per_message = args.batch * args.gateways
     total = args.readings // per_message * per_message
     if total == 0:
         parser.error("--readings must be at least --batch x --gateways")
+    messages_total = total // args.batch
 
     if find_postgres_bin() is None:
         raise SystemExit("PostgreSQL server binaries not found; run scripts/test once")
@@ -253,65 +331,84 @@ def run(argv: list[str]) -> Result:
         publisher.start()
         log_path = Path(tmp) / "ingest.log"
         env = {**os.environ, "ANJU_DATABASE_URL": pg.url, "ANJU_MQTT_URL": broker.url}
-        anju = Path(sys.executable).with_name("anju")
-        with log_path.open("w") as log:
-            ingest = subprocess.Popen(
-                [str(anju), "cloud", "ingest", "--workers", str(args.workers)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
         try:
-            wait_subscribed(ingest, log_path, args.workers)
             if ours.recv() != "ready":
                 raise RuntimeError("publisher failed to start")
-            _progress(f"publishing {total:,} readings in {total // args.batch:,} messages")
-            with psycopg.connect(pg.url, autocommit=True) as conn:
-                busy_before, ingest_before = busy_cpu_seconds(), cpu_seconds(ingest.pid)
-                started = time.perf_counter()
-                ours.send("go")
-                stored, progressed = 0, started
-                while (now := time.perf_counter()) - progressed < _STALL_S:
-                    if (count := _ingested(conn)) > stored:
-                        stored, progressed = count, now
-                    if stored >= total:
-                        break
-                    time.sleep(_POLL_S)
-                elapsed = time.perf_counter() - started
-                busy = busy_cpu_seconds() - busy_before
-                ingest_cpu = cpu_seconds(ingest.pid) - ingest_before
-                publish_s = float(ours.recv())
-                row = conn.execute(
-                    "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings"
-                ).fetchone()
-                count, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
-        finally:
-            ingest.send_signal(signal.SIGTERM)
+            client_rate, client_publish_s = _client_receive_rate(
+                context, broker.url, messages_total, ours
+            )
+            _progress(
+                f"bare client: {client_rate:,.0f} messages/s received "
+                f"(publisher done after {client_publish_s:.2f} s)"
+            )
+            anju = Path(sys.executable).with_name("anju")
+            command = [str(anju), "cloud", "ingest", "--workers", str(args.workers)]
+            if args.processes > 1:
+                command += ["--processes", str(args.processes)]
+            with log_path.open("w") as log:
+                ingest = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
-                ingest.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                ingest.kill()
+                wait_subscribed(ingest, log_path, args.workers * args.processes)
+                consumers = process_tree(ingest.pid)
+                publish_s = _publish_paused(ours, consumers)
+                _progress(
+                    f"{total:,} readings in {messages_total:,} messages queued in "
+                    f"{publish_s:.2f} s; resuming ingest"
+                )
+                with psycopg.connect(pg.url, autocommit=True) as conn:
+                    busy_before = busy_cpu_seconds()
+                    ingest_before = sum(map(cpu_seconds, consumers))
+                    started = time.perf_counter()
+                    _signal(consumers, signal.SIGCONT)
+                    stored, progressed = 0, started
+                    while (now := time.perf_counter()) - progressed < _STALL_S:
+                        if (count := _ingested(conn)) > stored:
+                            stored, progressed = count, now
+                        if stored >= total:
+                            break
+                        time.sleep(_POLL_S)
+                    elapsed = time.perf_counter() - started
+                    busy = busy_cpu_seconds() - busy_before
+                    ingest_cpu = sum(map(cpu_seconds, consumers)) - ingest_before
+                    row = conn.execute(
+                        "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings"
+                    ).fetchone()
+                    count, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+            finally:
+                ingest.send_signal(signal.SIGTERM)
+                try:
+                    ingest.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    ingest.kill()
+                if stored < total:
+                    tail = log_path.read_text().splitlines()[-40:]
+                    _progress(f"stalled at {stored:,} of {total:,} readings; ingest's log ends:")
+                    print("\n".join(tail), file=sys.stderr)
+        finally:
+            ours.send("stop")
             publisher.join(timeout=30)
-            if stored < total:
-                tail = log_path.read_text().splitlines()[-40:]
-                _progress(f"stalled at {stored:,} of {total:,} readings; ingest's log ends:")
-                print("\n".join(tail), file=sys.stderr)
     rate = total / elapsed
+    msgs_rate = messages_total / elapsed
     _progress(
         f"end to end: {rate:,.0f} readings/s ({rate / raw:.2f}x raw COPY), "
-        f"publisher done after {publish_s:.2f} s of {elapsed:.2f} s"
+        f"{msgs_rate:,.0f} messages/s ({msgs_rate / client_rate:.2f}x the bare client)"
     )
     return {
         "benchmark": NAME,
         "readings": total,
-        "messages": total // args.batch,
+        "messages": messages_total,
         "readings_per_message": args.batch,
         "gateways": args.gateways,
         "devices": args.gateways * DEVICES_PER_GATEWAY,
+        "processes": args.processes,
         "workers": args.workers,
         "elapsed_s": round(elapsed, 3),
         "publish_s": round(publish_s, 3),
         "readings_per_s": round(rate),
+        "msgs_per_s": round(msgs_rate),
+        "client_receive_msgs_per_s": round(client_rate),
+        "client_publish_s": round(client_publish_s, 3),
+        "msgs_ratio": round(msgs_rate / client_rate, 3),
         "machine_busy_cores": round(busy / elapsed, 2),
         "ingest_process_cores": round(ingest_cpu / elapsed, 2),
         "raw_copy_rows_per_s": round(raw),
@@ -321,5 +418,6 @@ def run(argv: list[str]) -> Result:
         "missing": total - distinct,
         "target_readings_per_s": 300_000,
         "target_ratio": 0.3,
+        "target_msgs_ratio": 0.7,
         "met": rate >= 300_000 and rate / raw >= 0.3 and count == distinct == total,
     }
