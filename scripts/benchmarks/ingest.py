@@ -16,10 +16,14 @@ one binary COPY of all of them from one connection into the same table (same
 partitions, same (device_id, metric, ts) index), in publish order
 (``raw_copy_rows_per_s``, which ``ratio`` divides by) and, for context, sorted as the
 index is (``raw_copy_sorted_rows_per_s``). And the MQTT client library's limit for
-these messages: a bare aiomqtt client (MQTT v5, QoS 1, one process) paused and resumed
-the same way, draining the same messages from the same broker
-(``client_receive_msgs_per_s``, which ``msgs_ratio`` divides by). Afterwards every
-reading is checked by (device, seq): ``missing`` should be 0 and ``duplicates`` 0.
+these messages: a bare aiomqtt client (QoS 1, one process, MQTT v5 unless
+``--mqtt-version`` says otherwise) paused and resumed the same way, draining the same
+messages from the same broker (``client_receive_msgs_per_s``, which ``msgs_ratio``
+divides by). Afterwards every reading is checked by (device, seq): ``missing`` should
+be 0 and ``duplicates`` 0. The CPU of ingest (all its processes) and of the database
+server's processes is reported in cores over the clocked time, the broker's CPU per
+message taken in and handed out (``broker_cpu_us_per_msg``), and the readings table's
+size on disk (heap, indexes, TOAST, every partition) per stored reading.
 
 Goals: at least 300,000 readings/s and 0.3x the raw COPY at the default 1,000 readings
 per message; at ``--batch 10``, messages/s at least 0.7x the bare client's (issue 19).
@@ -160,18 +164,19 @@ def _publisher(url: str, gateways: int, batch: int, total: int, pipe: Connection
 
 
 def _receiver(url: str, expected: int, pipe: Connection) -> None:
-    """Child process: a bare aiomqtt client (MQTT v5, QoS 1, as ingest subscribes) that
-    counts the telemetry messages arriving; reports when it had ``expected``."""
+    """Child process: a bare aiomqtt client (QoS 1, as ingest subscribes) that counts the
+    telemetry messages arriving; reports when it had ``expected``."""
     asyncio.run(_receive(url, expected, pipe))
 
 
 async def _receive(url: str, expected: int, pipe: Connection) -> None:
     broker = parse_broker_url(url)
+    v5 = broker.version == "5"
     async with aiomqtt.Client(
         broker.host,
         broker.port,
         identifier="bench-bare-client",
-        protocol=aiomqtt.ProtocolVersion.V5,
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
     ) as client:
         await client.subscribe(subscription(Channel.TELEMETRY), qos=1)
         pipe.send("ready")
@@ -294,6 +299,13 @@ def run(argv: list[str]) -> Result:
         help="ingest processes (anju cloud ingest --processes N)",
     )
     parser.add_argument("--workers", type=int, default=2, help="ingest workers in each process")
+    parser.add_argument(
+        "--mqtt-version",
+        choices=["5", "3.1.1"],
+        default="5",
+        help="what the bare client and ingest speak to the broker (3.1.1 has no shared "
+        "subscription in ingest: use it with --workers 1 --processes 1)",
+    )
     args = parser.parse_args(argv)
     per_message = args.batch * args.gateways
     total = args.readings // per_message * per_message
@@ -330,12 +342,13 @@ def run(argv: list[str]) -> Result:
         )
         publisher.start()
         log_path = Path(tmp) / "ingest.log"
-        env = {**os.environ, "ANJU_DATABASE_URL": pg.url, "ANJU_MQTT_URL": broker.url}
+        mqtt_url = f"{broker.url}?version={args.mqtt_version}"
+        env = {**os.environ, "ANJU_DATABASE_URL": pg.url, "ANJU_MQTT_URL": mqtt_url}
         try:
             if ours.recv() != "ready":
                 raise RuntimeError("publisher failed to start")
             client_rate, client_publish_s = _client_receive_rate(
-                context, broker.url, messages_total, ours
+                context, mqtt_url, messages_total, ours
             )
             _progress(
                 f"bare client: {client_rate:,.0f} messages/s received "
@@ -350,6 +363,8 @@ def run(argv: list[str]) -> Result:
             try:
                 wait_subscribed(ingest, log_path, args.workers * args.processes)
                 consumers = process_tree(ingest.pid)
+                assert broker.pid is not None
+                broker_before = cpu_seconds(broker.pid)
                 publish_s = _publish_paused(ours, consumers)
                 _progress(
                     f"{total:,} readings in {messages_total:,} messages queued in "
@@ -358,6 +373,9 @@ def run(argv: list[str]) -> Result:
                 with psycopg.connect(pg.url, autocommit=True) as conn:
                     busy_before = busy_cpu_seconds()
                     ingest_before = sum(map(cpu_seconds, consumers))
+                    assert pg.pid is not None
+                    database = process_tree(pg.pid)
+                    database_before = sum(map(cpu_seconds, database))
                     started = time.perf_counter()
                     _signal(consumers, signal.SIGCONT)
                     stored, progressed = 0, started
@@ -370,10 +388,17 @@ def run(argv: list[str]) -> Result:
                     elapsed = time.perf_counter() - started
                     busy = busy_cpu_seconds() - busy_before
                     ingest_cpu = sum(map(cpu_seconds, consumers)) - ingest_before
+                    database_cpu = sum(map(cpu_seconds, database)) - database_before
+                    broker_cpu = cpu_seconds(broker.pid) - broker_before
                     row = conn.execute(
                         "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings"
                     ).fetchone()
                     count, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+                    size = conn.execute(
+                        "SELECT sum(pg_total_relation_size(relid)) "
+                        "FROM pg_partition_tree('readings')"
+                    ).fetchone()
+                    stored_bytes = int(size[0]) if size and size[0] is not None else 0
             finally:
                 ingest.send_signal(signal.SIGTERM)
                 try:
@@ -400,6 +425,7 @@ def run(argv: list[str]) -> Result:
         "readings_per_message": args.batch,
         "gateways": args.gateways,
         "devices": args.gateways * DEVICES_PER_GATEWAY,
+        "mqtt_version": args.mqtt_version,
         "processes": args.processes,
         "workers": args.workers,
         "elapsed_s": round(elapsed, 3),
@@ -411,6 +437,9 @@ def run(argv: list[str]) -> Result:
         "msgs_ratio": round(msgs_rate / client_rate, 3),
         "machine_busy_cores": round(busy / elapsed, 2),
         "ingest_process_cores": round(ingest_cpu / elapsed, 2),
+        "database_cores": round(database_cpu / elapsed, 2),
+        "broker_cpu_us_per_msg": round(broker_cpu / messages_total * 1e6, 1),
+        "bytes_per_reading": round(stored_bytes / count, 1) if count else None,
         "raw_copy_rows_per_s": round(raw),
         "raw_copy_sorted_rows_per_s": round(raw_sorted),
         "ratio": round(rate / raw, 3),
