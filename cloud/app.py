@@ -303,9 +303,9 @@ async def run_api(
     """Run the API alone (with the dispatcher console and its live feed) on
     ``settings.api.host`` and ``port`` until ``stop`` is set.
 
-    For sites that run ingest in processes of its own: the API's requests then never
-    share an event loop with the copying of telemetry, nor ingest's alarms with the
-    API's. Any number may run behind a load balancer (each has its own pool and feed).
+    For sites that run ingest in processes of its own: the API's requests and ingest's
+    alarms then never wait for each other in one event loop. Any number may run behind
+    a load balancer (each has its own pool and feed).
     ``GET /metrics`` here counts the database only, since no worker runs here.
     ``started`` is set once it accepts connections. Raises CloudError when it cannot
     bind its address.

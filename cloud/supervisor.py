@@ -27,7 +27,7 @@ from cloud.errors import CloudError
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S: Final = 30.0
+STOP_GRACE_S: Final = 40.0
 """How long a child may take to stop after SIGTERM before it is killed: longer than a
 group's write may take (``IngestSettings.write_timeout_s``)."""
 

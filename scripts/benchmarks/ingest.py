@@ -343,7 +343,12 @@ def run(argv: list[str]) -> Result:
         publisher.start()
         log_path = Path(tmp) / "ingest.log"
         mqtt_url = f"{broker.url}?version={args.mqtt_version}"
-        env = {**os.environ, "ANJU_DATABASE_URL": pg.url, "ANJU_MQTT_URL": mqtt_url}
+        env = {
+            **os.environ,
+            "ANJU_DATABASE_URL": pg.url,
+            "ANJU_MQTT_URL": mqtt_url,
+            "COLUMNS": "1000",  # log lines unwrapped: readiness is read from them
+        }
         try:
             if ours.recv() != "ready":
                 raise RuntimeError("publisher failed to start")

@@ -113,6 +113,8 @@ def _environment(database_url: str, mqtt_url: str, api_port: int) -> dict[str, s
         "ANJU_DATABASE_URL": database_url,
         "ANJU_MQTT_URL": mqtt_url,
         "ANJU_API_PORT": str(api_port),
+        # Log lines unwrapped, so readiness can be read from them whatever the ids' length.
+        "COLUMNS": "1000",
     }
 
 
