@@ -12,6 +12,10 @@ does: nothing uncommitted is acknowledged, so nothing is lost. A child that ends
 itself stops the rest, and the parent fails naming it, as a lone process fails when
 one of its workers does: the service manager then restarts the set, the dead child's
 sessions expire (``shared_session_expiry_s``) and the gateways resend what it held.
+A parent that dies without stopping them (SIGKILL) still ends its children: each holds
+a pipe from it as standard input (``run_supervised``), whose end they see, so no child
+is left consuming under the client ids a restarted set takes again (the broker would
+hand each id back and forth between the two).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Final
 
@@ -40,7 +45,11 @@ async def supervise(
     The children inherit this process's output. Raises CloudError naming the first child
     that ended by itself (with its exit status) once the others have stopped.
     """
-    children = [await asyncio.create_subprocess_exec(*command) for command in commands]
+    # The pipes' write ends stay open, unwritten, for as long as this process lives.
+    children = [
+        await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE)
+        for command in commands
+    ]
     for index, child in enumerate(children, start=1):
         log.info("%s %d of %d started (pid %d)", name, index, len(children), child.pid)
     exits = {asyncio.ensure_future(child.wait()): index for index, child in enumerate(children)}
@@ -57,6 +66,36 @@ async def supervise(
             f"{name} {ended[0] + 1} of {len(children)} (pid {first.pid}) exited with "
             f"{_status(first.returncode)}; the others were stopped (see its log above)"
         )
+
+
+async def run_supervised(
+    main: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
+) -> None:
+    """Run ``main(stop)`` in a child of ``supervise``: ``stop`` is also set when standard
+    input ends, which is when the supervising process is gone, however it ended."""
+    watcher = asyncio.create_task(_stop_at_end_of_input(stop), name="supervisor:input")
+    try:
+        await main(stop)
+    finally:
+        watcher.cancel()
+        with suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _stop_at_end_of_input(stop: asyncio.Event) -> None:
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    try:
+        while await reader.read(4096):
+            pass
+    finally:
+        transport.close()
+    if not stop.is_set():
+        log.error("the supervising process is gone (its pipe closed); stopping")
+        stop.set()
 
 
 async def _stop_all(children: Sequence[asyncio.subprocess.Process]) -> None:

@@ -26,7 +26,7 @@ from cloud.broker.policy import SERVICE_ROLE
 from cloud.errors import CloudError
 from cloud.settings import load_settings
 from cloud.storage.migrate import apply_migrations
-from cloud.supervisor import supervise
+from cloud.supervisor import run_supervised, supervise
 from cloud.webhooks.delivery import run_delivery_workers
 from schemas.broker import parse_broker_url
 from schemas.errors import SchemaError
@@ -171,6 +171,7 @@ def ingest(
         ),
     ] = 1,
     first_worker: Annotated[int, typer.Option(hidden=True, min=0)] = 0,
+    supervised: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Run ingest workers only (no API) until Ctrl-C or SIGTERM.
 
@@ -182,9 +183,9 @@ def ingest(
 
     With --processes N this process starts N ingest processes and watches them: a
     stop reaches all of them, and if one ends by itself the rest are stopped and the
-    command fails, so that the service manager restarts the set. Worker client ids
-    are numbered across the processes (PREFIX-0 up to PREFIX-(N x workers - 1)), the
-    same at every start.
+    command fails, so that the service manager restarts the set; if this process is
+    killed, they stop by themselves. Worker client ids are numbered across the
+    processes (PREFIX-0 up to PREFIX-(N x workers - 1)), the same at every start.
     """
     try:
         settings = load_settings()
@@ -193,18 +194,20 @@ def ingest(
             children = [
                 [
                     sys.executable, "-m", "anju", "cloud", "ingest",
-                    "--workers", str(workers), "--shared",
+                    "--workers", str(workers), "--shared", "--supervised",
                     "--first-worker", str(first_worker + index * workers),
                 ]
                 for index in range(processes)
             ]  # fmt: skip
             _run_until_signal(lambda stop: supervise(children, stop=stop, name="ingest process"))
             return
-        _run_until_signal(
-            lambda stop: run_ingest(
+
+        def main(stop: asyncio.Event) -> Awaitable[None]:
+            return run_ingest(
                 settings, workers=workers, shared=share, stop=stop, first_worker=first_worker
             )
-        )
+
+        _run_until_signal(lambda stop: run_supervised(main, stop) if supervised else main(stop))
     except CloudError as exc:
         fail(str(exc))
 

@@ -237,3 +237,20 @@ async def test_a_child_that_dies_stops_the_other_and_fails_the_command(
         "the others were stopped" in output
     ), output
     assert not alive(first), "the other child outlived the failure"
+
+
+async def test_children_stop_when_the_parent_is_killed(
+    database_url: str, mqtt_url: str, unique_id: Callable[[str], str]
+) -> None:
+    """Left running, they would fight a restarted set for the same client ids."""
+    async with ingest_processes(
+        database_url, mqtt_url, unique_id("ingest"), unique_id("group")
+    ) as ingest:
+        children = ingest.children()
+        ingest.process.kill()
+        await asyncio.wait_for(ingest.finish(), WAIT_S)
+        async with asyncio.timeout(WAIT_S):
+            while any(alive(pid) for pid in children):  # noqa: ASYNC110 (processes)
+                await asyncio.sleep(0.1)
+
+    assert "the supervising process is gone (its pipe closed); stopping" in ingest.text()
