@@ -78,8 +78,7 @@ async def run_supervised(
         await main(stop)
     finally:
         watcher.cancel()
-        with suppress(asyncio.CancelledError):
-            await watcher
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 async def _stop_at_end_of_input(stop: asyncio.Event) -> None:

@@ -176,10 +176,10 @@ async def _alarms(
                 if event == "incident":
                     note(http, json.loads(line.removeprefix("data: ")), time.time())
                 elif event == "resync":  # changes may have been missed: reload, as the console
-                    response = await http.get("/incidents", params={"limit": 500})
-                    response.raise_for_status()
+                    queue = await http.get("/incidents", params={"limit": 500})
+                    queue.raise_for_status()
                     now = time.time()
-                    for incident in response.json()["items"]:
+                    for incident in queue.json()["items"]:
                         note(http, incident, now)
 
     def note(http: httpx.AsyncClient, incident: dict[str, Any], now: float) -> None:
@@ -232,6 +232,8 @@ async def _alarms(
             await asyncio.wait_for(done.wait(), timeout=SETTLE_S)
         except TimeoutError:
             done.set()
+        if follower.done():
+            follower.result()  # the stream failed: say why, rather than count alarms lost
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         await asyncio.gather(*handling)
