@@ -261,33 +261,37 @@ async def run_cloud(
     configs_started = asyncio.Event()
     async with _cloud_error_alone(), asyncio.TaskGroup() as group:
         api = group.create_task(server.serve_checked(), name="api")
-        group.create_task(
-            run_ingest(
-                settings,
-                workers=workers,
-                shared=shared,
-                stop=ingest_stop,
-                counters=totals,
-                started=ingest_started,
-            ),
-            name="ingest",
-        )
         group.create_task(_api_started(server, api, api_started), name="api:started")
-        group.create_task(
-            run_delivery_workers(
-                settings.database_url, settings.webhooks, stop=ingest_stop, counters=deliveries
-            ),
-            name="webhooks",
-        )
-        group.create_task(run_escalation(settings, stop=ingest_stop), name="escalation")
-        group.create_task(
-            run_configs(settings, stop=ingest_stop, started=configs_started, counters=pushes),
-            name="configs",
-        )
-        if started is not None:
+        # The workers start once the API listens: an API that cannot (a taken port)
+        # then ends the run before any worker is half-way through connecting, which
+        # aiomqtt would report with a traceback of its own.
+        if await _first_set(api_started, stop) is api_started:
             group.create_task(
-                _all_set([api_started, ingest_started, configs_started], started), name="started"
+                run_ingest(
+                    settings,
+                    workers=workers,
+                    shared=shared,
+                    stop=ingest_stop,
+                    counters=totals,
+                    started=ingest_started,
+                ),
+                name="ingest",
             )
+            group.create_task(
+                run_delivery_workers(
+                    settings.database_url, settings.webhooks, stop=ingest_stop, counters=deliveries
+                ),
+                name="webhooks",
+            )
+            group.create_task(run_escalation(settings, stop=ingest_stop), name="escalation")
+            group.create_task(
+                run_configs(settings, stop=ingest_stop, started=configs_started, counters=pushes),
+                name="configs",
+            )
+            if started is not None:
+                group.create_task(
+                    _all_set([ingest_started, configs_started], started), name="started"
+                )
         await _wait(stop)
         close_streams(app)
         server.should_exit = True
@@ -391,6 +395,19 @@ async def _api_started(
             return
         await asyncio.sleep(0.02)
     started.set()
+
+
+async def _first_set(*events: asyncio.Event | None) -> asyncio.Event | None:
+    """The first of ``events`` to be set (None stands for one never set)."""
+    waits = {asyncio.ensure_future(event.wait()): event for event in events if event is not None}
+    if not waits:
+        await asyncio.Future()
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return waits[done.pop()]
 
 
 async def _all_set(events: list[asyncio.Event], then: asyncio.Event) -> None:
