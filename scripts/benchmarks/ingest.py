@@ -34,7 +34,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +49,13 @@ import psycopg
 from anju.services.mosquitto import MosquittoServer
 from anju.services.postgres import PostgresServer, find_postgres_bin
 from benchmarks import Result
-from benchmarks.processes import busy_cpu_seconds, cpu_seconds, process_tree, wait_subscribed
+from benchmarks.processes import (
+    anju_process,
+    busy_cpu_seconds,
+    cpu_seconds,
+    process_tree,
+    wait_subscribed,
+)
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.storage.migrate import apply_migrations
 from schemas.broker import parse_broker_url
@@ -359,13 +364,12 @@ def run(argv: list[str]) -> Result:
                 f"bare client: {client_rate:,.0f} messages/s received "
                 f"(publisher done after {client_publish_s:.2f} s)"
             )
-            anju = Path(sys.executable).with_name("anju")
-            command = [str(anju), "cloud", "ingest", "--workers", str(args.workers)]
+            command = ["cloud", "ingest", "--workers", str(args.workers)]
             if args.processes > 1:
                 command += ["--processes", str(args.processes)]
-            with log_path.open("w") as log:
-                ingest = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            try:
+            stored = 0
+            # Its stop outlasts a group's 30 s write timeout.
+            with anju_process(command, env, log_path, stop_timeout_s=40) as ingest:
                 wait_subscribed(ingest, log_path, args.workers * args.processes)
                 consumers = process_tree(ingest.pid)
                 assert broker.pid is not None
@@ -404,16 +408,10 @@ def run(argv: list[str]) -> Result:
                         "FROM pg_partition_tree('readings')"
                     ).fetchone()
                     stored_bytes = int(size[0]) if size and size[0] is not None else 0
-            finally:
-                ingest.send_signal(signal.SIGTERM)
-                try:
-                    ingest.wait(timeout=40)
-                except subprocess.TimeoutExpired:
-                    ingest.kill()
-                if stored < total:
-                    tail = log_path.read_text().splitlines()[-40:]
-                    _progress(f"stalled at {stored:,} of {total:,} readings; ingest's log ends:")
-                    print("\n".join(tail), file=sys.stderr)
+            if stored < total:
+                tail = log_path.read_text().splitlines()[-40:]
+                _progress(f"stalled at {stored:,} of {total:,} readings; ingest's log ends:")
+                print("\n".join(tail), file=sys.stderr)
         finally:
             ours.send("stop")
             publisher.join(timeout=30)

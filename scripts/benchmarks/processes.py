@@ -79,7 +79,7 @@ def cloud_process(
     ``log``; yielded once its ingest workers subscribed and ``/health`` answers."""
     port = free_port()
     api = f"http://127.0.0.1:{port}"
-    with _anju(
+    with anju_process(
         ["cloud", "run", "--workers", str(workers)],
         _environment(database_url, mqtt_url, port),
         log,
@@ -99,8 +99,10 @@ def split_cloud(
     api = f"http://127.0.0.1:{port}"
     env = _environment(database_url, mqtt_url, port)
     with (
-        _anju(["cloud", "ingest", "--workers", str(workers)], env, logs / "ingest.log") as ingest,
-        _anju(["cloud", "api"], env, logs / "api.log") as server,
+        anju_process(
+            ["cloud", "ingest", "--workers", str(workers)], env, logs / "ingest.log"
+        ) as ingest,
+        anju_process(["cloud", "api"], env, logs / "api.log") as server,
     ):
         wait_subscribed(ingest, logs / "ingest.log", workers)
         wait_subscribed(server, logs / "api.log", 0, ready=lambda: _healthy(api))
@@ -119,9 +121,11 @@ def _environment(database_url: str, mqtt_url: str, api_port: int) -> dict[str, s
 
 
 @contextmanager
-def _anju(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``anju ARGS`` logging to ``log``, stopped with SIGTERM (killed after 30 s) on the
-    way out."""
+def anju_process(
+    args: list[str], env: dict[str, str], log: Path, *, stop_timeout_s: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``anju ARGS`` logging to ``log``, stopped with SIGTERM (killed after
+    ``stop_timeout_s``) on the way out."""
     anju = Path(sys.executable).with_name("anju")
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -132,7 +136,7 @@ def _anju(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproces
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=stop_timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
         if process.returncode not in (0, None, -signal.SIGTERM):

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -74,24 +75,11 @@ async def test_sigterm_stops_a_running_cloud_with_exit_code_0(
     database_url: str, mqtt_url: str, unique_id: Callable[[str], str]
 ) -> None:
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        str(ANJU),
-        "cloud",
-        "run",
-        env=_env(database_url, mqtt_url, port, unique_id),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
+    async with _anju(_env(database_url, mqtt_url, port, unique_id), "cloud", "run") as process:
         started = await asyncio.wait_for(
             _read_until(process, [b"Uvicorn running on", b"subscribed on"]), timeout=TIMEOUT_S
         )
-        process.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(process.communicate(), timeout=TIMEOUT_S)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        rest = await _terminate(process)
 
     output = (started + rest).decode(errors="replace")
     assert process.returncode == 0, output
@@ -109,15 +97,7 @@ async def test_the_api_alone_pushes_an_incident_ingest_opened_and_stops_on_sigte
     port = free_port()
     env = _env(database_url, mqtt_url, port, unique_id)
     del env["ANJU_MQTT_URL"]
-    process = await asyncio.create_subprocess_exec(
-        str(ANJU),
-        "cloud",
-        "api",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
+    async with _anju(env, "cloud", "api") as process:
         started = await asyncio.wait_for(
             _read_until(process, [b"Uvicorn running on"]), timeout=TIMEOUT_S
         )
@@ -141,12 +121,7 @@ async def test_the_api_alone_pushes_an_incident_ingest_opened_and_stops_on_sigte
                 if pushed is not None:
                     break
             listed = await http.get("/incidents")
-        process.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(process.communicate(), timeout=TIMEOUT_S)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        rest = await _terminate(process)
 
     output = (started + rest).decode(errors="replace")
     assert pushed is not None, "no incident pushed after the feed's resync"
@@ -170,6 +145,27 @@ async def _incident(lines: AsyncIterator[str], incident_id: int) -> dict[str, ob
             if data["id"] == incident_id:
                 return dict(data)
     raise AssertionError("the stream ended")
+
+
+@asynccontextmanager
+async def _anju(env: dict[str, str], *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``anju ARGS`` with its output piped; killed on the way out if still running."""
+    process = await asyncio.create_subprocess_exec(
+        str(ANJU), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> bytes:
+    """SIGTERM, then the rest of the output once the process has ended."""
+    process.send_signal(signal.SIGTERM)
+    rest, _ = await asyncio.wait_for(process.communicate(), timeout=TIMEOUT_S)
+    return rest
 
 
 async def _read_until(process: asyncio.subprocess.Process, markers: list[bytes]) -> bytes:
