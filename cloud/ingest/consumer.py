@@ -41,7 +41,7 @@ import hashlib
 import logging
 import ssl
 from collections import OrderedDict, deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +49,7 @@ from typing import Any, Final
 
 import aiomqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_SUCCESS, error_string
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -56,6 +57,7 @@ from cloud.backoff import Backoff
 from cloud.errors import StorageError, StorageUnavailable
 from cloud.ingest.acks import batch_acks
 from cloud.ingest.counters import BatchOutcome, IngestCounters
+from cloud.ingest.publishes import MalformedPublish, Publish, parse_publish
 from cloud.ingest.writer import BatchWriter, Decoded, decode_message
 from cloud.settings import IngestSettings
 from schemas.broker import BrokerAddress
@@ -79,19 +81,59 @@ class PahoDirect:
     defer that (aiomqtt issue #345), which would let a crash between receipt and commit
     lose a message; and its ``publish`` waits for the broker's PUBACK, which would put a
     network round trip between a group's commit and the next. paho-mqtt, underneath,
-    supports both manual acknowledgement and publishing without waiting; this class
-    reaches it through aiomqtt's private ``_client``. It is the only place that does,
-    so when aiomqtt gains the features only this class changes.
+    supports both manual acknowledgement and publishing without waiting.
 
-    Create it before the client connects: paho reads the manual-ack flag as messages
-    arrive.
+    It also takes each PUBLISH from paho as it is read (``inbox``), parsed by
+    ``publishes.parse_publish`` instead of paho's decoder, and calls ``wake``: paho
+    builds a ``Properties`` object per message on MQTT v5 and aiomqtt a ``Message``, a
+    queue entry and two tasks, together over half of ingest's CPU at small batches
+    (docs/decisions.md, "Ingest's own PUBLISH reader").
+
+    This class reaches paho through aiomqtt's private ``_client`` and replaces paho's
+    private ``_handle_publish`` for this connection; it is the only place that does, so
+    when either library changes only this class does. Create it before the client
+    connects: paho reads the manual-ack flag as messages arrive.
     """
 
-    def __init__(self, client: aiomqtt.Client) -> None:
+    def __init__(self, client: aiomqtt.Client, *, v5: bool, wake: Callable[[], None]) -> None:
+        self._client = client
         self._paho = client._client
         self._paho.manual_ack_set(True)
+        self._paho._handle_publish = self._take  # type: ignore[method-assign]
+        self._v5 = v5
+        self._wake = wake
+        self._loop = asyncio.get_running_loop()
+        self.inbox: deque[Publish] = deque()
+        """Messages received and not yet taken, oldest first."""
 
-    def ack(self, message: aiomqtt.Message) -> None:
+    def _take(self) -> MQTTErrorCode:
+        """paho's handler of the PUBLISH it has just read: keep it and wake the reader.
+        A malformed one ends the connection, as paho's own decoder would."""
+        packet = self._paho._in_packet
+        try:
+            publish = parse_publish(
+                packet["command"], packet["packet"], v5=self._v5, received=self._loop.time()
+            )
+        except MalformedPublish as exc:
+            log.error("ingest: broker sent %s; dropping the connection", exc)
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self.inbox.append(publish)
+        self._wake()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def connected(self) -> None:
+        """Call once connected: from then on a lost connection wakes the reader too."""
+        self._client._disconnected.add_done_callback(lambda _: self._wake())
+
+    def lost(self) -> aiomqtt.MqttError | None:
+        """Why the connection ended; None while it lasts."""
+        disconnected = self._client._disconnected
+        if not disconnected.done():
+            return None
+        cause = None if disconnected.cancelled() else disconnected.exception()
+        return aiomqtt.MqttError(f"disconnected: {cause or 'by the broker'}")
+
+    def ack(self, message: Publish) -> None:
         """Send the PUBACK for ``message``; raises MqttError if it cannot be sent."""
         if message.qos == 0:
             return
@@ -106,6 +148,37 @@ class PahoDirect:
         unacknowledged by the broker, queueing the rest."""
         info = self._paho.publish(topic, payload, qos=1)
         return None if info.rc == MQTT_ERR_SUCCESS else error_string(info.rc)
+
+
+class _Wakeup:
+    """Wakes the one task that waits on it; the task then looks at what changed.
+
+    One future per wait, whatever ends it (a message, the writer free, the connection
+    lost, a group's due time), where ``asyncio.wait`` would add a future and callbacks
+    per thing per wait: the gathering task waits about once per message.
+    """
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, until: float | None) -> None:
+        """Until ``set`` or the loop time ``until`` (None: no limit)."""
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_at(until, self.set) if until is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
 
 def lane_client_ids(client_id: str) -> dict[Channel, str]:
@@ -212,18 +285,20 @@ class IngestConsumer:
         )
 
     async def _session(self) -> None:
+        wakeup = _Wakeup()
         client = self._client()
-        paho = PahoDirect(client)
+        paho = PahoDirect(client, v5=self._broker.version == "5", wake=wakeup.set)
         async with client:
+            paho.connected()
             await client.unsubscribe(self._stale_filters(), timeout=_BROKER_TIMEOUT_S)
             topic = subscription(self.channel, shared_group=self._shared_group)
             await client.subscribe(topic, qos=1, timeout=_BROKER_TIMEOUT_S)
             log.info("ingest %s: subscribed on %s", self.client_id, self._broker.redacted())
             self.subscribed.set()
-            lane = _Lane(self._settings, urgent=self.channel is Channel.EVENTS)
+            lane = _Lane(self._settings, urgent=self.channel is Channel.EVENTS, wake=wakeup.set)
             in_order = _InOrder(paho, self._counters)
             await _first_failure(
-                self._gather(client, lane, in_order), self._write(lane, paho, in_order)
+                self._gather(paho, lane, in_order, wakeup), self._write(lane, paho, in_order)
             )
 
     def _stale_filters(self) -> list[str]:
@@ -239,9 +314,12 @@ class IngestConsumer:
         every = (subscription(c, shared_group=g) for g in groups for c in INGESTED_CHANNELS)
         return [topic for topic in every if topic != ours]
 
-    async def _gather(self, client: aiomqtt.Client, lane: _Lane, in_order: _InOrder) -> None:
+    async def _gather(
+        self, paho: PahoDirect, lane: _Lane, in_order: _InOrder, wakeup: _Wakeup
+    ) -> None:
         """Decode arriving messages into the lane's groups and hand each group over
-        when it is due and the writer is free.
+        when it is due and the writer is free; raise MqttError once the connection is
+        lost.
 
         Never waits for the writer while a message may arrive. With a full group
         waiting behind another, further messages are kept as they came
@@ -250,34 +328,19 @@ class IngestConsumer:
         ``receive_maximum`` messages that are not acknowledged yet.
         """
         loop = asyncio.get_running_loop()
-        messages = aiter(client.messages)
-        # One receive in flight at a time, never cancelled while the session lives:
-        # cancelling aiomqtt's receive as it completes would drop a message unacknowledged.
-        receive = asyncio.ensure_future(anext(messages))
-        try:
-            while True:
-                now = loop.time()
-                waits: set[asyncio.Future[Any]] = {receive}
-                timeout: float | None = None
-                due = lane.due_at()
-                if due is not None and due <= now and lane.handoff.free.is_set():
-                    lane.handoff.put(lane.groups.popleft())
-                    lane.refill()
-                    due = lane.due_at()
-                if due is not None and due > now:
-                    timeout = due - now
-                elif due is not None:
-                    waits.add(lane.writer_free())
-                done, _ = await asyncio.wait(
-                    waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if receive in done:
-                    message = receive.result()
-                    receive = asyncio.ensure_future(anext(messages))
-                    lane.add(in_order.arrived(message, received=loop.time()))
-        finally:
-            receive.cancel()
-            lane.stop_waiting()
+        inbox = paho.inbox
+        while True:
+            if (lost := paho.lost()) is not None:
+                raise lost
+            while inbox:
+                lane.add(in_order.arrived(inbox.popleft()))
+            now = loop.time()
+            due = lane.due_at()
+            if due is not None and due <= now and lane.handoff.free:
+                lane.handoff.put(lane.groups.popleft())
+                lane.refill()
+                continue
+            await wakeup.wait(due if due is not None and due > now else None)
 
     async def _write(self, lane: _Lane, paho: PahoDirect, in_order: _InOrder) -> None:
         """Write ``lane``'s groups in order; after each commit, acknowledge its batches to
@@ -378,9 +441,7 @@ def _sealed_at(group: list[Decoded], outcomes: list[BatchOutcome]) -> list[datet
 class _Arrival:
     """A message waiting for its PUBACK, and what became of it once its group committed."""
 
-    message: aiomqtt.Message
-    received: float
-    """Loop time of its arrival."""
+    message: Publish
     outcome: BatchOutcome | None = None
 
 
@@ -398,9 +459,9 @@ class _InOrder:
         self._counters = counters
         self._waiting: deque[_Arrival] = deque()
 
-    def arrived(self, message: aiomqtt.Message, *, received: float) -> _Arrival:
+    def arrived(self, message: Publish) -> _Arrival:
         """Note ``message``'s place in the order."""
-        arrival = _Arrival(message, received)
+        arrival = _Arrival(message)
         self._waiting.append(arrival)
         return arrival
 
@@ -445,15 +506,14 @@ class _Lane:
     full or when their first message has waited ``group_max_wait_s``.
     """
 
-    def __init__(self, limits: IngestSettings, *, urgent: bool) -> None:
+    def __init__(self, limits: IngestSettings, *, urgent: bool, wake: Callable[[], None]) -> None:
         self._limits = limits
         self._urgent = urgent
         self.groups: deque[_Group] = deque()
         self.backlog: deque[_Arrival] = deque()
         """Messages received while a full group waits behind another, not decoded yet:
         a decoded batch takes several times the memory of its payload."""
-        self.handoff = _Handoff()
-        self._free: asyncio.Future[Any] | None = None
+        self.handoff = _Handoff(wake)
 
     def add(self, arrival: _Arrival) -> None:
         """Take ``arrival``, decoded into the open group when the lane has room."""
@@ -469,10 +529,8 @@ class _Lane:
             if not self.groups or self.groups[-1].full(self._limits):
                 self.groups.append(_Group())
             message = arrival.message
-            payload = message.payload
-            data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
             decoded = decode_message(
-                message.topic.value, data, max_payload_bytes=self._limits.max_payload_bytes
+                message.topic, message.payload, max_payload_bytes=self._limits.max_payload_bytes
             )
             self.groups[-1].add(arrival, decoded)
 
@@ -484,44 +542,36 @@ class _Lane:
         if not self.groups:
             return None
         oldest = self.groups[0]
-        opened = oldest.arrivals[0].received
+        opened = oldest.arrivals[0].message.received
         if self._urgent or oldest.full(self._limits):
             return opened
         return opened + self._limits.group_max_wait_s
-
-    def writer_free(self) -> asyncio.Future[Any]:
-        """A future done once the writer waits for a group (the same one until then)."""
-        if self._free is None or self._free.done():
-            self._free = asyncio.ensure_future(self.handoff.free.wait())
-        return self._free
-
-    def stop_waiting(self) -> None:
-        if self._free is not None:
-            self._free.cancel()
 
 
 class _Handoff:
     """One group at a time from the gathering task to one writing task.
 
-    ``free`` is set while the writer waits for a group; the gatherer hands one over
-    only then, so handing over never waits.
+    ``free`` is true while the writer waits for a group, and ``wake`` is called as it
+    becomes so; the gatherer hands one over only then, so handing over never waits.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wake: Callable[[], None]) -> None:
         self._groups: asyncio.Queue[_Group] = asyncio.Queue(maxsize=1)
-        self.free = asyncio.Event()
+        self._wake = wake
+        self.free = False
 
     def put(self, group: _Group) -> None:
-        """Hand ``group`` over; only while ``free`` is set."""
+        """Hand ``group`` over; only while ``free``."""
         self._groups.put_nowait(group)
-        self.free.clear()
+        self.free = False
 
     async def take(self) -> _Group:
         """The next group, waiting (and saying so through ``free``) until there is one."""
         if self._groups.empty():
-            self.free.set()
+            self.free = True
+            self._wake()
         group = await self._groups.get()
-        self.free.clear()
+        self.free = False
         return group
 
 

@@ -21,6 +21,8 @@ import psycopg
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from anju.services.mosquitto import MosquittoServer
 from anju.services.ports import free_port
@@ -92,7 +94,9 @@ class Site:
             )
         )
 
-    async def publish(self, *messages: tuple[str, bytes]) -> None:
+    async def publish(
+        self, *messages: tuple[str, bytes], qos: int = 1, properties: Properties | None = None
+    ) -> None:
         async with aiomqtt.Client(
             self._broker.host,
             self._broker.port,
@@ -100,7 +104,7 @@ class Site:
             identifier=f"{self.gateway}-publisher",
         ) as client:
             for topic, payload in messages:
-                await client.publish(topic, payload, qos=1, timeout=10)
+                await client.publish(topic, payload, qos=qos, properties=properties, timeout=10)
 
 
 @pytest.fixture
@@ -221,6 +225,28 @@ async def test_alarm_and_readings_are_stored_and_the_incident_is_listed(
         200,
         {"status": "ok", "database": "ok", "detail": ""},
     )
+
+
+async def test_messages_with_mqtt5_properties_and_at_qos_0_are_stored(
+    site: Site, counters: IngestCounters, database_url: str
+) -> None:
+    """Ingest reads PUBLISH packets itself and steps over their properties: what a
+    gateway or a bridge attaches (here more than 127 bytes of them) changes nothing."""
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.MessageExpiryInterval = 600
+    properties.ContentType = "application/json"
+    properties.UserProperty = [("bridge", "x" * 200)]
+    await site.publish(
+        (site.topic(Channel.TELEMETRY), site.readings(1, site.smoke)), properties=properties
+    )
+    await site.publish((site.topic(Channel.TELEMETRY), site.readings(2, site.wearable)), qos=0)
+    await wait_until(lambda: counters.batches == 2, "both batches")
+    assert rows(
+        database_url,
+        "SELECT device_id FROM readings WHERE gateway_id = %s ORDER BY device_id",
+        site.gateway,
+    ) == [(site.smoke,), (site.wearable,)]
+    assert counters.quarantined == 0
 
 
 async def test_resent_batch_is_stored_once_and_repeats_join_the_open_incident(
