@@ -11,19 +11,22 @@ published and held by the broker, and the clock runs from SIGCONT until
 ``ingested_batches`` accounts for every reading: the rate at which ingest drains a
 backlog, as after an outage.
 
-Two baselines are measured in the same run. The database's own limit for these rows:
-one binary COPY of all of them from one connection into the same table (same
-partitions, same (device_id, metric, ts) index), in publish order
-(``raw_copy_rows_per_s``, which ``ratio`` divides by) and, for context, sorted as the
-index is (``raw_copy_sorted_rows_per_s``). And the MQTT client library's limit for
-these messages: a bare aiomqtt client (QoS 1, one process, MQTT v5 unless
-``--mqtt-version`` says otherwise) paused and resumed the same way, draining the same
-messages from the same broker (``client_receive_msgs_per_s``, which ``msgs_ratio``
-divides by). Afterwards every reading is checked by (device, seq): ``missing`` should
-be 0 and ``duplicates`` 0. The CPU of ingest (all its processes) and of the database
-server's processes is reported in cores over the clocked time, the broker's CPU per
-message taken in and handed out (``broker_cpu_us_per_msg``), and the readings table's
-size on disk (heap, indexes, TOAST, every partition) per stored reading.
+Baselines measured in the same run. The database's own limit for these rows: one
+binary COPY of all of them from one connection into the same table (same partitions,
+same (device_id, metric, ts) index), in publish order (``raw_copy_rows_per_s``, which
+``ratio`` divides by) and, for context, sorted as the index is
+(``raw_copy_sorted_rows_per_s``). And the MQTT client library's limit for these
+messages: a bare aiomqtt client (QoS 1, one process, MQTT v5 unless ``--mqtt-version``
+says otherwise) paused and resumed the same way, draining the same messages from the
+same broker (``client_receive_msgs_per_s``, which ``msgs_ratio`` divides by); and since
+ingest reads PUBLISH packets itself rather than through aiomqtt, the same bare client
+reading with ingest's reader (``client_direct_receive_msgs_per_s``, which
+``direct_msgs_ratio`` divides by: the cost of ingest's own work past receiving).
+Afterwards every reading is checked by (device, seq): ``missing`` should be 0 and
+``duplicates`` 0. The CPU of ingest (all its processes) and of the database server's
+processes is reported in cores over the clocked time, the broker's CPU per message taken
+in and handed out (``broker_cpu_us_per_msg``), and the readings table's size on disk
+(heap, indexes, TOAST, every partition) per stored reading.
 
 Goals: at least 300,000 readings/s and 0.3x the raw COPY at the default 1,000 readings
 per message; at ``--batch 10``, messages/s at least 0.7x the bare client's (issue 19).
@@ -56,6 +59,7 @@ from benchmarks.processes import (
     process_tree,
     wait_subscribed,
 )
+from cloud.ingest.consumer import PahoDirect
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.storage.migrate import apply_migrations
 from schemas.broker import parse_broker_url
@@ -168,28 +172,44 @@ def _publisher(url: str, gateways: int, batch: int, total: int, pipe: Connection
         pipe.send(time.perf_counter() - started)
 
 
-def _receiver(url: str, expected: int, pipe: Connection) -> None:
-    """Child process: a bare aiomqtt client (QoS 1, as ingest subscribes) that counts the
-    telemetry messages arriving; reports when it had ``expected``."""
-    asyncio.run(_receive(url, expected, pipe))
+def _receiver(url: str, expected: int, direct: bool, pipe: Connection) -> None:
+    """Child process: a bare client (QoS 1, as ingest subscribes) that counts the
+    telemetry messages arriving and reports when it had ``expected``: aiomqtt's, or with
+    ``direct`` the same connection read by ingest's ``PahoDirect``, acknowledging each
+    message as it comes."""
+    asyncio.run(_receive(url, expected, direct, pipe))
 
 
-async def _receive(url: str, expected: int, pipe: Connection) -> None:
+async def _receive(url: str, expected: int, direct: bool, pipe: Connection) -> None:
     broker = parse_broker_url(url)
     v5 = broker.version == "5"
-    async with aiomqtt.Client(
+    client = aiomqtt.Client(
         broker.host,
         broker.port,
-        identifier="bench-bare-client",
+        identifier="bench-direct-client" if direct else "bench-bare-client",
         protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-    ) as client:
+    )
+    arrived = asyncio.Event()
+    paho = PahoDirect(client, v5=v5, wake=arrived.set) if direct else None
+    async with client:
         await client.subscribe(subscription(Channel.TELEMETRY), qos=1)
         pipe.send("ready")
         received = 0
-        async for _ in client.messages:
-            received += 1
-            if received == expected:
-                break
+        if paho is None:
+            async for _ in client.messages:
+                received += 1
+                if received == expected:
+                    break
+        else:
+            paho.connected()
+            while received < expected:
+                await arrived.wait()
+                arrived.clear()
+                if (lost := paho.lost()) is not None:
+                    raise lost
+                while paho.inbox:
+                    paho.ack(paho.inbox.popleft())
+                    received += 1
         pipe.send(time.perf_counter())
 
 
@@ -255,12 +275,12 @@ def _ingested(conn: psycopg.Connection[Any]) -> int:
 
 
 def _client_receive_rate(
-    context: Any, url: str, expected: int, publisher: Connection
+    context: Any, url: str, expected: int, publisher: Connection, *, direct: bool
 ) -> tuple[float, float]:
-    """Messages/s a bare client drained of one round of the publisher's messages queued
-    for it while it was paused, and how long the publisher took."""
+    """Messages/s a bare client (``_receiver``) drained of one round of the publisher's
+    messages queued for it while it was paused, and how long the publisher took."""
     ours, theirs = context.Pipe()
-    receiver = context.Process(target=_receiver, args=(url, expected, theirs))
+    receiver = context.Process(target=_receiver, args=(url, expected, direct, theirs))
     receiver.start()
     try:
         if ours.recv() != "ready":
@@ -358,12 +378,16 @@ def run(argv: list[str]) -> Result:
             if ours.recv() != "ready":
                 raise RuntimeError("publisher failed to start")
             client_rate, client_publish_s = _client_receive_rate(
-                context, mqtt_url, messages_total, ours
+                context, mqtt_url, messages_total, ours, direct=False
             )
             _progress(
                 f"bare client: {client_rate:,.0f} messages/s received "
                 f"(publisher done after {client_publish_s:.2f} s)"
             )
+            direct_rate, _ = _client_receive_rate(
+                context, mqtt_url, messages_total, ours, direct=True
+            )
+            _progress(f"bare client with ingest's reader: {direct_rate:,.0f} messages/s received")
             command = ["cloud", "ingest", "--workers", str(args.workers)]
             if args.processes > 1:
                 command += ["--processes", str(args.processes)]
@@ -419,7 +443,8 @@ def run(argv: list[str]) -> Result:
     msgs_rate = messages_total / elapsed
     _progress(
         f"end to end: {rate:,.0f} readings/s ({rate / raw:.2f}x raw COPY), "
-        f"{msgs_rate:,.0f} messages/s ({msgs_rate / client_rate:.2f}x the bare client)"
+        f"{msgs_rate:,.0f} messages/s ({msgs_rate / client_rate:.2f}x the bare client, "
+        f"{msgs_rate / direct_rate:.2f}x with ingest's reader)"
     )
     return {
         "benchmark": NAME,
@@ -438,6 +463,8 @@ def run(argv: list[str]) -> Result:
         "client_receive_msgs_per_s": round(client_rate),
         "client_publish_s": round(client_publish_s, 3),
         "msgs_ratio": round(msgs_rate / client_rate, 3),
+        "client_direct_receive_msgs_per_s": round(direct_rate),
+        "direct_msgs_ratio": round(msgs_rate / direct_rate, 3),
         "machine_busy_cores": round(busy / elapsed, 2),
         "ingest_process_cores": round(ingest_cpu / elapsed, 2),
         "database_cores": round(database_cpu / elapsed, 2),
