@@ -2,6 +2,7 @@
 workers alone; set up the broker's account for the cloud workers."""
 
 import asyncio
+import gc
 import secrets
 import signal
 import sys
@@ -361,6 +362,10 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         finally:
             watchdog.cancel()
 
+    # What the imports built lives as long as the process: out of the collector's sight,
+    # a full collection walks only what the work allocates (about 70 ms less per pause
+    # in ingest, docs/decisions.md "Ingest's own PUBLISH reader, a frozen heap").
+    gc.freeze()
     asyncio.run(runner())
 
 
