@@ -87,7 +87,7 @@ class PahoDirect:
     ``publishes.parse_publish`` instead of paho's decoder, and calls ``wake``: paho
     builds a ``Properties`` object per message on MQTT v5 and aiomqtt a ``Message``, a
     queue entry and two tasks, together over half of ingest's CPU at small batches
-    (docs/decisions.md, "Ingest's own PUBLISH reader").
+    (docs/decisions.md, "Ingest's own PUBLISH reader, a frozen heap").
 
     This class reaches paho through aiomqtt's private ``_client`` and replaces paho's
     private ``_handle_publish`` for this connection; it is the only place that does, so

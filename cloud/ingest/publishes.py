@@ -3,10 +3,10 @@
 paho-mqtt decodes every PUBLISH of an MQTT v5 session into a ``Properties`` object that
 rebuilds two tables of every property name on each call; at ten readings per message
 that alone took over a third of an ingest process's CPU (docs/decisions.md, "Ingest's
-own PUBLISH reader"). Ingest reads none of a PUBLISH's properties: it never announces
-a Topic Alias Maximum, so a broker may not send topic aliases, and the rest (expiry,
-content type, user properties) mean nothing to it. ``parse_publish`` so steps over
-the properties by their length, as MQTT v5 section 3.3.2.3 allows.
+own PUBLISH reader, a frozen heap"). Ingest reads none of a PUBLISH's properties: it
+never announces a Topic Alias Maximum, so a broker may not send topic aliases, and the
+rest (expiry, content type, user properties) mean nothing to it. ``parse_publish`` so
+steps over the properties by their length, as MQTT v5 section 3.3.2.3 allows.
 """
 
 from __future__ import annotations
