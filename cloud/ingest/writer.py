@@ -347,7 +347,11 @@ class BatchWriter:
             not_before=now - self._clock_past,
             not_after=now + self._clock_future,
         )
-        async with self._connection() as conn, conn.transaction():
+        async with (
+            self._connection() as conn,
+            _pipelined(conn, messages),
+            conn.transaction(),
+        ):
             candidates = await _check_gateways(conn, messages, group)
             fresh = await _record_batches(conn, messages, candidates, group)
             misplaced = await _misplaced(conn, [messages[index] for index in fresh])
@@ -394,6 +398,24 @@ class BatchWriter:
         while len(self._logged) > _LOGGED_KINDS_KEPT:
             self._logged.popitem(last=False)
         return True
+
+
+@asynccontextmanager
+async def _pipelined(
+    conn: AsyncConnection[Any], messages: Sequence[Decoded]
+) -> AsyncIterator[None]:
+    """Pipeline mode for a group without telemetry (``COPY`` cannot run in it).
+
+    The statements whose results are not read (BEGIN, the incident's link, timer, log
+    and outbox rows, the last-seen updates, COMMIT) then travel together instead of a
+    round trip each: an alarm's transaction is a dozen statements, and on a busy
+    machine each round trip waits for a core (decisions.md).
+    """
+    if any(isinstance(message.batch, TelemetryBatch) for message in messages):
+        yield
+        return
+    async with conn.pipeline():
+        yield
 
 
 def _batch(message: Decoded) -> Batch:

@@ -322,6 +322,33 @@ async def test_a_5_mb_reason_and_an_oversized_payload_are_refused(
     assert site.acked[2][0].reason == quarantined[1][0]
 
 
+async def test_an_alarm_the_database_refuses_is_quarantined_and_its_group_is_stored(
+    site: Gateway, counters: IngestCounters, database_url: str
+) -> None:
+    """A NUL in a reason passes the wire's checks, but PostgreSQL's jsonb cannot hold it:
+    the transaction fails (in pipeline mode the error surfaces at a later statement
+    than the insert), ingest writes that group's messages one by one, and only the
+    refused batch is quarantined, with the database's reason."""
+    now = datetime.now(UTC)
+    refused = site.events(2, site.alarm(now, seq=1, reason="sensor\x00 fault"))
+    await site.publish(site.events(1, site.alarm(now)), refused, site.events(3, site.alarm(now)))
+    await until("the three batches", WAIT_S, lambda: counters.messages == 3)
+
+    [(reason, payload)] = rows(database_url, "SELECT reason, payload FROM quarantine")
+    assert reason.startswith("database refused the batch: ")
+    assert "Unicode" in reason
+    assert bytes(payload) == refused[1]
+    assert rows(database_url, "SELECT count(*) FROM events") == [(2,)]
+    assert rows(database_url, "SELECT type, event_count FROM incidents") == [("fire", 2)]
+    assert (counters.batches, counters.quarantined) == (2, 1)
+    await until("the acknowledgements", WAIT_S, lambda: set(site.acked) == {1, 2, 3})
+    assert [site.outcomes(seq) for seq in (1, 2, 3)] == [
+        [AckOutcome.STORED],
+        [AckOutcome.REFUSED],
+        [AckOutcome.STORED],
+    ]
+
+
 async def test_a_batch_of_another_schema_version_is_refused_saying_which(
     site: Gateway, counters: IngestCounters, database_url: str
 ) -> None:
