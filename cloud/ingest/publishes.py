@@ -54,7 +54,7 @@ def parse_publish(header: int, packet: bytes | bytearray, *, v5: bool, received:
     end = 2 + (packet[0] << 8 | packet[1])
     if end > len(packet):
         raise MalformedPublish("topic longer than the packet", packet=packet)
-    topic = bytes(packet[2:end]).decode("utf-8", "replace")
+    topic = packet[2:end].decode("utf-8", "replace")
     mid = 0
     if qos:
         if len(packet) < end + 2:
@@ -68,7 +68,8 @@ def parse_publish(header: int, packet: bytes | bytearray, *, v5: bool, received:
         raise MalformedPublish("properties longer than the packet", packet=packet)
     if not topic:
         raise MalformedPublish("empty topic (topic aliases are not accepted)", packet=packet)
-    return Publish(topic, bytes(packet[end:]), qos, mid, received)
+    # One copy of the payload: a slice of the bytearray would be a second.
+    return Publish(topic, bytes(memoryview(packet)[end:]), qos, mid, received)
 
 
 def _variable_integer(packet: bytes | bytearray, start: int) -> tuple[int, int]:
