@@ -352,16 +352,16 @@ class BatchWriter:
             _pipelined(conn, messages),
             conn.transaction(),
         ):
-            candidates = await _check_gateways(conn, messages, group)
+            found = await _look_up(conn, messages)
+            candidates = _check_gateways(messages, found.gateways, group)
             fresh = await _record_batches(conn, messages, candidates, group)
-            misplaced = await _misplaced(conn, [messages[index] for index in fresh])
             for index in fresh:
-                _split(index, messages[index], misplaced, group)
+                _split(index, messages[index], found.misplaced, group)
             await _insert_quarantine(conn, group.quarantine)
             await copy_readings(conn, group.readings)
             await copy_readings(conn, group.skewed_readings, clock_skew=True)
             if group.events:
-                await _store_events(conn, self._rules, self._queue, group)
+                await _store_events(conn, self._rules, self._queue, group, found)
             if group.skewed:
                 await _report_clocks(conn, self._queue, group)
             # Last, so the rows this writes (shared with other workers' groups) stay
@@ -406,10 +406,10 @@ async def _pipelined(
 ) -> AsyncIterator[None]:
     """Pipeline mode for a group without telemetry (``COPY`` cannot run in it).
 
-    The statements whose results are not read (BEGIN, the incident's link, timer, log
-    and outbox rows, the last-seen updates, COMMIT) then travel together instead of a
-    round trip each: an alarm's transaction is a dozen statements, and on a busy
-    machine each round trip waits for a core (decisions.md).
+    Statements then travel together up to the first whose result is read, instead of a
+    round trip each: an alarm's transaction is a dozen statements in four round trips
+    (the group's lookups, its batch keys, its events with their incident, the rest with
+    COMMIT), and on a busy machine each round trip waits for a core (decisions.md).
     """
     if any(isinstance(message.batch, TelemetryBatch) for message in messages):
         yield
@@ -423,16 +423,67 @@ def _batch(message: Decoded) -> Batch:
     return message.batch
 
 
-async def _check_gateways(
-    conn: AsyncConnection[Any], messages: Sequence[Decoded], group: _Group
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What ``_look_up`` read for a group."""
+
+    gateways: dict[str, tuple[str, str, int]]
+    """Each named gateway's community path, status and community id."""
+    misplaced: _Misplaced
+    contexts: dict[str, DeviceContext]
+    """What the rules know of each device named in an event batch."""
+    event_ids: list[int]
+    """Ids drawn for the group's events, ascending, at least one per event."""
+
+
+async def _look_up(conn: AsyncConnection[Any], messages: Sequence[Decoded]) -> _Found:
+    """Read what the group's messages name, before anything is written: their gateways'
+    registrations, the (device, gateway) pairs that may not be stored, the devices whose
+    events the rules will judge, and ids for those events.
+
+    The four reads depend on nothing but the payloads, so they are sent before any
+    result is read: in pipeline mode one round trip instead of four. They cover every
+    decoded message, resends and items later withheld included; a few ids go unused.
+    Drawing the events' ids here lets an event and the incident it opens be sent
+    together, without waiting for the insert to return the id.
+    """
+    decoded = [
+        (m.address.gateway, m.batch)
+        for m in messages
+        if m.batch is not None and m.address is not None
+    ]
+    names = sorted({gateway for gateway, _ in decoded})
+    pairs = sorted({(item.device, gateway) for gateway, batch in decoded for item in batch.items})
+    events = [e for _, batch in decoded if isinstance(batch, EventBatch) for e in batch.items]
+    devices = sorted({e.device for e in events})
+    sql = queries()
+    sent: dict[str, Any] = {}
+    for name, wanted, params in (
+        ("gateways_for_ingest", names, {"gateways": names}),
+        ("devices_out_of_place", pairs, {"pairs": msgspec.json.encode(pairs).decode()}),
+        ("devices_for_rules", devices, {"devices": devices}),
+        ("draw_event_ids", events, {"count": len(events)}),
+    ):
+        if wanted:
+            with storage_errors(name):
+                sent[name] = await conn.execute(sql[name], params)
+    rows: dict[str, list[Any]] = {}
+    for name, cur in sent.items():
+        with storage_errors(name):
+            rows[name] = await cur.fetchall()
+    return _Found(
+        gateways={r[0]: (r[1], r[2], int(r[3])) for r in rows.get("gateways_for_ingest", ())},
+        misplaced={(r[0], r[1]): (r[2], r[3]) for r in rows.get("devices_out_of_place", ())},
+        contexts={r[0]: DeviceContext(*r) for r in rows.get("devices_for_rules", ())},
+        event_ids=sorted(int(r[0]) for r in rows.get("draw_event_ids", ())),
+    )
+
+
+def _check_gateways(
+    messages: Sequence[Decoded], known: dict[str, tuple[str, str, int]], group: _Group
 ) -> list[int]:
-    """Indexes of the messages whose gateway is registered, active and in the topic's community."""
-    names = sorted({m.gateway for m in messages if m.batch is not None and m.gateway is not None})
-    known: dict[str, tuple[str, str, int]] = {}
-    if names:
-        with storage_errors("gateways_for_ingest"):
-            cur = await conn.execute(queries()["gateways_for_ingest"], {"gateways": names})
-            known = {row[0]: (row[1], row[2], int(row[3])) for row in await cur.fetchall()}
+    """Indexes of the messages whose gateway is registered (``known``), active and in the
+    topic's community; the others are rejected with the reason."""
     candidates: list[int] = []
     for index, message in enumerate(messages):
         if message.rejection is not None or message.address is None:
@@ -540,32 +591,6 @@ def _resent(
     kind = f"{gateway}: batch key conflicts in spool epoch {epoch}"
     group.quarantine.append(_Quarantine(message.topic, gateway, reason, message.payload, kind))
     group.outcomes[index] = BatchOutcome("conflict", quarantined=1, reason=reason, key=message.key)
-
-
-async def _misplaced(conn: AsyncConnection[Any], messages: Sequence[Decoded]) -> _Misplaced:
-    pairs = {
-        (item.device, m.address.gateway) for m in messages if m.address for item in _batch(m).items
-    }
-    if not pairs:
-        return {}
-    with storage_errors("devices_out_of_place"):
-        cur = await conn.execute(
-            queries()["devices_out_of_place"],
-            {"pairs": msgspec.json.encode(sorted(pairs)).decode()},
-        )
-        rows = await cur.fetchall()
-    return {(row[0], row[1]): (row[2], row[3]) for row in rows}
-
-
-async def _contexts(
-    conn: AsyncConnection[Any], events: Sequence[tuple[int, str, list[Event]]]
-) -> dict[str, DeviceContext]:
-    """What the rules know of each device whose events the group stores."""
-    devices = sorted({event.device for _, _, batch in events for event in batch})
-    with storage_errors("devices_for_rules"):
-        cur = await conn.execute(queries()["devices_for_rules"], {"devices": devices})
-        rows = await cur.fetchall()
-    return {row[0]: DeviceContext(*row) for row in rows}
 
 
 def _split(index: int, message: Decoded, misplaced: _Misplaced, group: _Group) -> None:
@@ -686,7 +711,11 @@ def _hour(ts: datetime) -> datetime:
 
 
 async def _store_events(
-    conn: AsyncConnection[Any], rules: RuleSet, queue: QueueSettings | None, group: _Group
+    conn: AsyncConnection[Any],
+    rules: RuleSet,
+    queue: QueueSettings | None,
+    group: _Group,
+    found: _Found,
 ) -> None:
     """Insert the group's events, run the rules on each, then open or join the incidents
     they call for, and those an opened incident brings (a fire, its residents'
@@ -696,12 +725,13 @@ async def _store_events(
     two workers whose groups name the same devices wait for each other instead of
     deadlocking on the incidents' unique indexes.
     """
-    contexts = await _contexts(conn, group.events)
     drafts: list[tuple[int, IncidentDraft, int, datetime]] = []
+    ids = iter(found.event_ids)
     for index, gateway, events in group.events:
-        event_ids = await _insert_events(conn, gateway, events, group.claimed)
+        event_ids = [next(ids) for _ in events]
+        await _insert_events(conn, gateway, events, group.claimed, event_ids)
         for event, event_id in zip(events, event_ids, strict=True):
-            for draft in await evaluate(conn, rules, event, contexts[event.device]):
+            for draft in await evaluate(conn, rules, event, found.contexts[event.device]):
                 drafts.append((index, draft, event_id, event.ts))
         split = group.outcomes[index]
         assert split is not None
@@ -763,11 +793,15 @@ async def _insert_events(
     gateway: str,
     events: Sequence[Event],
     claimed: dict[int, datetime],
-) -> list[int]:
-    """Insert ``events``; return their ids, in order. An event found in ``claimed`` is
-    dated by its time of receipt and keeps the device's own time as ``device_ts``."""
+    ids: Sequence[int],
+) -> None:
+    """Insert ``events`` under ``ids`` (drawn by ``_look_up``), reading nothing back, so in
+    pipeline mode the inserts travel with what follows them. An event found in
+    ``claimed`` is dated by its time of receipt and keeps the device's own time as
+    ``device_ts``."""
     params = [
         {
+            "id": event_id,
             "clock_skew": id(event) in claimed,
             "device_ts": claimed.get(id(event)),
             "ts": event.ts,
@@ -778,19 +812,11 @@ async def _insert_events(
             "severity": event.severity.value,
             "data": msgspec.json.encode(event.data).decode(),
         }
-        for event in events
+        for event, event_id in zip(events, ids, strict=True)
     ]
-    event_ids: list[int] = []
     with storage_errors("insert_event"):
         async with conn.cursor() as cur:
-            await cur.executemany(queries()["insert_event"], params, returning=True)
-            while True:
-                row = await cur.fetchone()
-                if row is not None:
-                    event_ids.append(int(row[0]))
-                if not cur.nextset():
-                    break
-    return event_ids
+            await cur.executemany(queries()["insert_event"], params)
 
 
 async def _touch(conn: AsyncConnection[Any], group: _Group) -> None:

@@ -75,14 +75,20 @@ WHERE ts < now() - INTERVAL '1 hour'
 ORDER BY 1  -- rows locked in one order by every writer
 ON CONFLICT (bucket) DO UPDATE SET noted_at = greatest(late.noted_at, EXCLUDED.noted_at)
 
+-- name: draw_event_ids
+-- Ids for a group's events, drawn before they are inserted (the writer says why).
+SELECT nextval(pg_get_serial_sequence('events', 'id'))
+FROM generate_series(1, %(count)s)
+
 -- name: insert_event
--- device_ts: the device's own time when ts is the time of receipt (clock_skew).
-INSERT INTO events (ts, device_id, gateway_id, seq, type, severity, data, clock_skew, device_ts)
+-- id: drawn by draw_event_ids. device_ts: the device's own time when ts is the time of
+-- receipt (clock_skew).
+INSERT INTO events (id, ts, device_id, gateway_id, seq, type, severity, data, clock_skew, device_ts)
+OVERRIDING SYSTEM VALUE
 VALUES (
-    %(ts)s, %(device)s, %(gateway)s, %(seq)s, %(type)s, %(severity)s, %(data)s::jsonb,
+    %(id)s, %(ts)s, %(device)s, %(gateway)s, %(seq)s, %(type)s, %(severity)s, %(data)s::jsonb,
     %(clock_skew)s, %(device_ts)s
 )
-RETURNING id
 
 -- name: touch_devices
 -- last_seen never moves backwards, nor past the server's clock (a device clock far
