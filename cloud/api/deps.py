@@ -20,7 +20,7 @@ from cloud.storage.pool import Pool
 CHECKOUT_TIMEOUT_S: Final = 5.0
 
 
-def get_pool(request: Request) -> Pool:
+async def get_pool(request: Request) -> Pool:
     """The pool the app's lifespan opened."""
     return cast(Pool, request.app.state.pool)
 

@@ -75,7 +75,7 @@ class FailureLimiter:
             del self._windows[address]
 
 
-def get_limiter(request: Request) -> FailureLimiter:
+async def get_limiter(request: Request) -> FailureLimiter:
     limiter = request.app.state.auth_failures
     assert isinstance(limiter, FailureLimiter)
     return limiter

@@ -210,12 +210,12 @@ class ImportView(BaseModel):
     """The gateway's config version afterwards (one new version per import)."""
 
 
-def get_profiles(request: Request) -> Mapping[str, DeviceProfile]:
+async def get_profiles(request: Request) -> Mapping[str, DeviceProfile]:
     """The profiles ``create_app`` loaded from the profile folder (ANJU_PROFILE_DIR)."""
     return cast(Mapping[str, DeviceProfile], request.app.state.profiles)
 
 
-def get_broker_settings(request: Request) -> BrokerSettings:
+async def get_broker_settings(request: Request) -> BrokerSettings:
     return cast(CloudSettings, request.app.state.settings).provisioning
 
 

@@ -53,7 +53,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 Dispatcher = Annotated[Principal, allowed(Permission.QUEUE_ACT)]
 
 
-def get_queue_settings(request: Request) -> QueueSettings:
+async def get_queue_settings(request: Request) -> QueueSettings:
     """The escalation limits of the app's settings (they time the claim's timer)."""
     return cast(CloudSettings, request.app.state.settings).queue
 

@@ -179,7 +179,7 @@ _REVEAL_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-def get_keyring(request: Request) -> Keyring:
+async def get_keyring(request: Request) -> Keyring:
     """The keyring ``create_app`` built from ANJU_RESIDENT_KEYS."""
     return cast(Keyring, request.app.state.keyring)
 

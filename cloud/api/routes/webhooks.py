@@ -82,7 +82,7 @@ SubscriptionIdQuery = Annotated[
 ]
 
 
-def get_address_policy(request: Request) -> AddressPolicy:
+async def get_address_policy(request: Request) -> AddressPolicy:
     """The SSRF policy of the app's settings."""
     return AddressPolicy.from_settings(cast(CloudSettings, request.app.state.settings).webhooks)
 
@@ -98,7 +98,7 @@ def filter_vocabulary(rules: RuleSet) -> FilterVocabulary:
     )
 
 
-def get_filter_vocabulary(request: Request) -> FilterVocabulary:
+async def get_filter_vocabulary(request: Request) -> FilterVocabulary:
     """The vocabulary ``create_app`` built from the rules it loaded."""
     return cast(FilterVocabulary, request.app.state.filter_vocabulary)
 
