@@ -8,12 +8,16 @@ dispatchers claiming at once: the second waits for the first's row lock, then fi
 the incident claimed and gets ``AlreadyClaimed``; exactly one wins.
 
 Each function takes an autocommit connection (the pool's kind) and commits before it
-returns. Raises IncidentNotFound, TransitionRefused (or a subclass) when the action is
+returns. The transaction runs in pipeline mode: after the lock, whose row is read, the
+statements travel with the COMMIT, so an action costs two round trips, not eight.
+Raises IncidentNotFound, TransitionRefused (or a subclass) when the action is
 refused, StorageError when the database fails; a refusal changes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,7 +52,7 @@ async def claim(
 
     Cancels the unclaimed timer and arms the unacknowledged one.
     """
-    async with conn.transaction():
+    async with _action(conn):
         current = await _lock(conn, incident_id)
         to = next_status(Action.CLAIM, current, actor=actor)
         await _execute(conn, "claim_incident", {"incident_id": incident_id, "actor": actor})
@@ -61,7 +65,7 @@ async def acknowledge(
     conn: AsyncConnection[Any], incident_id: int, *, actor: str, note: str = ""
 ) -> Transition:
     """Record that the claimant is in contact with the resident; ends escalation."""
-    async with conn.transaction():
+    async with _action(conn):
         current = await _lock(conn, incident_id)
         to = next_status(Action.ACKNOWLEDGE, current, actor=actor)
         await _execute(conn, "acknowledge_incident", {"incident_id": incident_id})
@@ -80,7 +84,7 @@ async def dispatch(
     note: str = "",
 ) -> Transition:
     """Record who was sent to the resident (``dispatched_to``, such as a care team)."""
-    async with conn.transaction():
+    async with _action(conn):
         current = await _lock(conn, incident_id)
         to = next_status(Action.DISPATCH, current, actor=actor)
         await _execute(
@@ -105,7 +109,7 @@ async def resolve(
     """Close the incident with ``outcome``: status ``false_alarm`` for that outcome,
     ``resolved`` otherwise. ``notes`` go into the log row and, when given, the notes.
     Cancels every timer the incident still has."""
-    async with conn.transaction():
+    async with _action(conn):
         current = await _lock(conn, incident_id)
         to = next_status(Action.RESOLVE, current, actor=actor, outcome=outcome)
         await _execute(
@@ -154,6 +158,15 @@ async def add_note(conn: AsyncConnection[Any], incident_id: int, *, author: str,
         row = await cur.fetchone()
     assert row is not None  # INSERT … RETURNING gives its row
     return Note(int(row[0]), incident_id, row[1], author, text)
+
+
+@asynccontextmanager
+async def _action(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
+    """The action's transaction, in pipeline mode. A statement whose result is not read
+    fails at the COMMIT, so that is translated here too (StorageError)."""
+    with storage_errors("incident_action"):
+        async with conn.pipeline(), conn.transaction():
+            yield
 
 
 async def _lock(conn: AsyncConnection[Any], incident_id: int) -> Current:

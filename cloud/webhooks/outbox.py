@@ -28,16 +28,17 @@ class WebhookEvent(StrEnum):
     ESCALATED = "incident.escalated"
 
 
-async def enqueue(conn: AsyncConnection[Any], *, incident_id: int, event: WebhookEvent) -> int:
-    """Write the deliveries announcing ``event`` of ``incident_id``; return how many.
+async def enqueue(conn: AsyncConnection[Any], *, incident_id: int, event: WebhookEvent) -> None:
+    """Write the deliveries announcing ``event`` of ``incident_id``.
 
     One per active subscription of the incident's community or an ancestor whose
-    filters match. Must run in the transaction that changed the incident. Raises
-    StorageError when the database refuses.
+    filters match. Must run in the transaction that changed the incident. Reads
+    nothing back, so in pipeline mode it travels with what follows. Raises
+    StorageError when the database refuses (in pipeline mode, when the transaction's
+    results are read).
     """
     with storage_errors("enqueue_incident_webhooks"):
-        cur = await conn.execute(
+        await conn.execute(
             queries()["enqueue_incident_webhooks"],
             {"incident_id": incident_id, "event_type": str(event)},
         )
-    return cur.rowcount

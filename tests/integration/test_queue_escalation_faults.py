@@ -33,12 +33,12 @@ async def test_an_unexpected_error_neither_stops_the_worker_nor_loses_the_timer(
 
     async def enqueue_failing_once(
         conn: AsyncConnection[Any], *, incident_id: int, event: WebhookEvent
-    ) -> int:
+    ) -> None:
         nonlocal failures
         if failures == 0:
             failures += 1
             raise RuntimeError("a failure nobody foresaw")
-        return await real_enqueue(conn, incident_id=incident_id, event=event)
+        await real_enqueue(conn, incident_id=incident_id, event=event)
 
     monkeypatch.setattr(escalation, "enqueue", enqueue_failing_once)
     incident = await open_incident(conn, await make_site(conn), device="sos-1", queue=FAST)

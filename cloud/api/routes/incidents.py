@@ -132,15 +132,23 @@ async def get_incident_events(
 async def read_incident(
     conn: AsyncConnection[Any], incident_id: int, *, scope: list[int] | None
 ) -> IncidentDetail | None:
-    """The incident with its log and notes, or None when there is none in ``scope``."""
+    """The incident with its log and notes, or None when there is none in ``scope``.
+
+    The three queries are sent together (pipeline mode), one round trip: the log and
+    notes of an incident out of scope are read for nothing, and never shown.
+    """
+    sql = queries()
     with storage_errors("get_incident"):
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(queries()["get_incident"], {"id": incident_id, "scope": scope})
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        await cur.execute(queries()["incident_log"], {"id": incident_id})
-        log = [IncidentLogEntry.model_validate(entry) for entry in await cur.fetchall()]
-        await cur.execute(queries()["incident_notes"], {"id": incident_id})
-        notes = [IncidentNote.model_validate(note) for note in await cur.fetchall()]
+        async with conn.pipeline():
+            incident = conn.cursor(row_factory=dict_row)
+            entries = conn.cursor(row_factory=dict_row)
+            written = conn.cursor(row_factory=dict_row)
+            await incident.execute(sql["get_incident"], {"id": incident_id, "scope": scope})
+            await entries.execute(sql["incident_log"], {"id": incident_id})
+            await written.execute(sql["incident_notes"], {"id": incident_id})
+            row = await incident.fetchone()
+            log = [IncidentLogEntry.model_validate(entry) for entry in await entries.fetchall()]
+            notes = [IncidentNote.model_validate(note) for note in await written.fetchall()]
+    if row is None:
+        return None
     return IncidentDetail.model_validate({**row, "log": log, "notes": notes})
