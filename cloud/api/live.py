@@ -1,11 +1,12 @@
 """The incident feed behind ``GET /incidents/live``: one LISTEN connection per API
 process, fanned out to every open stream.
 
-PostgreSQL notifies ``anju_incidents`` with an incident's id when a transaction that
-opened or changed it (or added a note) commits (migration 0016). The feed reads the
-incidents of a burst of notifications in one query and offers each to every stream,
-which keeps it only when its scope holds the incident's community: a hundred open
-consoles cost one query per burst, not a hundred.
+PostgreSQL notifies ``anju_incidents`` when a transaction that opened or changed an
+incident (or added a note) commits: with the incident's summary, which the feed offers
+at once, or with its bare id (a note; a summary too long for NOTIFY), and then the feed
+reads the incidents of a burst of those in one query (migrations 0016, 0020). Each
+stream keeps an offered change only when its scope holds the incident's community: a
+hundred open consoles cost nothing more per change than one.
 
 Notifications are not stored. When the LISTEN connection was lost and made again, or
 a stream fell behind, or the feed could not read the incidents it was told of, the
@@ -16,9 +17,10 @@ update it may have missed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -26,7 +28,6 @@ from typing import Any, Final, Self
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
 
 from cloud.api.models import IncidentSummary
 from cloud.backoff import Backoff
@@ -101,7 +102,7 @@ class IncidentFeed:
         self._url = database_url
         self._pool = pool
         self._subscriptions: set[Subscription] = set()
-        self._ids: asyncio.Queue[int] = asyncio.Queue()
+        self._payloads: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self.listening = asyncio.Event()
@@ -170,8 +171,7 @@ class IncidentFeed:
                     self._broadcast(Signal.RESYNC)
                     backoff.reset()
                     async for notice in conn.notifies():
-                        with suppress(ValueError):
-                            self._ids.put_nowait(int(notice.payload))
+                        self._payloads.put_nowait(notice.payload)
             except Exception as exc:  # the feed must outlive any failure
                 self.listening.clear()
                 delay = backoff.next_delay()
@@ -180,25 +180,40 @@ class IncidentFeed:
 
     async def _publish(self) -> None:
         while True:
-            ids = {await self._ids.get()}
-            while not self._ids.empty():
-                ids.add(self._ids.get_nowait())
+            burst = [await self._payloads.get()]
+            while not self._payloads.empty():
+                burst.append(self._payloads.get_nowait())
             try:
-                changes = await self._read(sorted(ids))
+                changes = await self._changes(burst)
             except Exception as exc:  # the feed must outlive any failure
-                log.warning("incident feed: could not read incidents %s: %s", sorted(ids), exc)
+                log.warning("incident feed: could not take notifications %s: %s", burst, exc)
                 self._broadcast(Signal.RESYNC)
                 continue
             for change in changes:
                 for subscription in self._subscriptions:
                     subscription.offer(change)
 
-    async def _read(self, ids: list[int]) -> list[Change]:
+    async def _changes(self, burst: list[str]) -> list[Change]:
+        """The changes a burst of notifications tells of, in order: each incident's
+        latest summary, then those read for the bare ids (read now, so the latest)."""
+        summaries: dict[int, dict[str, Any]] = {}
+        ids: set[int] = set()
+        for payload in burst:
+            if payload.startswith("{"):
+                summary = json.loads(payload)
+                summaries.pop(summary["id"], None)  # re-inserted last: dicts keep order
+                summaries[summary["id"]] = summary
+            else:
+                ids.add(int(payload))
+        read = await self._read(sorted(ids)) if ids else []
+        return [_change(summary) for summary in [*summaries.values(), *read]]
+
+    async def _read(self, ids: list[int]) -> list[dict[str, Any]]:
         with storage_errors("live_incidents"):
             async with self._pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(queries()["live_incidents"], {"ids": ids})
-                rows: list[dict[str, Any]] = await cur.fetchall()
-        return [
-            Change(IncidentSummary.model_validate(row), int(row["community_id"])) for row in rows
-        ]
+                cur = await conn.execute(queries()["live_incidents"], {"ids": ids})
+                return [row[0] for row in await cur.fetchall()]
+
+
+def _change(summary: dict[str, Any]) -> Change:
+    return Change(IncidentSummary.model_validate(summary), int(summary["community_id"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +138,32 @@ async def test_a_new_incident_and_its_changes_reach_its_community_only(site: Sit
         assert (await away.incident(away_id))["community"] == AWAY
         await transitions.claim(conn, away_id, actor="disp-away", settings=QueueSettings())
         assert (await away.next())[1]["id"] == away_id
+
+
+async def test_a_notification_carries_the_summary_unless_it_is_too_long(site: Site) -> None:
+    """The summary rides on the notification, so the feed sends it without reading the
+    incident back; one too long for NOTIFY (whose refusal would roll the alarm back)
+    goes as a bare id, and the feed reads it: the stream gets it either way."""
+    async with (
+        stream(site, site.home_key) as home,
+        await psycopg.AsyncConnection.connect(site.database_url, autocommit=True) as conn,
+        await psycopg.AsyncConnection.connect(site.database_url, autocommit=True) as listener,
+    ):
+        await listener.execute("LISTEN anju_incidents")
+        async with aclosing(listener.notifies(timeout=WAIT_S)) as heard:
+            home_id = await open_sos(conn, site.home, seq=30)
+            summary = json.loads((await anext(heard)).payload)
+            assert (summary["id"], summary["status"]) == (home_id, "open")
+            assert summary["community"] == HOME
+            assert summary["community_id"] == int(site.home["node_id"])
+            assert (await home.incident(home_id))["status"] == "open"
+
+            long_name = "x" * 9000
+            await conn.execute(
+                "UPDATE incidents SET dispatched_to = %s WHERE id = %s", [long_name, home_id]
+            )
+            assert (await anext(heard)).payload == str(home_id)
+        assert (await home.incident(home_id))["dispatched_to"] == long_name
 
 
 async def test_the_stream_ends_after_its_lifetime_and_at_shutdown(site: Site) -> None:

@@ -82,15 +82,9 @@ SELECT EXISTS (
 )
 
 -- name: live_incidents
--- The incidents the feed was notified of, each with its community's id for the
--- streams' scopes (whatever scope: each stream filters for itself).
-SELECT i.id, i.type, i.priority, i.status, c.path AS community, i.building, i.unit,
-       i.device_id, i.opened_at, i.updated_at, i.event_count, e.ts AS first_event_ts,
-       i.claimed_by, i.claimed_at, i.acknowledged_at, i.dispatched_to, i.dispatched_at,
-       i.closed_at, i.outcome, i.escalation_level, i.escalated_at,
-       i.community_id
-FROM incidents i
-JOIN communities c ON c.id = i.community_id
-LEFT JOIN events e ON e.id = i.first_event_id
+-- The summaries of incidents the feed was notified of by id (a note, or a summary too
+-- long for NOTIFY: migration 0020), each with its community's id for the streams'
+-- scopes (whatever scope: each stream filters for itself).
+SELECT anju_incident_summary(i) FROM incidents i
 WHERE i.id = ANY(%(ids)s::bigint[])
 ORDER BY i.id
