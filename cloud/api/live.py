@@ -6,7 +6,7 @@ incident (or added a note) commits: with the incident's summary, which the feed 
 at once, or with its bare id (a note; a summary too long for NOTIFY), and then the feed
 reads the incidents of a burst of those in one query (migrations 0016, 0020). Each
 stream keeps an offered change only when its scope holds the incident's community: a
-hundred open consoles cost nothing more per change than one.
+hundred open consoles cost the database no more than one.
 
 Notifications are not stored. When the LISTEN connection was lost and made again, or
 a stream fell behind, or the feed could not read the incidents it was told of, the
