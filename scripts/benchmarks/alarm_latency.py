@@ -23,6 +23,7 @@ phase is reported as ``*_at_100k`` to show where the machine's two cores give ou
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import statistics
@@ -218,13 +219,18 @@ async def _alarms(
     ours, theirs = context.Pipe()
     watcher = context.Process(target=_watch, args=(api, key, devices, theirs), daemon=True)
     watcher.start()
-    listening = loop.run_in_executor(None, ours.recv)
+    theirs.close()  # the watcher's end is its own: its exit then reads as the end here
     try:
-        if await asyncio.wait_for(listening, timeout=20) != "listening":
-            raise RuntimeError("the live feed watcher failed to start")
-    except TimeoutError:
+        first_word = await asyncio.wait_for(loop.run_in_executor(None, ours.recv), timeout=20)
+    except (TimeoutError, EOFError):
+        first_word = None
+    if first_word != "listening":
+        watcher.join(timeout=5)
         watcher.kill()
-        raise RuntimeError("the live feed watcher saw no stream within 20 s") from None
+        raise RuntimeError(
+            f"the live feed watcher opened no stream within 20 s (exit status "
+            f"{watcher.exitcode}; its error, if any, is above)"
+        )
 
     async with (
         httpx.AsyncClient(
@@ -236,14 +242,18 @@ async def _alarms(
     ):
 
         def arrived() -> None:
-            while ours.poll():
-                device, incident_id, at = ours.recv()
-                seen[device] = at
-                task = asyncio.create_task(_handle(http, incident_id))
-                handling.add(task)
-                task.add_done_callback(handling.discard)
-                if len(seen) == count:
-                    done.set()
+            try:
+                while ours.poll():
+                    device, incident_id, at = ours.recv()
+                    seen[device] = at
+                    task = asyncio.create_task(_handle(http, incident_id))
+                    handling.add(task)
+                    task.add_done_callback(handling.discard)
+                    if len(seen) == count:
+                        done.set()
+            except EOFError:  # the watcher ended early: its exit status says why, below
+                loop.remove_reader(ours.fileno())
+                done.set()
 
         loop.add_reader(ours.fileno(), arrived)
         try:
@@ -272,13 +282,12 @@ async def _alarms(
                     topic_for(COMMUNITY, ALARM_GATEWAY, Channel.EVENTS), payload, qos=1, timeout=30
                 )
                 await asyncio.sleep(max(0.0, started + (index + 1) / per_s - time.monotonic()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=SETTLE_S)
-            except TimeoutError:
-                if not watcher.is_alive() and watcher.exitcode:
-                    raise RuntimeError(  # the stream failed: say so, not count alarms lost
-                        f"the live feed watcher exited with {watcher.exitcode}"
-                    ) from None
+            if len(seen) < count:
+                watcher.join(timeout=1)
+                if watcher.exitcode:  # the stream failed: say so, not count alarms lost
+                    raise RuntimeError(f"the live feed watcher exited with {watcher.exitcode}")
         finally:
             loop.remove_reader(ours.fileno())
             watcher.kill()
