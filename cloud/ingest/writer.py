@@ -433,7 +433,9 @@ class _Found:
     contexts: dict[str, DeviceContext]
     """What the rules know of each device named in an event batch."""
     event_ids: list[int]
-    """Ids drawn for the group's events, ascending, at least one per event."""
+    """Ids drawn for the group's events, ascending: one per event of its decoded event
+    batches, so every event stored has one (resent and withheld ones leave theirs
+    unused)."""
 
 
 async def _look_up(conn: AsyncConnection[Any], messages: Sequence[Decoded]) -> _Found:
