@@ -41,6 +41,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -211,28 +212,23 @@ async def _follow(api: str, key: str, devices: set[str], pipe: Connection) -> No
                 return
 
 
-async def _alarms(
-    mqtt_url: str, api: str, key: str, first: int, count: int, per_s: float
-) -> tuple[list[float], list[float], int]:
-    """Publish ``count`` SOS alarms from wearables ``first`` on; return their latencies (ms),
-    those of the alarms published after the first second, and how many were lost.
-    A watcher process (``_watch``) tells when each incident reaches the live feed; this
-    process then claims and resolves it."""
-    broker = parse_broker_url(mqtt_url)
-    devices = [_wearable(index) for index in range(first, first + count)]
-    published: dict[str, float] = {}
-    seen: dict[str, float] = {}
-    done = asyncio.Event()
-    handling: set[asyncio.Task[None]] = set()
-    loop = asyncio.get_running_loop()
+def _start_watcher(api: str, key: str, devices: list[str]) -> tuple[BaseProcess, Connection]:
+    """Start the live feed's watcher (``_watch``) for ``devices``; return it and its pipe
+    once its stream is open.
+
+    Called before the background telemetry settles: the watcher's start-up (a Python
+    process importing its client stack) takes a whole core for about half a second
+    (sampled from /proc), which was the half second before the first alarm when the
+    watcher started with the alarms.
+    """
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     watcher = context.Process(target=_watch, args=(api, key, devices, theirs), daemon=True)
     watcher.start()
     theirs.close()  # the watcher's end is its own: its exit then reads as the end here
     try:
-        first_word = await asyncio.wait_for(loop.run_in_executor(None, ours.recv), timeout=20)
-    except (TimeoutError, EOFError):
+        first_word = ours.recv() if ours.poll(20) else None
+    except EOFError:
         first_word = None
     if first_word != "listening":
         watcher.join(timeout=5)
@@ -241,6 +237,30 @@ async def _alarms(
             f"the live feed watcher opened no stream within 20 s (exit status "
             f"{watcher.exitcode}; its error, if any, is above)"
         )
+    return watcher, ours
+
+
+async def _alarms(
+    mqtt_url: str,
+    api: str,
+    key: str,
+    devices: list[str],
+    first: int,
+    per_s: float,
+    watcher: tuple[BaseProcess, Connection],
+) -> tuple[list[float], list[float], int]:
+    """Publish an SOS alarm from each of ``devices`` (wearables ``first`` on); return
+    their latencies (ms), those of the alarms published after the first second, and how
+    many were lost. The ``watcher`` (``_start_watcher``) tells when each incident
+    reaches the live feed; this process then claims and resolves it."""
+    broker = parse_broker_url(mqtt_url)
+    process, ours = watcher
+    count = len(devices)
+    published: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = asyncio.Event()
+    handling: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
 
     async with (
         httpx.AsyncClient(
@@ -295,13 +315,11 @@ async def _alarms(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=SETTLE_S)
             if len(seen) < count:
-                watcher.join(timeout=1)
-                if watcher.exitcode:  # the stream failed: say so, not count alarms lost
-                    raise RuntimeError(f"the live feed watcher exited with {watcher.exitcode}")
+                process.join(timeout=1)
+                if process.exitcode:  # the stream failed: say so, not count alarms lost
+                    raise RuntimeError(f"the live feed watcher exited with {process.exitcode}")
         finally:
             loop.remove_reader(ours.fileno())
-            watcher.kill()
-            watcher.join(timeout=10)
         await asyncio.gather(*handling)
     latencies = {d: (seen[d] - published[d]) * 1000 for d in seen}
     settled = min(published.values()) + 1.0
@@ -331,10 +349,17 @@ def _percentile(values: list[float], fraction: float) -> float:
 def _phase(
     mqtt_url: str, api: str, key: str, first: int, args: argparse.Namespace, background: int
 ) -> dict[str, Any]:
-    """Alarms under ``background`` readings/s from a publisher process; the phase's figures."""
+    """Alarms under ``background`` readings/s from a publisher process; the phase's figures.
+
+    The watcher and the publisher start first, and the telemetry flows for two seconds
+    before the first alarm: what is timed is the alarms beside a steady flow, not the
+    start-up of the processes that stand for gateways and a dispatcher's screen.
+    """
+    devices = [_wearable(index) for index in range(first, first + args.alarms)]
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     publisher = context.Process(target=_background, args=(mqtt_url, background, theirs))
+    watcher = _start_watcher(api, key, devices)
     try:
         publisher.start()
         if ours.recv() != "ready":
@@ -342,11 +367,13 @@ def _phase(
         time.sleep(2.0)  # let the background flow settle before the first alarm
         _progress(f"{background:,} readings/s flowing; publishing {args.alarms} alarms")
         latencies, later, lost = asyncio.run(
-            _alarms(mqtt_url, api, key, first, args.alarms, args.rate)
+            _alarms(mqtt_url, api, key, devices, first, args.rate, watcher)
         )
         ours.send("stop")
         sent, elapsed = ours.recv()
     finally:
+        watcher[0].kill()
+        watcher[0].join(timeout=10)
         publisher.join(timeout=30)
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = _percentile(latencies, 0.99) if latencies else float("nan")
