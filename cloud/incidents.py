@@ -22,7 +22,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any, Final
 
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection
 
 from cloud.errors import StorageError
 from cloud.queue.timers import arm_unclaimed
@@ -115,63 +115,12 @@ async def open_or_join(
     caller's), so the incident commits with its event. Raises
     StorageError when the database refuses.
     """
-    cur = await _upsert(conn, draft, incident_id=None, event_id=event_id, event_ts=event_ts)
-    outcome = await _outcome(cur, draft)
-    if outcome.opened:
-        await _announce(conn, outcome.incident_id, draft, actor, queue)
-    return outcome
-
-
-@dataclass(frozen=True, slots=True)
-class PendingIncident:
-    """An opening or joining sent by ``send_open_or_join``, its outcome not read yet."""
-
-    _cursor: AsyncCursor[Any]
-    _draft: IncidentDraft
-
-    async def outcome(self) -> IncidentOutcome:
-        """Which incident the event landed in; in pipeline mode, read once the
-        transaction's results are in (after its COMMIT, costing no round trip).
-        Raises StorageError when the database refused the statement."""
-        return await _outcome(self._cursor, self._draft)
-
-
-async def send_open_or_join(
-    conn: AsyncConnection[Any],
-    draft: IncidentDraft,
-    *,
-    new_id: int,
-    event_id: int | None,
-    event_ts: datetime,
-    actor: str = SYSTEM_ACTOR,
-    queue: QueueSettings | None = None,
-) -> PendingIncident:
-    """As ``open_or_join``, without waiting for the outcome: an opening takes ``new_id``
-    (drawn beforehand, ``draw_incident_ids``), and its log row, webhook deliveries and
-    unclaimed timer are sent at once, keyed by that id. A draft that joins an active
-    incident leaves ``new_id`` unused, and those statements then match no row. In
-    pipeline mode everything travels with what follows (the COMMIT), where
-    ``open_or_join`` waits a round trip for the outcome before writing the rest.
-    """
-    cur = await _upsert(conn, draft, incident_id=new_id, event_id=event_id, event_ts=event_ts)
-    await _announce(conn, new_id, draft, actor, queue)
-    return PendingIncident(cur, draft)
-
-
-async def _upsert(
-    conn: AsyncConnection[Any],
-    draft: IncidentDraft,
-    *,
-    incident_id: int | None,
-    event_id: int | None,
-    event_ts: datetime,
-) -> AsyncCursor[Any]:
+    sql = queries()
     query = _UPSERTS[draft.scope]
     with storage_errors(query):
-        return await conn.execute(
-            queries()[query],
+        cur = await conn.execute(
+            sql[query],
             {
-                "id": incident_id,
                 "type": draft.type,
                 "priority": int(draft.priority),
                 "community_id": draft.community_id,
@@ -183,36 +132,29 @@ async def _upsert(
                 "event_ts": event_ts,
             },
         )
-
-
-async def _outcome(cur: AsyncCursor[Any], draft: IncidentDraft) -> IncidentOutcome:
-    query = _UPSERTS[draft.scope]
-    with storage_errors(query):
         row = await cur.fetchone()
     if row is None:
         raise StorageError("no incident row returned", query=query)
-    return IncidentOutcome(int(row[0]), bool(row[1]))
-
-
-async def _announce(
-    conn: AsyncConnection[Any],
-    incident_id: int,
-    draft: IncidentDraft,
-    actor: str,
-    queue: QueueSettings | None,
-) -> None:
-    """What an opening writes besides the incident: the deliveries announcing it, its
-    unclaimed timer and its log row, each only if incident ``incident_id`` exists."""
-    await enqueue(conn, incident_id=incident_id, event=WebhookEvent.OPENED)
-    await arm_unclaimed(conn, incident_id, queue or QueueSettings())
-    with storage_errors("log_incident_opening"):
-        await conn.execute(
-            queries()["log_incident_opening"],
-            {
-                "incident_id": incident_id,
-                "actor": actor,
-                "note": f"{draft.cause} from device {draft.device_id}"
-                if draft.resident_id is None
-                else f"{draft.cause}: resident {draft.resident_id}",
-            },
-        )
+    incident_id, status, opened = int(row[0]), str(row[1]), bool(row[2])
+    if event_id is not None:
+        with storage_errors("link_incident_event"):
+            await conn.execute(
+                sql["link_incident_event"], {"incident_id": incident_id, "event_id": event_id}
+            )
+    if opened:
+        await enqueue(conn, incident_id=incident_id, event=WebhookEvent.OPENED)
+        await arm_unclaimed(conn, incident_id, queue or QueueSettings())
+        with storage_errors("log_incident_change"):
+            await conn.execute(
+                sql["log_incident_change"],
+                {
+                    "incident_id": incident_id,
+                    "from_status": None,
+                    "to_status": status,
+                    "actor": actor,
+                    "note": f"{draft.cause} from device {draft.device_id}"
+                    if draft.resident_id is None
+                    else f"{draft.cause}: resident {draft.resident_id}",
+                },
+            )
+    return IncidentOutcome(incident_id, opened)

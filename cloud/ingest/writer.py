@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -52,17 +52,11 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.errors import StorageError
-from cloud.incidents import (
-    IncidentDraft,
-    PendingIncident,
-    Priority,
-    open_or_join,
-    send_open_or_join,
-)
+from cloud.incidents import IncidentDraft, Priority, open_or_join
 from cloud.ingest.counters import BatchOutcome
 from cloud.rules.config import RuleSet
 from cloud.rules.context import DeviceContext
-from cloud.rules.engine import after_opening, evaluate, may_open, opening_brings_more
+from cloud.rules.engine import after_opening, evaluate
 from cloud.settings import IngestSettings, QueueSettings
 from cloud.storage.database import rejects_input, storage_errors
 from cloud.storage.sql import queries
@@ -232,9 +226,6 @@ class _Group:
     """Community id of each registered gateway of the group."""
     latest: dict[str, datetime] = field(default_factory=dict)
     gateways: set[str] = field(default_factory=set)
-    pending: list[tuple[int, PendingIncident]] = field(default_factory=list)
-    """Incidents sent without their outcome (``send_open_or_join``), by message index:
-    read after the COMMIT (``settle``)."""
 
     def reject(self, index: int, message: Decoded, reason: str) -> None:
         kind = f"{message.gateway or message.topic}: {reason.split(' (', 1)[0][:80]}"
@@ -271,22 +262,6 @@ class _Group:
             if known is None or received_at > known:
                 latest[item.device] = received_at
         self.skewed.setdefault(gateway, (index, items[0].ts))
-
-    def count_incident(self, index: int, opened: bool) -> None:
-        """Count an incident opened (or joined) for message ``index``."""
-        outcome = self.outcomes[index]
-        assert outcome is not None
-        self.outcomes[index] = replace(
-            outcome,
-            incidents_opened=outcome.incidents_opened + opened,
-            incidents_joined=outcome.incidents_joined + (not opened),
-        )
-
-    async def settle(self) -> None:
-        """Count the pending incidents, whose outcomes came back with the COMMIT."""
-        for index, incident in self.pending:
-            self.count_incident(index, (await incident.outcome()).opened)
-        self.pending.clear()
 
 
 class BatchWriter:
@@ -372,10 +347,26 @@ class BatchWriter:
             not_before=now - self._clock_past,
             not_after=now + self._clock_future,
         )
-        async with self._connection() as conn, _pipelined(conn, messages):
-            async with conn.transaction():
-                await self._write(conn, messages, group)
-            await group.settle()
+        async with (
+            self._connection() as conn,
+            _pipelined(conn, messages),
+            conn.transaction(),
+        ):
+            found = await _look_up(conn, messages)
+            candidates = _check_gateways(messages, found.gateways, group)
+            fresh = await _record_batches(conn, messages, candidates, group)
+            for index in fresh:
+                _split(index, messages[index], found.misplaced, group)
+            await _insert_quarantine(conn, group.quarantine)
+            await copy_readings(conn, group.readings)
+            await copy_readings(conn, group.skewed_readings, clock_skew=True)
+            if group.events:
+                await _store_events(conn, self._rules, self._queue, group, found)
+            if group.skewed:
+                await _report_clocks(conn, self._queue, group)
+            # Last, so the rows this writes (shared with other workers' groups) stay
+            # locked only for the commit.
+            await _touch(conn, group)
         for row in group.quarantine:
             if self._first(row.kind):
                 log.warning(
@@ -397,26 +388,6 @@ class BatchWriter:
         assert len(outcomes) == len(messages), "every message of the group has its outcome"
         return outcomes
 
-    async def _write(
-        self, conn: AsyncConnection[Any], messages: Sequence[Decoded], group: _Group
-    ) -> None:
-        """The statements of ``_store``'s transaction."""
-        found = await _look_up(conn, messages, self._rules)
-        candidates = _check_gateways(messages, found.gateways, group)
-        fresh = await _record_batches(conn, messages, candidates, group)
-        for index in fresh:
-            _split(index, messages[index], found.misplaced, group)
-        await _insert_quarantine(conn, group.quarantine)
-        await copy_readings(conn, group.readings)
-        await copy_readings(conn, group.skewed_readings, clock_skew=True)
-        if group.events:
-            await _store_events(conn, self._rules, self._queue, group, found)
-        if group.skewed:
-            await _report_clocks(conn, self._queue, group)
-        # Last, so the rows this writes (shared with other workers' groups) stay
-        # locked only for the commit.
-        await _touch(conn, group)
-
     def _first(self, kind: str) -> bool:
         """Whether ``kind`` of problem is met for the first time (of the last
         ``_LOGGED_KINDS_KEPT``): its first occurrence is logged, repeats (an unknown
@@ -436,9 +407,9 @@ async def _pipelined(
     """Pipeline mode for a group without telemetry (``COPY`` cannot run in it).
 
     Statements then travel together up to the first whose result is read, instead of a
-    round trip each: an alarm's transaction is a dozen statements in three round trips
-    (the group's lookups, its batch keys, the rest with COMMIT), and on a busy machine
-    each round trip waits for a core (decisions.md).
+    round trip each: an alarm's transaction is a dozen statements in four round trips
+    (the group's lookups, its batch keys, its events with their incident, the rest with
+    COMMIT), and on a busy machine each round trip waits for a core (decisions.md).
     """
     if any(isinstance(message.batch, TelemetryBatch) for message in messages):
         yield
@@ -465,42 +436,28 @@ class _Found:
     """Ids drawn for the group's events, ascending: one per event of its decoded event
     batches, so every event stored has one (resent and withheld ones leave theirs
     unused)."""
-    incident_ids: list[int]
-    """Ids drawn for incidents the group's events may open: one per event for which a
-    rule of its topic's community may ask for one (``may_open``). A draft beyond them,
-    or one whose opening brings more (``after_opening``), waits for its outcome instead
-    (``_store_events``). Ids a draft did not take stay unused: incident ids have gaps."""
 
 
-async def _look_up(
-    conn: AsyncConnection[Any], messages: Sequence[Decoded], rules: RuleSet
-) -> _Found:
+async def _look_up(conn: AsyncConnection[Any], messages: Sequence[Decoded]) -> _Found:
     """Read what the group's messages name, before anything is written: their gateways'
     registrations, the (device, gateway) pairs that may not be stored, the devices whose
-    events the rules will judge, and ids for those events and the incidents they may
-    open.
+    events the rules will judge, and ids for those events.
 
-    The five reads depend on nothing but the payloads, so they are sent before any
-    result is read: in pipeline mode one round trip instead of five. They cover every
+    The four reads depend on nothing but the payloads, so they are sent before any
+    result is read: in pipeline mode one round trip instead of four. They cover every
     decoded message, resends and items later withheld included; a few ids go unused.
-    Drawing the ids here lets an event, the incident it opens and what the opening
-    writes be sent together, without waiting for an insert to return an id.
+    Drawing the events' ids here lets an event and the incident it opens be sent
+    together, without waiting for the insert to return the id.
     """
     decoded = [
-        (m.address, m.batch) for m in messages if m.batch is not None and m.address is not None
+        (m.address.gateway, m.batch)
+        for m in messages
+        if m.batch is not None and m.address is not None
     ]
-    names = sorted({address.gateway for address, _ in decoded})
-    pairs = sorted(
-        {(item.device, address.gateway) for address, batch in decoded for item in batch.items}
-    )
-    events = [
-        (address.community, e)
-        for address, batch in decoded
-        if isinstance(batch, EventBatch)
-        for e in batch.items
-    ]
-    devices = sorted({e.device for _, e in events})
-    judged = sum(1 for community, e in events if may_open(rules, e.type, community))
+    names = sorted({gateway for gateway, _ in decoded})
+    pairs = sorted({(item.device, gateway) for gateway, batch in decoded for item in batch.items})
+    events = [e for _, batch in decoded if isinstance(batch, EventBatch) for e in batch.items]
+    devices = sorted({e.device for e in events})
     sql = queries()
     sent: dict[str, Any] = {}
     for name, wanted, params in (
@@ -508,7 +465,6 @@ async def _look_up(
         ("devices_out_of_place", pairs, {"pairs": msgspec.json.encode(pairs).decode()}),
         ("devices_for_rules", devices, {"devices": devices}),
         ("draw_event_ids", events, {"count": len(events)}),
-        ("draw_incident_ids", judged, {"count": judged}),
     ):
         if wanted:
             with storage_errors(name):
@@ -522,7 +478,6 @@ async def _look_up(
         misplaced={(r[0], r[1]): (r[2], r[3]) for r in rows.get("devices_out_of_place", ())},
         contexts={r[0]: DeviceContext(*r) for r in rows.get("devices_for_rules", ())},
         event_ids=sorted(int(r[0]) for r in rows.get("draw_event_ids", ())),
-        incident_ids=sorted(int(r[0]) for r in rows.get("draw_incident_ids", ())),
     )
 
 
@@ -770,10 +725,7 @@ async def _store_events(
 
     Incidents are taken in one order for every worker (by scope, subject and type), so
     two workers whose groups name the same devices wait for each other instead of
-    deadlocking on the incidents' unique indexes. A draft takes one of the ids drawn
-    for the group and is sent without waiting for its outcome (``send_open_or_join``,
-    counted by ``_Group.settle`` after the COMMIT); one whose opening may bring others,
-    or past the drawn ids, waits for it.
+    deadlocking on the incidents' unique indexes.
     """
     drafts: list[tuple[int, IncidentDraft, int, datetime]] = []
     ids = iter(found.event_ids)
@@ -786,25 +738,27 @@ async def _store_events(
         split = group.outcomes[index]
         assert split is not None
         group.outcomes[index] = replace(split, events=len(events))
-    incident_ids = iter(found.incident_ids)
+    opened: Counter[int] = Counter()
+    joined: Counter[int] = Counter()
     while drafts:
         follow_ups: list[tuple[int, IncidentDraft, int, datetime]] = []
         for index, draft, event_id, ts in sorted(drafts, key=lambda d: d[1].lock_order):
-            new_id = None if opening_brings_more(rules, draft) else next(incident_ids, None)
-            if new_id is not None:
-                pending = await send_open_or_join(
-                    conn, draft, new_id=new_id, event_id=event_id, event_ts=ts, queue=queue
-                )
-                group.pending.append((index, pending))
-                continue
             incident = await open_or_join(conn, draft, event_id=event_id, event_ts=ts, queue=queue)
-            group.count_incident(index, incident.opened)
             if incident.opened:
+                opened[index] += 1
                 follow_ups.extend(
                     (index, extra, event_id, ts)
                     for extra in await after_opening(conn, rules, draft)
                 )
+            else:
+                joined[index] += 1
         drafts = follow_ups
+    for index in opened.keys() | joined.keys():
+        stored = group.outcomes[index]
+        assert stored is not None
+        group.outcomes[index] = replace(
+            stored, incidents_opened=opened[index], incidents_joined=joined[index]
+        )
 
 
 async def _report_clocks(
@@ -827,7 +781,13 @@ async def _report_clocks(
         incident = await open_or_join(
             conn, draft, event_id=None, event_ts=group.received_at, queue=queue
         )
-        group.count_incident(index, incident.opened)
+        outcome = group.outcomes[index]
+        assert outcome is not None
+        group.outcomes[index] = replace(
+            outcome,
+            incidents_opened=outcome.incidents_opened + incident.opened,
+            incidents_joined=outcome.incidents_joined + (not incident.opened),
+        )
 
 
 async def _insert_events(

@@ -26,7 +26,6 @@ from cloud.rules.config import Rule, RuleSet
 from cloud.rules.context import DeviceContext
 from cloud.storage.database import storage_errors
 from cloud.storage.sql import queries
-from schemas.vocabulary import EventType
 from schemas.wire import Event
 
 SWEEP_LIMIT: Final = 500
@@ -92,25 +91,12 @@ async def judge(
     return _draft(rule, check.device, check.type) if holds else None
 
 
-def may_open(rules: RuleSet, event: EventType, community: str) -> bool:
-    """Whether ``evaluate`` may ask for an incident for an ``event`` in ``community``
-    (a tailgating rule never does: its check decides later): writers draw an incident id
-    ahead only for such events."""
-    return any(rule.kind != "tailgating" for _, rule in rules.triggered_by(event, community))
-
-
-def opening_brings_more(rules: RuleSet, draft: IncidentDraft) -> bool:
-    """Whether opening ``draft``'s incident may bring others (``after_opening``): a
-    writer must then learn whether it opened before going on."""
-    return draft.type == rules.rules[rules.evacuation.after].incident and draft.building is not None
-
-
 async def after_opening(
     conn: AsyncConnection[Any], rules: RuleSet, draft: IncidentDraft
 ) -> list[IncidentDraft]:
     """Incidents that an incident just opened brings: for a fire, evacuation help for
     every registered resident of the building who needs it."""
-    if not opening_brings_more(rules, draft):
+    if draft.type != rules.rules[rules.evacuation.after].incident or draft.building is None:
         return []
     with storage_errors("residents_needing_evacuation_help"):
         cur = await conn.execute(

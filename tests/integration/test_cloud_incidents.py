@@ -10,7 +10,7 @@ import pytest
 from psycopg import AsyncConnection
 
 from cloud.errors import RegistryError
-from cloud.incidents import open_or_join, send_open_or_join
+from cloud.incidents import open_or_join
 from cloud.registry import register_community, register_device, register_gateway
 from cloud.rules.config import load_rules
 from cloud.rules.context import DeviceContext
@@ -87,56 +87,6 @@ async def test_racing_workers_open_one_incident(database_url: str) -> None:
         assert conn.execute("SELECT count(*), max(event_count) FROM incidents").fetchone() == (1, 2)
         assert conn.execute("SELECT count(*) FROM incident_events").fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM incident_log").fetchone() == (1,)
-
-
-async def test_an_opening_sent_ahead_writes_its_rows_and_a_join_writes_none(
-    database_url: str,
-) -> None:
-    """``send_open_or_join`` in pipeline mode, as the events lane sends it: the rows an
-    opening writes (log, unclaimed timer, webhook delivery) are sent keyed by the drawn
-    id before the outcome is known; a join leaves its drawn id unused and writes none
-    of them, and its event is linked to the incident it joined."""
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as setup:
-        device = await _setup(setup)
-        await setup.execute(
-            "INSERT INTO webhook_subscriptions (community_id, url, event_types, secrets) "
-            "VALUES (%s, 'https://example.org/hook', '{}', %s)",
-            [device.community_id, ["whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ="]],
-        )
-        first_event, second_event = await _event(setup, 1), await _event(setup, 2)
-        cur = await setup.execute(
-            "SELECT nextval(pg_get_serial_sequence('incidents', 'id')) FROM generate_series(1, 2)"
-        )
-        drawn = [int(str(row[0])) for row in await cur.fetchall()]
-    alarm = Event(
-        device="smoke-1",
-        ts=datetime.now(UTC),
-        seq=1,
-        type=EventType.SMOKE_ALARM,
-        severity=Severity.CRITICAL,
-    )
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        [draft] = await evaluate(conn, load_rules(), alarm, device)
-        await conn.rollback()
-        async with conn.pipeline():
-            async with conn.transaction():
-                sent = [
-                    await send_open_or_join(
-                        conn, draft, new_id=new_id, event_id=event_id, event_ts=alarm.ts
-                    )
-                    for new_id, event_id in zip(drawn, (first_event, second_event), strict=True)
-                ]
-            opened, joined = [await incident.outcome() for incident in sent]
-
-    assert (opened.incident_id, opened.opened) == (drawn[0], True)
-    assert (joined.incident_id, joined.opened) == (drawn[0], False)
-    with psycopg.connect(database_url) as check:
-        assert check.execute("SELECT id, event_count FROM incidents").fetchall() == [(drawn[0], 2)]
-        assert check.execute(
-            "SELECT incident_id, event_id FROM incident_events ORDER BY event_id"
-        ).fetchall() == [(drawn[0], first_event), (drawn[0], second_event)]
-        for table in ("incident_log", "incident_timers", "webhook_deliveries"):
-            assert check.execute(f"SELECT incident_id FROM {table}").fetchall() == [(drawn[0],)]
 
 
 async def test_registration_is_idempotent_and_refuses_contradictions(database_url: str) -> None:

@@ -80,12 +80,6 @@ ON CONFLICT (bucket) DO UPDATE SET noted_at = greatest(late.noted_at, EXCLUDED.n
 SELECT nextval(pg_get_serial_sequence('events', 'id'))
 FROM generate_series(1, %(count)s)
 
--- name: draw_incident_ids
--- Ids for the incidents a group's events may open, drawn before the rules run (the
--- writer says why); an id whose draft joins an incident instead is left unused.
-SELECT nextval(pg_get_serial_sequence('incidents', 'id'))
-FROM generate_series(1, %(count)s)
-
 -- name: insert_event
 -- id: drawn by draw_event_ids. device_ts: the device's own time when ts is the time of
 -- receipt (clock_skew).
